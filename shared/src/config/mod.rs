@@ -1,0 +1,776 @@
+//! Gateway configuration: host JSON (an object, or a string holding one, as Kong passes it)
+//! merged over `AFORO_*` environment variables, with the defaults of the product docs.
+//! Explicit JSON wins over the environment; unknown fields are refused; every error names the
+//! field (or the variable) and says what is allowed.
+
+mod options;
+mod route;
+mod url;
+
+pub use options::{option, Kind, OptionSpec, FIELD_NAMES, OPTIONS};
+pub use route::{is_name, path_has_prefix, MethodMatch, QuantitySource, Route, StatusRanges};
+pub use url::{Endpoint, UrlError};
+
+use crate::delivery::DeliveryConfig;
+use crate::entitlement::{FailureMode, Snapshot};
+use crate::environment::{ApiKey, Environment};
+use crate::event::IngestFormat;
+use crate::keys::Cidr;
+use crate::strict_json::{describe, index, FieldError, ObjReader};
+use serde_json::{Map, Value};
+
+/// How outbound calls name their upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DispatchMode {
+    /// An Envoy cluster name (Envoy, Istio, MuleSoft Flex).
+    Cluster,
+    /// `host:port` taken from the URL (Kong's ngx_wasm_module).
+    Authority,
+}
+
+/// Requests that no route matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unmatched {
+    /// Pass through, not metered.
+    Allow,
+    /// Refuse with 403 `no_access`.
+    Deny,
+}
+
+/// Enforce decisions, or only observe them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnforcementMode {
+    /// Deny what the rules deny.
+    Enforce,
+    /// Decide, count and tag, but let every request through.
+    Shadow,
+}
+
+/// Where an HTTP call goes and how it is addressed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The `upstream` argument of the outbound call.
+    pub upstream: String,
+    /// `:authority` header.
+    pub authority: String,
+    /// `:path` header.
+    pub path: String,
+    /// `:scheme` is https.
+    pub tls: bool,
+}
+
+impl Target {
+    fn new(endpoint: &Endpoint, path: String, dispatch: DispatchMode, cluster: &str) -> Self {
+        Target {
+            upstream: match dispatch {
+                DispatchMode::Cluster => cluster.to_string(),
+                DispatchMode::Authority => endpoint.host_port(),
+            },
+            authority: endpoint.authority(),
+            path,
+            tls: endpoint.tls,
+        }
+    }
+}
+
+/// Where entitlements come from.
+#[derive(Clone, Debug)]
+pub enum EntitlementSource {
+    /// No snapshot: every identified customer is allowed and metered (metering only).
+    None,
+    /// A fixed snapshot from the configuration (never stale).
+    Inline(Box<Snapshot>),
+    /// Synced in the background from a URL.
+    Sync(Target),
+}
+
+/// The whole, validated configuration of a gateway filter.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The key that sends events; its prefix decides the default environment.
+    pub api_key: ApiKey,
+    /// A sandbox key for partners in sandbox mode when `api_key` is live.
+    pub sandbox_api_key: Option<ApiKey>,
+    /// Product id stamped on events.
+    pub product_id: String,
+    /// Ingest target per environment (index by `Environment::index`).
+    pub ingest: [Target; 2],
+    /// Delivery limits and timings (shared by both environments).
+    pub delivery: DeliveryConfig,
+    /// Log every outbound event (keys redacted).
+    pub debug: bool,
+    /// How upstreams are named.
+    pub dispatch: DispatchMode,
+    /// Header with a customer id set by a trusted auth layer.
+    pub customer_header: Option<String>,
+    /// Header with a consumer key.
+    pub consumer_key_header: Option<String>,
+    /// Header whose value makes event ids stable.
+    pub request_id_header: Option<String>,
+    /// Proxies whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Routes, first match wins.
+    pub routes: Vec<Route>,
+    /// Requests no route matches.
+    pub unmatched: Unmatched,
+    /// Where the snapshot comes from.
+    pub entitlements: EntitlementSource,
+    /// Snapshot refresh period.
+    pub sync_interval_ms: u64,
+    /// Snapshot age past which `failure_mode` applies.
+    pub max_snapshot_age_ms: u64,
+    /// Behaviour without a fresh snapshot.
+    pub failure_mode: FailureMode,
+    /// Enforce or shadow.
+    pub mode: EnforcementMode,
+    /// Upstream statuses that are metered.
+    pub billable_status: StatusRanges,
+    /// Largest response body read for a JSON-pointer quantity.
+    pub max_body_bytes: usize,
+    /// Name of this gateway node.
+    pub source: String,
+}
+
+impl Config {
+    /// The environment of the main key.
+    pub fn environment(&self) -> Environment {
+        self.api_key.environment()
+    }
+
+    /// The key that sends `env`'s events, if there is one.
+    pub fn key_for(&self, env: Environment) -> Option<&ApiKey> {
+        if self.api_key.environment() == env {
+            Some(&self.api_key)
+        } else {
+            self.sandbox_api_key
+                .as_ref()
+                .filter(|k| k.environment() == env)
+        }
+    }
+
+    /// One line for the startup log; never contains a secret.
+    pub fn summary(&self) -> String {
+        let env = self.environment();
+        let source = match &self.entitlements {
+            EntitlementSource::None => "none (metering only)".to_string(),
+            EntitlementSource::Inline(s) => format!("inline ({} customers)", s.customers.len()),
+            EntitlementSource::Sync(t) => format!(
+                "sync from {} every {} ms",
+                t.upstream, self.sync_interval_ms
+            ),
+        };
+        format!(
+            "environment={env} product_id={} ingest={}{} ({}) routes={} entitlements={source} failure_mode={:?} mode={:?} batch_size={} flush_interval_ms={}",
+            self.product_id,
+            self.ingest[env.index()].upstream,
+            self.ingest[env.index()].path,
+            self.delivery.format.content_type(),
+            self.routes.len(),
+            self.failure_mode,
+            self.mode,
+            self.delivery.batch_size,
+            self.delivery.flush_interval_ms,
+        )
+    }
+
+    /// Parses host configuration bytes merged over environment variables (`env` looks one up).
+    ///
+    /// Empty bytes mean "everything from the environment".
+    pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Self, FieldError> {
+        let json = decode_host_config(bytes)?;
+        let mut from_env: Vec<&'static str> = Vec::new();
+        let mut merged = Map::new();
+        for spec in OPTIONS {
+            let Some(var) = spec.env else { continue };
+            let Some(text) = env(var).filter(|t| !t.trim().is_empty()) else {
+                continue;
+            };
+            merged.insert(spec.name.to_string(), env_value(spec.kind, text.trim()));
+            from_env.push(spec.name);
+        }
+        if let Value::Object(obj) = json {
+            for (k, v) in obj {
+                if !v.is_null() {
+                    from_env.retain(|n| *n != k);
+                }
+                merged.insert(k, v);
+            }
+        }
+        let merged = Value::Object(merged);
+        parse_merged(&merged).map_err(|e| {
+            // Name the variable when the bad value came from the environment.
+            match option(e.path.split(['.', '[']).next().unwrap_or("")) {
+                Some(spec) if from_env.contains(&spec.name) => {
+                    FieldError::new(spec.env.unwrap_or(spec.name), e.message)
+                }
+                _ => e,
+            }
+        })
+    }
+}
+
+/// Host configuration bytes as a JSON object: accepts an object, a JSON string holding an object
+/// (Kong with a meta.json schema encodes string configs), or nothing.
+pub fn decode_host_config(bytes: &[u8]) -> Result<Value, FieldError> {
+    let trimmed = bytes.trim_ascii();
+    if trimmed.is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    let v = crate::strict_json::parse_json("the plugin configuration", trimmed)?;
+    let v = match v {
+        Value::String(inner) if inner.trim().is_empty() => Value::Object(Map::new()),
+        Value::String(inner) => crate::strict_json::parse_json(
+            "the plugin configuration (a JSON string holding JSON)",
+            inner.as_bytes(),
+        )?,
+        other => other,
+    };
+    if !v.is_object() {
+        return Err(FieldError::new(
+            "",
+            format!(
+                "the plugin configuration must be a JSON object, got {}",
+                describe(&v)
+            ),
+        ));
+    }
+    Ok(v)
+}
+
+fn env_value(kind: Kind, text: &str) -> Value {
+    match kind {
+        Kind::Integer => text
+            .parse::<u64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(text)),
+        Kind::Bool => match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Value::Bool(true),
+            "false" | "0" | "no" | "off" => Value::Bool(false),
+            _ => Value::from(text),
+        },
+        Kind::List => Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Value::from)
+                .collect(),
+        ),
+        Kind::Text | Kind::Json => Value::from(text),
+    }
+}
+
+fn header_name(
+    r: &ObjReader<'_>,
+    key: &str,
+    default: Option<&str>,
+) -> Result<Option<String>, FieldError> {
+    let v = match r.get(key) {
+        None => return Ok(default.map(str::to_string)),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::String(s)) => s.trim(),
+        Some(other) => {
+            return Err(FieldError::new(
+                r.field_path(key),
+                format!(
+                    "must be a header name or \"\" to disable, got {}",
+                    describe(other)
+                ),
+            ))
+        }
+    };
+    if !v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(FieldError::new(
+            r.field_path(key),
+            format!("must be a header name (letters, digits, '-', '_'), got {v:?}"),
+        ));
+    }
+    Ok(Some(v.to_ascii_lowercase()))
+}
+
+fn key_field(r: &ObjReader<'_>, key: &str) -> Result<Option<ApiKey>, FieldError> {
+    match r.string(key)? {
+        None => Ok(None),
+        Some(s) => ApiKey::parse(s)
+            .map(Some)
+            .map_err(|e| FieldError::new(r.field_path(key), e.to_string())),
+    }
+}
+
+fn endpoint(r: &ObjReader<'_>, key: &str) -> Result<Option<Endpoint>, FieldError> {
+    match r.non_empty_string(key)? {
+        None => Ok(None),
+        Some(s) => Endpoint::parse(s)
+            .map(Some)
+            .map_err(|e| FieldError::new(r.field_path(key), e.to_string())),
+    }
+}
+
+fn cluster(r: &ObjReader<'_>, key: &str, default: &str) -> Result<String, FieldError> {
+    let v = r.non_empty_string(key)?.unwrap_or(default);
+    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(FieldError::new(
+            r.field_path(key),
+            format!("must be a cluster name without spaces, got {v:?}"),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+fn parse_merged(v: &Value) -> Result<Config, FieldError> {
+    let r = ObjReader::new("", v, FIELD_NAMES)?;
+    let api_key = key_field(&r, "api_key")?.ok_or_else(|| {
+        FieldError::new(
+            "api_key",
+            "is required: set api_key in the configuration or AFORO_API_KEY (sk_test_… or sk_live_…)",
+        )
+    })?;
+    let sandbox_api_key = key_field(&r, "sandbox_api_key")?;
+    if let Some(k) = &sandbox_api_key {
+        if k.environment() != Environment::Sandbox {
+            return Err(FieldError::new(
+                "sandbox_api_key",
+                "must be an sk_test_… key",
+            ));
+        }
+    }
+    let product_id = r
+        .non_empty_string("product_id")?
+        .ok_or_else(|| {
+            FieldError::new(
+                "product_id",
+                "is required: set product_id in the configuration or AFORO_PRODUCT_ID",
+            )
+        })?
+        .to_string();
+    if !is_name(&product_id) {
+        return Err(FieldError::new(
+            "product_id",
+            format!("must be 1..=128 letters, digits or _-.: characters, got {product_id:?}"),
+        ));
+    }
+    let format = match r.choice("ingest_format", &["aforo", "cloudevents"])? {
+        Some("cloudevents") => IngestFormat::CloudEvents,
+        _ => IngestFormat::Aforo,
+    };
+    let dispatch = match r.choice("dispatch", &["cluster", "authority"])? {
+        Some("authority") => DispatchMode::Authority,
+        _ => DispatchMode::Cluster,
+    };
+    let ingest_url = endpoint(&r, "ingest_url")?;
+    let ingest_cluster = match r.non_empty_string("ingest_cluster")? {
+        Some(_) => Some(cluster(&r, "ingest_cluster", "")?),
+        None => None,
+    };
+    let sandbox_cluster = cluster(&r, "sandbox_cluster", "aforo_ingest_sandbox")?;
+    let production_cluster = cluster(&r, "production_cluster", "aforo_ingest_production")?;
+    let ingest = Environment::ALL.map(|env| {
+        let ep = ingest_url.clone().unwrap_or_else(|| {
+            // The built-in URLs always parse.
+            Endpoint::parse(env.default_ingest_url()).unwrap_or(Endpoint {
+                tls: true,
+                host: String::new(),
+                port: 443,
+                path: String::new(),
+            })
+        });
+        let cl = ingest_cluster.clone().unwrap_or_else(|| match env {
+            Environment::Sandbox => sandbox_cluster.clone(),
+            Environment::Production => production_cluster.clone(),
+        });
+        Target::new(&ep, ep.path_with("/v1/events"), dispatch, &cl)
+    });
+    let batch_size = r.u64_in("batch_size", 1, 1_000)?.unwrap_or(100) as usize;
+    let flush_interval_ms = r
+        .u64_in("flush_interval_ms", 10, 3_600_000)?
+        .unwrap_or(5_000);
+    let request_timeout_ms = r
+        .u64_in("request_timeout_ms", 10, 600_000)?
+        .unwrap_or(5_000);
+    let max_buffer_events = r
+        .u64_in("max_buffer_events", 1, 10_000_000)?
+        .unwrap_or(10_000) as usize;
+    let max_buffer_bytes = r
+        .u64_in("max_buffer_bytes", 4_096, 1 << 32)?
+        .unwrap_or(8 << 20) as usize;
+    let max_dead_letters = r
+        .u64_in("max_dead_letters", 0, 10_000_000)?
+        .unwrap_or(10_000) as usize;
+    let initial_backoff_ms = r.u64_in("initial_backoff_ms", 1, 3_600_000)?.unwrap_or(500);
+    let max_backoff_ms = r.u64_in("max_backoff_ms", 1, 3_600_000)?.unwrap_or(30_000);
+    let max_retry_time_ms = r
+        .u64_in("max_retry_time_ms", 0, 86_400_000)?
+        .unwrap_or(120_000);
+    if max_backoff_ms < initial_backoff_ms {
+        return Err(FieldError::new(
+            "max_backoff_ms",
+            format!("must be >= initial_backoff_ms ({initial_backoff_ms}), got {max_backoff_ms}"),
+        ));
+    }
+    if batch_size > max_buffer_events {
+        return Err(FieldError::new(
+            "max_buffer_events",
+            format!("must be >= batch_size ({batch_size}), got {max_buffer_events}"),
+        ));
+    }
+    let trusted_proxies = match r.array("trusted_proxies")? {
+        None => Vec::new(),
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let p = index("trusted_proxies", i);
+                let s = v.as_str().ok_or_else(|| {
+                    FieldError::new(&p, "must be a CIDR string such as 10.0.0.0/8")
+                })?;
+                Cidr::parse(s).map_err(|e| FieldError::new(&p, e.0))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let routes = match r.array("routes")? {
+        None => Vec::new(),
+        Some(list) => route::parse_routes("routes", list)?,
+    };
+    let unmatched = match r.choice("unmatched", &["allow", "deny"])? {
+        Some("deny") => Unmatched::Deny,
+        _ => Unmatched::Allow,
+    };
+    let sync_interval_ms = r
+        .u64_in("sync_interval_ms", 100, 86_400_000)?
+        .unwrap_or(5_000);
+    let max_snapshot_age_ms = r
+        .u64_in("max_snapshot_age_ms", 1_000, 604_800_000)?
+        .unwrap_or(60_000);
+    if max_snapshot_age_ms < sync_interval_ms {
+        return Err(FieldError::new(
+            "max_snapshot_age_ms",
+            format!("must be >= sync_interval_ms ({sync_interval_ms}), got {max_snapshot_age_ms}"),
+        ));
+    }
+    let failure_mode = match r.choice("failure_mode", &["open", "closed"])? {
+        Some("closed") => FailureMode::Closed,
+        _ => FailureMode::Open,
+    };
+    let inline = match r.get("entitlements") {
+        None => None,
+        Some(v) => Some(Snapshot::from_value("entitlements", v)?),
+    };
+    let sync_url = endpoint(&r, "entitlements_url")?;
+    let sync_cluster = cluster(&r, "entitlements_cluster", "aforo_agent")?;
+    let entitlements = match (inline, sync_url) {
+        (Some(_), Some(_)) => {
+            return Err(FieldError::new(
+                "entitlements",
+                "set either entitlements (inline) or entitlements_url (synced), not both",
+            ))
+        }
+        (Some(s), None) => EntitlementSource::Inline(Box::new(s)),
+        (None, Some(ep)) => {
+            EntitlementSource::Sync(Target::new(&ep, ep.path.clone(), dispatch, &sync_cluster))
+        }
+        (None, None) => EntitlementSource::None,
+    };
+    if let EntitlementSource::Inline(s) = &entitlements {
+        if let Some(e) = s.environment {
+            if e != api_key.environment() && sandbox_api_key.is_none() {
+                return Err(FieldError::new(
+                    "entitlements.environment",
+                    format!("is {e} but api_key is a {} key", api_key.environment()),
+                ));
+            }
+        }
+    }
+    let mode = match r.choice("mode", &["enforce", "shadow"])? {
+        Some("shadow") => EnforcementMode::Shadow,
+        _ => EnforcementMode::Enforce,
+    };
+    let billable_status = match r.string("billable_status")? {
+        None => StatusRanges(vec![(200, 399)]),
+        Some(s) => StatusRanges::parse("billable_status", s)?,
+    };
+    let max_body_bytes = r.u64_in("max_body_bytes", 0, 64 << 20)?.unwrap_or(1 << 20) as usize;
+    let source = r
+        .non_empty_string("source")?
+        .unwrap_or("gateway")
+        .to_string();
+    if !is_name(&source) {
+        return Err(FieldError::new(
+            "source",
+            format!("must be 1..=128 letters, digits or _-.: characters, got {source:?}"),
+        ));
+    }
+    Ok(Config {
+        api_key,
+        sandbox_api_key,
+        product_id,
+        ingest,
+        delivery: DeliveryConfig {
+            batch_size,
+            flush_interval_ms,
+            max_buffer_events,
+            max_buffer_bytes,
+            max_dead_letters,
+            initial_backoff_ms,
+            max_backoff_ms,
+            max_retry_time_ms,
+            request_timeout_ms,
+            format,
+        },
+        debug: r.bool("debug")?.unwrap_or(false),
+        dispatch,
+        customer_header: header_name(&r, "customer_header", None)?,
+        consumer_key_header: header_name(&r, "consumer_key_header", Some("x-api-key"))?,
+        request_id_header: header_name(&r, "request_id_header", Some("x-request-id"))?,
+        trusted_proxies,
+        routes,
+        unmatched,
+        entitlements,
+        sync_interval_ms,
+        max_snapshot_age_ms,
+        failure_mode,
+        mode,
+        billable_status,
+        max_body_bytes,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn parse(json: Value, env: &[(&str, &str)]) -> Result<Config, FieldError> {
+        Config::parse(json.to_string().as_bytes(), &env_of(env))
+    }
+
+    const MIN: &[(&str, &str)] = &[
+        ("AFORO_API_KEY", "sk_test_abc"),
+        ("AFORO_PRODUCT_ID", "prod_1"),
+    ];
+
+    #[test]
+    fn defaults_follow_the_product_docs() {
+        let c = parse(json!({}), MIN).unwrap();
+        assert_eq!(c.environment(), Environment::Sandbox);
+        assert_eq!(c.delivery.batch_size, 100);
+        assert_eq!(c.delivery.flush_interval_ms, 5_000);
+        assert!(!c.debug);
+        assert_eq!(c.ingest[0].upstream, "aforo_ingest_sandbox");
+        assert_eq!(c.ingest[0].authority, "ingest-sandbox.aforo.ai");
+        assert_eq!(c.ingest[0].path, "/v1/events");
+        assert_eq!(c.ingest[1].authority, "ingest.aforo.ai");
+        assert_eq!(c.failure_mode, FailureMode::Open);
+        assert_eq!(c.consumer_key_header.as_deref(), Some("x-api-key"));
+        assert_eq!(c.customer_header, None);
+        assert!(matches!(c.entitlements, EntitlementSource::None));
+    }
+
+    #[test]
+    fn json_wins_over_environment_variables() {
+        let env = [
+            MIN,
+            &[
+                ("AFORO_BATCH_SIZE", "50"),
+                ("AFORO_DEBUG", "true"),
+                ("AFORO_INGEST_URL", "http://127.0.0.1:9000"),
+            ],
+        ]
+        .concat();
+        let c = parse(json!({"batch_size": 7}), &env).unwrap();
+        assert_eq!(c.delivery.batch_size, 7);
+        assert!(c.debug);
+        assert_eq!(c.ingest[0].authority, "127.0.0.1:9000");
+        let c = parse(json!({"api_key": "sk_live_xyz"}), MIN).unwrap();
+        assert_eq!(c.environment(), Environment::Production);
+    }
+
+    #[test]
+    fn a_json_string_holding_json_is_accepted_as_kong_sends_it() {
+        let inner = json!({"api_key": "sk_test_k", "product_id": "p"}).to_string();
+        let c = Config::parse(Value::String(inner).to_string().as_bytes(), &env_of(&[])).unwrap();
+        assert_eq!(c.product_id, "p");
+        assert!(Config::parse(b"", &env_of(MIN)).is_ok());
+    }
+
+    #[test]
+    fn malformed_configurations_name_the_field() {
+        let cases: Vec<(Value, Vec<(&str, &str)>, &str, &str)> = vec![
+            (
+                json!({"batch_size": 0}),
+                MIN.to_vec(),
+                "batch_size",
+                "batch_size: must be 1..=1000, got 0",
+            ),
+            (
+                json!({"batch_size": "ten"}),
+                MIN.to_vec(),
+                "batch_size",
+                "batch_size: must be 1..=1000, got \"ten\"",
+            ),
+            (
+                json!({"api_key": "sk_prod_123"}),
+                MIN.to_vec(),
+                "api_key",
+                "unknown key prefix \"sk_prod_\"",
+            ),
+            (
+                json!({"batchsize": 5}),
+                MIN.to_vec(),
+                "batchsize",
+                "did you mean \"batch_size\"",
+            ),
+            (
+                json!({"debug": "maybe"}),
+                MIN.to_vec(),
+                "debug",
+                "must be true or false",
+            ),
+            (
+                json!({}),
+                vec![("AFORO_PRODUCT_ID", "p")],
+                "api_key",
+                "is required",
+            ),
+            (
+                json!({}),
+                vec![("AFORO_API_KEY", "sk_test_a")],
+                "product_id",
+                "is required",
+            ),
+            (
+                json!({}),
+                [MIN, &[("AFORO_BATCH_SIZE", "0")]].concat(),
+                "AFORO_BATCH_SIZE",
+                "AFORO_BATCH_SIZE: must be 1..=1000, got 0",
+            ),
+            (
+                json!({}),
+                [MIN, &[("AFORO_DEBUG", "sometimes")]].concat(),
+                "AFORO_DEBUG",
+                "must be true or false",
+            ),
+            (
+                json!({"ingest_url": "ftp://x"}),
+                MIN.to_vec(),
+                "ingest_url",
+                "scheme",
+            ),
+            (
+                json!({"failure_mode": "maybe"}),
+                MIN.to_vec(),
+                "failure_mode",
+                "must be one of open, closed",
+            ),
+            (
+                json!({"trusted_proxies": ["10.0.0.1/33"]}),
+                MIN.to_vec(),
+                "trusted_proxies[0]",
+                "prefix",
+            ),
+            (
+                json!({"initial_backoff_ms": 1000, "max_backoff_ms": 10}),
+                MIN.to_vec(),
+                "max_backoff_ms",
+                ">=",
+            ),
+            (
+                json!({"routes": [{"path_prefix": "/x", "feature": "f"}]}),
+                MIN.to_vec(),
+                "routes[0].metric",
+                "is required",
+            ),
+            (
+                json!({"entitlements": {"customers": {"c": {"features": {"f": {"quota": "many"}}}}}}),
+                MIN.to_vec(),
+                "entitlements.customers.c.features.f.quota",
+                "must be",
+            ),
+            (
+                json!({"sandbox_api_key": "sk_live_x"}),
+                MIN.to_vec(),
+                "sandbox_api_key",
+                "sk_test_",
+            ),
+            (
+                json!({"customer_header": "x customer"}),
+                MIN.to_vec(),
+                "customer_header",
+                "header name",
+            ),
+        ];
+        for (json, env, path, text) in cases {
+            let e = parse(json.clone(), &env).unwrap_err();
+            assert_eq!(e.path, path, "{json} → {e}");
+            assert!(
+                e.to_string().contains(text),
+                "{json} → {e} (wanted {text:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn the_secret_never_appears_in_errors_or_summaries() {
+        let e = parse(json!({"api_key": "sk_prod_TOPSECRET"}), MIN).unwrap_err();
+        assert!(!e.to_string().contains("TOPSECRET"));
+        let c = parse(json!({"api_key": "sk_live_TOPSECRET"}), MIN).unwrap();
+        assert!(!c.summary().contains("TOPSECRET"));
+        assert!(!format!("{c:?}").contains("TOPSECRET"));
+    }
+
+    #[test]
+    fn kong_dispatches_to_host_and_port() {
+        let c = parse(
+            json!({"dispatch": "authority", "ingest_url": "http://agent.local:8787",
+            "entitlements_url": "http://agent.local:8787/v1/entitlements"}),
+            MIN,
+        )
+        .unwrap();
+        assert_eq!(c.ingest[0].upstream, "agent.local:8787");
+        match &c.entitlements {
+            EntitlementSource::Sync(t) => {
+                assert_eq!(t.upstream, "agent.local:8787");
+                assert_eq!(t.path, "/v1/entitlements");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_documented_option_is_accepted_with_its_default() {
+        for spec in OPTIONS {
+            if spec.default == "required"
+                || spec.default == "none"
+                || spec.default == "per environment"
+            {
+                continue;
+            }
+            let value = match spec.kind {
+                Kind::Integer => Value::from(spec.default.parse::<u64>().unwrap()),
+                Kind::Bool => Value::from(spec.default == "true"),
+                Kind::List | Kind::Json => serde_json::from_str(spec.default).unwrap(),
+                Kind::Text => Value::from(spec.default),
+            };
+            let explicit = parse(json!({ spec.name: value }), MIN)
+                .unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+            let implicit = parse(json!({}), MIN).unwrap();
+            assert_eq!(
+                format!("{explicit:?}"),
+                format!("{implicit:?}"),
+                "default of {} differs from the docs",
+                spec.name
+            );
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Routes: which requests are which feature, which metric they meter, and how much.
+
+use crate::strict_json::{index, short, FieldError, ObjReader};
+use serde_json::Value;
+
+/// Where the metered quantity of a request comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QuantitySource {
+    /// A fixed decimal amount per request, such as `1` call.
+    Constant(String),
+    /// Bytes of the request body.
+    RequestBytes,
+    /// Bytes of the response body.
+    ResponseBytes,
+    /// A decimal number in a response header (`x-usage-units`).
+    ResponseHeader(String),
+    /// A number at a JSON pointer in the response body (`/usage/total_tokens`).
+    ResponseJson(String),
+}
+
+impl QuantitySource {
+    /// Whether the quantity is known before the upstream answers (so quota can be reserved).
+    pub fn constant_units(&self) -> Option<u64> {
+        match self {
+            QuantitySource::Constant(v) => v.parse::<u64>().ok(),
+            _ => None,
+        }
+    }
+
+    /// Whether the response body must be read to know the quantity.
+    pub fn needs_response_body(&self) -> bool {
+        matches!(
+            self,
+            QuantitySource::ResponseBytes | QuantitySource::ResponseJson(_)
+        )
+    }
+}
+
+/// HTTP method filter of a route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MethodMatch {
+    /// Any method.
+    Any,
+    /// Exactly this method (upper case).
+    Exact(String),
+}
+
+/// One route: method + path prefix → feature, metric and quantity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Method filter.
+    pub method: MethodMatch,
+    /// Path prefix, matched on segment boundaries (`/v1/search` matches `/v1/search/x`, not `/v1/searchx`).
+    pub path_prefix: String,
+    /// Entitlement feature checked before serving.
+    pub feature: String,
+    /// Metric of the usage event recorded after serving.
+    pub metric: String,
+    /// Where the quantity comes from.
+    pub quantity: QuantitySource,
+    /// Product id for this route's events, overriding the global one.
+    pub product_id: Option<String>,
+}
+
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "*",
+];
+
+const ROUTE_FIELDS: &[&str] = &[
+    "method",
+    "path_prefix",
+    "feature",
+    "metric",
+    "quantity",
+    "product_id",
+];
+
+const QUANTITY_FIELDS: &[&str] = &["from", "value", "name", "pointer"];
+
+const QUANTITY_KINDS: &[&str] = &[
+    "constant",
+    "request_bytes",
+    "response_bytes",
+    "response_header",
+    "response_json",
+];
+
+impl Route {
+    /// Whether this route takes a request with `method` and `path` (query string allowed).
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        if let MethodMatch::Exact(m) = &self.method {
+            if !m.eq_ignore_ascii_case(method) {
+                return false;
+            }
+        }
+        path_has_prefix(path, &self.path_prefix)
+    }
+}
+
+/// Segment-aware prefix test: the prefix must end at `/`, `?`, `#` or the end of the path.
+pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    if !path.starts_with(prefix) {
+        return false;
+    }
+    if prefix.ends_with('/') {
+        return true;
+    }
+    matches!(
+        path.as_bytes().get(prefix.len()),
+        None | Some(b'/' | b'?' | b'#')
+    )
+}
+
+/// Parses the `routes` array.
+pub fn parse_routes(path: &str, value: &[Value]) -> Result<Vec<Route>, FieldError> {
+    value
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_route(&index(path, i), v))
+        .collect()
+}
+
+/// An identifier-like name: letters, digits, `_ - . :`, 1..=128 chars.
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+}
+
+fn name_field(r: &ObjReader<'_>, key: &str) -> Result<String, FieldError> {
+    let s = r.required_string(key)?;
+    if !is_name(s) {
+        return Err(FieldError::new(
+            r.field_path(key),
+            format!("must be 1..=128 letters, digits or _-.: characters, got {s:?}"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_route(path: &str, v: &Value) -> Result<Route, FieldError> {
+    let r = ObjReader::new(path, v, ROUTE_FIELDS)?;
+    let method = match r.string("method")? {
+        None | Some("*") => MethodMatch::Any,
+        Some(m) => {
+            let upper = m.to_ascii_uppercase();
+            if !METHODS.contains(&upper.as_str()) {
+                return Err(FieldError::new(
+                    r.field_path("method"),
+                    format!("must be one of {}, got {m:?}", METHODS.join(", ")),
+                ));
+            }
+            MethodMatch::Exact(upper)
+        }
+    };
+    let path_prefix = r.required_string("path_prefix")?.to_string();
+    if !path_prefix.starts_with('/') {
+        return Err(FieldError::new(
+            r.field_path("path_prefix"),
+            format!("must start with '/', got {path_prefix:?}"),
+        ));
+    }
+    let feature = name_field(&r, "feature")?;
+    let metric = name_field(&r, "metric")?;
+    let quantity = match r.get("quantity") {
+        None => QuantitySource::Constant("1".into()),
+        Some(q) => parse_quantity(&r.field_path("quantity"), q)?,
+    };
+    let product_id = match r.non_empty_string("product_id")? {
+        Some(p) if !is_name(p) => {
+            return Err(FieldError::new(
+                r.field_path("product_id"),
+                format!("must be 1..=128 letters, digits or _-.: characters, got {p:?}"),
+            ))
+        }
+        other => other.map(str::to_string),
+    };
+    Ok(Route {
+        method,
+        path_prefix,
+        feature,
+        metric,
+        quantity,
+        product_id,
+    })
+}
+
+fn parse_quantity(path: &str, v: &Value) -> Result<QuantitySource, FieldError> {
+    match v {
+        Value::String(_) | Value::Number(_) => constant(path, v),
+        _ => {
+            let r = ObjReader::new(path, v, QUANTITY_FIELDS)?;
+            let kind = r.choice("from", QUANTITY_KINDS)?.ok_or_else(|| {
+                FieldError::new(
+                    r.field_path("from"),
+                    format!("is required: one of {}", QUANTITY_KINDS.join(", ")),
+                )
+            })?;
+            let only = |allowed: &[&str]| -> Result<(), FieldError> {
+                for k in QUANTITY_FIELDS {
+                    if *k != "from" && !allowed.contains(k) && r.get(k).is_some() {
+                        return Err(FieldError::new(
+                            r.field_path(k),
+                            format!("is not used when from is {kind:?}"),
+                        ));
+                    }
+                }
+                Ok(())
+            };
+            match kind {
+                "constant" => {
+                    only(&["value"])?;
+                    let val = r.get("value").ok_or_else(|| {
+                        FieldError::new(
+                            r.field_path("value"),
+                            "is required for a constant quantity",
+                        )
+                    })?;
+                    constant(&r.field_path("value"), val)
+                }
+                "request_bytes" => only(&[]).map(|_| QuantitySource::RequestBytes),
+                "response_bytes" => only(&[]).map(|_| QuantitySource::ResponseBytes),
+                "response_header" => {
+                    only(&["name"])?;
+                    let name = r.required_string("name")?;
+                    if name.is_empty()
+                        || !name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    {
+                        return Err(FieldError::new(
+                            r.field_path("name"),
+                            format!("must be a header name, got {name:?}"),
+                        ));
+                    }
+                    Ok(QuantitySource::ResponseHeader(name.to_ascii_lowercase()))
+                }
+                _ => {
+                    only(&["pointer"])?;
+                    let p = r.required_string("pointer")?;
+                    if !p.starts_with('/') {
+                        return Err(FieldError::new(
+                            r.field_path("pointer"),
+                            format!("must be a JSON pointer starting with '/', got {p:?}"),
+                        ));
+                    }
+                    Ok(QuantitySource::ResponseJson(p.to_string()))
+                }
+            }
+        }
+    }
+}
+
+fn constant(path: &str, v: &Value) -> Result<QuantitySource, FieldError> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => {
+            return Err(FieldError::new(
+                path,
+                format!("must be a decimal >= 0, got {}", short(other)),
+            ))
+        }
+    };
+    match crate::event::Quantity::parse(&text) {
+        Ok(q) => Ok(QuantitySource::Constant(q.to_string())),
+        Err(e) => Err(FieldError::new(path, e.to_string())),
+    }
+}
+
+/// Inclusive ranges of upstream statuses that are billable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusRanges(pub Vec<(u16, u16)>);
+
+impl StatusRanges {
+    /// Parses `200-399` or `200-299,304`.
+    pub fn parse(path: &str, text: &str) -> Result<Self, FieldError> {
+        let bad = || {
+            FieldError::new(
+                path,
+                format!("must be status ranges like 200-299,304 (100..=599), got {text:?}"),
+            )
+        };
+        let mut out = Vec::new();
+        for part in text.split(',') {
+            let part = part.trim();
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (part, part),
+            };
+            let a: u16 = a.parse().map_err(|_| bad())?;
+            let b: u16 = b.parse().map_err(|_| bad())?;
+            if !(100..=599).contains(&a) || !(100..=599).contains(&b) || a > b {
+                return Err(bad());
+            }
+            out.push((a, b));
+        }
+        if out.is_empty() {
+            return Err(bad());
+        }
+        Ok(StatusRanges(out))
+    }
+
+    /// Whether `status` is billable.
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|(a, b)| (*a..=*b).contains(&status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(path_has_prefix("/v1/search", "/v1/search"));
+        assert!(path_has_prefix("/v1/search/x", "/v1/search"));
+        assert!(path_has_prefix("/v1/search?q=1", "/v1/search"));
+        assert!(!path_has_prefix("/v1/searchx", "/v1/search"));
+        assert!(path_has_prefix("/anything", "/"));
+        assert!(path_has_prefix("/v1/a", "/v1/"));
+    }
+
+    #[test]
+    fn routes_parse_with_every_quantity_source() {
+        let v = json!([
+            {"method": "get", "path_prefix": "/v1/search", "feature": "search", "metric": "api_calls"},
+            {"path_prefix": "/v1/chat", "feature": "llm", "metric": "tokens",
+             "quantity": {"from": "response_json", "pointer": "/usage/total_tokens"}},
+            {"path_prefix": "/v1/upload", "feature": "upload", "metric": "bytes", "quantity": {"from": "request_bytes"}},
+            {"path_prefix": "/v1/h", "feature": "h", "metric": "units", "quantity": {"from": "response_header", "name": "X-Units"}},
+            {"path_prefix": "/v1/c", "feature": "c", "metric": "units", "quantity": 2.5}
+        ]);
+        let routes = parse_routes("routes", v.as_array().unwrap()).unwrap();
+        assert_eq!(routes[0].method, MethodMatch::Exact("GET".into()));
+        assert_eq!(routes[0].quantity, QuantitySource::Constant("1".into()));
+        assert_eq!(routes[0].quantity.constant_units(), Some(1));
+        assert_eq!(
+            routes[1].quantity,
+            QuantitySource::ResponseJson("/usage/total_tokens".into())
+        );
+        assert_eq!(routes[2].quantity, QuantitySource::RequestBytes);
+        assert_eq!(
+            routes[3].quantity,
+            QuantitySource::ResponseHeader("x-units".into())
+        );
+        assert_eq!(routes[4].quantity, QuantitySource::Constant("2.5".into()));
+        assert_eq!(routes[4].quantity.constant_units(), None);
+    }
+
+    #[test]
+    fn route_errors_name_the_path() {
+        let cases = [
+            (
+                json!([{"path_prefix": "v1", "feature": "f", "metric": "m"}]),
+                "routes[0].path_prefix",
+            ),
+            (
+                json!([{"path_prefix": "/a", "feature": "f", "metric": "m", "method": "FETCH"}]),
+                "routes[0].method",
+            ),
+            (
+                json!([{"path_prefix": "/a", "feature": "", "metric": "m"}]),
+                "routes[0].feature",
+            ),
+            (
+                json!([{"path_prefix": "/a", "feature": "f", "metric": "m", "quantity": -1}]),
+                "routes[0].quantity",
+            ),
+            (
+                json!([{"path_prefix": "/a", "feature": "f", "metric": "m", "quantity": {"from": "response_json"}}]),
+                "routes[0].quantity.pointer",
+            ),
+            (
+                json!([{"path_prefix": "/a", "feature": "f", "metric": "m", "quantity": {"from": "request_bytes", "pointer": "/x"}}]),
+                "routes[0].quantity.pointer",
+            ),
+            (
+                json!([{}, {"path_prefix": "/a", "feature": "f", "metric": "m", "featur": 1}]),
+                "routes[0].path_prefix",
+            ),
+            (
+                json!([{"path_prefix": "/a", "feature": "f", "metric": "m", "featur": 1}]),
+                "routes[0].featur",
+            ),
+        ];
+        for (v, path) in cases {
+            let e = parse_routes("routes", v.as_array().unwrap()).unwrap_err();
+            assert_eq!(e.path, path, "{e}");
+        }
+    }
+
+    #[test]
+    fn status_ranges() {
+        let r = StatusRanges::parse("billable_status", "200-299, 304").unwrap();
+        assert!(r.contains(200) && r.contains(299) && r.contains(304));
+        assert!(!r.contains(300) && !r.contains(500));
+        for bad in ["", "abc", "300-200", "99", "200-600"] {
+            assert!(
+                StatusRanges::parse("billable_status", bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Entitlements: the snapshot model, calendar windows, the local decision and its HTTP form.
+
+mod decision;
+mod reply;
+mod snapshot;
+mod window;
+
+pub use decision::{
+    check_access, check_quota, check_rate, Allowance, Credential, Deny, DenyCode, Grant,
+    ALL_DENY_CODES,
+};
+pub use reply::{deny_reply, error_body, ratelimit_headers, LocalReply};
+pub use snapshot::{Customer, Entitlement, Snapshot, MAX_UNITS};
+pub use window::{Period, QuotaWindow};
+
+use crate::time::Timestamp;
+
+/// What to do when the snapshot is missing or older than the staleness bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Allow (and still meter): an outage of the entitlement source never takes the API down.
+    Open,
+    /// Refuse with 503 `entitlements_unavailable`.
+    Closed,
+}
+
+/// How fresh a snapshot is, as of now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// Within the staleness bound.
+    Fresh,
+    /// Older than the bound, or never received.
+    Stale,
+}
+
+/// Whether a snapshot received at `received_at` is still usable at `now`.
+pub fn freshness(received_at: Option<Timestamp>, now: Timestamp, max_age_ms: u64) -> Freshness {
+    match received_at {
+        Some(t) if now.millis_since(t) <= max_age_ms as i64 => Freshness::Fresh,
+        _ => Freshness::Stale,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staleness_bound_is_inclusive() {
+        let t = Timestamp::from_unix_secs(1_000);
+        assert_eq!(
+            freshness(Some(t), t.plus_millis(60_000), 60_000),
+            Freshness::Fresh
+        );
+        assert_eq!(
+            freshness(Some(t), t.plus_millis(60_001), 60_000),
+            Freshness::Stale
+        );
+        assert_eq!(freshness(None, t, 60_000), Freshness::Stale);
+    }
+}
