@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod entitlement;
 pub mod environment;
 pub mod event;
+pub mod gateway;
 pub mod host;
 pub mod ingest;
 pub mod keys;

@@ -606,7 +606,8 @@ mod tests {
 
     #[test]
     fn malformed_configurations_name_the_field() {
-        let cases: Vec<(Value, Vec<(&str, &str)>, &str, &str)> = vec![
+        type Case<'a> = (Value, Vec<(&'a str, &'a str)>, &'a str, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 json!({"batch_size": 0}),
                 MIN.to_vec(),

@@ -7,7 +7,7 @@ use serde_json::Value;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QuantitySource {
     /// A fixed decimal amount per request, such as `1` call.
-    Constant(String),
+    Constant(crate::event::Quantity),
     /// Bytes of the request body.
     RequestBytes,
     /// Bytes of the response body.
@@ -22,7 +22,10 @@ impl QuantitySource {
     /// Whether the quantity is known before the upstream answers (so quota can be reserved).
     pub fn constant_units(&self) -> Option<u64> {
         match self {
-            QuantitySource::Constant(v) => v.parse::<u64>().ok(),
+            QuantitySource::Constant(q) => {
+                let units = q.ceil_units();
+                (crate::event::Quantity::from_u64(units) == *q).then_some(units)
+            }
             _ => None,
         }
     }
@@ -164,7 +167,7 @@ fn parse_route(path: &str, v: &Value) -> Result<Route, FieldError> {
     let feature = name_field(&r, "feature")?;
     let metric = name_field(&r, "metric")?;
     let quantity = match r.get("quantity") {
-        None => QuantitySource::Constant("1".into()),
+        None => QuantitySource::Constant(crate::event::Quantity::ONE),
         Some(q) => parse_quantity(&r.field_path("quantity"), q)?,
     };
     let product_id = match r.non_empty_string("product_id")? {
@@ -264,7 +267,7 @@ fn constant(path: &str, v: &Value) -> Result<QuantitySource, FieldError> {
         }
     };
     match crate::event::Quantity::parse(&text) {
-        Ok(q) => Ok(QuantitySource::Constant(q.to_string())),
+        Ok(q) => Ok(QuantitySource::Constant(q)),
         Err(e) => Err(FieldError::new(path, e.to_string())),
     }
 }
@@ -335,7 +338,10 @@ mod tests {
         ]);
         let routes = parse_routes("routes", v.as_array().unwrap()).unwrap();
         assert_eq!(routes[0].method, MethodMatch::Exact("GET".into()));
-        assert_eq!(routes[0].quantity, QuantitySource::Constant("1".into()));
+        assert_eq!(
+            routes[0].quantity,
+            QuantitySource::Constant(crate::event::Quantity::ONE)
+        );
         assert_eq!(routes[0].quantity.constant_units(), Some(1));
         assert_eq!(
             routes[1].quantity,
@@ -346,7 +352,10 @@ mod tests {
             routes[3].quantity,
             QuantitySource::ResponseHeader("x-units".into())
         );
-        assert_eq!(routes[4].quantity, QuantitySource::Constant("2.5".into()));
+        assert_eq!(
+            routes[4].quantity.to_owned(),
+            QuantitySource::Constant(crate::event::Quantity::parse("2.5").unwrap())
+        );
         assert_eq!(routes[4].quantity.constant_units(), None);
     }
 

@@ -1,0 +1,153 @@
+//! One request/response exchange: what the request phase decided and what the response
+//! phase observes (status, sizes, the quantity header or body), until it is metered.
+
+use crate::config::QuantitySource;
+use crate::entitlement::{ratelimit_headers, Allowance};
+use crate::environment::Environment;
+use crate::time::Timestamp;
+
+/// Quota or rate units taken at admission, to give back if the response is not billable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// Shared counter key.
+    pub key: String,
+    /// Window the units were taken in.
+    pub window_start: Timestamp,
+    /// Units taken.
+    pub units: u64,
+}
+
+/// Lazy access to response headers.
+pub trait ResponseHeaders {
+    /// A response header by lower-case name (`:status` included).
+    fn header(&self, name: &str) -> Option<String>;
+}
+
+/// State carried from the request phase to metering.
+#[derive(Debug)]
+pub struct Exchange {
+    pub(crate) route: usize,
+    pub(crate) started_at: Timestamp,
+    pub(crate) request_id: Option<String>,
+    pub(crate) method: String,
+    pub(crate) endpoint: String,
+    pub(crate) customer_id: Option<String>,
+    pub(crate) environment: Environment,
+    pub(crate) key_id: Option<String>,
+    pub(crate) allowance: Option<Allowance>,
+    pub(crate) reservations: Vec<Reservation>,
+    /// Shared usage counter to add the real quantity to after the response.
+    pub(crate) usage_counter: Option<(String, Timestamp)>,
+    pub(crate) counts_after_response: bool,
+    pub(crate) status: Option<u16>,
+    pub(crate) request_bytes: u64,
+    pub(crate) response_bytes: u64,
+    pub(crate) quantity_header: Option<String>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) body_truncated: bool,
+}
+
+impl Exchange {
+    pub(crate) fn new(
+        route: usize,
+        now: Timestamp,
+        request_id: Option<String>,
+        method: &str,
+        path: &str,
+    ) -> Self {
+        let endpoint = path.split(['?', '#']).next().unwrap_or("").to_string();
+        Exchange {
+            route,
+            started_at: now,
+            request_id,
+            method: method.to_string(),
+            endpoint,
+            customer_id: None,
+            environment: Environment::Sandbox,
+            key_id: None,
+            allowance: None,
+            reservations: Vec::new(),
+            usage_counter: None,
+            counts_after_response: false,
+            status: None,
+            request_bytes: 0,
+            response_bytes: 0,
+            quantity_header: None,
+            body: Vec::new(),
+            body_truncated: false,
+        }
+    }
+
+    pub(crate) fn identify(
+        &mut self,
+        customer_id: String,
+        env: Environment,
+        key_id: Option<String>,
+    ) {
+        self.customer_id = Some(customer_id);
+        self.environment = env;
+        self.key_id = key_id;
+    }
+
+    pub(crate) fn is_identified(&self) -> bool {
+        self.customer_id.is_some()
+    }
+
+    /// The customer this exchange is billed to.
+    pub fn customer_id(&self) -> Option<&str> {
+        self.customer_id.as_deref()
+    }
+
+    /// The environment its event belongs to.
+    pub fn environment(&self) -> Environment {
+        self.environment
+    }
+
+    /// Counts request body bytes as they stream through.
+    pub fn add_request_bytes(&mut self, n: usize) {
+        self.request_bytes += n as u64;
+    }
+
+    /// Reads the status and what the quantity source needs from the response headers, and
+    /// returns the `RateLimit-*` headers to add to the response.
+    pub fn on_response_headers(
+        &mut self,
+        headers: &dyn ResponseHeaders,
+        source: &QuantitySource,
+        now: Timestamp,
+    ) -> Vec<(&'static str, String)> {
+        self.status = headers
+            .header(":status")
+            .and_then(|s| s.trim().parse().ok());
+        if let QuantitySource::ResponseHeader(name) = source {
+            self.quantity_header = headers.header(name);
+        }
+        match &self.allowance {
+            Some(a) => ratelimit_headers(a, now).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Counts a response body chunk and keeps a bounded copy when the quantity is inside it.
+    pub fn on_response_body(
+        &mut self,
+        chunk: &[u8],
+        source: &QuantitySource,
+        max_body_bytes: usize,
+    ) {
+        self.response_bytes += chunk.len() as u64;
+        if matches!(source, QuantitySource::ResponseJson(_)) && !self.body_truncated {
+            if self.body.len() + chunk.len() > max_body_bytes {
+                self.body_truncated = true;
+                self.body = Vec::new();
+            } else {
+                self.body.extend_from_slice(chunk);
+            }
+        }
+    }
+
+    /// Whether the response body must be observed at all (to spare hosts the copies).
+    pub fn wants_response_body(source: &QuantitySource) -> bool {
+        source.needs_response_body()
+    }
+}

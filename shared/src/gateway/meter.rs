@@ -1,0 +1,172 @@
+//! The metering phase: when the exchange ends, build the usage event, validate it and queue it.
+
+use super::exchange::Exchange;
+use super::shared_counter::update;
+use super::Gateway;
+use crate::config::QuantitySource;
+use crate::delivery::{DeadLetterReason, Enqueued};
+use crate::event::{derive_event_id, sequence_event_id, Quantity, UsageEvent};
+use crate::host::{Host, LogLevel};
+use crate::validate::{validate_event, RejectCode};
+use serde_json::{Map, Value};
+
+/// Why the quantity could not be measured.
+fn quantity_of(ex: &Exchange, source: &QuantitySource) -> Result<Quantity, String> {
+    match source {
+        QuantitySource::Constant(q) => Ok(*q),
+        QuantitySource::RequestBytes => Ok(Quantity::from_u64(ex.request_bytes)),
+        QuantitySource::ResponseBytes => Ok(Quantity::from_u64(ex.response_bytes)),
+        QuantitySource::ResponseHeader(name) => match &ex.quantity_header {
+            None => Err(format!("response header {name:?} is missing")),
+            Some(v) => Quantity::parse(v).map_err(|e| format!("response header {name:?}: {e}")),
+        },
+        QuantitySource::ResponseJson(pointer) => {
+            if ex.body_truncated {
+                return Err(format!(
+                    "response body is larger than max_body_bytes; {pointer} not read"
+                ));
+            }
+            let v: Value = serde_json::from_slice(&ex.body)
+                .map_err(|e| format!("response body is not JSON ({e}); {pointer} not read"))?;
+            match v.pointer(pointer) {
+                Some(Value::Number(n)) => {
+                    Quantity::parse(&n.to_string()).map_err(|e| format!("{pointer}: {e}"))
+                }
+                Some(Value::String(s)) => Quantity::parse(s).map_err(|e| format!("{pointer}: {e}")),
+                Some(other) => Err(format!("{pointer} is not a number ({other})")),
+                None => Err(format!("{pointer} is not in the response body")),
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// Ends an exchange: meters it when billable, gives reserved quota back when not.
+    pub fn finish(&mut self, host: &mut dyn Host, ex: Exchange) {
+        let now = host.now();
+        let Some(customer_id) = ex.customer_id.clone() else {
+            return;
+        };
+        let billable = ex
+            .status
+            .is_some_and(|s| self.config.billable_status.contains(s));
+        if !billable {
+            self.refund(host, &ex.reservations);
+            return;
+        }
+        let Some(route) = self.config.routes.get(ex.route) else {
+            return;
+        };
+        let env = ex.environment;
+        let id = match &ex.request_id {
+            Some(rid) => derive_event_id(env, &customer_id, &route.metric, rid),
+            None => {
+                self.sequence += 1;
+                sequence_event_id(self.nonce, self.sequence)
+            }
+        };
+        let mut properties = Map::new();
+        properties.insert("endpoint".into(), Value::from(ex.endpoint.as_str()));
+        properties.insert("method".into(), Value::from(ex.method.as_str()));
+        if let Some(s) = ex.status {
+            properties.insert("status".into(), Value::from(s));
+        }
+        properties.insert("feature".into(), Value::from(route.feature.as_str()));
+        properties.insert("source".into(), Value::from(self.config.source.as_str()));
+        if let Some(k) = &ex.key_id {
+            properties.insert("key_id".into(), Value::from(k.as_str()));
+        }
+        let product_id = route
+            .product_id
+            .clone()
+            .unwrap_or_else(|| self.config.product_id.clone());
+        let metric = route.metric.clone();
+        let quantity = quantity_of(&ex, &route.quantity);
+        let mut event = UsageEvent {
+            id,
+            customer_id,
+            metric,
+            quantity: Quantity::ZERO,
+            timestamp: ex.started_at,
+            product_id,
+            environment: env,
+            properties,
+        };
+        let format = self.config.delivery.format;
+        let pipeline = &mut self.delivery[env.index()];
+        let quantity = match quantity {
+            Ok(q) => q,
+            Err(why) => {
+                let bytes = format.encode(&event);
+                host.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "aforo: event {} rejected: {}: {why}",
+                        event.id,
+                        RejectCode::QuantityUnavailable
+                    ),
+                );
+                let spilled = pipeline.reject(
+                    event.id,
+                    bytes,
+                    RejectCode::QuantityUnavailable.as_str(),
+                    now,
+                );
+                self.log_spilled(host, spilled);
+                return;
+            }
+        };
+        event.quantity = quantity;
+        let bytes = format.encode(&event);
+        if let Err(r) = validate_event(&event, now, env) {
+            host.log(
+                LogLevel::Warn,
+                &format!("aforo: event {} rejected: {r}", event.id),
+            );
+            let spilled = pipeline.reject(event.id, bytes, r.code.as_str(), now);
+            self.log_spilled(host, spilled);
+            return;
+        }
+        if self.config.key_for(env).is_none() {
+            host.log(
+                LogLevel::Error,
+                &format!("aforo: event {} for a {env} partner but no {env} key is configured (set sandbox_api_key); dead-lettered", event.id),
+            );
+            let spilled =
+                pipeline.dead_letter(event.id, bytes, DeadLetterReason::NoKeyForEnvironment, now);
+            self.log_spilled(host, spilled);
+            return;
+        }
+        if self.config.debug {
+            host.log(
+                LogLevel::Info,
+                &format!(
+                    "aforo debug: queued event {}",
+                    String::from_utf8_lossy(&bytes)
+                ),
+            );
+        }
+        if ex.counts_after_response {
+            if let Some((key, ws)) = &ex.usage_counter {
+                let units = quantity.ceil_units();
+                let _ = update(host, key, *ws, units as i64, Ok::<u64, ()>);
+            }
+        }
+        match pipeline.enqueue(event.id, bytes, now) {
+            Enqueued::Queued => {}
+            Enqueued::Overflow { spilled } => {
+                self.overflow_logged += 1;
+                if self.overflow_logged.is_power_of_two() {
+                    host.log(
+                        LogLevel::Warn,
+                        &format!(
+                            "aforo: {env} buffer full (max_buffer_events={}, max_buffer_bytes={}); {} events dead-lettered so far, they are re-offered when the ingest recovers",
+                            self.config.delivery.max_buffer_events, self.config.delivery.max_buffer_bytes, self.overflow_logged
+                        ),
+                    );
+                }
+                self.log_spilled(host, spilled);
+            }
+        }
+    }
+}

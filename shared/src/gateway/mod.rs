@@ -1,0 +1,188 @@
+//! The gateway engine: what a proxy filter does on each request, response, tick and call
+//! answer, written once against [`Host`]. The proxy-wasm module is a thin adapter around it.
+//!
+//! Per worker (VM) it holds the configuration, the latest entitlement snapshot and one
+//! delivery pipeline per environment; quota and rate counters live in host shared data so
+//! all workers of a proxy count together.
+
+mod exchange;
+mod meter;
+mod outbound;
+mod request;
+mod shared_counter;
+#[cfg(test)]
+mod test_host;
+#[cfg(test)]
+mod tests;
+
+pub use exchange::{Exchange, ResponseHeaders};
+pub use request::{RequestVerdict, RequestView};
+pub use shared_counter::{read as read_shared_counter, update as update_shared_counter, Update};
+
+use crate::config::{Config, EntitlementSource};
+use crate::delivery::{Counters, Delivery};
+use crate::entitlement::{freshness, Freshness, Snapshot};
+use crate::environment::Environment;
+use crate::host::{Host, LogLevel, Metric};
+use crate::time::Timestamp;
+use std::collections::HashMap;
+
+/// What an outbound call was for, to route its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallKind {
+    Flush(Environment),
+    Sync,
+}
+
+/// The latest snapshot and when it arrived.
+#[derive(Debug, Default)]
+struct SnapshotState {
+    snapshot: Option<Snapshot>,
+    received_at: Option<Timestamp>,
+    /// `None` = never stale (inline).
+    stale_after_ms: Option<u64>,
+    sync_in_flight: bool,
+    last_sync_attempt: Option<Timestamp>,
+    consecutive_failures: u64,
+}
+
+/// One worker's gateway engine.
+#[derive(Debug)]
+pub struct Gateway {
+    config: Config,
+    snapshot: SnapshotState,
+    delivery: [Delivery; 2],
+    calls: HashMap<u32, CallKind>,
+    nonce: u64,
+    sequence: u64,
+    /// Counters already reported to host metrics, to add only the difference.
+    reported: Counters,
+    overflow_logged: u64,
+}
+
+impl Gateway {
+    /// An engine for `config`; `seed` feeds retry jitter and ids of requests without a request id.
+    pub fn new(config: Config, seed: u64) -> Self {
+        let mut snapshot = SnapshotState::default();
+        match &config.entitlements {
+            EntitlementSource::Inline(s) => {
+                snapshot.snapshot = Some((**s).clone());
+                snapshot.received_at = Some(Timestamp::EPOCH);
+            }
+            EntitlementSource::Sync(_) => {
+                snapshot.stale_after_ms = Some(config.max_snapshot_age_ms)
+            }
+            EntitlementSource::None => {}
+        }
+        let delivery = [
+            Delivery::new(config.delivery.clone(), seed ^ 0x5A5A),
+            Delivery::new(config.delivery.clone(), seed ^ 0xA5A5),
+        ];
+        Gateway {
+            config,
+            snapshot,
+            delivery,
+            calls: HashMap::new(),
+            nonce: seed,
+            sequence: 0,
+            reported: Counters::default(),
+            overflow_logged: 0,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// How often the host should call [`Gateway::on_tick`].
+    pub fn tick_period_ms(&self) -> u64 {
+        let mut p = self.config.delivery.flush_interval_ms.min(1_000);
+        if matches!(self.config.entitlements, EntitlementSource::Sync(_)) {
+            p = p.min(self.config.sync_interval_ms);
+        }
+        (p / 2).clamp(20, 500)
+    }
+
+    /// Conservation counters of both environments together.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.delivery[0].counters();
+        c.add(&self.delivery[1].counters());
+        c
+    }
+
+    /// Conservation counters of one environment.
+    pub fn counters_for(&self, env: Environment) -> Counters {
+        self.delivery[env.index()].counters()
+    }
+
+    /// Bytes held by both pipelines (their memory bound is `max_buffer_bytes` each, plus a batch).
+    pub fn held_bytes(&self) -> usize {
+        self.delivery.iter().map(Delivery::held_bytes).sum()
+    }
+
+    /// The snapshot in use, if any.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.snapshot.as_ref()
+    }
+
+    /// Installs a snapshot received now (used by sync answers, and by tests).
+    pub fn install_snapshot(&mut self, snapshot: Snapshot, now: Timestamp) {
+        self.snapshot.snapshot = Some(snapshot);
+        self.snapshot.received_at = Some(now);
+        self.snapshot.consecutive_failures = 0;
+    }
+
+    fn snapshot_freshness(&self, now: Timestamp) -> Freshness {
+        match self.snapshot.stale_after_ms {
+            None if self.snapshot.snapshot.is_some() => Freshness::Fresh,
+            None => Freshness::Stale,
+            Some(max) => freshness(self.snapshot.received_at, now, max),
+        }
+    }
+
+    /// Pushes counter differences and gauges to host metrics.
+    fn publish_metrics(&mut self, host: &mut dyn Host) {
+        let c = self.counters();
+        let r = self.reported;
+        let pairs = [
+            (Metric::EventsReceived, c.received, r.received),
+            (Metric::EventsDelivered, c.delivered, r.delivered),
+            (Metric::EventsDuplicate, c.duplicates, r.duplicates),
+            (Metric::EventsRejected, c.rejected, r.rejected),
+            (
+                Metric::DeadLettersSpilled,
+                c.dead_letters_spilled,
+                r.dead_letters_spilled,
+            ),
+            (Metric::Flushes, c.flushes, r.flushes),
+            (Metric::FlushFailures, c.flush_failures, r.flush_failures),
+        ];
+        for (m, now, before) in pairs {
+            if now > before {
+                host.metric_add(m, now - before);
+            }
+        }
+        if c.buffered != r.buffered || c.received != r.received {
+            host.metric_set(Metric::EventsBuffered, c.buffered);
+        }
+        if c.dead_lettered != r.dead_lettered || c.received != r.received {
+            host.metric_set(Metric::EventsDeadLettered, c.dead_lettered);
+        }
+        self.reported = c;
+    }
+
+    fn log_spilled(&self, host: &dyn Host, spilled: Vec<crate::delivery::DeadLetter>) {
+        for d in spilled {
+            host.log(
+                LogLevel::Error,
+                &format!(
+                    "aforo dead letter spilled from memory (store full): id={} reason={} event={}",
+                    d.id,
+                    d.reason,
+                    String::from_utf8_lossy(&d.bytes)
+                ),
+            );
+        }
+    }
+}

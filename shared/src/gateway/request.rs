@@ -1,0 +1,305 @@
+//! The request phase: identify, match the route, decide locally, reserve quota. No network.
+
+use super::exchange::{Exchange, Reservation};
+use super::shared_counter::{update, Update};
+use super::Gateway;
+use crate::config::{EnforcementMode, EntitlementSource, Unmatched};
+use crate::entitlement::{
+    check_access, check_quota, check_rate, deny_reply, Allowance, Credential, Deny, DenyCode,
+    FailureMode, Freshness,
+};
+use crate::environment::Environment;
+use crate::host::{Host, LogLevel, Metric};
+use crate::keys::{client_ip, parse_peer};
+use crate::time::Timestamp;
+
+/// Lazy access to the request, so only what a decision needs is read from the host.
+pub trait RequestView {
+    /// A request header by lower-case name (`:method` and `:path` included).
+    fn header(&self, name: &str) -> Option<String>;
+    /// The downstream peer address (`ip:port` or `ip`).
+    fn peer_address(&self) -> Option<String>;
+}
+
+/// What the host must do with the request.
+#[derive(Debug)]
+pub enum RequestVerdict {
+    /// Forward it; meter it at the end when an exchange is given.
+    Continue {
+        /// State to carry to the response phase.
+        exchange: Option<Box<Exchange>>,
+        /// Headers to add to the upstream request (shadow-mode tags).
+        upstream_headers: Vec<(String, String)>,
+    },
+    /// A local reply was sent; stop.
+    Denied(u16),
+}
+
+impl Gateway {
+    /// Decides a request. On denial the local reply is sent through the host.
+    pub fn on_request(&mut self, host: &mut dyn Host, req: &dyn RequestView) -> RequestVerdict {
+        let now = host.now();
+        let method = req.header(":method").unwrap_or_default();
+        let path = req.header(":path").unwrap_or_default();
+        let Some(route_index) = self
+            .config
+            .routes
+            .iter()
+            .position(|r| r.matches(&method, &path))
+        else {
+            return match self.config.unmatched {
+                Unmatched::Allow => RequestVerdict::Continue {
+                    exchange: None,
+                    upstream_headers: Vec::new(),
+                },
+                Unmatched::Deny => {
+                    let deny = Deny {
+                        code: DenyCode::NoAccess,
+                        message: "no route of this gateway matches the request".into(),
+                        allowance: None,
+                        retry_after_secs: None,
+                    };
+                    self.refuse(host, &deny, now, None)
+                }
+            };
+        };
+        let consumer_key = self
+            .config
+            .consumer_key_header
+            .as_deref()
+            .and_then(|h| req.header(h))
+            .filter(|v| !v.is_empty());
+        let customer = self
+            .config
+            .customer_header
+            .as_deref()
+            .and_then(|h| req.header(h))
+            .filter(|v| !v.is_empty());
+        let credential = match (&consumer_key, &customer) {
+            (Some(k), _) => Credential::ConsumerKey(k),
+            (None, Some(c)) => Credential::Customer(c),
+            (None, None) => Credential::Missing,
+        };
+        let request_id = self
+            .config
+            .request_id_header
+            .as_deref()
+            .and_then(|h| req.header(h))
+            .filter(|v| !v.is_empty());
+        let route = &self.config.routes[route_index];
+        let feature = route.feature.clone();
+        let cost = route.quantity.constant_units();
+        let default_env = self.config.environment();
+
+        let fresh = self.snapshot_freshness(now) == Freshness::Fresh;
+        let source_none = matches!(self.config.entitlements, EntitlementSource::None);
+        let mut exchange = Exchange::new(route_index, now, request_id, &method, &path);
+
+        // Metering only (no entitlement source): a trusted customer id is enough.
+        if source_none || (!fresh && self.config.failure_mode == FailureMode::Open) {
+            if !fresh && !source_none {
+                host.metric_add(Metric::DecisionsFailOpen, 1);
+            }
+            let customer_id = match (credential, self.snapshot.snapshot.as_ref()) {
+                (Credential::Customer(c), _) => Some(c.to_string()),
+                (Credential::ConsumerKey(k), Some(s)) => s
+                    .keys
+                    .authenticate(k, now)
+                    .ok()
+                    .map(|k| k.customer_id.clone()),
+                _ => None,
+            };
+            return match customer_id {
+                Some(c) => {
+                    exchange.identify(c, default_env, None);
+                    host.metric_add(Metric::DecisionsAllowed, 1);
+                    self.continue_with(exchange, Vec::new())
+                }
+                None if source_none => {
+                    let deny = Deny {
+                        code: DenyCode::InvalidKey,
+                        message: "a customer could not be identified for metering".into(),
+                        allowance: None,
+                        retry_after_secs: None,
+                    };
+                    self.refuse(host, &deny, now, None)
+                }
+                None => {
+                    // Fail open without an identity: serve, but this usage cannot be attributed.
+                    host.log(LogLevel::Warn, "aforo: request served without a fresh snapshot and without a resolvable customer; not metered");
+                    host.metric_add(Metric::DecisionsAllowed, 1);
+                    RequestVerdict::Continue {
+                        exchange: None,
+                        upstream_headers: Vec::new(),
+                    }
+                }
+            };
+        }
+        if !fresh {
+            let retry = self.config.sync_interval_ms.div_ceil(1000);
+            return self.refuse(host, &Deny::unavailable(retry), now, None);
+        }
+
+        let peer = req.peer_address().and_then(|p| parse_peer(&p));
+        let ip = peer.map(|p| {
+            let xff = req.header("x-forwarded-for");
+            client_ip(p, xff.as_deref(), &self.config.trusted_proxies)
+        });
+        let Some(snapshot) = self.snapshot.snapshot.as_ref() else {
+            return RequestVerdict::Continue {
+                exchange: None,
+                upstream_headers: Vec::new(),
+            };
+        };
+        let grant = match check_access(snapshot, credential, &feature, ip, now) {
+            Ok(g) => g,
+            Err(d) => return self.refuse(host, &d, now, None),
+        };
+        let env = if grant.sandbox_mode {
+            Environment::Sandbox
+        } else {
+            default_env
+        };
+        let customer_id = grant.customer_id.to_string();
+        let key_id = grant.key.map(|k| k.key_id.clone());
+        let entitlement = grant.entitlement.clone();
+        let key_rate = grant
+            .key
+            .and_then(|k| k.rate_limit.map(|r| (k.key_id.clone(), r)));
+
+        // Short-window rate limits (per key, then per customer and feature), then the quota.
+        let mut allowance: Option<Allowance> = None;
+        let mut reservations: Vec<Reservation> = Vec::new();
+        let rates = key_rate
+            .map(|(id, r)| (format!("aforo:r:{}:k:{id}", env.as_str()), r))
+            .into_iter()
+            .chain(entitlement.rate_limit.map(|r| {
+                (
+                    format!("aforo:r:{}:c:{customer_id}:{feature}", env.as_str()),
+                    r,
+                )
+            }));
+        for (key, rl) in rates {
+            let ws = rl.window_start(now);
+            match update(host, &key, ws, 1, |used| check_rate(&rl, used, 1, now)) {
+                Update::Done(a) | Update::Unshared(Ok(a)) => {
+                    allowance = Allowance::tighter(allowance, Some(a));
+                    reservations.push(Reservation {
+                        key,
+                        window_start: ws,
+                        units: 1,
+                    });
+                }
+                Update::Refused(d) | Update::Unshared(Err(d)) => {
+                    self.refund(host, &reservations);
+                    return self.refuse(
+                        host,
+                        &d,
+                        now,
+                        Some(exchange_shadow(exchange, customer_id, env, key_id)),
+                    );
+                }
+            }
+        }
+        if entitlement.quota.is_some() {
+            let (ws, _) = entitlement.window.current(now);
+            let key = format!("aforo:q:{}:{customer_id}:{feature}", env.as_str());
+            let units = cost.unwrap_or(0);
+            match update(host, &key, ws, units as i64, |local| {
+                check_quota(&entitlement, local, units, now)
+            }) {
+                Update::Done(a) | Update::Unshared(Ok(a)) => {
+                    allowance = Allowance::tighter(allowance, a);
+                    if units > 0 {
+                        reservations.push(Reservation {
+                            key: key.clone(),
+                            window_start: ws,
+                            units,
+                        });
+                    }
+                    exchange.usage_counter = Some((key, ws));
+                }
+                Update::Refused(d) | Update::Unshared(Err(d)) => {
+                    self.refund(host, &reservations);
+                    return self.refuse(
+                        host,
+                        &d,
+                        now,
+                        Some(exchange_shadow(exchange, customer_id, env, key_id)),
+                    );
+                }
+            }
+        }
+        exchange.identify(customer_id, env, key_id);
+        exchange.allowance = allowance;
+        exchange.reservations = reservations;
+        exchange.counts_after_response = cost.is_none();
+        host.metric_add(Metric::DecisionsAllowed, 1);
+        self.continue_with(exchange, Vec::new())
+    }
+
+    fn continue_with(
+        &self,
+        exchange: Exchange,
+        upstream_headers: Vec<(String, String)>,
+    ) -> RequestVerdict {
+        RequestVerdict::Continue {
+            exchange: Some(Box::new(exchange)),
+            upstream_headers,
+        }
+    }
+
+    /// Sends the denial (or, in shadow mode, tags the request and lets it through metered).
+    fn refuse(
+        &mut self,
+        host: &mut dyn Host,
+        deny: &Deny,
+        now: Timestamp,
+        shadow: Option<Exchange>,
+    ) -> RequestVerdict {
+        if self.config.mode == EnforcementMode::Shadow {
+            host.metric_add(Metric::DecisionsShadowDenied, 1);
+            host.metric_add(Metric::DecisionsAllowed, 1);
+            return RequestVerdict::Continue {
+                exchange: shadow.filter(Exchange::is_identified).map(Box::new),
+                upstream_headers: vec![(
+                    "x-aforo-would-deny".to_string(),
+                    deny.code.as_str().to_string(),
+                )],
+            };
+        }
+        let metric = match deny.code.status() {
+            401 => Metric::DecisionsDenied401,
+            429 => Metric::DecisionsDenied429,
+            503 => Metric::DecisionsDenied503,
+            _ => Metric::DecisionsDenied403,
+        };
+        host.metric_add(metric, 1);
+        host.send_local_reply(&deny_reply(deny, now));
+        RequestVerdict::Denied(deny.code.status())
+    }
+
+    /// Gives reserved units back (a later check refused, or the response was not billable).
+    pub(crate) fn refund(&self, host: &mut dyn Host, reservations: &[Reservation]) {
+        for r in reservations {
+            let _ = update(
+                host,
+                &r.key,
+                r.window_start,
+                -(r.units as i64),
+                Ok::<u64, ()>,
+            );
+        }
+    }
+}
+
+/// In shadow mode a denied request is still served and metered: keep its identity.
+fn exchange_shadow(
+    mut exchange: Exchange,
+    customer_id: String,
+    env: Environment,
+    key_id: Option<String>,
+) -> Exchange {
+    exchange.identify(customer_id, env, key_id);
+    exchange
+}

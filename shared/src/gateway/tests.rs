@@ -1,0 +1,613 @@
+//! The engine end to end against the fake host: decisions, headers, metering, delivery.
+
+use super::test_host::TestHost;
+use super::*;
+use crate::config::Config;
+use crate::dedup::DedupWindow;
+use crate::entitlement::LocalReply;
+use crate::host::CallResponse;
+use crate::ingest::{accept_batch, parse_batch, IngestAnswer};
+use crate::keys::hash_key;
+use crate::time::NANOS_PER_DAY;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+struct Req(HashMap<String, String>);
+
+impl Req {
+    fn new(method: &str, path: &str, headers: &[(&str, &str)]) -> Self {
+        let mut m: HashMap<String, String> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        m.insert(":method".into(), method.into());
+        m.insert(":path".into(), path.into());
+        Req(m)
+    }
+}
+
+impl RequestView for Req {
+    fn header(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+    fn peer_address(&self) -> Option<String> {
+        self.0.get("@peer").cloned()
+    }
+}
+
+struct Resp(HashMap<String, String>);
+
+impl ResponseHeaders for Resp {
+    fn header(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+fn snapshot_json() -> Value {
+    json!({
+        "customers": {
+            "cust_a": {"features": {
+                "search": {"quota": 3, "used": 0},
+                "chat": {"quota": 100000},
+                "export": {"allowed": false}
+            }},
+            "cust_sbx": {"sandbox_mode": true, "features": {"search": {}}}
+        },
+        "consumer_keys": [
+            {"key_id": "key_a", "hash": hash_key("ck_live_alpha").to_text(), "customer_id": "cust_a"},
+            {"key_id": "key_rev", "hash": hash_key("ck_revoked").to_text(), "customer_id": "cust_a", "revoked": true},
+            {"key_id": "key_sbx", "hash": hash_key("ck_sbx").to_text(), "customer_id": "cust_sbx"}
+        ]
+    })
+}
+
+fn config(extra: Value) -> Config {
+    let mut base = json!({
+        "api_key": "sk_test_gateway",
+        "product_id": "prod_search",
+        "batch_size": 10,
+        "flush_interval_ms": 1000,
+        "routes": [
+            {"method": "GET", "path_prefix": "/v1/search", "feature": "search", "metric": "api_calls"},
+            {"method": "POST", "path_prefix": "/v1/chat", "feature": "chat", "metric": "tokens",
+             "quantity": {"from": "response_json", "pointer": "/usage/total_tokens"}},
+            {"path_prefix": "/v1/export", "feature": "export", "metric": "exports"}
+        ],
+        "entitlements": snapshot_json()
+    });
+    if let (Value::Object(b), Value::Object(e)) = (&mut base, extra) {
+        for (k, v) in e {
+            b.insert(k, v);
+        }
+    }
+    Config::parse(base.to_string().as_bytes(), &|_| None).unwrap()
+}
+
+/// Runs one exchange through the engine with an upstream answer; returns the local reply or
+/// the headers added to the upstream response.
+fn exchange(
+    gw: &mut Gateway,
+    host: &mut TestHost,
+    req: &Req,
+    status: u16,
+    body: &[u8],
+) -> Result<Vec<(&'static str, String)>, LocalReply> {
+    match gw.on_request(host, req) {
+        RequestVerdict::Denied(_) => Err(host.replies.pop().unwrap()),
+        RequestVerdict::Continue { exchange, .. } => {
+            let Some(mut ex) = exchange else {
+                return Ok(vec![]);
+            };
+            let source = gw.config().routes[ex.route].quantity.clone();
+            let mut h = HashMap::new();
+            h.insert(":status".to_string(), status.to_string());
+            let added = ex.on_response_headers(&Resp(h), &source, host.now);
+            ex.on_response_body(body, &source, gw.config().max_body_bytes);
+            gw.finish(host, *ex);
+            Ok(added)
+        }
+    }
+}
+
+/// A simulated ingest built from the real ingest rules; answers every pending call.
+struct Ingest {
+    seen: [DedupWindow; 2],
+    stored: Vec<Value>,
+    fail_with: Option<u16>,
+}
+
+impl Ingest {
+    fn new() -> Self {
+        Ingest {
+            seen: [
+                DedupWindow::new(100_000, 90 * NANOS_PER_DAY),
+                DedupWindow::new(100_000, 90 * NANOS_PER_DAY),
+            ],
+            stored: Vec::new(),
+            fail_with: None,
+        }
+    }
+
+    fn serve(&mut self, gw: &mut Gateway, host: &mut TestHost) {
+        for (token, call) in host.take_calls() {
+            let response = if let Some(s) = self.fail_with {
+                CallResponse {
+                    status: Some(s),
+                    headers: vec![],
+                    body: vec![],
+                }
+            } else {
+                let auth = call
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "authorization")
+                    .map(|(_, v)| v.clone())
+                    .unwrap();
+                let env =
+                    crate::environment::environment_of_key(auth.trim_start_matches("Bearer "))
+                        .unwrap();
+                let out = accept_batch(
+                    parse_batch(&call.body).unwrap(),
+                    env,
+                    host.now,
+                    &mut self.seen,
+                );
+                for (e, _) in &out.accepted {
+                    self.stored
+                        .push(serde_json::from_slice(&crate::event::encode_v1(e)).unwrap());
+                }
+                CallResponse {
+                    status: Some(202),
+                    headers: vec![],
+                    body: out.answer.to_json(),
+                }
+            };
+            gw.on_call_response(host, token, response);
+        }
+    }
+}
+
+fn get_search(key: &str, rid: &str) -> Req {
+    Req::new(
+        "GET",
+        "/v1/search?q=1",
+        &[("x-api-key", key), ("x-request-id", rid)],
+    )
+}
+
+#[test]
+fn an_allowed_request_is_metered_with_all_seven_fields() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(json!({})), 7);
+    let added = exchange(
+        &mut gw,
+        &mut host,
+        &get_search("ck_live_alpha", "r1"),
+        200,
+        b"",
+    )
+    .unwrap();
+    let h: HashMap<_, _> = added.into_iter().collect();
+    assert_eq!(h["ratelimit-limit"], "3");
+    assert_eq!(h["ratelimit-remaining"], "2");
+    let mut ingest = Ingest::new();
+    host.advance_ms(1_000);
+    gw.on_tick(&mut host);
+    let call = &host.calls[0].1;
+    assert_eq!(call.upstream, "aforo_ingest_sandbox");
+    assert!(call
+        .headers
+        .contains(&("authorization".into(), "Bearer sk_test_gateway".into())));
+    ingest.serve(&mut gw, &mut host);
+    assert_eq!(ingest.stored.len(), 1);
+    let e = &ingest.stored[0];
+    for f in [
+        "id",
+        "customer_id",
+        "metric",
+        "quantity",
+        "timestamp",
+        "product_id",
+        "environment",
+    ] {
+        assert!(e.get(f).is_some(), "missing {f}");
+    }
+    assert_eq!(e["customer_id"], "cust_a");
+    assert_eq!(e["metric"], "api_calls");
+    assert_eq!(e["quantity"], "1");
+    assert_eq!(e["environment"], "sandbox");
+    assert_eq!(e["properties"]["endpoint"], "/v1/search");
+    assert_eq!(e["properties"]["status"], 200);
+    assert_eq!(e["properties"]["key_id"], "key_a");
+    let c = gw.counters();
+    assert_eq!((c.received, c.delivered, c.buffered), (1, 1, 0));
+    assert_eq!(host.metric(Metric::EventsDelivered), 1);
+}
+
+#[test]
+fn quota_is_enforced_with_retry_after_and_never_after_the_response() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(json!({})), 7);
+    for i in 0..3 {
+        exchange(
+            &mut gw,
+            &mut host,
+            &get_search("ck_live_alpha", &format!("r{i}")),
+            200,
+            b"",
+        )
+        .unwrap();
+    }
+    let denied = exchange(
+        &mut gw,
+        &mut host,
+        &get_search("ck_live_alpha", "r4"),
+        200,
+        b"",
+    )
+    .unwrap_err();
+    assert_eq!(denied.status, 429);
+    let h: HashMap<_, _> = denied.headers.iter().cloned().collect();
+    assert_eq!(h["ratelimit-remaining"], "0");
+    // 2026-03-15T12:00Z → 2026-04-01T00:00Z = 16.5 days.
+    assert_eq!(h["retry-after"], (16 * 86_400 + 12 * 3_600).to_string());
+    let body: Value = serde_json::from_slice(&denied.body).unwrap();
+    assert_eq!(body["error"]["code"], "quota_exhausted");
+    assert_eq!(host.metric(Metric::DecisionsDenied429), 1);
+}
+
+#[test]
+fn not_billable_responses_give_their_quota_back() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(json!({})), 7);
+    for i in 0..5 {
+        exchange(
+            &mut gw,
+            &mut host,
+            &get_search("ck_live_alpha", &format!("r{i}")),
+            503,
+            b"",
+        )
+        .unwrap();
+    }
+    assert!(exchange(
+        &mut gw,
+        &mut host,
+        &get_search("ck_live_alpha", "ok"),
+        200,
+        b""
+    )
+    .is_ok());
+    assert_eq!(gw.counters().received, 1, "5xx answers are not metered");
+}
+
+#[test]
+fn every_denial_has_its_status_and_code() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(json!({})), 7);
+    let cases = [
+        (Req::new("GET", "/v1/search", &[]), 401, "invalid_key"),
+        (
+            Req::new("GET", "/v1/search", &[("x-api-key", "ck_unknown")]),
+            401,
+            "invalid_key",
+        ),
+        (
+            Req::new("GET", "/v1/search", &[("x-api-key", "ck_revoked")]),
+            401,
+            "invalid_key",
+        ),
+        (
+            Req::new("GET", "/v1/export", &[("x-api-key", "ck_live_alpha")]),
+            403,
+            "no_access",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let r = exchange(&mut gw, &mut host, &req, 200, b"").unwrap_err();
+        assert_eq!(r.status, status);
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"]["code"], code);
+        assert!(r.headers.iter().all(|(k, _)| k != "retry-after"));
+    }
+    // Unmatched routes pass through unmetered by default.
+    assert!(exchange(
+        &mut gw,
+        &mut host,
+        &Req::new("GET", "/health", &[]),
+        200,
+        b""
+    )
+    .is_ok());
+    assert_eq!(gw.counters().received, 0);
+}
+
+#[test]
+fn shadow_mode_decides_counts_and_never_blocks() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(json!({"mode": "shadow"})), 7);
+    match gw.on_request(
+        &mut host,
+        &Req::new("GET", "/v1/export", &[("x-api-key", "ck_live_alpha")]),
+    ) {
+        RequestVerdict::Continue {
+            upstream_headers, ..
+        } => {
+            assert_eq!(
+                upstream_headers,
+                vec![("x-aforo-would-deny".to_string(), "no_access".to_string())]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(host.replies.is_empty());
+    assert_eq!(host.metric(Metric::DecisionsShadowDenied), 1);
+}
+
+#[test]
+fn llm_tokens_come_from_the_response_body() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(json!({})), 7);
+    let req = Req::new(
+        "POST",
+        "/v1/chat",
+        &[("x-api-key", "ck_live_alpha"), ("x-request-id", "c1")],
+    );
+    exchange(
+        &mut gw,
+        &mut host,
+        &req,
+        200,
+        br#"{"usage": {"total_tokens": 1234}}"#,
+    )
+    .unwrap();
+    // A body without the pointer is rejected with a reason, not dropped.
+    let req = Req::new(
+        "POST",
+        "/v1/chat",
+        &[("x-api-key", "ck_live_alpha"), ("x-request-id", "c2")],
+    );
+    exchange(&mut gw, &mut host, &req, 200, br#"{"usage": {}}"#).unwrap();
+    let mut ingest = Ingest::new();
+    gw.flush_now(&mut host);
+    ingest.serve(&mut gw, &mut host);
+    assert_eq!(ingest.stored.len(), 1);
+    assert_eq!(ingest.stored[0]["quantity"], "1234");
+    let c = gw.counters();
+    assert_eq!((c.received, c.delivered, c.rejected), (2, 1, 1));
+    assert!(c.balanced());
+    let dl: Vec<String> = gw.delivery[0]
+        .dead_letters()
+        .map(|d| d.reason.to_string())
+        .collect();
+    assert_eq!(dl, vec!["rejected_quantity_unavailable"]);
+}
+
+#[test]
+fn an_ingest_outage_loses_nothing_and_duplicates_nothing() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(
+        config(
+            json!({"max_retry_time_ms": 10_000, "initial_backoff_ms": 100, "max_backoff_ms": 1000}),
+        ),
+        7,
+    );
+    let mut ingest = Ingest::new();
+    ingest.fail_with = Some(503);
+    for i in 0..40 {
+        let req = Req::new(
+            "POST",
+            "/v1/chat",
+            &[
+                ("x-api-key", "ck_live_alpha"),
+                ("x-request-id", &format!("r{i}")),
+            ],
+        );
+        exchange(
+            &mut gw,
+            &mut host,
+            &req,
+            200,
+            br#"{"usage": {"total_tokens": 2}}"#,
+        )
+        .unwrap();
+        host.advance_ms(500);
+        gw.on_tick(&mut host);
+        ingest.serve(&mut gw, &mut host);
+    }
+    // 20 seconds of 503s: some batches exhausted their retries and were dead-lettered.
+    assert!(gw.counters().dead_lettered > 0, "{:?}", gw.counters());
+    assert!(gw.counters().balanced());
+    ingest.fail_with = None;
+    for _ in 0..200 {
+        host.advance_ms(500);
+        gw.on_tick(&mut host);
+        ingest.serve(&mut gw, &mut host);
+    }
+    let c = gw.counters();
+    assert_eq!(
+        (c.received, c.delivered, c.dead_lettered, c.buffered),
+        (40, 40, 0, 0),
+        "{c:?}"
+    );
+    let mut ids: Vec<&str> = ingest
+        .stored
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "every event once");
+    assert_eq!(ingest.stored.len(), 40, "none twice");
+}
+
+#[test]
+fn sandbox_mode_partners_go_to_the_sandbox_pipeline() {
+    let mut host = TestHost::new();
+    // A live gateway with a sandbox key for sandbox-mode partners.
+    let mut gw = Gateway::new(
+        config(json!({"api_key": "sk_live_gw", "sandbox_api_key": "sk_test_gw"})),
+        7,
+    );
+    exchange(
+        &mut gw,
+        &mut host,
+        &get_search("ck_live_alpha", "a"),
+        200,
+        b"",
+    )
+    .unwrap();
+    exchange(&mut gw, &mut host, &get_search("ck_sbx", "b"), 200, b"").unwrap();
+    gw.flush_now(&mut host);
+    let mut by_upstream: Vec<(String, String)> = host
+        .calls
+        .iter()
+        .map(|(_, c)| {
+            (
+                c.upstream.clone(),
+                c.headers
+                    .iter()
+                    .find(|(k, _)| k == "authorization")
+                    .unwrap()
+                    .1
+                    .clone(),
+            )
+        })
+        .collect();
+    by_upstream.sort();
+    assert_eq!(
+        by_upstream,
+        vec![
+            (
+                "aforo_ingest_production".to_string(),
+                "Bearer sk_live_gw".to_string()
+            ),
+            (
+                "aforo_ingest_sandbox".to_string(),
+                "Bearer sk_test_gw".to_string()
+            ),
+        ]
+    );
+    let mut ingest = Ingest::new();
+    ingest.serve(&mut gw, &mut host);
+    let envs: Vec<&str> = ingest
+        .stored
+        .iter()
+        .map(|e| e["environment"].as_str().unwrap())
+        .collect();
+    assert!(envs.contains(&"production") && envs.contains(&"sandbox"));
+
+    // Without a sandbox key the sandbox-mode event is dead-lettered, loudly.
+    let mut gw = Gateway::new(config(json!({"api_key": "sk_live_gw"})), 7);
+    exchange(&mut gw, &mut host, &get_search("ck_sbx", "c"), 200, b"").unwrap();
+    assert_eq!(gw.counters_for(Environment::Sandbox).dead_lettered, 1);
+    assert!(host
+        .logs
+        .borrow()
+        .iter()
+        .any(|(_, l)| l.contains("sandbox_api_key")));
+}
+
+#[test]
+fn stale_snapshots_follow_the_failure_mode() {
+    let sync = json!({"entitlements": null, "entitlements_url": "http://127.0.0.1:9/v1/entitlements", "sync_interval_ms": 1000, "max_snapshot_age_ms": 5000});
+    let mut host = TestHost::new();
+    let mut closed = Gateway::new(
+        config(
+            json!({"failure_mode": "closed"})
+                .as_object()
+                .unwrap()
+                .clone()
+                .into_iter()
+                .chain(sync.as_object().unwrap().clone())
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        ),
+        1,
+    );
+    let r = exchange(
+        &mut closed,
+        &mut host,
+        &get_search("ck_live_alpha", "x"),
+        200,
+        b"",
+    )
+    .unwrap_err();
+    assert_eq!(r.status, 503);
+    assert!(r.headers.iter().any(|(k, _)| k == "retry-after"));
+
+    let mut open = Gateway::new(config(sync.clone()), 1);
+    let ok = exchange(
+        &mut open,
+        &mut host,
+        &Req::new("GET", "/v1/search", &[("x-api-key", "ck_live_alpha")]),
+        200,
+        b"",
+    );
+    assert!(ok.is_ok(), "open failure mode serves the request");
+    assert_eq!(host.metric(Metric::DecisionsFailOpen), 1);
+
+    // A sync installs a snapshot; five seconds without a successful sync make it stale again.
+    host.calls.clear();
+    open.on_tick(&mut host);
+    let (token, call) = host.take_calls().pop().unwrap();
+    assert!(call
+        .headers
+        .iter()
+        .any(|(k, v)| k == ":path" && v == "/v1/entitlements?environment=sandbox&source=gateway"));
+    open.on_call_response(
+        &mut host,
+        token,
+        CallResponse {
+            status: Some(200),
+            headers: vec![],
+            body: snapshot_json().to_string().into_bytes(),
+        },
+    );
+    assert!(exchange(
+        &mut open,
+        &mut host,
+        &get_search("ck_live_alpha", "y"),
+        200,
+        b""
+    )
+    .is_ok());
+    assert!(
+        exchange(&mut open, &mut host, &get_search("ck_nope", "z"), 200, b"").is_err(),
+        "fresh snapshot decides"
+    );
+    host.advance_ms(5_001);
+    assert!(
+        exchange(&mut open, &mut host, &get_search("ck_nope", "w"), 200, b"").is_ok(),
+        "stale: open again"
+    );
+}
+
+#[test]
+fn event_ids_are_stable_for_a_request_id() {
+    let mut host = TestHost::new();
+    let mut a = Gateway::new(config(json!({})), 1);
+    let mut b = Gateway::new(config(json!({})), 2);
+    exchange(
+        &mut a,
+        &mut host,
+        &get_search("ck_live_alpha", "same"),
+        200,
+        b"",
+    )
+    .unwrap();
+    let mut host2 = TestHost::new();
+    exchange(
+        &mut b,
+        &mut host2,
+        &get_search("ck_live_alpha", "same"),
+        200,
+        b"",
+    )
+    .unwrap();
+    a.flush_now(&mut host);
+    b.flush_now(&mut host2);
+    assert_eq!(host.calls[0].1.body, host2.calls[0].1.body);
+    let answer = IngestAnswer::parse(b"{}").unwrap();
+    assert_eq!(answer.accepted, 0);
+}
