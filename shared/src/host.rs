@@ -182,9 +182,9 @@ pub trait Host {
     fn http_call(&mut self, request: &OutboundRequest) -> Result<u32, String>;
     /// Answers the current request locally instead of forwarding it.
     fn send_local_reply(&mut self, reply: &LocalReply);
-    /// Adds to a counter metric.
-    fn metric_add(&mut self, metric: Metric, delta: u64);
-    /// Sets a gauge metric.
+    /// Adds to a metric; gauges take negative deltas, so values from several workers sum up.
+    fn metric_add(&mut self, metric: Metric, delta: i64);
+    /// Sets a gauge that only makes sense per worker (snapshot age).
     fn metric_set(&mut self, metric: Metric, value: u64);
     /// Reads a shared value and its CAS token (shared by every worker of the process).
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)>;

@@ -103,6 +103,16 @@ impl Exchange {
         self.environment
     }
 
+    /// Index of the matched route in the configuration.
+    pub fn route_index(&self) -> usize {
+        self.route
+    }
+
+    /// Counts response body bytes without copying them.
+    pub fn add_response_bytes(&mut self, n: usize) {
+        self.response_bytes += n as u64;
+    }
+
     /// Counts request body bytes as they stream through.
     pub fn add_request_bytes(&mut self, n: usize) {
         self.request_bytes += n as u64;

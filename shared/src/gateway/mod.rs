@@ -160,14 +160,17 @@ impl Gateway {
         ];
         for (m, now, before) in pairs {
             if now > before {
-                host.metric_add(m, now - before);
+                host.metric_add(m, (now - before) as i64);
             }
         }
-        if c.buffered != r.buffered || c.received != r.received {
-            host.metric_set(Metric::EventsBuffered, c.buffered);
-        }
-        if c.dead_lettered != r.dead_lettered || c.received != r.received {
-            host.metric_set(Metric::EventsDeadLettered, c.dead_lettered);
+        // Gauges move by differences too, so the host's value is the sum over all workers.
+        for (m, now, before) in [
+            (Metric::EventsBuffered, c.buffered, r.buffered),
+            (Metric::EventsDeadLettered, c.dead_lettered, r.dead_lettered),
+        ] {
+            if now != before {
+                host.metric_add(m, now as i64 - before as i64);
+            }
         }
         self.reported = c;
     }

@@ -13,7 +13,7 @@ pub struct TestHost {
     pub logs: RefCell<Vec<(LogLevel, String)>>,
     pub calls: Vec<(u32, OutboundRequest)>,
     pub replies: Vec<LocalReply>,
-    pub metrics: HashMap<Metric, u64>,
+    pub metrics: HashMap<Metric, i64>,
     pub shared: HashMap<String, (Vec<u8>, u32)>,
     pub next_cas: u32,
     pub next_token: u32,
@@ -43,7 +43,7 @@ impl TestHost {
         self.now = self.now.plus_millis(ms);
     }
 
-    pub fn metric(&self, m: Metric) -> u64 {
+    pub fn metric(&self, m: Metric) -> i64 {
         self.metrics.get(&m).copied().unwrap_or(0)
     }
 
@@ -73,11 +73,11 @@ impl Host for TestHost {
     fn send_local_reply(&mut self, reply: &LocalReply) {
         self.replies.push(reply.clone());
     }
-    fn metric_add(&mut self, metric: Metric, delta: u64) {
+    fn metric_add(&mut self, metric: Metric, delta: i64) {
         *self.metrics.entry(metric).or_default() += delta;
     }
     fn metric_set(&mut self, metric: Metric, value: u64) {
-        self.metrics.insert(metric, value);
+        self.metrics.insert(metric, value as i64);
     }
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         self.shared.get(key).cloned()

@@ -1,0 +1,154 @@
+//! The HTTP context: decide on request headers, observe the response, meter at the end.
+
+use crate::host::{send_reply, ProxyHost};
+use crate::metrics::MetricIds;
+use crate::root::Shared;
+use aforo_core::config::QuantitySource;
+use aforo_core::gateway::{Exchange, RequestVerdict, RequestView, ResponseHeaders};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
+use std::rc::Rc;
+
+/// Per-request state.
+pub struct Http {
+    gateway: Option<Shared>,
+    metrics: Rc<MetricIds>,
+    exchange: Option<Box<Exchange>>,
+    source: Option<QuantitySource>,
+    max_body: usize,
+}
+
+impl Http {
+    pub fn new(gateway: Option<Shared>, metrics: Rc<MetricIds>) -> Self {
+        Http {
+            gateway,
+            metrics,
+            exchange: None,
+            source: None,
+            max_body: 0,
+        }
+    }
+}
+
+struct Headers(MapType);
+
+impl RequestView for Headers {
+    fn header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(self.0, name).ok().flatten()
+    }
+
+    fn peer_address(&self) -> Option<String> {
+        // Envoy: source.address ("ip:port"); Kong/ngx_wasm_module: ngx.remote_addr.
+        for path in [vec!["source", "address"], vec!["ngx", "remote_addr"]] {
+            if let Ok(Some(bytes)) = hostcalls::get_property(path) {
+                if let Ok(s) = String::from_utf8(bytes) {
+                    return Some(s);
+                }
+            }
+        }
+        None
+    }
+}
+
+impl ResponseHeaders for Headers {
+    fn header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(self.0, name).ok().flatten()
+    }
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(gw) = &self.gateway else {
+            return Action::Continue;
+        };
+        let mut host = ProxyHost::new(&self.metrics);
+        let verdict = match gw.try_borrow_mut() {
+            Ok(mut g) => {
+                let v = g.on_request(&mut host, &Headers(MapType::HttpRequestHeaders));
+                if let RequestVerdict::Continue {
+                    exchange: Some(ex), ..
+                } = &v
+                {
+                    self.source = g
+                        .config()
+                        .routes
+                        .get(ex.route_index())
+                        .map(|r| r.quantity.clone());
+                    self.max_body = g.config().max_body_bytes;
+                }
+                v
+            }
+            Err(_) => return Action::Continue,
+        };
+        if let Some(reply) = host.reply.take() {
+            send_reply(&reply);
+            return Action::Pause;
+        }
+        match verdict {
+            RequestVerdict::Denied(_) => Action::Pause,
+            RequestVerdict::Continue {
+                exchange,
+                upstream_headers,
+            } => {
+                for (k, v) in &upstream_headers {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, k, Some(v));
+                }
+                self.exchange = exchange;
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        if let (Some(ex), Some(QuantitySource::RequestBytes)) = (&mut self.exchange, &self.source) {
+            ex.add_request_bytes(body_size);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let (Some(ex), Some(source)) = (&mut self.exchange, &self.source) else {
+            return Action::Continue;
+        };
+        let added = ex.on_response_headers(
+            &Headers(MapType::HttpResponseHeaders),
+            source,
+            crate::host::now(),
+        );
+        for (k, v) in added {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, k, Some(&v));
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        let (Some(ex), Some(source)) = (&mut self.exchange, &self.source) else {
+            return Action::Continue;
+        };
+        match source {
+            QuantitySource::ResponseJson(_) => {
+                let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                ex.on_response_body(&chunk, source, self.max_body);
+            }
+            QuantitySource::ResponseBytes => ex.add_response_bytes(body_size),
+            _ => {}
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let (Some(gw), Some(ex)) = (&self.gateway, self.exchange.take()) else {
+            return;
+        };
+        let mut host = ProxyHost::new(&self.metrics);
+        if let Ok(mut g) = gw.try_borrow_mut() {
+            g.finish(&mut host, *ex);
+        }
+    }
+}

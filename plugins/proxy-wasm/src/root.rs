@@ -1,0 +1,139 @@
+//! The root context: configuration, ticks, and answers to background calls.
+
+use crate::host::{self, ProxyHost};
+use crate::http::Http;
+use crate::metrics::MetricIds;
+use aforo_core::config::Config;
+use aforo_core::gateway::Gateway;
+use aforo_core::host::{CallResponse, LogLevel};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType, MapType};
+use std::cell::RefCell;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// The engine shared by the root context and its HTTP contexts (one VM is single-threaded).
+pub type Shared = Rc<RefCell<Gateway>>;
+
+/// One per plugin configuration per worker.
+#[derive(Default)]
+pub struct Root {
+    gateway: Option<Shared>,
+    metrics: Rc<MetricIds>,
+}
+
+/// A random 64-bit seed from the host (WASI `random_get` behind `RandomState`).
+fn seed() -> u64 {
+    RandomState::new().hash_one(host::now().unix_nanos())
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(gw) = &self.gateway else { return };
+        let headers = if num_headers == 0 {
+            Vec::new()
+        } else {
+            hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default()
+        };
+        let status = headers
+            .iter()
+            .find(|(k, _)| k == ":status")
+            .and_then(|(_, v)| v.parse::<u16>().ok());
+        let body = if body_size > 0 {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let response = CallResponse {
+            status,
+            headers,
+            body,
+        };
+        let mut h = ProxyHost::new(&self.metrics);
+        if let Ok(mut g) = gw.try_borrow_mut() {
+            g.on_call_response(&mut h, token, response);
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        // Last chance before the VM goes away: send what is buffered (best effort; an answer
+        // may not arrive). Events still inside a VM that dies are the documented loss window.
+        if let Some(gw) = &self.gateway {
+            let mut h = ProxyHost::new(&self.metrics);
+            if let Ok(mut g) = gw.try_borrow_mut() {
+                let c = g.counters();
+                if c.buffered > 0 {
+                    host::log(
+                        LogLevel::Warn,
+                        &format!(
+                            "aforo: shutting down with {} events buffered; flushing",
+                            c.buffered
+                        ),
+                    );
+                }
+                g.flush_now(&mut h);
+            }
+        }
+        true
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let config = match Config::parse(&bytes, &|name| std::env::var(name).ok()) {
+            Ok(c) => c,
+            Err(e) => {
+                host::log(
+                    LogLevel::Error,
+                    &format!("aforo: invalid configuration: {e} — the plugin refuses to start (see the configuration reference in the README)"),
+                );
+                return false;
+            }
+        };
+        self.metrics = Rc::new(MetricIds::define());
+        host::log(
+            LogLevel::Info,
+            &format!("aforo: configured: {}", config.summary()),
+        );
+        let gateway = Gateway::new(config, seed());
+        let tick = gateway.tick_period_ms();
+        self.gateway = Some(Rc::new(RefCell::new(gateway)));
+        let _ = hostcalls::set_tick_period(Duration::from_millis(tick));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(gw) = &self.gateway else { return };
+        let mut h = ProxyHost::new(&self.metrics);
+        if let Ok(mut g) = gw.try_borrow_mut() {
+            g.on_tick(&mut h);
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http::new(
+            self.gateway.clone(),
+            self.metrics.clone(),
+        )))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
