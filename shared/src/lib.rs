@@ -15,6 +15,8 @@ pub mod host;
 pub mod ingest;
 pub mod keys;
 pub mod ratelimit;
+#[cfg(feature = "rating")]
+pub mod rating;
 pub mod redact;
 pub mod strict_json;
 pub mod time;

@@ -263,10 +263,65 @@ fn json_error_kind(e: &serde_json::Error) -> String {
     }
 }
 
+/// Rewrites JSON text so every number literal becomes a string (`1.10` → `"1.10"`), so decimal
+/// fields keep every digit when read through `serde_json::Value` (which stores floats).
+/// Call it on text that already parsed as JSON.
+pub fn numbers_as_strings(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut i = 0;
+    let mut in_string = false;
+    let mut start = 0;
+    while i < b.len() {
+        let c = b[i];
+        if in_string {
+            if c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if c == b'"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if c == b'-' || c.is_ascii_digit() {
+            let n_start = i;
+            while i < b.len() && (b[i].is_ascii_digit() || b"+-.eE".contains(&b[i])) {
+                i += 1;
+            }
+            out.push_str(&text[start..n_start]);
+            out.push('"');
+            out.push_str(&text[n_start..i]);
+            out.push('"');
+            start = i;
+            continue;
+        }
+        i += 1;
+    }
+    out.push_str(&text[start..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn numbers_become_strings_outside_strings_only() {
+        let t = r#"{"a": 1.10, "b": [-2e3, 0], "c": "x 1 \" 2", "d": true}"#;
+        let v: Value = serde_json::from_str(&numbers_as_strings(t)).unwrap();
+        assert_eq!(
+            v,
+            json!({"a": "1.10", "b": ["-2e3", "0"], "c": "x 1 \" 2", "d": true})
+        );
+    }
 
     const FIELDS: &[&str] = &["batch_size", "debug", "name"];
 

@@ -1,0 +1,88 @@
+//! The rater: feed validated, deduplicated events; get one invoice per customer and environment.
+
+use super::aggregate::Accumulator;
+use super::invoice::{assemble, rate_charge, Invoice, RatingError};
+use super::plan::Plan;
+use crate::environment::Environment;
+use crate::event::UsageEvent;
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug)]
+struct CustomerState {
+    accumulators: Vec<Accumulator>,
+    skipped: Vec<u64>,
+}
+
+/// Aggregates events for a plan, customer by customer.
+#[derive(Debug)]
+pub struct Rater<'p> {
+    plan: &'p Plan,
+    by_metric: HashMap<String, Vec<usize>>,
+    customers: BTreeMap<(Environment, String), CustomerState>,
+}
+
+impl<'p> Rater<'p> {
+    /// A rater for `plan`.
+    pub fn new(plan: &'p Plan) -> Self {
+        let mut by_metric: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, c) in plan.charges.iter().enumerate() {
+            if let Some(m) = &c.metric {
+                by_metric.entry(m.clone()).or_default().push(i);
+            }
+        }
+        Rater {
+            plan,
+            by_metric,
+            customers: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one event (already validated and deduplicated). Every customer with an event gets
+    /// an invoice, with the plan's flat fees, even when no charge prices its metrics.
+    pub fn add(&mut self, e: &UsageEvent) {
+        let plan = self.plan;
+        let key = (e.environment, e.customer_id.clone());
+        let state = self.customers.entry(key).or_insert_with(|| CustomerState {
+            accumulators: plan.charges.iter().map(Accumulator::for_charge).collect(),
+            skipped: vec![0; plan.charges.len()],
+        });
+        if let Some(indices) = self.by_metric.get(&e.metric) {
+            for &i in indices {
+                if let (Some(acc), Some(c)) = (state.accumulators.get_mut(i), plan.charges.get(i)) {
+                    if !acc.add(c, e) {
+                        state.skipped[i] += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes sure a customer gets an invoice even with no events (flat fees, minimums).
+    pub fn add_customer(&mut self, environment: Environment, customer_id: &str) {
+        let plan = self.plan;
+        self.customers
+            .entry((environment, customer_id.to_string()))
+            .or_insert_with(|| CustomerState {
+                accumulators: plan.charges.iter().map(Accumulator::for_charge).collect(),
+                skipped: vec![0; plan.charges.len()],
+            });
+    }
+
+    /// Invoices ordered by environment (sandbox first) and customer id.
+    pub fn invoices(&self) -> Result<Vec<Invoice>, RatingError> {
+        self.customers
+            .iter()
+            .map(|((env, customer), st)| {
+                let lines = self
+                    .plan
+                    .charges
+                    .iter()
+                    .zip(&st.accumulators)
+                    .zip(&st.skipped)
+                    .map(|((c, acc), skipped)| rate_charge(self.plan, c, acc, *skipped))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(assemble(self.plan, *env, customer, lines))
+            })
+            .collect()
+    }
+}
