@@ -15,15 +15,15 @@ struct CustomerState {
 
 /// Aggregates events for a plan, customer by customer.
 #[derive(Debug)]
-pub struct Rater<'p> {
-    plan: &'p Plan,
+pub struct Rater {
+    plan: Plan,
     by_metric: HashMap<String, Vec<usize>>,
     customers: BTreeMap<(Environment, String), CustomerState>,
 }
 
-impl<'p> Rater<'p> {
+impl Rater {
     /// A rater for `plan`.
-    pub fn new(plan: &'p Plan) -> Self {
+    pub fn new(plan: Plan) -> Self {
         let mut by_metric: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, c) in plan.charges.iter().enumerate() {
             if let Some(m) = &c.metric {
@@ -40,7 +40,7 @@ impl<'p> Rater<'p> {
     /// Adds one event (already validated and deduplicated). Every customer with an event gets
     /// an invoice, with the plan's flat fees, even when no charge prices its metrics.
     pub fn add(&mut self, e: &UsageEvent) {
-        let plan = self.plan;
+        let plan = &self.plan;
         let key = (e.environment, e.customer_id.clone());
         let state = self.customers.entry(key).or_insert_with(|| CustomerState {
             accumulators: plan.charges.iter().map(Accumulator::for_charge).collect(),
@@ -59,13 +59,18 @@ impl<'p> Rater<'p> {
 
     /// Makes sure a customer gets an invoice even with no events (flat fees, minimums).
     pub fn add_customer(&mut self, environment: Environment, customer_id: &str) {
-        let plan = self.plan;
+        let plan = &self.plan;
         self.customers
             .entry((environment, customer_id.to_string()))
             .or_insert_with(|| CustomerState {
                 accumulators: plan.charges.iter().map(Accumulator::for_charge).collect(),
                 skipped: vec![0; plan.charges.len()],
             });
+    }
+
+    /// The plan being rated.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Invoices ordered by environment (sandbox first) and customer id.
@@ -79,9 +84,9 @@ impl<'p> Rater<'p> {
                     .iter()
                     .zip(&st.accumulators)
                     .zip(&st.skipped)
-                    .map(|((c, acc), skipped)| rate_charge(self.plan, c, acc, *skipped))
+                    .map(|((c, acc), skipped)| rate_charge(&self.plan, c, acc, *skipped))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(assemble(self.plan, *env, customer, lines))
+                Ok(assemble(&self.plan, *env, customer, lines))
             })
             .collect()
     }

@@ -32,7 +32,7 @@ fn ev(id: &str, customer: &str, metric: &str, q: &str, props: Value) -> UsageEve
 }
 
 fn invoice(p: &Plan, events: &[UsageEvent]) -> Invoice {
-    let mut r = Rater::new(p);
+    let mut r = Rater::new(p.clone());
     for e in events {
         r.add(e);
     }
@@ -136,7 +136,7 @@ fn zero_usage_for_every_model() {
         {"id": "stairstep", "metric": "m", "model": "stairstep", "tiers": [{"up_to": "5", "flat_amount": "50"}, {"up_to": null, "flat_amount": "90"}]},
         {"id": "percentage", "metric": "m", "model": "percentage", "rate": "2", "property": "amount", "fixed_amount": "0.3"}
     ]}));
-    let mut r = Rater::new(&p);
+    let mut r = Rater::new(p.clone());
     r.add_customer(Environment::Production, "idle");
     let i = r.invoices().unwrap().remove(0);
     // Flat fees and first-tier flat fees are billed at zero usage (OpenMeter, Lago since 2026-07);
@@ -220,7 +220,7 @@ fn customers_and_environments_get_separate_invoices() {
     );
     let mut sandbox = ev("s", "c1", "m", "5", json!({}));
     sandbox.environment = Environment::Sandbox;
-    let mut r = Rater::new(&p);
+    let mut r = Rater::new(p.clone());
     for e in [
         ev("a", "c1", "m", "2", json!({})),
         ev("b", "c2", "m", "3", json!({})),

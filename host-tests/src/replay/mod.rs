@@ -1,0 +1,11 @@
+//! `aforo-replay`: replay traffic through the real module (`run`), rate events (`rate`),
+//! replay against a live gateway (`send`).
+
+mod progress;
+pub mod rate;
+pub mod report;
+mod run;
+
+pub use progress::Progress;
+pub use report::{decision_of, Decisions, RunReport};
+pub use run::{run, RunError, RunOptions};

@@ -1,0 +1,276 @@
+//! The replay report: requests by decision and status, the module's conservation counters, what
+//! the ingest stored, and invoices; as JSON or as tables for a person.
+
+use crate::abi::{LogLine, Outcome};
+use crate::ingest_sim::{IngestStats, StoredEvent};
+use aforo_core::rating::Invoice;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Decisions counted by code (`allowed`, `quota_exhausted`, …).
+pub type Decisions = BTreeMap<String, u64>;
+
+/// The decision a client saw: `allowed`, or the `error.code` of a local reply.
+pub fn decision_of(o: &Outcome) -> String {
+    if o.trapped {
+        return "module_trap".into();
+    }
+    match &o.local_reply {
+        None if o.status == 504 => "paused".into(),
+        None => "allowed".into(),
+        Some(r) => serde_json::from_slice::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("local_{}", r.status)),
+    }
+}
+
+/// Requests seen.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RequestStats {
+    /// All requests.
+    pub total: u64,
+    /// By status the client got.
+    pub by_status: BTreeMap<u16, u64>,
+    /// By decision.
+    pub by_decision: Decisions,
+}
+
+/// The module's conservation counters (summed over workers).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EventStats {
+    /// Events built.
+    pub received: i64,
+    /// Acknowledged by the ingest.
+    pub delivered: i64,
+    /// Of those, duplicates.
+    pub duplicates: i64,
+    /// Refused.
+    pub rejected: i64,
+    /// Dead-lettered now.
+    pub dead_lettered: i64,
+    /// Of those, only in the log.
+    pub dead_letters_spilled: i64,
+    /// Still buffered or in flight.
+    pub buffered: i64,
+    /// `received = delivered + rejected + dead_lettered + buffered`.
+    pub balanced: bool,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunReport {
+    /// Module file.
+    pub module: String,
+    /// Host profile.
+    pub profile: String,
+    /// Worker VMs.
+    pub workers: usize,
+    /// Requests.
+    pub requests: RequestStats,
+    /// Decisions by the traffic's customer label.
+    pub by_customer: BTreeMap<String, Decisions>,
+    /// Module counters.
+    pub events: EventStats,
+    /// What the simulated ingest saw.
+    pub ingest: IngestStats,
+    /// First request time.
+    pub started_at: String,
+    /// Virtual time when the run ended (after draining).
+    pub ended_at: String,
+    /// Module traps (each one is a 503 under FAIL_CLOSED).
+    pub traps: u64,
+    /// Log lines by level (trace, debug, info, warn, error, critical).
+    pub log_counts: [u64; 6],
+    /// Invoices, with `--plan`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoices: Option<Vec<Invoice>>,
+    /// Status of each request, in traffic order (not printed; for tests).
+    #[serde(skip)]
+    pub statuses: Vec<u16>,
+    /// Events the ingest stored, when recording (not printed; for tests).
+    #[serde(skip)]
+    pub stored: Vec<StoredEvent>,
+    /// Module log lines kept (not printed; for tests).
+    #[serde(skip)]
+    pub logs: Vec<LogLine>,
+}
+
+fn row(out: &mut String, cells: &[String], widths: &[usize]) {
+    let line: Vec<String> = cells
+        .iter()
+        .zip(widths)
+        .enumerate()
+        .map(|(i, (c, w))| {
+            if i == 0 {
+                format!("{c:<w$}")
+            } else {
+                format!("{c:>w$}")
+            }
+        })
+        .collect();
+    let _ = writeln!(out, "  {}", line.join("  "));
+}
+
+/// Renders a table with a header row.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    row(
+        &mut out,
+        &header.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        &widths,
+    );
+    row(
+        &mut out,
+        &widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>(),
+        &widths,
+    );
+    for r in rows {
+        row(&mut out, r, &widths);
+    }
+    out
+}
+
+/// Decisions by customer as a table (customer × decision).
+pub fn decisions_table(by_customer: &BTreeMap<String, Decisions>) -> String {
+    let mut codes: Vec<&String> = by_customer.values().flat_map(|d| d.keys()).collect();
+    codes.sort();
+    codes.dedup();
+    let mut header = vec!["customer"];
+    header.extend(codes.iter().map(|c| c.as_str()));
+    let rows: Vec<Vec<String>> = by_customer
+        .iter()
+        .map(|(cust, d)| {
+            let mut r = vec![cust.clone()];
+            r.extend(
+                codes
+                    .iter()
+                    .map(|c| d.get(*c).copied().unwrap_or(0).to_string()),
+            );
+            r
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+/// Invoices as tables.
+pub fn invoices_table(invoices: &[Invoice]) -> String {
+    let mut out = String::new();
+    for inv in invoices {
+        let note = if inv.environment == aforo_core::Environment::Sandbox {
+            " (sandbox: preview, never billed)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "Invoice {} / {} in {}{note}",
+            inv.environment, inv.customer_id, inv.currency
+        );
+        let rows: Vec<Vec<String>> = inv
+            .lines
+            .iter()
+            .map(|l| {
+                vec![
+                    l.charge.clone(),
+                    l.metric.clone().unwrap_or_default(),
+                    l.model.to_string(),
+                    l.quantity.to_string(),
+                    l.amount.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["charge", "metric", "model", "quantity", "amount"],
+            &rows,
+        ));
+        let _ = writeln!(
+            out,
+            "  subtotal {}   minimum true-up {}   total {}\n",
+            inv.subtotal, inv.minimum_true_up, inv.total
+        );
+    }
+    out
+}
+
+impl RunReport {
+    /// The report for a person.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Replay of {} requests through {} ({} profile, {} worker(s)), {} → {}\n",
+            self.requests.total,
+            self.module,
+            self.profile,
+            self.workers,
+            self.started_at,
+            self.ended_at
+        );
+        let rows: Vec<Vec<String>> = self
+            .requests
+            .by_decision
+            .iter()
+            .map(|(k, v)| vec![k.clone(), v.to_string()])
+            .collect();
+        let _ = writeln!(out, "Decisions");
+        out.push_str(&table(&["decision", "requests"], &rows));
+        let rows: Vec<Vec<String>> = self
+            .requests
+            .by_status
+            .iter()
+            .map(|(k, v)| vec![k.to_string(), v.to_string()])
+            .collect();
+        let _ = writeln!(out, "\nStatuses");
+        out.push_str(&table(&["status", "requests"], &rows));
+        if !self.by_customer.is_empty() {
+            let _ = writeln!(out, "\nDecisions by customer");
+            out.push_str(&decisions_table(&self.by_customer));
+        }
+        let e = &self.events;
+        let _ = writeln!(
+            out,
+            "\nEvents: received {}, delivered {} ({} duplicates), rejected {}, dead-lettered {}, buffered {} — {}",
+            e.received,
+            e.delivered,
+            e.duplicates,
+            e.rejected,
+            e.dead_lettered,
+            e.buffered,
+            if e.balanced { "balanced" } else { "NOT BALANCED" }
+        );
+        let i = &self.ingest;
+        let rejected: Vec<String> = i.rejected.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            out,
+            "Ingest: {} requests, accepted {}, duplicates {}, rejected {}, late {}, faults injected {}",
+            i.requests,
+            i.accepted,
+            i.duplicates,
+            if rejected.is_empty() { "0".to_string() } else { rejected.join(", ") },
+            i.late,
+            i.faults_injected
+        );
+        if self.traps > 0 {
+            let _ = writeln!(
+                out,
+                "Module traps: {} (a proxy answers 503 under FAIL_CLOSED)",
+                self.traps
+            );
+        }
+        if let Some(inv) = &self.invoices {
+            let _ = writeln!(out);
+            out.push_str(&invoices_table(inv));
+        }
+        out
+    }
+}

@@ -1,0 +1,227 @@
+//! The JSONL traffic format (see the module docs of `traffic`).
+
+use super::{check_header, Entry, Request, Response, TrafficError};
+use aforo_core::strict_json::{describe, FieldError, ObjReader};
+use aforo_core::time::parse_rfc3339;
+use aforo_core::Timestamp;
+use serde_json::Value;
+
+const ENTRY: &[&str] = &["time", "request", "response", "customer"];
+const REQUEST: &[&str] = &[
+    "method",
+    "path",
+    "authority",
+    "headers",
+    "body",
+    "body_base64",
+    "peer",
+];
+const RESPONSE: &[&str] = &["status", "headers", "body", "body_base64"];
+
+/// Parses JSONL traffic; `start` is the time of a first entry without one.
+pub fn parse_jsonl(file: &str, text: &str, start: Timestamp) -> Result<Vec<Entry>, TrafficError> {
+    let mut out = Vec::new();
+    let mut last = start.plus_millis(-1);
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let err = |message: String| TrafficError {
+            file: file.to_string(),
+            location: format!("line {}", i + 1),
+            message,
+        };
+        let v: Value = serde_json::from_str(t).map_err(|e| {
+            err(format!(
+                "not a JSON object ({e}); the line may be truncated"
+            ))
+        })?;
+        let entry = parse_entry(&v, last).map_err(|e| err(e.to_string()))?;
+        last = entry.time;
+        out.push(entry);
+    }
+    if out.is_empty() {
+        return Err(TrafficError {
+            file: file.to_string(),
+            location: "line 1".into(),
+            message: "no traffic entries in the file".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn headers(r: &ObjReader<'_>, key: &str) -> Result<Vec<(String, String)>, FieldError> {
+    let path = r.field_path(key);
+    let mut out = Vec::new();
+    match r.get(key) {
+        None => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let value = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    other => {
+                        return Err(FieldError::new(
+                            format!("{path}.{k}"),
+                            format!("must be a string, got {}", describe(other)),
+                        ))
+                    }
+                };
+                out.push((k.to_ascii_lowercase(), value));
+            }
+        }
+        Some(Value::Array(list)) => {
+            for (i, pair) in list.iter().enumerate() {
+                match pair.as_array().map(Vec::as_slice) {
+                    Some([Value::String(k), Value::String(v)]) => {
+                        out.push((k.to_ascii_lowercase(), v.clone()))
+                    }
+                    _ => {
+                        return Err(FieldError::new(
+                            format!("{path}[{i}]"),
+                            "must be a [name, value] pair of strings",
+                        ))
+                    }
+                }
+            }
+        }
+        Some(other) => {
+            return Err(FieldError::new(
+                path,
+                format!(
+                    "must be an object or a list of [name, value], got {}",
+                    describe(other)
+                ),
+            ))
+        }
+    }
+    for (k, v) in &out {
+        check_header(k, v).map_err(|m| FieldError::new(format!("{path}.{k}"), m))?;
+    }
+    Ok(out)
+}
+
+fn body(r: &ObjReader<'_>) -> Result<Vec<u8>, FieldError> {
+    match (r.string("body")?, r.string("body_base64")?) {
+        (Some(_), Some(_)) => Err(FieldError::new(
+            r.field_path("body"),
+            "set body or body_base64, not both",
+        )),
+        (Some(s), None) => Ok(s.as_bytes().to_vec()),
+        (None, Some(b)) => super::har::base64_decode(b)
+            .ok_or_else(|| FieldError::new(r.field_path("body_base64"), "is not valid base64")),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+fn parse_entry(v: &Value, previous: Timestamp) -> Result<Entry, FieldError> {
+    let r = ObjReader::new("", v, ENTRY)?;
+    let time = match r.string("time")? {
+        Some(s) => parse_rfc3339(s).map_err(|e| FieldError::new("time", e.to_string()))?,
+        None => previous.plus_millis(1),
+    };
+    let req_v = r
+        .get("request")
+        .ok_or_else(|| FieldError::new("request", "is required"))?;
+    let rq = ObjReader::new("request", req_v, REQUEST)?;
+    let method = rq.string("method")?.unwrap_or("GET").to_ascii_uppercase();
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(FieldError::new(
+            "request.method",
+            format!("must be an HTTP method, got {method:?}"),
+        ));
+    }
+    let path = rq.required_string("path")?.to_string();
+    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(FieldError::new(
+            "request.path",
+            format!("must start with '/' and have no spaces or control characters, got {path:?}"),
+        ));
+    }
+    let request = Request {
+        method,
+        path,
+        authority: rq
+            .string("authority")?
+            .unwrap_or("api.example.com")
+            .to_string(),
+        headers: headers(&rq, "headers")?,
+        body: body(&rq)?,
+        peer: rq
+            .string("peer")?
+            .unwrap_or("203.0.113.10:40000")
+            .to_string(),
+    };
+    let response = match r.get("response") {
+        None => Response {
+            status: 200,
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+        Some(rv) => {
+            let rs = ObjReader::new("response", rv, RESPONSE)?;
+            let status = match rs.get("status") {
+                None => 200,
+                Some(s) => match s.as_u64() {
+                    Some(n) if (100..=599).contains(&n) => n as u16,
+                    _ => {
+                        return Err(FieldError::new(
+                            "response.status",
+                            format!("must be 100..=599, got {}", describe(s)),
+                        ))
+                    }
+                },
+            };
+            Response {
+                status,
+                headers: headers(&rs, "headers")?,
+                body: body(&rs)?,
+            }
+        }
+    };
+    Ok(Entry {
+        time,
+        request,
+        response,
+        customer: r.string("customer")?.map(str::to_string),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_parse_with_defaults() {
+        let text = "# comment\n{\"time\":\"2026-03-15T12:00:00Z\",\"request\":{\"path\":\"/a\",\"headers\":{\"X-Api-Key\":\"k\"}}}\n\n{\"request\":{\"method\":\"post\",\"path\":\"/b\",\"headers\":[[\"x-request-id\",\"r\"]],\"body\":\"hi\"},\"response\":{\"status\":201,\"body\":\"{}\"}}\n";
+        let e = parse_jsonl("t.jsonl", text, Timestamp::EPOCH).unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(
+            e[0].request.headers,
+            vec![("x-api-key".to_string(), "k".to_string())]
+        );
+        assert_eq!(e[1].time, e[0].time.plus_millis(1));
+        assert_eq!(e[1].request.method, "POST");
+        assert_eq!(e[1].response.status, 201);
+        assert_eq!(e[1].request.body, b"hi");
+    }
+
+    #[test]
+    fn malformed_lines_are_reported_with_their_number() {
+        let good = r#"{"request":{"path":"/a"}}"#;
+        let cases = [
+            (format!("{good}\n{{\"request\":{{\"path\":\"/a\"}}"), "line 2", "truncated"),
+            (format!("{good}\n{good}\n{{\"request\":{{\"path\":\"/a\",\"headers\":{{\"x\":\"a\\nb\"}}}}}}"), "line 3", "CR, LF or NUL"),
+            (format!("{{\"request\":{{\"path\":\"/a\"}},\"response\":{{\"status\":700}}}}"), "line 1", "response.status"),
+            (format!("{{\"request\":{{\"path\":\"a\"}}}}"), "line 1", "request.path"),
+            (format!("{{\"reqest\":{{}}}}"), "line 1", "did you mean"),
+            (String::from("\n# nothing\n"), "line 1", "no traffic entries"),
+        ];
+        for (text, loc, msg) in cases {
+            let e = parse_jsonl("t.jsonl", &text, Timestamp::EPOCH).unwrap_err();
+            assert_eq!(e.location, loc, "{e}");
+            assert!(e.to_string().contains(msg), "{e}");
+        }
+    }
+}

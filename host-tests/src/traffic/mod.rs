@@ -1,0 +1,133 @@
+//! Recorded traffic: one request and its recorded response per entry, from JSONL or HAR 1.2.
+//!
+//! JSONL format, one object per line (blank lines and lines starting with `#` are skipped):
+//!
+//! ```json
+//! {"time": "2026-03-15T12:00:00Z",
+//!  "request": {"method": "GET", "path": "/v1/search?q=1", "headers": {"x-api-key": "ck_…"},
+//!              "body": "…", "peer": "203.0.113.7:5555"},
+//!  "response": {"status": 200, "headers": {"content-type": "application/json"}, "body": "…"},
+//!  "customer": "cust_a"}
+//! ```
+//!
+//! `time` (RFC 3339) drives the virtual clock; without it an entry comes 1 ms after the one
+//! before. Headers are an object or a list of `[name, value]` pairs. `body_base64` may replace
+//! `body`. `response` defaults to `200` with no body. `customer` only labels the report.
+
+mod har;
+mod jsonl;
+
+pub use har::parse_har;
+pub use jsonl::parse_jsonl;
+
+use aforo_core::Timestamp;
+use std::fmt;
+use std::path::Path;
+
+/// One recorded request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// HTTP method, upper case.
+    pub method: String,
+    /// Path with query.
+    pub path: String,
+    /// `Host` / `:authority`.
+    pub authority: String,
+    /// Headers, lower-case names, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+    /// Downstream peer address, `ip:port`.
+    pub peer: String,
+}
+
+/// The response the upstream gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers, lower-case names.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+/// One entry of a traffic file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// When the request arrived.
+    pub time: Timestamp,
+    /// The request.
+    pub request: Request,
+    /// What the upstream answered.
+    pub response: Response,
+    /// A label for reports (the customer the request is from).
+    pub customer: Option<String>,
+}
+
+/// A traffic file that could not be read, with where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrafficError {
+    /// File name.
+    pub file: String,
+    /// `line 17` or `entry 3`.
+    pub location: String,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl fmt::Display for TrafficError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.file, self.location, self.message)
+    }
+}
+
+impl std::error::Error for TrafficError {}
+
+/// Reads a traffic file, choosing HAR for `.har` files (or JSON starting with `{"log"`) and JSONL otherwise.
+pub fn load(path: &Path) -> Result<Vec<Entry>, TrafficError> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| TrafficError {
+        file: file.clone(),
+        location: "open".into(),
+        message: e.to_string(),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| TrafficError {
+        file: file.clone(),
+        location: format!("byte {}", e.utf8_error().valid_up_to()),
+        message: "the file is not UTF-8".into(),
+    })?;
+    let looks_har = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("har"))
+        || text.trim_start().starts_with("{\"log\"")
+        || text.trim_start().starts_with("{ \"log\"");
+    if looks_har {
+        parse_har(&file, &text)
+    } else {
+        parse_jsonl(&file, &text, Timestamp::from_unix_secs(0))
+    }
+}
+
+/// A header's value by lower-case name.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Checks a header for what HTTP allows (no CR, LF or NUL; a token name).
+pub fn check_header(name: &str, value: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;\\\"/[]?={}".contains(&b))
+    {
+        return Err(format!("header name {name:?} is not a valid HTTP token"));
+    }
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(format!("header {name:?} has a value with CR, LF or NUL"));
+    }
+    Ok(())
+}
