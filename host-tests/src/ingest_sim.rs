@@ -65,6 +65,12 @@ pub struct StoredEvent {
     pub metric: String,
     /// Quantity (canonical decimal text).
     pub quantity: String,
+    /// Product.
+    pub product_id: String,
+    /// Event time (RFC 3339).
+    pub timestamp: String,
+    /// Properties (JSON text).
+    pub properties: String,
 }
 
 /// The simulated ingest.
@@ -308,6 +314,9 @@ impl SimIngest {
                 customer_id: e.customer_id.clone(),
                 metric: e.metric.clone(),
                 quantity: e.quantity.to_string(),
+                product_id: e.product_id.clone(),
+                timestamp: e.timestamp.to_rfc3339(),
+                properties: serde_json::Value::Object(e.properties.clone()).to_string(),
             });
         }
     }

@@ -3,9 +3,12 @@
 //! ingest (`aforo-replay`), and the helpers the end-to-end tests use to run a real Envoy.
 
 pub mod abi;
+pub mod artifacts;
+pub mod envoy;
 pub mod faults;
 pub mod http1;
 pub mod ingest_sim;
 pub mod replay;
 pub mod send;
+pub mod servers;
 pub mod traffic;

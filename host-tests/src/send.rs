@@ -2,7 +2,7 @@
 
 use crate::http1::{Client, Response};
 use crate::replay::report::{decisions_table, table, Decisions};
-use crate::traffic::Entry;
+use crate::traffic::{Entry, Traffic};
 use aforo_core::config::Endpoint;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -64,7 +64,7 @@ impl SendReport {
 }
 
 /// Sends every entry to `target` (`http://host:port`), with `concurrency` connections.
-pub fn send(target: &str, traffic: &[Entry], concurrency: usize) -> Result<SendReport, String> {
+pub fn send(target: &str, traffic: &Traffic, concurrency: usize) -> Result<SendReport, String> {
     let ep = Endpoint::parse(target).map_err(|e| format!("--target {target:?}: {e}"))?;
     if ep.tls {
         return Err("--target: https is not supported by this sender; point it at the gateway's plain HTTP listener".into());
@@ -80,6 +80,7 @@ pub fn send(target: &str, traffic: &[Entry], concurrency: usize) -> Result<SendR
             s.spawn(move || {
                 let mut client = Client::new(&addr);
                 for (i, e) in traffic.iter().enumerate().skip(w).step_by(workers) {
+                    let e: &Entry = e.as_ref();
                     let mut headers = vec![("host".to_string(), e.request.authority.clone())];
                     headers.extend(
                         e.request
@@ -104,6 +105,7 @@ pub fn send(target: &str, traffic: &[Entry], concurrency: usize) -> Result<SendR
         .map_err(|_| "a sender thread failed".to_string())?;
     let mut report = SendReport::default();
     for (e, r) in traffic.iter().zip(results) {
+        let e: &Entry = e.as_ref();
         report.total += 1;
         match r {
             None => {

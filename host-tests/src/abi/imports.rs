@@ -253,20 +253,45 @@ pub fn add(linker: &mut Linker<HostState>) -> Result<()> {
          ret_ptr: i32,
          ret_len: i32|
          -> Result<i32> {
-            let Some(key) = read(&c, kptr, klen) else {
+            // Find the value without copying the key out of guest memory.
+            let Some(mem) = c.data().memory else {
+                return Ok(status::INTERNAL_FAILURE);
+            };
+            let found = {
+                let data = mem.data(&c);
+                let (start, len) = (kptr as u32 as usize, klen as u32 as usize);
+                let Some(key) = data.get(start..start + len) else {
+                    return Ok(status::INVALID_MEMORY_ACCESS);
+                };
+                let Some(m) = map_ref(c.data(), map) else {
+                    return Ok(status::BAD_ARGUMENT);
+                };
+                m.iter()
+                    .position(|(k, _)| k.as_bytes().eq_ignore_ascii_case(key))
+            };
+            let Some(i) = found else {
+                return Ok(status::NOT_FOUND);
+            };
+            let len = map_ref(c.data(), map)
+                .and_then(|m| m.get(i))
+                .map_or(0, |(_, v)| v.len());
+            let Some(alloc) = c.data().alloc.clone() else {
+                return Ok(status::INTERNAL_FAILURE);
+            };
+            let addr = alloc.call(&mut c, len as i32)?;
+            let (data, state) = mem.data_and_store_mut(&mut c);
+            let value = map_ref(state, map)
+                .and_then(|m| m.get(i))
+                .map_or(&[][..], |(_, v)| v.as_bytes());
+            let at = addr as u32 as usize;
+            let Some(dst) = data.get_mut(at..at + value.len()) else {
                 return Ok(status::INVALID_MEMORY_ACCESS);
             };
-            let Some(m) = map_ref(c.data(), map) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
-            let found = m
-                .iter()
-                .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(&key))
-                .map(|(_, v)| v.clone());
-            match found {
-                Some(v) => return_bytes(&mut c, v.as_bytes(), ret_ptr, ret_len),
-                None => Ok(status::NOT_FOUND),
+            dst.copy_from_slice(value);
+            if !write_u32(&mut c, ret_ptr, addr as u32) || !write_u32(&mut c, ret_len, len as u32) {
+                return Ok(status::INVALID_MEMORY_ACCESS);
             }
+            Ok(status::OK)
         },
     )?;
     linker.func_wrap(

@@ -56,6 +56,10 @@ fn engine() -> &'static Engine {
     ENGINE.get_or_init(|| {
         let mut cfg = Config::new();
         cfg.epoch_interruption(true);
+        // AFORO_PERFMAP=1 writes /tmp/perf-<pid>.map so `perf report` names guest functions.
+        if std::env::var_os("AFORO_PERFMAP").is_some() {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&cfg).unwrap_or_default();
         let e = engine.clone();
         std::thread::spawn(move || loop {
@@ -122,6 +126,8 @@ pub struct Vm {
     profile: Profile,
     /// Split bodies into chunks of this many bytes (0: one chunk).
     pub body_chunk: usize,
+    /// Copy the headers after the filter into each `Outcome` (tests; costs two copies).
+    pub capture_headers: bool,
 }
 
 const ROOT: i32 = 1;
@@ -258,6 +264,7 @@ impl Vm {
             dead: None,
             profile,
             body_chunk: 0,
+            capture_headers: false,
         })
     }
 
@@ -448,7 +455,11 @@ impl Vm {
                 Err(e) => return Ok(self.trapped(e)),
             };
         }
-        let upstream_headers = self.store.data().stream.request_headers.clone();
+        let upstream_headers = if self.capture_headers {
+            self.store.data().stream.request_headers.clone()
+        } else {
+            Vec::new()
+        };
         let local = self.store.data_mut().local_reply.take();
         let (status, response_headers) = match &local {
             Some(reply) => {

@@ -6,6 +6,7 @@
 //!                   [--drain DUR] [--format json|table] [--log-module] [--quiet]
 //! aforo-replay rate --plan PLAN.json --events EVENTS.jsonl [--now RFC3339] [--format json|table]
 //! aforo-replay send --target URL --traffic T [--concurrency N] [--format json|table]
+//! aforo-replay scenario DIR [--module M.wasm] [--format json|table]
 //! ```
 //! Exit status: 0 success, 2 invalid input (with a message that says where), 1 other failures.
 
@@ -25,7 +26,8 @@ const USAGE: &str = "usage:
                     [--workers N] [--ingest-faults SPEC] [--snapshot S.json] [--env KEY=VALUE]...
                     [--drain DURATION] [--format json|table] [--log-module] [--quiet]
   aforo-replay rate --plan PLAN.json --events EVENTS.jsonl [--now RFC3339] [--format json|table]
-  aforo-replay send --target URL --traffic T [--concurrency N] [--format json|table]";
+  aforo-replay send --target URL --traffic T [--concurrency N] [--format json|table]
+  aforo-replay scenario DIR [--module M.wasm] [--format json|table]";
 
 /// A failure and its exit status.
 struct Fail(u8, String);
@@ -262,12 +264,49 @@ fn cmd_send(args: &[String]) -> Result<(), Fail> {
     }
 }
 
+fn cmd_scenario(args: &[String]) -> Result<(), Fail> {
+    let dir = args
+        .first()
+        .filter(|a| !a.starts_with("--"))
+        .ok_or_else(|| invalid(format!("a scenario directory is required\n{USAGE}")))?;
+    let a = Args::parse(&args[1..], &["--module", "--format"], &["--quiet"])?;
+    let module = match a.one("--module") {
+        Some(m) => PathBuf::from(m),
+        None => aforo_host_tests::artifacts::filter_module().map_err(invalid)?,
+    };
+    let table = a.table()?;
+    let mut sc = aforo_host_tests::replay::scenario::load(std::path::Path::new(dir), &module)
+        .map_err(invalid)?;
+    sc.options.quiet = a.flag("--quiet");
+    let report = run(&sc.options).map_err(|e| Fail(1, e.to_string()))?;
+    if table {
+        println!("Scenario {dir}: {}\n", sc.description);
+        print!("{}", report.to_table());
+    } else {
+        print_json(&report)?;
+    }
+    let diffs = aforo_host_tests::replay::scenario::check(&report, &sc.expected);
+    if diffs.is_empty() {
+        eprintln!("scenario {dir}: as expected");
+        Ok(())
+    } else {
+        Err(Fail(
+            1,
+            format!(
+                "scenario {dir} differs from expected.json:\n  {}",
+                diffs.join("\n  ")
+            ),
+        ))
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("run") => cmd_run(&args[1..]),
         Some("rate") => cmd_rate(&args[1..]),
         Some("send") => cmd_send(&args[1..]),
+        Some("scenario") => cmd_scenario(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

@@ -5,6 +5,7 @@ mod progress;
 pub mod rate;
 pub mod report;
 mod run;
+pub mod scenario;
 
 pub use progress::Progress;
 pub use report::{decision_of, Decisions, RunReport};

@@ -6,7 +6,7 @@ use super::report::{decision_of, EventStats, RequestStats, RunReport};
 use crate::abi::{compile, CallRequest, Profile, Vm, VmError, World};
 use crate::faults::Fault;
 use crate::ingest_sim::{Answer, SimIngest};
-use crate::traffic::{header, Entry};
+use crate::traffic::{header, Traffic};
 use aforo_core::rating::Plan;
 use aforo_core::Timestamp;
 use std::cmp::Reverse;
@@ -24,7 +24,7 @@ pub struct RunOptions {
     /// Environment variables the module sees (`AFORO_*`).
     pub env: Vec<(String, String)>,
     /// Traffic, in order.
-    pub traffic: Vec<Entry>,
+    pub traffic: Traffic,
     /// Plan for invoices.
     pub plan: Option<Plan>,
     /// Host profile.
@@ -49,11 +49,13 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Seed of the modules' randomness (WASI `random_get`).
     pub seed: u64,
+    /// How far the gateway's clock runs ahead of the ingest's (negative: behind).
+    pub gateway_skew_ms: i64,
 }
 
 impl RunOptions {
     /// Options with the defaults of the CLI.
-    pub fn new(module: PathBuf, config: Vec<u8>, traffic: Vec<Entry>) -> Self {
+    pub fn new(module: PathBuf, config: Vec<u8>, traffic: Traffic) -> Self {
         RunOptions {
             module,
             config,
@@ -71,6 +73,7 @@ impl RunOptions {
             body_chunk: 0,
             quiet: true,
             seed: 42,
+            gateway_skew_ms: 0,
         }
     }
 }
@@ -136,6 +139,7 @@ struct Sim {
     inflight: BinaryHeap<Reverse<Pending>>,
     seq: u64,
     now: i64,
+    skew: i64,
 }
 
 impl Sim {
@@ -194,7 +198,7 @@ impl Sim {
                 .vms
                 .iter()
                 .enumerate()
-                .filter_map(|(i, v)| v.next_tick().map(|n| (n, i)))
+                .filter_map(|(i, v)| v.next_tick().map(|n| (n - self.skew, i)))
                 .min();
             let (when, is_tick, vm) = match (next_answer, next_tick) {
                 (Some(a), Some((n, i))) if n < a => (n, true, i),
@@ -207,11 +211,11 @@ impl Sim {
             }
             self.now = self.now.max(when);
             if is_tick {
-                self.vms[vm].set_now(self.now);
+                self.vms[vm].set_now(self.now + self.skew);
                 self.vms[vm].tick()?;
                 self.route_calls(vm);
             } else if let Some(Reverse(p)) = self.inflight.pop() {
-                self.vms[p.vm].set_now(self.now);
+                self.vms[p.vm].set_now(self.now + self.skew);
                 self.vms[p.vm].deliver(&p.call, p.answer)?;
                 self.route_calls(p.vm);
             }
@@ -223,7 +227,7 @@ impl Sim {
 
 /// Replays `opts.traffic` and reports.
 pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
-    let first = opts.traffic.first().ok_or(RunError::NoTraffic)?.time;
+    let first = opts.traffic.first_time().ok_or(RunError::NoTraffic)?;
     let module = compile(&opts.module)?;
     let world = World::new(opts.profile);
     {
@@ -238,7 +242,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
             world.clone(),
             &opts.config,
             &opts.env,
-            first.unix_nanos(),
+            first.unix_nanos() + opts.gateway_skew_ms * 1_000_000,
             opts.seed.wrapping_add(i as u64),
         )?;
         vm.body_chunk = opts.body_chunk;
@@ -260,6 +264,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         inflight: BinaryHeap::new(),
         seq: 0,
         now: first.unix_nanos(),
+        skew: opts.gateway_skew_ms * 1_000_000,
     };
     for i in 0..sim.vms.len() {
         sim.route_calls(i);
@@ -275,10 +280,11 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     let mut progress = Progress::new(opts.traffic.len() as u64, opts.quiet);
     report.statuses.reserve(opts.traffic.len());
     for (i, entry) in opts.traffic.iter().enumerate() {
+        let entry = entry.as_ref();
         let t = entry.time.unix_nanos().max(sim.now);
         sim.advance_to(t)?;
         let w = i % sim.vms.len();
-        sim.vms[w].set_now(sim.now);
+        sim.vms[w].set_now(sim.now + sim.skew);
         let outcome = sim.vms[w].request(entry)?;
         sim.route_calls(w);
         let decision = decision_of(&outcome);
@@ -314,7 +320,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         sim.advance_to(next)?;
     }
     for i in 0..sim.vms.len() {
-        sim.vms[i].set_now(sim.now);
+        sim.vms[i].set_now(sim.now + sim.skew);
         if sim.vms[i].shutdown().is_ok() {
             sim.route_calls(i);
         }

@@ -1,12 +1,22 @@
 //! The JSONL traffic format (see the module docs of `traffic`).
 
-use super::{check_header, Entry, Request, Response, TrafficError};
+use super::{check_header, Entry, Request, Response, Traffic, TrafficError};
 use aforo_core::strict_json::{describe, FieldError, ObjReader};
 use aforo_core::time::parse_rfc3339;
 use aforo_core::Timestamp;
 use serde_json::Value;
 
-const ENTRY: &[&str] = &["time", "request", "response", "customer"];
+const ENTRY: &[&str] = &[
+    "time",
+    "request",
+    "response",
+    "customer",
+    "repeat",
+    "interval_ms",
+];
+
+/// Most requests one line may expand to.
+pub const MAX_REPEAT: u64 = 10_000_000;
 const REQUEST: &[&str] = &[
     "method",
     "path",
@@ -19,8 +29,8 @@ const REQUEST: &[&str] = &[
 const RESPONSE: &[&str] = &["status", "headers", "body", "body_base64"];
 
 /// Parses JSONL traffic; `start` is the time of a first entry without one.
-pub fn parse_jsonl(file: &str, text: &str, start: Timestamp) -> Result<Vec<Entry>, TrafficError> {
-    let mut out = Vec::new();
+pub fn parse_jsonl(file: &str, text: &str, start: Timestamp) -> Result<Traffic, TrafficError> {
+    let mut out = Traffic::default();
     let mut last = start.plus_millis(-1);
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
@@ -38,8 +48,10 @@ pub fn parse_jsonl(file: &str, text: &str, start: Timestamp) -> Result<Vec<Entry
             ))
         })?;
         let entry = parse_entry(&v, last).map_err(|e| err(e.to_string()))?;
-        last = entry.time;
-        out.push(entry);
+        let (repeat, interval) = repetition(&v).map_err(|e| err(e.to_string()))?;
+        let n = repeat.unwrap_or(1);
+        last = entry.time.plus_millis(((n - 1) * interval) as i64);
+        out.push(entry, n, interval);
     }
     if out.is_empty() {
         return Err(TrafficError {
@@ -49,6 +61,43 @@ pub fn parse_jsonl(file: &str, text: &str, start: Timestamp) -> Result<Vec<Entry
         });
     }
     Ok(out)
+}
+
+fn repetition(v: &Value) -> Result<(Option<u64>, u64), FieldError> {
+    let r = ObjReader::new("", v, ENTRY)?;
+    let repeat = r.u64_in("repeat", 1, MAX_REPEAT)?;
+    let interval = r.u64_in("interval_ms", 0, 86_400_000)?.unwrap_or(1);
+    if repeat.is_none() && r.get("interval_ms").is_some() {
+        return Err(FieldError::new("interval_ms", "is only used with repeat"));
+    }
+    Ok((repeat, interval))
+}
+
+fn fill(text: &str, n: u64) -> String {
+    if text.contains("{n}") {
+        text.replace("{n}", &n.to_string())
+    } else {
+        text.to_string()
+    }
+}
+
+/// Entry number `n` of a repeated line: `{n}` substituted.
+pub(super) fn expand(e: &Entry, n: u64) -> Entry {
+    let mut out = e.clone();
+    out.request.path = fill(&e.request.path, n);
+    for (_, v) in out.request.headers.iter_mut() {
+        *v = fill(v, n);
+    }
+    if let Ok(b) = std::str::from_utf8(&e.request.body) {
+        out.request.body = fill(b, n).into_bytes();
+    }
+    if let Ok(b) = std::str::from_utf8(&e.response.body) {
+        out.response.body = fill(b, n).into_bytes();
+    }
+    for (_, v) in out.response.headers.iter_mut() {
+        *v = fill(v, n);
+    }
+    out
 }
 
 fn headers(r: &ObjReader<'_>, key: &str) -> Result<Vec<(String, String)>, FieldError> {
@@ -195,7 +244,9 @@ mod tests {
     #[test]
     fn entries_parse_with_defaults() {
         let text = "# comment\n{\"time\":\"2026-03-15T12:00:00Z\",\"request\":{\"path\":\"/a\",\"headers\":{\"X-Api-Key\":\"k\"}}}\n\n{\"request\":{\"method\":\"post\",\"path\":\"/b\",\"headers\":[[\"x-request-id\",\"r\"]],\"body\":\"hi\"},\"response\":{\"status\":201,\"body\":\"{}\"}}\n";
-        let e = parse_jsonl("t.jsonl", text, Timestamp::EPOCH).unwrap();
+        let e = parse_jsonl("t.jsonl", text, Timestamp::EPOCH)
+            .unwrap()
+            .entries();
         assert_eq!(e.len(), 2);
         assert_eq!(
             e[0].request.headers,
@@ -205,6 +256,29 @@ mod tests {
         assert_eq!(e[1].request.method, "POST");
         assert_eq!(e[1].response.status, 201);
         assert_eq!(e[1].request.body, b"hi");
+    }
+
+    #[test]
+    fn repeat_expands_one_line() {
+        let text = r#"{"time":"2026-03-15T12:00:00Z","repeat":3,"interval_ms":10,"request":{"path":"/a/{n}","headers":{"x-request-id":"r-{n}"},"body":"b{n}"}}"#;
+        let e = parse_jsonl("t", text, Timestamp::EPOCH).unwrap().entries();
+        assert_eq!(e.len(), 3);
+        assert_eq!(e[2].request.path, "/a/2");
+        assert_eq!(e[2].request.headers[0].1, "r-2");
+        assert_eq!(e[1].request.body, b"b1");
+        assert_eq!(e[2].time.millis_since(e[0].time), 20);
+        assert!(parse_jsonl(
+            "t",
+            r#"{"repeat":0,"request":{"path":"/"}}"#,
+            Timestamp::EPOCH
+        )
+        .is_err());
+        assert!(parse_jsonl(
+            "t",
+            r#"{"interval_ms":5,"request":{"path":"/"}}"#,
+            Timestamp::EPOCH
+        )
+        .is_err());
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //! `time` (RFC 3339) drives the virtual clock; without it an entry comes 1 ms after the one
 //! before. Headers are an object or a list of `[name, value]` pairs. `body_base64` may replace
 //! `body`. `response` defaults to `200` with no body. `customer` only labels the report.
+//!
+//! `"repeat": N` (with optional `"interval_ms"`, default 1) expands one line into N requests;
+//! `{n}` in the path, header values and bodies becomes the repetition number (0-based), so a
+//! 100,000-request scenario is one line: `"headers": {"x-request-id": "load-{n}"}`.
 
 mod har;
 mod jsonl;
@@ -65,6 +69,84 @@ pub struct Entry {
     pub customer: Option<String>,
 }
 
+/// One line of a traffic file, possibly repeated (expanded lazily, one request at a time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Line {
+    entry: Entry,
+    repeat: u64,
+    interval_ms: u64,
+}
+
+/// Parsed traffic; `repeat` lines are expanded as they are iterated, so a million-request
+/// scenario does not hold a million requests in memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl Traffic {
+    /// Traffic from plain entries.
+    pub fn from_entries(entries: Vec<Entry>) -> Self {
+        let len = entries.len();
+        Traffic {
+            lines: entries
+                .into_iter()
+                .map(|entry| Line {
+                    entry,
+                    repeat: 1,
+                    interval_ms: 0,
+                })
+                .collect(),
+            len,
+        }
+    }
+
+    fn push(&mut self, entry: Entry, repeat: u64, interval_ms: u64) {
+        self.len += repeat as usize;
+        self.lines.push(Line {
+            entry,
+            repeat,
+            interval_ms,
+        });
+    }
+
+    /// Number of requests.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// When the first request arrives.
+    pub fn first_time(&self) -> Option<Timestamp> {
+        self.lines.first().map(|l| l.entry.time)
+    }
+
+    /// Every request in order.
+    pub fn iter(&self) -> impl Iterator<Item = std::borrow::Cow<'_, Entry>> + '_ {
+        self.lines.iter().flat_map(|l| {
+            (0..l.repeat).map(move |n| {
+                if l.repeat == 1 {
+                    std::borrow::Cow::Borrowed(&l.entry)
+                } else {
+                    let mut e = jsonl::expand(&l.entry, n);
+                    e.time = l.entry.time.plus_millis((n * l.interval_ms) as i64);
+                    std::borrow::Cow::Owned(e)
+                }
+            })
+        })
+    }
+
+    /// Every request, materialised (small files and tests).
+    pub fn entries(&self) -> Vec<Entry> {
+        self.iter().map(std::borrow::Cow::into_owned).collect()
+    }
+}
+
 /// A traffic file that could not be read, with where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrafficError {
@@ -85,7 +167,7 @@ impl fmt::Display for TrafficError {
 impl std::error::Error for TrafficError {}
 
 /// Reads a traffic file, choosing HAR for `.har` files (or JSON starting with `{"log"`) and JSONL otherwise.
-pub fn load(path: &Path) -> Result<Vec<Entry>, TrafficError> {
+pub fn load(path: &Path) -> Result<Traffic, TrafficError> {
     let file = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| TrafficError {
         file: file.clone(),
@@ -103,7 +185,7 @@ pub fn load(path: &Path) -> Result<Vec<Entry>, TrafficError> {
         || text.trim_start().starts_with("{\"log\"")
         || text.trim_start().starts_with("{ \"log\"");
     if looks_har {
-        parse_har(&file, &text)
+        parse_har(&file, &text).map(Traffic::from_entries)
     } else {
         parse_jsonl(&file, &text, Timestamp::from_unix_secs(0))
     }

@@ -242,11 +242,29 @@ pub fn check_quota(
     cost: u64,
     now: Timestamp,
 ) -> Result<Option<Allowance>, Deny> {
+    check_quota_in(
+        entitlement,
+        entitlement.window.current(now),
+        local_used,
+        cost,
+        now,
+    )
+}
+
+/// As `check_quota`, with the current window `[start, end)` already computed (hosts that
+/// retry inside a CAS loop compute it once).
+pub fn check_quota_in(
+    entitlement: &Entitlement,
+    window: (Timestamp, Timestamp),
+    local_used: u64,
+    cost: u64,
+    now: Timestamp,
+) -> Result<Option<Allowance>, Deny> {
     let Some(quota) = entitlement.quota else {
         return Ok(None);
     };
-    let (_, reset_at) = entitlement.window.current(now);
-    let (used, by_source) = entitlement.snapshot_used(now);
+    let (start, reset_at) = window;
+    let (used, by_source) = entitlement.snapshot_used_in(start);
     let effective = match by_source {
         Some(mine) => used.max(used.saturating_sub(mine).saturating_add(local_used)),
         None => used.max(local_used),

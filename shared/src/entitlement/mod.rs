@@ -6,8 +6,8 @@ mod snapshot;
 mod window;
 
 pub use decision::{
-    check_access, check_quota, check_rate, Allowance, Credential, Deny, DenyCode, Grant,
-    ALL_DENY_CODES,
+    check_access, check_quota, check_quota_in, check_rate, Allowance, Credential, Deny, DenyCode,
+    Grant, ALL_DENY_CODES,
 };
 pub use reply::{deny_reply, error_body, ratelimit_headers, LocalReply};
 pub use snapshot::{Customer, Entitlement, Snapshot, MAX_UNITS};

@@ -33,10 +33,13 @@ impl Entitlement {
     /// Units used in the window containing `now` according to the snapshot, and this node's
     /// reported share of them when the issuer tracks it.
     pub fn snapshot_used(&self, now: Timestamp) -> (u64, Option<u64>) {
+        self.snapshot_used_in(self.window.current(now).0)
+    }
+
+    /// As `snapshot_used`, for the window starting at `window_start` (already computed).
+    pub fn snapshot_used_in(&self, window_start: Timestamp) -> (u64, Option<u64>) {
         match self.used_window_start {
-            Some(start) if start != self.window.current(now).0 => {
-                (0, self.used_by_source.map(|_| 0))
-            }
+            Some(start) if start != window_start => (0, self.used_by_source.map(|_| 0)),
             _ => (self.used, self.used_by_source),
         }
     }
@@ -68,6 +71,8 @@ pub struct Snapshot {
     pub customers: HashMap<String, Customer>,
     /// Consumer keys by hash.
     pub keys: ConsumerKeyTable,
+    /// Whether any customer or key has an IP allowlist (otherwise the client address is not needed).
+    pub uses_ip_allowlists: bool,
 }
 
 const TOP: &[&str] = &[
@@ -148,12 +153,15 @@ impl Snapshot {
                 keys.push(key);
             }
         }
+        let uses_ip_allowlists = customers.values().any(|c| !c.ip_allowlist.is_empty())
+            || keys.iter().any(|k| !k.ip_allowlist.is_empty());
         Ok(Snapshot {
             version,
             generated_at,
             environment,
             customers,
             keys: ConsumerKeyTable::new(keys),
+            uses_ip_allowlists,
         })
     }
 

@@ -1,7 +1,9 @@
 //! Quota windows on real calendar boundaries, anchored at the billing start:
 //! an anchor of Jan 31 renews Feb 28 (or 29), Mar 31, Apr 30 — a month is not 30 days.
 
-use crate::time::{add_months, Timestamp, NANOS_PER_DAY, NANOS_PER_HOUR, NANOS_PER_MINUTE};
+use crate::time::{
+    add_months, days_from_civil, Timestamp, NANOS_PER_DAY, NANOS_PER_HOUR, NANOS_PER_MINUTE,
+};
 
 /// How often a quota renews.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +96,21 @@ impl QuotaWindow {
 
     /// `[start, end)` of the window containing `now`.
     pub fn current(&self, now: Timestamp) -> (Timestamp, Timestamp) {
+        if self.anchor == Timestamp::EPOCH && self.period == Period::Month {
+            // Calendar months in UTC, the common case, straight from the date.
+            let c = now.civil();
+            let start = days_from_civil(c.year, c.month, 1);
+            let (ny, nm) = if c.month == 12 {
+                (c.year + 1, 1)
+            } else {
+                (c.year, c.month + 1)
+            };
+            let end = days_from_civil(ny, nm, 1);
+            return (
+                Timestamp::from_unix_nanos(start * NANOS_PER_DAY),
+                Timestamp::from_unix_nanos(end * NANOS_PER_DAY),
+            );
+        }
         let n = match self.period.fixed_nanos() {
             Some(len) => now.nanos_since(self.anchor).div_euclid(len),
             None => {

@@ -2,22 +2,23 @@
 
 use super::UsageEvent;
 use serde::Serialize;
-use serde_json::{Map, Value};
+#[cfg(test)]
+use serde_json::Value;
 
 /// `Content-Type` of a CloudEvents batch.
 pub const CLOUDEVENTS_BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
 
 #[derive(Serialize)]
-struct Data<'a> {
+struct Data<'a, P: Serialize + ?Sized> {
     quantity: String,
     product_id: &'a str,
     environment: &'a str,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    properties: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    properties: Option<&'a P>,
 }
 
 #[derive(Serialize)]
-struct CloudEvent<'a> {
+struct CloudEvent<'a, P: Serialize + ?Sized> {
     specversion: &'static str,
     id: &'a str,
     source: String,
@@ -26,12 +27,21 @@ struct CloudEvent<'a> {
     subject: &'a str,
     time: String,
     datacontenttype: &'static str,
-    data: Data<'a>,
+    data: Data<'a, P>,
 }
 
 /// One event as a CloudEvent: `type` = metric, `subject` = customer, `source` = `aforo/<environment>`
 /// (so a consumer that dedups on `(source, id)` keeps environments apart).
 pub fn encode_cloudevent(e: &UsageEvent) -> Vec<u8> {
+    let props = (!e.properties.is_empty()).then_some(&e.properties);
+    encode_cloudevent_with(e, props)
+}
+
+/// As `encode_cloudevent`, with properties from any serializable value.
+pub fn encode_cloudevent_with<P: Serialize + ?Sized>(
+    e: &UsageEvent,
+    properties: Option<&P>,
+) -> Vec<u8> {
     let ce = CloudEvent {
         specversion: "1.0",
         id: &e.id,
@@ -41,10 +51,10 @@ pub fn encode_cloudevent(e: &UsageEvent) -> Vec<u8> {
         time: e.timestamp.to_rfc3339(),
         datacontenttype: "application/json",
         data: Data {
-            quantity: e.quantity.to_string(),
+            quantity: e.quantity.to_text(),
             product_id: &e.product_id,
             environment: e.environment.as_str(),
-            properties: &e.properties,
+            properties,
         },
     };
     serde_json::to_vec(&ce).unwrap_or_default()

@@ -1,7 +1,7 @@
 //! Event ids: derived once, stable across retries, replays and restarts.
 
+use super::siphash::siphash128;
 use crate::environment::Environment;
-use sha2::{Digest, Sha256};
 
 /// Prefix of every event id the gateway creates.
 pub const EVENT_ID_PREFIX: &str = "evt_";
@@ -16,23 +16,31 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Key of the event-id hash: fixed, so ids are a pure function of their inputs everywhere
+/// (the harness and a real proxy derive the same ids for the same traffic).
+const ID_KEY: [u8; 16] = *b"aforo-event-id-1";
+
 /// The id of the usage event for one request, derived from the host's request id.
 ///
 /// The same request always yields the same id (so a replayed or re-sent request is counted once),
-/// while two customers or two metrics never share one. 128 bits of SHA-256, hex.
+/// while two customers or two metrics never share one: 128 bits of SipHash-2-4 over the
+/// length-prefixed fields, hex. (Request ids that clients choose are a separate matter: see the
+/// README on `request_id_header`.)
 pub fn derive_event_id(
     environment: Environment,
     customer_id: &str,
     metric: &str,
     request_id: &str,
 ) -> String {
-    let mut h = Sha256::new();
+    let mut buf = Vec::with_capacity(64 + customer_id.len() + metric.len() + request_id.len());
     for part in [environment.as_str(), customer_id, metric, request_id] {
-        h.update((part.len() as u32).to_le_bytes());
-        h.update(part.as_bytes());
+        buf.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        buf.extend_from_slice(part.as_bytes());
     }
-    let digest = h.finalize();
-    format!("{EVENT_ID_PREFIX}{}", hex(&digest[..16]))
+    let mut id = String::with_capacity(EVENT_ID_PREFIX.len() + 32);
+    id.push_str(EVENT_ID_PREFIX);
+    id.push_str(&hex(&siphash128(&ID_KEY, &buf)));
+    id
 }
 
 /// The id of an event whose request had no request id: a per-VM random nonce and a sequence.

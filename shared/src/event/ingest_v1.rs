@@ -13,7 +13,7 @@ use std::collections::HashMap;
 pub const INGEST_V1_CONTENT_TYPE: &str = "application/json";
 
 #[derive(Serialize)]
-struct WireOut<'a> {
+struct WireOut<'a, P: Serialize + ?Sized> {
     id: &'a str,
     customer_id: &'a str,
     metric: &'a str,
@@ -21,23 +21,91 @@ struct WireOut<'a> {
     timestamp: String,
     product_id: &'a str,
     environment: &'a str,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    properties: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    properties: Option<&'a P>,
 }
 
 /// One event as ingest v1 JSON; the quantity is a decimal string so no digit is lost.
 pub fn encode_v1(e: &UsageEvent) -> Vec<u8> {
+    let props = (!e.properties.is_empty()).then_some(&e.properties);
+    encode_v1_with(e, props)
+}
+
+/// Appends `s` as a JSON string literal (quotes and escapes).
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 15) as usize]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Writes the seven fields of an ingest v1 event by hand, with `properties_json` (already
+/// JSON, an object) appended: the gateway's per-request path, with no serializer and no map.
+pub fn encode_v1_raw(e: &UsageEvent, properties_json: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + properties_json.map_or(0, <[u8]>::len));
+    out.extend_from_slice(b"{\"id\":");
+    write_json_str(&mut out, &e.id);
+    out.extend_from_slice(b",\"customer_id\":");
+    write_json_str(&mut out, &e.customer_id);
+    out.extend_from_slice(b",\"metric\":");
+    write_json_str(&mut out, &e.metric);
+    out.extend_from_slice(b",\"quantity\":\"");
+    out.extend_from_slice(e.quantity.to_text().as_bytes());
+    out.extend_from_slice(b"\",\"timestamp\":\"");
+    out.extend_from_slice(e.timestamp.to_rfc3339().as_bytes());
+    out.extend_from_slice(b"\",\"product_id\":");
+    write_json_str(&mut out, &e.product_id);
+    out.extend_from_slice(b",\"environment\":\"");
+    out.extend_from_slice(e.environment.as_str().as_bytes());
+    out.push(b'"');
+    if let Some(p) = properties_json {
+        out.extend_from_slice(b",\"properties\":");
+        out.extend_from_slice(p);
+    }
+    out.push(b'}');
+    out
+}
+
+/// As `encode_v1`, with properties from any serializable value instead of `e.properties`
+/// (the gateway writes its fixed properties without building a map per request).
+pub fn encode_v1_with<P: Serialize + ?Sized>(e: &UsageEvent, properties: Option<&P>) -> Vec<u8> {
     let wire = WireOut {
         id: &e.id,
         customer_id: &e.customer_id,
         metric: &e.metric,
-        quantity: e.quantity.to_string(),
+        quantity: e.quantity.to_text(),
         timestamp: e.timestamp.to_rfc3339(),
         product_id: &e.product_id,
         environment: e.environment.as_str(),
-        properties: &e.properties,
+        properties,
     };
-    serde_json::to_vec(&wire).unwrap_or_default()
+    let mut out = Vec::with_capacity(320);
+    match serde_json::to_writer(&mut out, &wire) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// A refused wire event: its id when one could be read, and why.
@@ -63,9 +131,123 @@ const FIELDS: [&str; 8] = [
 /// Most properties one event may carry.
 pub const MAX_PROPERTIES: usize = 64;
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fast<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    customer_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    metric: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    quantity: &'a RawValue,
+    #[serde(borrow)]
+    timestamp: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    product_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    environment: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    properties: Option<Map<String, Value>>,
+}
+
+fn quantity_of(raw: &RawValue) -> Result<Quantity, Rejection> {
+    let t = raw.get().trim();
+    let inner = if t.starts_with('"') {
+        serde_json::from_str::<String>(t).ok()
+    } else if t == "null" {
+        return Err(Rejection::new(
+            RejectCode::MissingField,
+            Some("quantity"),
+            "is required",
+        ));
+    } else if t.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        Some(t.to_string())
+    } else {
+        None
+    };
+    let inner = inner.ok_or_else(|| {
+        Rejection::new(
+            RejectCode::InvalidQuantity,
+            Some("quantity"),
+            "must be a JSON number or a decimal string",
+        )
+    })?;
+    Quantity::parse(&inner)
+        .map_err(|e| Rejection::new(RejectCode::InvalidQuantity, Some("quantity"), e.to_string()))
+}
+
+struct Parts<'a> {
+    id: String,
+    customer_id: String,
+    metric: String,
+    quantity: &'a RawValue,
+    timestamp: &'a str,
+    product_id: String,
+    environment: &'a str,
+    properties: Map<String, Value>,
+}
+
+fn build(p: Parts<'_>) -> Result<UsageEvent, Rejection> {
+    let environment = Environment::from_wire(p.environment).ok_or_else(|| {
+        Rejection::new(
+            RejectCode::InvalidField,
+            Some("environment"),
+            format!("must be sandbox or production, got {:?}", p.environment),
+        )
+    })?;
+    let timestamp = parse_rfc3339(p.timestamp).map_err(|e| {
+        Rejection::new(
+            RejectCode::InvalidTimestamp,
+            Some("timestamp"),
+            e.to_string(),
+        )
+    })?;
+    let quantity = quantity_of(p.quantity)?;
+    if p.properties.len() > MAX_PROPERTIES {
+        return Err(Rejection::new(
+            RejectCode::InvalidField,
+            Some("properties"),
+            format!("must have at most {MAX_PROPERTIES} entries"),
+        ));
+    }
+    let event = UsageEvent {
+        id: p.id,
+        customer_id: p.customer_id,
+        metric: p.metric,
+        quantity,
+        timestamp,
+        product_id: p.product_id,
+        environment,
+        properties: p.properties,
+    };
+    crate::validate::check_fields(&event)?;
+    Ok(event)
+}
+
 /// Reads one ingest v1 event with exact quantities; checks shape and field syntax only
 /// (timestamp windows and the environment of the key are checked by `validate`).
 pub fn parse_wire_event(raw: &RawValue) -> Result<UsageEvent, WireEventError> {
+    // Fast path: a well-formed event in one pass, strings borrowed where possible.
+    if let Ok(f) = serde_json::from_str::<Fast<'_>>(raw.get()) {
+        let id = f.id.into_owned();
+        return build(Parts {
+            id: id.clone(),
+            customer_id: f.customer_id.into_owned(),
+            metric: f.metric.into_owned(),
+            quantity: f.quantity,
+            timestamp: &f.timestamp,
+            product_id: f.product_id.into_owned(),
+            environment: &f.environment,
+            properties: f.properties.unwrap_or_default(),
+        })
+        .map_err(|rejection| WireEventError {
+            id: Some(id),
+            rejection,
+        });
+    }
+    // Slow path: find exactly what is wrong.
     let fields: HashMap<String, &RawValue> =
         serde_json::from_str(raw.get()).map_err(|_| WireEventError {
             id: None,
@@ -75,10 +257,9 @@ pub fn parse_wire_event(raw: &RawValue) -> Result<UsageEvent, WireEventError> {
                 "an event must be a JSON object",
             ),
         })?;
-    let id = match fields.get("id") {
-        None => None,
-        Some(v) => serde_json::from_str::<String>(v.get()).ok(),
-    };
+    let id = fields
+        .get("id")
+        .and_then(|v| serde_json::from_str::<String>(v.get()).ok());
     let fail = |r: Rejection| WireEventError {
         id: id.clone(),
         rejection: r,
@@ -116,74 +297,19 @@ pub fn parse_wire_event(raw: &RawValue) -> Result<UsageEvent, WireEventError> {
     let customer_id = text("customer_id")?;
     let metric = text("metric")?;
     let product_id = text("product_id")?;
-    let env_text = text("environment")?;
-    let environment = Environment::from_wire(&env_text).ok_or_else(|| {
+    let environment = text("environment")?;
+    let timestamp = text("timestamp")?;
+    let quantity = fields.get("quantity").copied().ok_or_else(|| {
         fail(Rejection::new(
-            RejectCode::InvalidField,
-            Some("environment"),
-            format!("must be sandbox or production, got {env_text:?}"),
+            RejectCode::MissingField,
+            Some("quantity"),
+            "is required",
         ))
     })?;
-    let ts_text = text("timestamp")?;
-    let timestamp = parse_rfc3339(&ts_text).map_err(|e| {
-        fail(Rejection::new(
-            RejectCode::InvalidTimestamp,
-            Some("timestamp"),
-            e.to_string(),
-        ))
-    })?;
-    let quantity = match fields.get("quantity") {
-        None => {
-            return Err(fail(Rejection::new(
-                RejectCode::MissingField,
-                Some("quantity"),
-                "is required",
-            )))
-        }
-        Some(raw_q) => {
-            let t = raw_q.get().trim();
-            let inner = if let Some(s) = t.strip_prefix('"') {
-                serde_json::from_str::<String>(t)
-                    .ok()
-                    .or_else(|| s.strip_suffix('"').map(str::to_string))
-            } else if t == "null" {
-                return Err(fail(Rejection::new(
-                    RejectCode::MissingField,
-                    Some("quantity"),
-                    "is required",
-                )));
-            } else if t.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-                Some(t.to_string())
-            } else {
-                None
-            };
-            let inner = inner.ok_or_else(|| {
-                fail(Rejection::new(
-                    RejectCode::InvalidQuantity,
-                    Some("quantity"),
-                    "must be a JSON number or a decimal string",
-                ))
-            })?;
-            Quantity::parse(&inner).map_err(|e| {
-                fail(Rejection::new(
-                    RejectCode::InvalidQuantity,
-                    Some("quantity"),
-                    e.to_string(),
-                ))
-            })?
-        }
-    };
     let properties = match fields.get("properties") {
         None => Map::new(),
         Some(p) => match serde_json::from_str::<Value>(p.get()) {
-            Ok(Value::Object(m)) if m.len() <= MAX_PROPERTIES => m,
-            Ok(Value::Object(_)) => {
-                return Err(fail(Rejection::new(
-                    RejectCode::InvalidField,
-                    Some("properties"),
-                    format!("must have at most {MAX_PROPERTIES} entries"),
-                )))
-            }
+            Ok(Value::Object(m)) => m,
             Ok(Value::Null) => Map::new(),
             _ => {
                 return Err(fail(Rejection::new(
@@ -194,18 +320,17 @@ pub fn parse_wire_event(raw: &RawValue) -> Result<UsageEvent, WireEventError> {
             }
         },
     };
-    let event = UsageEvent {
+    build(Parts {
         id: event_id,
         customer_id,
         metric,
         quantity,
-        timestamp,
+        timestamp: &timestamp,
         product_id,
-        environment,
+        environment: &environment,
         properties,
-    };
-    crate::validate::check_fields(&event).map_err(fail)?;
-    Ok(event)
+    })
+    .map_err(fail)
 }
 
 #[cfg(test)]
@@ -229,6 +354,17 @@ mod tests {
         );
         let back = parse_wire_event(&raw(&text)).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn the_hand_written_encoding_is_the_serde_encoding() {
+        let mut e = sample_event();
+        e.customer_id = "quote\" back\\ nl\n tab\t bell\u{7} é".into();
+        let props = serde_json::to_vec(&e.properties).unwrap();
+        let a: Value = serde_json::from_slice(&encode_v1_raw(&e, Some(&props))).unwrap();
+        let b: Value = serde_json::from_slice(&encode_v1(&e)).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a["customer_id"], "quote\" back\\ nl\n tab\t bell\u{7} é");
     }
 
     #[test]

@@ -4,11 +4,16 @@ mod cloudevents;
 mod id;
 mod ingest_v1;
 mod quantity;
+mod siphash;
 
-pub use cloudevents::{encode_cloudevent, CLOUDEVENTS_BATCH_CONTENT_TYPE};
+pub use cloudevents::{encode_cloudevent, encode_cloudevent_with, CLOUDEVENTS_BATCH_CONTENT_TYPE};
 pub use id::{derive_event_id, sequence_event_id, to_hex, EVENT_ID_PREFIX};
-pub use ingest_v1::{encode_v1, parse_wire_event, WireEventError, INGEST_V1_CONTENT_TYPE};
+pub use ingest_v1::{
+    encode_v1, encode_v1_raw, encode_v1_with, parse_wire_event, write_json_str, WireEventError,
+    INGEST_V1_CONTENT_TYPE,
+};
 pub use quantity::{Quantity, QuantityError};
+pub use siphash::{siphash128, siphash64};
 
 use crate::environment::Environment;
 use crate::time::Timestamp;
@@ -50,6 +55,18 @@ impl IngestFormat {
         match self {
             IngestFormat::Aforo => encode_v1(event),
             IngestFormat::CloudEvents => encode_cloudevent(event),
+        }
+    }
+
+    /// Encodes one event with properties from a serializable value (ignoring `event.properties`).
+    pub fn encode_with<P: serde::Serialize + ?Sized>(
+        self,
+        event: &UsageEvent,
+        properties: Option<&P>,
+    ) -> Vec<u8> {
+        match self {
+            IngestFormat::Aforo => encode_v1_with(event, properties),
+            IngestFormat::CloudEvents => encode_cloudevent_with(event, properties),
         }
     }
 

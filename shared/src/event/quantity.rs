@@ -1,12 +1,23 @@
 //! Quantities are exact decimals >= 0: `"1"`, `1.5`, `"0.000001"`, `2e3`; never floats.
+//!
+//! Stored as an integer mantissa and a decimal scale (the value is `mantissa / 10^scale`),
+//! normalised (no trailing fractional zeros), within rust_decimal's range (mantissa < 2^96,
+//! scale <= 28) so rating converts every quantity exactly. The filter needs no decimal library.
 
-use rust_decimal::Decimal;
+use std::cmp::Ordering;
 use std::fmt;
-use std::str::FromStr;
+
+/// Largest mantissa (2^96 - 1), as in rust_decimal.
+const MAX_MANTISSA: u128 = (1u128 << 96) - 1;
+/// Most decimal places.
+const MAX_SCALE: u32 = 28;
 
 /// A finite, non-negative, exact decimal quantity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Quantity(Decimal);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Quantity {
+    mantissa: u128,
+    scale: u32,
+}
 
 /// Why a quantity was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,11 +50,32 @@ impl fmt::Display for QuantityError {
 
 impl std::error::Error for QuantityError {}
 
+fn pow10(n: u32) -> u128 {
+    10u128.pow(n)
+}
+
 impl Quantity {
     /// Zero.
-    pub const ZERO: Quantity = Quantity(Decimal::ZERO);
+    pub const ZERO: Quantity = Quantity {
+        mantissa: 0,
+        scale: 0,
+    };
     /// One, the quantity of a plain API call.
-    pub const ONE: Quantity = Quantity(Decimal::ONE);
+    pub const ONE: Quantity = Quantity {
+        mantissa: 1,
+        scale: 0,
+    };
+
+    fn normalized(mut mantissa: u128, mut scale: u32) -> Self {
+        while scale > 0 && mantissa % 10 == 0 {
+            mantissa /= 10;
+            scale -= 1;
+        }
+        if mantissa == 0 {
+            scale = 0;
+        }
+        Quantity { mantissa, scale }
+    }
 
     /// Parses JSON-number or decimal-string text exactly (`1`, `2.50`, `1e3`).
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
@@ -59,89 +91,177 @@ impl Quantity {
         if t.starts_with('-') {
             return Err(QuantityError::Negative);
         }
-        if !is_decimal_grammar(t) {
+        let b = t.as_bytes();
+        let mut i = usize::from(b.first() == Some(&b'+'));
+        let mut mantissa: u128 = 0;
+        let mut scale: i64 = 0;
+        let mut int_digits = 0;
+        let mut overflow = false;
+        let mut push = |d: u8, mantissa: &mut u128| match mantissa
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(d as u128))
+        {
+            Some(m) => *mantissa = m,
+            None => overflow = true,
+        };
+        while i < b.len() && b[i].is_ascii_digit() {
+            push(b[i] - b'0', &mut mantissa);
+            int_digits += 1;
+            i += 1;
+        }
+        if int_digits == 0 {
             return Err(QuantityError::NotANumber);
         }
-        let d = if t.contains(['e', 'E']) {
-            Decimal::from_scientific(t).map_err(|_| QuantityError::OutOfRange)?
-        } else {
-            Decimal::from_str_exact(t).map_err(|_| QuantityError::OutOfRange)?
-        };
-        Ok(Quantity(d.normalize()))
+        if i < b.len() && b[i] == b'.' {
+            i += 1;
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                push(b[i] - b'0', &mut mantissa);
+                scale += 1;
+                i += 1;
+            }
+            if i == start {
+                return Err(QuantityError::NotANumber);
+            }
+        }
+        if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+            i += 1;
+            let neg = match b.get(i) {
+                Some(b'-') => {
+                    i += 1;
+                    true
+                }
+                Some(b'+') => {
+                    i += 1;
+                    false
+                }
+                _ => false,
+            };
+            let start = i;
+            let mut exp: i64 = 0;
+            while i < b.len() && b[i].is_ascii_digit() {
+                exp = exp * 10 + (b[i] - b'0') as i64;
+                i += 1;
+            }
+            if i == start || i - start > 3 {
+                return Err(QuantityError::NotANumber);
+            }
+            scale += if neg { exp } else { -exp };
+        }
+        if i != b.len() {
+            return Err(QuantityError::NotANumber);
+        }
+        if overflow {
+            return Err(QuantityError::OutOfRange);
+        }
+        // Fold trailing zeros first, so "1.000…0" with many zeros still fits.
+        while scale > 0 && mantissa % 10 == 0 && mantissa != 0 {
+            mantissa /= 10;
+            scale -= 1;
+        }
+        if mantissa == 0 {
+            return Ok(Quantity::ZERO);
+        }
+        while scale < 0 {
+            mantissa = mantissa.checked_mul(10).ok_or(QuantityError::OutOfRange)?;
+            scale += 1;
+        }
+        if scale > MAX_SCALE as i64 || mantissa > MAX_MANTISSA {
+            return Err(QuantityError::OutOfRange);
+        }
+        Ok(Quantity::normalized(mantissa, scale as u32))
     }
 
     /// A whole number of units.
     pub fn from_u64(n: u64) -> Self {
-        Quantity(Decimal::from(n))
-    }
-
-    /// The exact decimal value.
-    pub fn decimal(self) -> Decimal {
-        self.0
-    }
-
-    /// Builds from a decimal that is known to be >= 0.
-    pub fn from_decimal(d: Decimal) -> Option<Self> {
-        if d.is_sign_negative() && !d.is_zero() {
-            None
-        } else {
-            Some(Quantity(d.normalize()))
+        Quantity {
+            mantissa: n as u128,
+            scale: 0,
         }
+    }
+
+    /// The integer mantissa and decimal scale (value = mantissa / 10^scale).
+    pub fn parts(self) -> (u128, u32) {
+        (self.mantissa, self.scale)
     }
 
     /// Whole units, rounded up (a partial unit uses a whole unit of quota).
     pub fn ceil_units(self) -> u64 {
-        let c = self.0.ceil();
-        u64::from_str(&c.to_string()).unwrap_or(u64::MAX)
+        let p = pow10(self.scale);
+        let whole = self.mantissa / p + u128::from(self.mantissa % p != 0);
+        u64::try_from(whole).unwrap_or(u64::MAX)
     }
 
     /// Whether this is zero.
     pub fn is_zero(self) -> bool {
-        self.0.is_zero()
+        self.mantissa == 0
+    }
+
+    /// The canonical text (`1`, `2.5`).
+    pub fn to_text(self) -> String {
+        let mut buf = [0u8; 40];
+        let mut i = buf.len();
+        let mut m = self.mantissa;
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (m % 10) as u8;
+            m /= 10;
+            if m == 0 {
+                break;
+            }
+        }
+        let digits = std::str::from_utf8(&buf[i..]).unwrap_or("0");
+        if self.scale == 0 {
+            return digits.to_string();
+        }
+        let scale = self.scale as usize;
+        if digits.len() > scale {
+            let (int, frac) = digits.split_at(digits.len() - scale);
+            format!("{int}.{frac}")
+        } else {
+            format!("0.{}{digits}", "0".repeat(scale - digits.len()))
+        }
+    }
+
+    /// The exact value as a rust_decimal `Decimal` (always representable).
+    #[cfg(feature = "rating")]
+    pub fn decimal(self) -> rust_decimal::Decimal {
+        rust_decimal::Decimal::from_i128_with_scale(self.mantissa as i128, self.scale)
+    }
+
+    /// Builds from a decimal that is >= 0 and within range.
+    #[cfg(feature = "rating")]
+    pub fn from_decimal(d: rust_decimal::Decimal) -> Option<Self> {
+        if d.is_sign_negative() && !d.is_zero() {
+            return None;
+        }
+        Quantity::parse(&d.normalize().to_string()).ok()
+    }
+}
+
+impl Ord for Quantity {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (pa, pb) = (pow10(self.scale), pow10(other.scale));
+        let (ia, ib) = (self.mantissa / pa, other.mantissa / pb);
+        ia.cmp(&ib).then_with(|| {
+            // Fractions scaled to 28 places fit in u128 (< 10^28).
+            let fa = (self.mantissa % pa) * pow10(MAX_SCALE - self.scale);
+            let fb = (other.mantissa % pb) * pow10(MAX_SCALE - other.scale);
+            fa.cmp(&fb)
+        })
+    }
+}
+
+impl PartialOrd for Quantity {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
+        f.write_str(&self.to_text())
     }
-}
-
-/// `digits [. digits] [(e|E) [+|-] digits]`, an optional leading `+` (JSON-number shaped).
-fn is_decimal_grammar(t: &str) -> bool {
-    let b = t.as_bytes();
-    let mut i = usize::from(b.first() == Some(&b'+'));
-    let start = i;
-    while i < b.len() && b[i].is_ascii_digit() {
-        i += 1;
-    }
-    if i == start {
-        return false;
-    }
-    if i < b.len() && b[i] == b'.' {
-        i += 1;
-        let f = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == f {
-            return false;
-        }
-    }
-    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
-        i += 1;
-        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
-            i += 1;
-        }
-        let e = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == e || i - e > 3 {
-            return false;
-        }
-    }
-    i == b.len()
 }
 
 #[cfg(test)]
@@ -163,6 +283,11 @@ mod tests {
                 "0.1234567890123456789012345678",
                 "0.1234567890123456789012345678",
             ),
+            (
+                "79228162514264337593543950335",
+                "79228162514264337593543950335",
+            ),
+            ("1.0000000000000000000000000000000000", "1"),
         ] {
             assert_eq!(Quantity::parse(text).unwrap().to_string(), shown, "{text}");
         }
@@ -186,6 +311,11 @@ mod tests {
             Quantity::parse("123456789012345678901234567890"),
             Err(QuantityError::OutOfRange)
         );
+        assert_eq!(Quantity::parse("1e-29"), Err(QuantityError::OutOfRange));
+        assert_eq!(
+            Quantity::parse("79228162514264337593543950336"),
+            Err(QuantityError::OutOfRange)
+        );
     }
 
     #[test]
@@ -193,5 +323,31 @@ mod tests {
         assert_eq!(Quantity::parse("2.01").unwrap().ceil_units(), 3);
         assert_eq!(Quantity::parse("2").unwrap().ceil_units(), 2);
         assert_eq!(Quantity::ZERO.ceil_units(), 0);
+    }
+
+    #[test]
+    fn order_is_numeric() {
+        let q = |s| Quantity::parse(s).unwrap();
+        assert!(q("2.5") < q("10"));
+        assert!(q("0.0001") < q("0.001"));
+        assert!(q("1.25") > q("1.2"));
+        assert_eq!(q("1.50"), q("1.5"));
+        assert_eq!(q("1.50").cmp(&q("1.5")), Ordering::Equal);
+    }
+
+    #[cfg(feature = "rating")]
+    #[test]
+    fn converts_exactly_to_rust_decimal() {
+        for t in [
+            "0",
+            "1",
+            "2.5",
+            "0.1234567890123456789012345678",
+            "79228162514264337593543950335",
+        ] {
+            let q = Quantity::parse(t).unwrap();
+            assert_eq!(q.decimal().to_string(), t);
+            assert_eq!(Quantity::from_decimal(q.decimal()), Some(q));
+        }
     }
 }

@@ -55,7 +55,11 @@ impl Exchange {
         method: &str,
         path: &str,
     ) -> Self {
-        let endpoint = path.split(['?', '#']).next().unwrap_or("").to_string();
+        let end = path
+            .bytes()
+            .position(|b| b == b'?' || b == b'#')
+            .unwrap_or(path.len());
+        let endpoint = path[..end].to_string();
         Exchange {
             route,
             started_at: now,

@@ -5,10 +5,63 @@ use super::shared_counter::update;
 use super::Gateway;
 use crate::config::QuantitySource;
 use crate::delivery::{DeadLetterReason, Enqueued};
-use crate::event::{derive_event_id, sequence_event_id, Quantity, UsageEvent};
+use crate::event::{
+    derive_event_id, encode_v1_raw, sequence_event_id, write_json_str, IngestFormat, Quantity,
+    UsageEvent,
+};
 use crate::host::{Host, LogLevel};
 use crate::validate::{validate_event, RejectCode};
+use serde::Serialize;
 use serde_json::{Map, Value};
+
+/// The properties the gateway puts on every event, serialised without building a map.
+#[derive(Serialize)]
+struct GatewayProperties<'a> {
+    endpoint: &'a str,
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    feature: &'a str,
+    source: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<&'a str>,
+}
+
+impl GatewayProperties<'_> {
+    /// The properties as a JSON object, written by hand (once per metered request).
+    fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(b"{\"endpoint\":");
+        write_json_str(&mut out, self.endpoint);
+        out.extend_from_slice(b",\"method\":");
+        write_json_str(&mut out, self.method);
+        if let Some(s) = self.status {
+            out.extend_from_slice(b",\"status\":");
+            out.extend_from_slice(
+                crate::event::Quantity::from_u64(s as u64)
+                    .to_text()
+                    .as_bytes(),
+            );
+        }
+        out.extend_from_slice(b",\"feature\":");
+        write_json_str(&mut out, self.feature);
+        out.extend_from_slice(b",\"source\":");
+        write_json_str(&mut out, self.source);
+        if let Some(k) = self.key_id {
+            out.extend_from_slice(b",\"key_id\":");
+            write_json_str(&mut out, k);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+fn encode(format: IngestFormat, event: &UsageEvent, props: &GatewayProperties<'_>) -> Vec<u8> {
+    match format {
+        IngestFormat::Aforo => encode_v1_raw(event, Some(&props.to_json())),
+        IngestFormat::CloudEvents => format.encode_with(event, Some(props)),
+    }
+}
 
 /// Why the quantity could not be measured.
 fn quantity_of(ex: &Exchange, source: &QuantitySource) -> Result<Quantity, String> {
@@ -65,17 +118,14 @@ impl Gateway {
                 sequence_event_id(self.nonce, self.sequence)
             }
         };
-        let mut properties = Map::new();
-        properties.insert("endpoint".into(), Value::from(ex.endpoint.as_str()));
-        properties.insert("method".into(), Value::from(ex.method.as_str()));
-        if let Some(s) = ex.status {
-            properties.insert("status".into(), Value::from(s));
-        }
-        properties.insert("feature".into(), Value::from(route.feature.as_str()));
-        properties.insert("source".into(), Value::from(self.config.source.as_str()));
-        if let Some(k) = &ex.key_id {
-            properties.insert("key_id".into(), Value::from(k.as_str()));
-        }
+        let props = GatewayProperties {
+            endpoint: &ex.endpoint,
+            method: &ex.method,
+            status: ex.status,
+            feature: &route.feature,
+            source: &self.config.source,
+            key_id: ex.key_id.as_deref(),
+        };
         let product_id = route
             .product_id
             .clone()
@@ -90,14 +140,14 @@ impl Gateway {
             timestamp: ex.started_at,
             product_id,
             environment: env,
-            properties,
+            properties: Map::new(),
         };
         let format = self.config.delivery.format;
         let pipeline = &mut self.delivery[env.index()];
         let quantity = match quantity {
             Ok(q) => q,
             Err(why) => {
-                let bytes = format.encode(&event);
+                let bytes = encode(format, &event, &props);
                 host.log(
                     LogLevel::Warn,
                     &format!(
@@ -117,7 +167,7 @@ impl Gateway {
             }
         };
         event.quantity = quantity;
-        let bytes = format.encode(&event);
+        let bytes = encode(format, &event, &props);
         if let Err(r) = validate_event(&event, now, env) {
             host.log(
                 LogLevel::Warn,

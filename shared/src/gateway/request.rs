@@ -5,7 +5,7 @@ use super::shared_counter::{update, Update};
 use super::Gateway;
 use crate::config::{EnforcementMode, EntitlementSource, Unmatched};
 use crate::entitlement::{
-    check_access, check_quota, check_rate, deny_reply, Allowance, Credential, Deny, DenyCode,
+    check_access, check_quota_in, check_rate, deny_reply, Allowance, Credential, Deny, DenyCode,
     FailureMode, Freshness,
 };
 use crate::environment::Environment;
@@ -140,16 +140,20 @@ impl Gateway {
             return self.refuse(host, &Deny::unavailable(retry), now, None);
         }
 
-        let peer = req.peer_address().and_then(|p| parse_peer(&p));
-        let ip = peer.map(|p| {
-            let xff = req.header("x-forwarded-for");
-            client_ip(p, xff.as_deref(), &self.config.trusted_proxies)
-        });
         let Some(snapshot) = self.snapshot.snapshot.as_ref() else {
             return RequestVerdict::Continue {
                 exchange: None,
                 upstream_headers: Vec::new(),
             };
+        };
+        // The client address costs host calls: read it only when an allowlist needs it.
+        let ip = if snapshot.uses_ip_allowlists {
+            req.peer_address().and_then(|p| parse_peer(&p)).map(|p| {
+                let xff = req.header("x-forwarded-for");
+                client_ip(p, xff.as_deref(), &self.config.trusted_proxies)
+            })
+        } else {
+            None
         };
         let grant = match check_access(snapshot, credential, &feature, ip, now) {
             Ok(g) => g,
@@ -171,11 +175,11 @@ impl Gateway {
         let mut allowance: Option<Allowance> = None;
         let mut reservations: Vec<Reservation> = Vec::new();
         let rates = key_rate
-            .map(|(id, r)| (format!("aforo:r:{}:k:{id}", env.as_str()), r))
+            .map(|(id, r)| (counter_key(&["aforo:r:", env.as_str(), ":k:", &id]), r))
             .into_iter()
             .chain(entitlement.rate_limit.map(|r| {
                 (
-                    format!("aforo:r:{}:c:{customer_id}:{feature}", env.as_str()),
+                    counter_key(&["aforo:r:", env.as_str(), ":c:", &customer_id, ":", &feature]),
                     r,
                 )
             }));
@@ -202,11 +206,12 @@ impl Gateway {
             }
         }
         if entitlement.quota.is_some() {
-            let (ws, _) = entitlement.window.current(now);
-            let key = format!("aforo:q:{}:{customer_id}:{feature}", env.as_str());
+            let window = entitlement.window.current(now);
+            let ws = window.0;
+            let key = counter_key(&["aforo:q:", env.as_str(), ":", &customer_id, ":", &feature]);
             let units = cost.unwrap_or(0);
             match update(host, &key, ws, units as i64, |local| {
-                check_quota(&entitlement, local, units, now)
+                check_quota_in(&entitlement, window, local, units, now)
             }) {
                 Update::Done(a) | Update::Unshared(Ok(a)) => {
                     allowance = Allowance::tighter(allowance, a);
@@ -291,6 +296,15 @@ impl Gateway {
             );
         }
     }
+}
+
+/// A shared-counter key from its parts (no formatting machinery on the request path).
+fn counter_key(parts: &[&str]) -> String {
+    let mut k = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        k.push_str(p);
+    }
+    k
 }
 
 /// In shadow mode a denied request is still served and metered: keep its identity.

@@ -18,7 +18,8 @@ struct CustomerState {
 pub struct Rater {
     plan: Plan,
     by_metric: HashMap<String, Vec<usize>>,
-    customers: BTreeMap<(Environment, String), CustomerState>,
+    /// Per environment (sandbox, production): customer → state.
+    customers: [BTreeMap<String, CustomerState>; 2],
 }
 
 impl Rater {
@@ -33,25 +34,39 @@ impl Rater {
         Rater {
             plan,
             by_metric,
-            customers: BTreeMap::new(),
+            customers: [BTreeMap::new(), BTreeMap::new()],
+        }
+    }
+
+    fn new_state(plan: &Plan) -> CustomerState {
+        CustomerState {
+            accumulators: plan.charges.iter().map(Accumulator::for_charge).collect(),
+            skipped: vec![0; plan.charges.len()],
         }
     }
 
     /// Adds one event (already validated and deduplicated). Every customer with an event gets
     /// an invoice, with the plan's flat fees, even when no charge prices its metrics.
     pub fn add(&mut self, e: &UsageEvent) {
-        let plan = &self.plan;
-        let key = (e.environment, e.customer_id.clone());
-        let state = self.customers.entry(key).or_insert_with(|| CustomerState {
-            accumulators: plan.charges.iter().map(Accumulator::for_charge).collect(),
-            skipped: vec![0; plan.charges.len()],
-        });
-        if let Some(indices) = self.by_metric.get(&e.metric) {
-            for &i in indices {
-                if let (Some(acc), Some(c)) = (state.accumulators.get_mut(i), plan.charges.get(i)) {
-                    if !acc.add(c, e) {
-                        state.skipped[i] += 1;
-                    }
+        let Rater {
+            plan,
+            by_metric,
+            customers,
+        } = self;
+        let per_env = &mut customers[e.environment.index()];
+        if !per_env.contains_key(e.customer_id.as_str()) {
+            per_env.insert(e.customer_id.clone(), Self::new_state(plan));
+        }
+        let (Some(state), Some(indices)) = (
+            per_env.get_mut(e.customer_id.as_str()),
+            by_metric.get(&e.metric),
+        ) else {
+            return;
+        };
+        for &i in indices {
+            if let (Some(acc), Some(c)) = (state.accumulators.get_mut(i), plan.charges.get(i)) {
+                if !acc.add(c, e) {
+                    state.skipped[i] += 1;
                 }
             }
         }
@@ -59,13 +74,10 @@ impl Rater {
 
     /// Makes sure a customer gets an invoice even with no events (flat fees, minimums).
     pub fn add_customer(&mut self, environment: Environment, customer_id: &str) {
-        let plan = &self.plan;
-        self.customers
-            .entry((environment, customer_id.to_string()))
-            .or_insert_with(|| CustomerState {
-                accumulators: plan.charges.iter().map(Accumulator::for_charge).collect(),
-                skipped: vec![0; plan.charges.len()],
-            });
+        let per_env = &mut self.customers[environment.index()];
+        if !per_env.contains_key(customer_id) {
+            per_env.insert(customer_id.to_string(), Self::new_state(&self.plan));
+        }
     }
 
     /// The plan being rated.
@@ -75,9 +87,9 @@ impl Rater {
 
     /// Invoices ordered by environment (sandbox first) and customer id.
     pub fn invoices(&self) -> Result<Vec<Invoice>, RatingError> {
-        self.customers
-            .iter()
-            .map(|((env, customer), st)| {
+        let mut out = Vec::new();
+        for env in Environment::ALL {
+            for (customer, st) in &self.customers[env.index()] {
                 let lines = self
                     .plan
                     .charges
@@ -86,8 +98,9 @@ impl Rater {
                     .zip(&st.skipped)
                     .map(|((c, acc), skipped)| rate_charge(&self.plan, c, acc, *skipped))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(assemble(&self.plan, *env, customer, lines))
-            })
-            .collect()
+                out.push(assemble(&self.plan, env, customer, lines));
+            }
+        }
+        Ok(out)
     }
 }

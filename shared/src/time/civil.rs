@@ -1,7 +1,6 @@
 //! Proleptic Gregorian calendar arithmetic (Howard Hinnant's algorithms), UTC only.
 
 use super::{Timestamp, NANOS_PER_DAY, NANOS_PER_HOUR, NANOS_PER_MINUTE, NANOS_PER_SEC};
-use std::fmt::Write;
 
 /// Days since 1970-01-01 for a calendar date; months are 1..=12.
 pub const fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
@@ -102,21 +101,56 @@ impl CivilDateTime {
     /// RFC 3339 text in UTC; fractions use 3, 6 or 9 digits as needed.
     pub fn to_rfc3339(self) -> String {
         let mut out = String::with_capacity(30);
-        let _ = write!(
-            out,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            self.year, self.month, self.day, self.hour, self.minute, self.second
-        );
-        if self.nanos != 0 {
-            let mut digits = format!("{:09}", self.nanos);
-            while digits.ends_with('0') {
-                digits.pop();
-            }
-            out.push('.');
-            out.push_str(&digits);
-        }
-        out.push('Z');
+        self.write_rfc3339(&mut out);
         out
+    }
+
+    /// Appends the RFC 3339 text to `out` (byte by byte: this runs once per metered request).
+    pub fn write_rfc3339(self, out: &mut String) {
+        let mut buf = [0u8; 40];
+        let n = self.rfc3339_bytes(&mut buf);
+        out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or(""));
+    }
+
+    fn rfc3339_bytes(self, buf: &mut [u8; 40]) -> usize {
+        fn put(buf: &mut [u8; 40], at: &mut usize, v: u32, n: u32) {
+            let mut div = 10u32.pow(n - 1);
+            while div > 0 {
+                buf[*at] = b'0' + ((v / div) % 10) as u8;
+                *at += 1;
+                div /= 10;
+            }
+        }
+        let mut at = 0;
+        let year = self.year.clamp(0, 9999) as u32;
+        put(buf, &mut at, year, 4);
+        buf[at] = b'-';
+        at += 1;
+        put(buf, &mut at, self.month, 2);
+        buf[at] = b'-';
+        at += 1;
+        put(buf, &mut at, self.day, 2);
+        buf[at] = b'T';
+        at += 1;
+        put(buf, &mut at, self.hour, 2);
+        buf[at] = b':';
+        at += 1;
+        put(buf, &mut at, self.minute, 2);
+        buf[at] = b':';
+        at += 1;
+        put(buf, &mut at, self.second, 2);
+        if self.nanos != 0 {
+            let (mut v, mut n) = (self.nanos, 9);
+            while v % 10 == 0 {
+                v /= 10;
+                n -= 1;
+            }
+            buf[at] = b'.';
+            at += 1;
+            put(buf, &mut at, v, n);
+        }
+        buf[at] = b'Z';
+        at + 1
     }
 }
 

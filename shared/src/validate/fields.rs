@@ -8,9 +8,20 @@ pub const MAX_NAME_LEN: usize = 128;
 /// Longest `customer_id`.
 pub const MAX_CUSTOMER_LEN: usize = 256;
 
+/// Bytes allowed in ids, metrics and product ids: letters, digits and `_ - . :`.
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'.' || c == b':';
+        b += 1;
+    }
+    t
+};
+
 fn is_token(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+    s.bytes().all(|b| TOKEN[b as usize])
 }
 
 fn token(field: &'static str, value: &str) -> Result<(), Rejection> {

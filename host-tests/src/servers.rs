@@ -1,0 +1,150 @@
+//! Real HTTP servers on loopback for end-to-end runs: a demo upstream API and an ingest that
+//! applies the real ingest rules and records what it stores (with switchable faults).
+
+use crate::faults::parse_faults;
+use crate::http1::{serve, Handler, Request, Response, Server};
+use crate::ingest_sim::{Answer, IngestStats, SimIngest, StoredEvent};
+use aforo_core::Timestamp;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Wall-clock now.
+pub fn wall_now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_unix_nanos(d.as_nanos() as i64)
+}
+
+/// The demo upstream: answers every request with JSON (including LLM-style token usage) and
+/// counts what reached it.
+pub struct Upstream {
+    server: Server,
+    hits: Arc<AtomicU64>,
+}
+
+impl Upstream {
+    /// Starts it on a free port.
+    pub fn start() -> std::io::Result<Upstream> {
+        let hits = Arc::new(AtomicU64::new(0));
+        let h = hits.clone();
+        let handler: Handler = Arc::new(move |req: Request| {
+            h.fetch_add(1, Ordering::SeqCst);
+            let tokens = 10 + req.body.len() as u64;
+            let body = format!(
+                r#"{{"ok":true,"path":{:?},"usage":{{"total_tokens":{tokens}}}}}"#,
+                req.path
+            );
+            let mut r = Response::json(200, body.into_bytes());
+            r.headers.push(("x-usage-units".into(), "3".into()));
+            r
+        });
+        Ok(Upstream {
+            server: serve(handler)?,
+            hits,
+        })
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// Requests that reached it.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// An ingest over HTTP built on [`SimIngest`].
+pub struct IngestServer {
+    server: Server,
+    ingest: Arc<Mutex<SimIngest>>,
+}
+
+impl IngestServer {
+    /// Starts an ingest on a free port, recording what it stores; serves `snapshot` at
+    /// `GET /v1/entitlements` when given.
+    pub fn start(snapshot: Option<Vec<u8>>) -> std::io::Result<IngestServer> {
+        let mut sim = SimIngest::new(wall_now(), Vec::new()).record_events();
+        if let Some(s) = snapshot {
+            sim = sim.with_snapshot(s);
+        }
+        let ingest = Arc::new(Mutex::new(sim));
+        let i = ingest.clone();
+        let handler: Handler = Arc::new(move |req: Request| {
+            let answer = match i.lock() {
+                Ok(mut sim) => {
+                    sim.handle(&req.method, &req.path, &req.headers, &req.body, wall_now())
+                }
+                Err(_) => return Response::json(500, b"{}".to_vec()),
+            };
+            match answer {
+                Answer::Respond {
+                    status,
+                    headers,
+                    body,
+                    delay_ms,
+                } => {
+                    if delay_ms > 0 {
+                        std::thread::sleep(Duration::from_millis(delay_ms));
+                    }
+                    Response {
+                        status,
+                        headers,
+                        body,
+                    }
+                }
+                Answer::NoAnswer => {
+                    // Longer than any caller's timeout in the tests.
+                    std::thread::sleep(Duration::from_secs(20));
+                    Response::json(504, b"{}".to_vec())
+                }
+            }
+        });
+        Ok(IngestServer {
+            server: serve(handler)?,
+            ingest,
+        })
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// Applies a fault spec counted from now (`"0s-3s:503"`), or clears faults with `""`.
+    pub fn set_faults(&self, spec: &str) -> Result<(), String> {
+        let faults = parse_faults(spec).map_err(|e| e.to_string())?;
+        if let Ok(mut i) = self.ingest.lock() {
+            i.set_faults(faults, wall_now());
+        }
+        Ok(())
+    }
+
+    /// Stored events, sorted.
+    pub fn stored(&self) -> Vec<StoredEvent> {
+        self.ingest.lock().map(|i| i.stored()).unwrap_or_default()
+    }
+
+    /// What it saw.
+    pub fn stats(&self) -> IngestStats {
+        self.ingest
+            .lock()
+            .map(|i| i.stats().clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` until `n` events are stored; returns how many are.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let have = self.stored().len();
+            if have >= n || std::time::Instant::now() > deadline {
+                return have;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

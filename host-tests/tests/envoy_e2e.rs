@@ -1,0 +1,516 @@
+//! The filter in a real Envoy 1.40 (V8), with a real upstream and a real recording ingest,
+//! all on loopback with free ports. Every process is stopped when its guard drops, also when
+//! an assertion fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use aforo_core::keys::hash_key;
+use aforo_host_tests::artifacts::filter_module;
+use aforo_host_tests::envoy::{bootstrap, cluster, free_port, wasm_filter, Envoy};
+use aforo_host_tests::http1::{Client, Response};
+use aforo_host_tests::servers::{IngestServer, Upstream};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::Duration;
+
+fn snapshot() -> Value {
+    json!({
+        "customers": {
+            "cust_a": {"features": {
+                "search": {"quota": 2},
+                "chat": {"quota": 1000000},
+                "export": {"allowed": false}
+            }},
+            "cust_b": {"features": {"search": {"quota": 1000}, "chat": {}}},
+            "cust_q": {"features": {"search": {"quota": 20}}}
+        },
+        "consumer_keys": [
+            {"key_id": "key_a", "hash": hash_key("ck_e2e_alpha").to_text(), "customer_id": "cust_a"},
+            {"key_id": "key_b", "hash": hash_key("ck_e2e_bravo").to_text(), "customer_id": "cust_b"},
+            {"key_id": "key_q", "hash": hash_key("ck_e2e_quota").to_text(), "customer_id": "cust_q"},
+            {"key_id": "key_revoked", "hash": hash_key("ck_e2e_revoked").to_text(), "customer_id": "cust_b", "revoked": true}
+        ]
+    })
+}
+
+fn base_config() -> Value {
+    json!({
+        "product_id": "prod_e2e",
+        "flush_interval_ms": 200,
+        "initial_backoff_ms": 200,
+        "max_backoff_ms": 1000,
+        "routes": [
+            {"method": "GET", "path_prefix": "/v1/search", "feature": "search", "metric": "api_calls"},
+            {"method": "POST", "path_prefix": "/v1/chat", "feature": "chat", "metric": "tokens",
+             "quantity": {"from": "response_json", "pointer": "/usage/total_tokens"}},
+            {"path_prefix": "/v1/export", "feature": "export", "metric": "exports"}
+        ],
+        "entitlements": snapshot()
+    })
+}
+
+struct Stack {
+    envoy: Envoy,
+    upstream: Upstream,
+    sandbox: IngestServer,
+    production: IngestServer,
+}
+
+/// Envoy with the filter, an upstream, and one ingest per environment (clusters
+/// `aforo_ingest_sandbox` and `aforo_ingest_production`, the filter's defaults).
+fn stack(config: Value, env: &[(&str, &str)], concurrency: u32) -> Stack {
+    let upstream = Upstream::start().unwrap();
+    let sandbox = IngestServer::start(None).unwrap();
+    let production = IngestServer::start(None).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let filter = wasm_filter(
+        &filter_module().unwrap(),
+        &serde_json::to_string_pretty(&config).unwrap(),
+        env,
+        "FAIL_CLOSED",
+    );
+    let clusters = format!(
+        "{}{}",
+        cluster("aforo_ingest_sandbox", sandbox.port()),
+        cluster("aforo_ingest_production", production.port())
+    );
+    let yaml = bootstrap(port, admin, upstream.port(), &filter, &clusters);
+    let envoy = Envoy::start(&yaml, port, admin, concurrency).unwrap_or_else(|e| panic!("{e}"));
+    Stack {
+        envoy,
+        upstream,
+        sandbox,
+        production,
+    }
+}
+
+fn get(client: &mut Client, path: &str, headers: &[(&str, &str)]) -> Response {
+    let h: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    client.request("GET", path, &h, &[]).unwrap()
+}
+
+fn code(r: &Response) -> String {
+    serde_json::from_slice::<Value>(&r.body).unwrap()["error"]["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn an_allowed_request_reaches_the_upstream_and_is_metered_with_seven_fields() {
+    let s = stack(
+        base_config(),
+        &[("AFORO_API_KEY", "sk_test_e2e_env_key")],
+        1,
+    );
+    let mut c = Client::new(&format!("127.0.0.1:{}", s.envoy.port));
+    let r = get(
+        &mut c,
+        "/v1/search?q=1",
+        &[("x-api-key", "ck_e2e_bravo"), ("x-request-id", "e2e-1")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("ratelimit-limit"), Some("1000"));
+    assert_eq!(r.header("ratelimit-remaining"), Some("999"));
+    assert!(r.header("ratelimit-reset").unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(s.upstream.hits(), 1);
+    let body = b"{\"messages\": [\"hello\"]}".to_vec();
+    let h = vec![
+        ("x-api-key".to_string(), "ck_e2e_bravo".to_string()),
+        ("x-request-id".to_string(), "e2e-2".to_string()),
+    ];
+    let r = c.request("POST", "/v1/chat", &h, &body).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        s.sandbox.wait_for(2, Duration::from_secs(10)),
+        2,
+        "{}",
+        s.envoy.log_tail(20)
+    );
+    let stored = s.sandbox.stored();
+    let search = stored.iter().find(|e| e.metric == "api_calls").unwrap();
+    assert!(search.id.starts_with("evt_"));
+    assert_eq!(search.customer_id, "cust_b");
+    assert_eq!(search.quantity, "1");
+    assert_eq!(search.product_id, "prod_e2e");
+    assert_eq!(search.environment, "sandbox");
+    assert!(search.timestamp.ends_with('Z'));
+    let props: Value = serde_json::from_str(&search.properties).unwrap();
+    assert_eq!(props["endpoint"], "/v1/search");
+    assert_eq!(props["status"], 200);
+    let chat = stored.iter().find(|e| e.metric == "tokens").unwrap();
+    assert_eq!(
+        chat.quantity,
+        (10 + body.len()).to_string(),
+        "tokens from /usage/total_tokens of the response"
+    );
+    assert!(s.production.stored().is_empty());
+    assert_eq!(
+        s.envoy.stat("wasmcustom.aforo_events_delivered_total"),
+        Some(2)
+    );
+}
+
+#[test]
+fn over_quota_unknown_feature_and_bad_keys_are_refused_with_the_contract() {
+    let mut cfg = base_config();
+    cfg["api_key"] = json!("sk_test_e2e");
+    let s = stack(cfg, &[], 1);
+    let mut c = Client::new(&format!("127.0.0.1:{}", s.envoy.port));
+    for i in 0..2 {
+        assert_eq!(
+            get(
+                &mut c,
+                "/v1/search",
+                &[
+                    ("x-api-key", "ck_e2e_alpha"),
+                    ("x-request-id", &format!("q{i}"))
+                ]
+            )
+            .status,
+            200
+        );
+    }
+    let r = get(&mut c, "/v1/search", &[("x-api-key", "ck_e2e_alpha")]);
+    assert_eq!(r.status, 429);
+    assert_eq!(code(&r), "quota_exhausted");
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(r.header("ratelimit-limit"), Some("2"));
+    assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+    assert!(r.header("ratelimit-reset").is_some());
+    let r = get(&mut c, "/v1/export", &[("x-api-key", "ck_e2e_alpha")]);
+    assert_eq!((r.status, code(&r).as_str()), (403, "no_access"));
+    let r = get(&mut c, "/v1/search", &[]);
+    assert_eq!((r.status, code(&r).as_str()), (401, "invalid_key"));
+    let r = get(&mut c, "/v1/search", &[("x-api-key", "ck_e2e_revoked")]);
+    assert_eq!((r.status, code(&r).as_str()), (401, "invalid_key"));
+    assert!(r.header("retry-after").is_none());
+    assert_eq!(
+        s.upstream.hits(),
+        2,
+        "denied requests never reach the upstream"
+    );
+}
+
+#[test]
+fn an_ingest_outage_ends_with_every_event_once() {
+    let mut cfg = base_config();
+    cfg["api_key"] = json!("sk_test_e2e_outage");
+    let s = stack(cfg, &[], 1);
+    s.sandbox.set_faults("0s-3s:503").unwrap();
+    let mut c = Client::new(&format!("127.0.0.1:{}", s.envoy.port));
+    for i in 0..20 {
+        let r = get(
+            &mut c,
+            "/v1/search",
+            &[
+                ("x-api-key", "ck_e2e_bravo"),
+                ("x-request-id", &format!("outage-{i}")),
+            ],
+        );
+        assert_eq!(r.status, 200);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        s.sandbox.wait_for(20, Duration::from_secs(30)),
+        20,
+        "{}",
+        s.envoy.log_tail(30)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let stored = s.sandbox.stored();
+    let ids: HashSet<&str> = stored.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        (stored.len(), ids.len()),
+        (20, 20),
+        "every event arrived, none twice"
+    );
+    let stats = s.sandbox.stats();
+    assert!(
+        stats.by_status.get(&503).copied().unwrap_or(0) >= 1,
+        "the outage was seen: {stats:?}"
+    );
+    assert_eq!(
+        s.envoy.stat("wasmcustom.aforo_events_delivered_total"),
+        Some(20)
+    );
+    assert_eq!(s.envoy.stat("wasmcustom.aforo_events_buffered"), Some(0));
+}
+
+#[test]
+fn two_workers_share_one_quota() {
+    let mut cfg = base_config();
+    cfg["api_key"] = json!("sk_test_e2e_workers");
+    let s = stack(cfg, &[], 2);
+    let url = format!("127.0.0.1:{}", s.envoy.port);
+    let statuses: Vec<u16> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let url = url.clone();
+                sc.spawn(move || {
+                    let mut c = Client::new(&url);
+                    (0..8)
+                        .map(|i| {
+                            get(
+                                &mut c,
+                                "/v1/search",
+                                &[
+                                    ("x-api-key", "ck_e2e_quota"),
+                                    ("x-request-id", &format!("w{t}-{i}")),
+                                ],
+                            )
+                            .status
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    // Documented bound: quota + (workers - 1), from Envoy's non-atomic creation of a new shared key.
+    assert!(
+        (20..=21).contains(&admitted),
+        "admitted {admitted} of quota 20 with 2 workers"
+    );
+    assert_eq!(admitted + refused, 64);
+}
+
+#[test]
+fn sandbox_and_live_keys_go_to_their_own_clusters() {
+    for (key, env) in [
+        ("sk_test_e2e_route", "sandbox"),
+        ("sk_live_e2e_route", "production"),
+    ] {
+        let mut cfg = base_config();
+        cfg["api_key"] = json!(key);
+        let s = stack(cfg, &[], 1);
+        let mut c = Client::new(&format!("127.0.0.1:{}", s.envoy.port));
+        assert_eq!(
+            get(
+                &mut c,
+                "/v1/search",
+                &[("x-api-key", "ck_e2e_bravo"), ("x-request-id", "route-1")]
+            )
+            .status,
+            200
+        );
+        let (hit, miss) = if env == "sandbox" {
+            (&s.sandbox, &s.production)
+        } else {
+            (&s.production, &s.sandbox)
+        };
+        assert_eq!(
+            hit.wait_for(1, Duration::from_secs(10)),
+            1,
+            "{key} must reach the {env} cluster"
+        );
+        assert_eq!(hit.stored()[0].environment, env);
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(
+            miss.stored().is_empty() && miss.stats().requests == 0,
+            "{key} must never reach the other cluster"
+        );
+    }
+}
+
+#[test]
+fn a_malformed_configuration_stops_envoy_and_names_the_field() {
+    let module = filter_module().unwrap();
+    let cases = [
+        (
+            json!({"api_key": "sk_test_x", "product_id": "p", "batch_size": 0}),
+            "batch_size: must be 1..=1000, got 0",
+        ),
+        (
+            json!({"api_key": "sk_prod_x", "product_id": "p"}),
+            "api_key: unknown key prefix \\\"sk_prod_\\\"",
+        ),
+        (
+            json!({"api_key": "sk_test_x", "product_id": "p", "batchsize": 5}),
+            "batchsize: unknown field (did you mean \\\"batch_size\\\"?)",
+        ),
+    ];
+    for (cfg, expected) in cases {
+        for policy in ["FAIL_CLOSED", "FAIL_OPEN"] {
+            let (port, admin) = (free_port(), free_port());
+            let filter = wasm_filter(&module, &cfg.to_string(), &[], policy);
+            let yaml = bootstrap(port, admin, free_port(), &filter, "");
+            let mut envoy = Envoy::spawn(&yaml, port, admin, 1).unwrap();
+            let exit = envoy.wait_exit(Duration::from_secs(20));
+            let log = envoy.log();
+            assert!(
+                exit.is_some_and(|c| c != 0),
+                "Envoy must refuse to start with {cfg} under {policy}; log:\n{log}"
+            );
+            assert!(
+                log.contains(&expected.replace("\\\"", "\"")),
+                "the log must name the field ({expected}):\n{log}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_snapshot_is_synced_from_a_cluster_and_fails_closed_when_absent() {
+    let upstream = Upstream::start().unwrap();
+    let agent = IngestServer::start(Some(snapshot().to_string().into_bytes())).unwrap();
+    let mut cfg = base_config();
+    cfg.as_object_mut().unwrap().remove("entitlements");
+    cfg["api_key"] = json!("sk_test_e2e_sync");
+    cfg["entitlements_url"] = json!("http://agent.local/v1/entitlements");
+    cfg["sync_interval_ms"] = json!(300);
+    cfg["max_snapshot_age_ms"] = json!(1000);
+    cfg["failure_mode"] = json!("closed");
+    // The agent cluster serves the snapshot; the ingest clusters point at it too.
+    let clusters = format!(
+        "{}{}{}",
+        cluster("aforo_agent", agent.port()),
+        cluster("aforo_ingest_sandbox", agent.port()),
+        cluster("aforo_ingest_production", agent.port())
+    );
+    let (port, admin) = (free_port(), free_port());
+    let yaml = bootstrap(
+        port,
+        admin,
+        upstream.port(),
+        &wasm_filter(
+            &filter_module().unwrap(),
+            &cfg.to_string(),
+            &[],
+            "FAIL_CLOSED",
+        ),
+        &clusters,
+    );
+    let envoy = Envoy::start(&yaml, port, admin, 1).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Client::new(&format!("127.0.0.1:{port}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut status = 0;
+    while std::time::Instant::now() < deadline {
+        status = get(&mut c, "/v1/search", &[("x-api-key", "ck_e2e_bravo")]).status;
+        if status == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        status,
+        200,
+        "a synced snapshot admits the key: {}",
+        envoy.log_tail(20)
+    );
+    assert_eq!(
+        get(&mut c, "/v1/search", &[("x-api-key", "ck_unknown")]).status,
+        401
+    );
+    assert!(
+        envoy
+            .stat("wasmcustom.aforo_snapshot_syncs_total")
+            .unwrap_or(0)
+            >= 1
+    );
+    drop(envoy);
+
+    // With a cluster that answers nothing, the closed failure mode answers 503.
+    let dead_port = free_port();
+    let clusters = format!(
+        "{}{}{}",
+        cluster("aforo_agent", dead_port),
+        cluster("aforo_ingest_sandbox", dead_port),
+        cluster("aforo_ingest_production", dead_port)
+    );
+    let (port, admin) = (free_port(), free_port());
+    let yaml = bootstrap(
+        port,
+        admin,
+        upstream.port(),
+        &wasm_filter(
+            &filter_module().unwrap(),
+            &cfg.to_string(),
+            &[],
+            "FAIL_CLOSED",
+        ),
+        &clusters,
+    );
+    let envoy = Envoy::start(&yaml, port, admin, 1).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Client::new(&format!("127.0.0.1:{port}"));
+    let r = get(&mut c, "/v1/search", &[("x-api-key", "ck_e2e_bravo")]);
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (503, "entitlements_unavailable")
+    );
+    assert!(r.header("retry-after").is_some());
+    drop(envoy);
+}
+
+#[test]
+fn the_harness_and_a_real_envoy_agree_on_every_status_and_every_event() {
+    use aforo_host_tests::replay::{run, RunOptions};
+    use aforo_host_tests::send::send;
+    use aforo_host_tests::traffic::parse_jsonl;
+    let text = r#"{"time": "2026-03-15T12:00:00Z", "repeat": 5, "interval_ms": 10, "request": {"path": "/v1/search?q={n}", "headers": {"x-api-key": "ck_e2e_alpha", "x-request-id": "d-a-{n}"}}, "customer": "cust_a"}
+{"repeat": 6, "request": {"method": "POST", "path": "/v1/chat", "headers": {"x-api-key": "ck_e2e_bravo", "x-request-id": "d-b-{n}"}, "body": "{\"prompt\": \"{n}\"}"}, "customer": "cust_b"}
+{"request": {"path": "/v1/export", "headers": {"x-api-key": "ck_e2e_alpha", "x-request-id": "d-x"}}, "customer": "cust_a"}
+{"request": {"path": "/v1/search", "headers": {"x-api-key": "ck_e2e_revoked", "x-request-id": "d-r"}}, "customer": "cust_b"}
+{"request": {"path": "/v1/search"}, "customer": "anonymous"}
+{"request": {"path": "/health"}, "customer": "anonymous"}"#;
+    let traffic = parse_jsonl("diff.jsonl", text, aforo_core::Timestamp::EPOCH).unwrap();
+    // The harness replays the responses the demo upstream would give.
+    let entries: Vec<_> = traffic
+        .entries()
+        .into_iter()
+        .map(|mut e| {
+            let tokens = 10 + e.request.body.len();
+            e.response.status = 200;
+            e.response.body =
+                format!(r#"{{"ok":true,"usage":{{"total_tokens":{tokens}}}}}"#).into_bytes();
+            e
+        })
+        .collect();
+    let traffic = aforo_host_tests::traffic::Traffic::from_entries(entries);
+    let mut cfg = base_config();
+    cfg["api_key"] = json!("sk_test_e2e_diff");
+
+    let s = stack(cfg.clone(), &[], 1);
+    let live = send(&s.envoy.url(), &traffic, 1).unwrap();
+    let mut opts = RunOptions::new(
+        filter_module().unwrap(),
+        cfg.to_string().into_bytes(),
+        traffic.clone(),
+    );
+    opts.record_events = true;
+    let sim = run(&opts).unwrap();
+    assert_eq!(live.statuses, sim.statuses, "same status for every request");
+    assert_eq!(
+        live.statuses,
+        vec![200, 200, 429, 429, 429, 200, 200, 200, 200, 200, 200, 403, 401, 401, 200]
+    );
+
+    let n = sim.stored.len();
+    assert_eq!(s.sandbox.wait_for(n, Duration::from_secs(10)), n);
+    std::thread::sleep(Duration::from_millis(500));
+    let key = |e: &aforo_host_tests::ingest_sim::StoredEvent| {
+        (
+            e.id.clone(),
+            e.customer_id.clone(),
+            e.metric.clone(),
+            e.quantity.clone(),
+        )
+    };
+    let mut a: Vec<_> = s.sandbox.stored().iter().map(key).collect();
+    let mut b: Vec<_> = sim.stored.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(
+        a, b,
+        "the same events (ids, customers, metrics, quantities) at both ingests"
+    );
+    assert_eq!(a.len(), 8);
+}

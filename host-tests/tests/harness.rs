@@ -1,0 +1,137 @@
+//! The replay harness itself: determinism, workers sharing shared data, the Kong profile.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use aforo_core::keys::hash_key;
+use aforo_core::Timestamp;
+use aforo_host_tests::abi::Profile;
+use aforo_host_tests::artifacts::filter_module;
+use aforo_host_tests::replay::{run, RunOptions};
+use aforo_host_tests::traffic::parse_jsonl;
+use serde_json::json;
+
+fn config(extra: serde_json::Value) -> Vec<u8> {
+    let mut c = json!({
+        "api_key": "sk_test_harness",
+        "product_id": "prod_h",
+        "flush_interval_ms": 500,
+        "ingest_url": "http://ingest.aforo.test:8080",
+        "routes": [
+            {"method": "GET", "path_prefix": "/v1/search", "feature": "search", "metric": "api_calls"},
+            {"method": "POST", "path_prefix": "/v1/chat", "feature": "chat", "metric": "tokens", "quantity": {"from": "response_json", "pointer": "/usage/total_tokens"}}
+        ],
+        "entitlements": {
+            "customers": {"cust_a": {"features": {"search": {"quota": 30}, "chat": {}}}},
+            "consumer_keys": [{"key_id": "k1", "hash": hash_key("ck_harness").to_text(), "customer_id": "cust_a"}]
+        }
+    });
+    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    c.to_string().into_bytes()
+}
+
+fn traffic() -> aforo_host_tests::traffic::Traffic {
+    let text = r#"{"time": "2026-03-15T12:00:00Z", "repeat": 40, "interval_ms": 100, "request": {"path": "/v1/search", "headers": {"x-api-key": "ck_harness", "x-request-id": "s-{n}"}}, "customer": "cust_a"}
+{"time": "2026-03-15T12:00:05Z", "repeat": 10, "interval_ms": 100, "request": {"method": "POST", "path": "/v1/chat", "headers": {"x-api-key": "ck_harness", "x-request-id": "c-{n}"}, "body": "{}"}, "response": {"status": 200, "body": "{\"usage\": {\"total_tokens\": 7}}"}, "customer": "cust_a"}
+{"time": "2026-03-15T12:00:07Z", "request": {"path": "/v1/search", "headers": {"x-api-key": "ck_wrong"}}, "customer": "anonymous"}"#;
+    parse_jsonl("t.jsonl", text, Timestamp::EPOCH).unwrap()
+}
+
+fn opts(cfg: Vec<u8>) -> RunOptions {
+    let mut o = RunOptions::new(filter_module().unwrap(), cfg, traffic());
+    o.record_events = true;
+    o
+}
+
+#[test]
+fn replays_are_deterministic() {
+    let a = run(&opts(config(json!({})))).unwrap();
+    let b = run(&opts(config(json!({})))).unwrap();
+    assert_eq!(
+        serde_json::to_value(&a).unwrap(),
+        serde_json::to_value(&b).unwrap()
+    );
+    assert_eq!(a.stored, b.stored);
+    assert_eq!(a.requests.by_decision["allowed"], 40);
+    assert_eq!(a.requests.by_decision["quota_exhausted"], 10);
+    assert_eq!(a.requests.by_decision["invalid_key"], 1);
+    let tokens: Vec<&str> = a
+        .stored
+        .iter()
+        .filter(|e| e.metric == "tokens")
+        .map(|e| e.quantity.as_str())
+        .collect();
+    assert_eq!(tokens, vec!["7"; 10]);
+}
+
+#[test]
+fn workers_share_one_quota_through_shared_data() {
+    for workers in [1, 2, 4] {
+        let mut o = opts(config(json!({})));
+        o.workers = workers;
+        let r = run(&o).unwrap();
+        // 40 searches against a quota of 30: the workers never admit more than the quota
+        // (the harness runs them one callback at a time, so creation races cannot happen here).
+        assert_eq!(
+            r.requests.by_decision["allowed"],
+            30 + 10,
+            "{workers} workers: 30 searches + 10 chats"
+        );
+        assert_eq!(r.requests.by_decision["quota_exhausted"], 10);
+        assert!(r.events.balanced);
+        assert_eq!(r.events.delivered, 40);
+    }
+}
+
+#[test]
+fn the_kong_profile_gives_the_same_outcomes_with_host_port_dispatch() {
+    let envoy = run(&opts(config(json!({})))).unwrap();
+    let mut k = opts(config(json!({"dispatch": "authority"})));
+    k.profile = Profile::Kong;
+    let kong = run(&k).unwrap();
+    assert_eq!(kong.requests.by_decision, envoy.requests.by_decision);
+    assert_eq!(kong.statuses, envoy.statuses);
+    assert_eq!(kong.stored, envoy.stored, "same events at the ingest");
+    assert_eq!(kong.events.delivered, 40);
+}
+
+#[test]
+fn on_kong_an_envoy_cluster_name_cannot_be_dispatched_and_events_are_kept() {
+    // Kong resolves the upstream as a host name: the Envoy default cluster names fail there.
+    // Nothing is lost: the events stay buffered or dead-lettered, counted, and logged.
+    let mut k = opts(config(json!({"ingest_url": null})));
+    k.profile = Profile::Kong;
+    k.drain_ms = 60_000;
+    let r = run(&k).unwrap();
+    assert_eq!(
+        r.requests.by_decision["allowed"], 40,
+        "decisions do not depend on the ingest"
+    );
+    assert_eq!(r.events.delivered, 0);
+    assert!(r.events.balanced);
+    assert_eq!(
+        r.events.received,
+        r.events.buffered + r.events.dead_lettered
+    );
+    assert!(r.events.received == 40);
+    assert_eq!(r.ingest.requests, 0);
+}
+
+#[test]
+fn the_kong_profile_traps_on_functions_ngx_wasm_module_lacks() {
+    // The filter never calls them; the harness proves it by trapping as Kong would.
+    let mut k = opts(config(json!({"dispatch": "authority"})));
+    k.profile = Profile::Kong;
+    let r = run(&k).unwrap();
+    assert_eq!(r.traps, 0);
+}
+
+#[test]
+fn a_configuration_the_module_refuses_is_an_error_with_the_field() {
+    let o = opts(config(json!({"batch_size": 0})));
+    let e = run(&o).unwrap_err().to_string();
+    assert!(e.contains("batch_size: must be 1..=1000, got 0"), "{e}");
+}
