@@ -446,7 +446,7 @@ pub fn add(linker: &mut Linker<HostState>) -> Result<()> {
                         .borrow()
                         .clusters
                         .as_ref()
-                        .is_none_or(|cs| cs.iter().any(|x| *x == upstream));
+                        .is_none_or(|cs| cs.contains(&upstream));
                     if !known {
                         return Ok(status::BAD_ARGUMENT);
                     }

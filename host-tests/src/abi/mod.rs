@@ -10,7 +10,7 @@ mod wasi;
 mod world;
 
 pub use profile::Profile;
-pub use state::{CallRequest, StreamData};
+pub use state::{CallAnswer, CallRequest, StreamData};
 pub use vm::{compile, Outcome, Vm, VmError};
 pub use world::{LogLine, SharedWorld, World};
 

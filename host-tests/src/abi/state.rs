@@ -22,6 +22,9 @@ pub struct StreamData {
     pub peer: String,
 }
 
+/// An answer to an outbound call: status, headers, body.
+pub type CallAnswer = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// An outbound HTTP call the module started.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallRequest {

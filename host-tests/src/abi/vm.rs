@@ -2,7 +2,7 @@
 //! many requests, ticks and call answers, as a proxy does.
 
 use super::profile::Profile;
-use super::state::{CallRequest, HostState, LocalReply, Phase, StreamData};
+use super::state::{CallAnswer, CallRequest, HostState, LocalReply, Phase, StreamData};
 use super::world::SharedWorld;
 use super::{imports, wasi};
 use crate::traffic::Entry;
@@ -102,6 +102,7 @@ pub fn compile(path: &Path) -> Result<Module, VmError> {
 
 type F2 = TypedFunc<(i32, i32), ()>;
 type F3 = TypedFunc<(i32, i32, i32), i32>;
+type F5 = TypedFunc<(i32, i32, i32, i32, i32), ()>;
 
 struct Funcs {
     on_context_create: F2,
@@ -113,7 +114,7 @@ struct Funcs {
     on_done: Option<TypedFunc<i32, i32>>,
     on_delete: Option<TypedFunc<i32, ()>>,
     on_tick: Option<TypedFunc<i32, ()>>,
-    on_http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    on_http_call_response: Option<F5>,
 }
 
 /// A VM and its root context.
@@ -331,7 +332,7 @@ impl Vm {
     pub fn deliver(
         &mut self,
         call: &CallRequest,
-        answer: Option<(u16, Vec<(String, String)>, Vec<u8>)>,
+        answer: Option<CallAnswer>,
     ) -> Result<(), VmError> {
         let Some(f) = self.f.on_http_call_response.clone() else {
             return Ok(());

@@ -62,8 +62,11 @@ fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
 
+/// A start line and its headers.
+pub type Head = (String, Vec<(String, String)>);
+
 /// Reads the start line and headers; `Ok(None)` at a clean end of stream.
-pub fn read_head(r: &mut impl BufRead) -> io::Result<Option<(String, Vec<(String, String)>)>> {
+pub fn read_head(r: &mut impl BufRead) -> io::Result<Option<Head>> {
     let mut line = String::new();
     let mut total = 0;
     loop {

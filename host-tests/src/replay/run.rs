@@ -3,7 +3,7 @@
 
 use super::progress::Progress;
 use super::report::{decision_of, EventStats, RequestStats, RunReport};
-use crate::abi::{compile, CallRequest, Profile, Vm, VmError, World};
+use crate::abi::{compile, CallAnswer, CallRequest, Profile, Vm, VmError, World};
 use crate::faults::Fault;
 use crate::ingest_sim::{Answer, SimIngest};
 use crate::traffic::{header, Traffic};
@@ -113,7 +113,7 @@ struct Pending {
     seq: u64,
     vm: usize,
     call: CallRequest,
-    answer: Option<(u16, Vec<(String, String)>, Vec<u8>)>,
+    answer: Option<CallAnswer>,
 }
 
 impl PartialEq for Pending {

