@@ -124,6 +124,12 @@ impl DeadLetterStore {
         out
     }
 
+    /// Removes and returns every entry.
+    pub fn take_all(&mut self) -> Vec<DeadLetter> {
+        self.bytes = 0;
+        self.items.drain(..).collect()
+    }
+
     /// Whether any entry could be replayed.
     pub fn has_replayable(&self) -> bool {
         self.items.iter().any(|d| d.reason.replayable())

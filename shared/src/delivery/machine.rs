@@ -92,6 +92,8 @@ pub struct Batch {
     pub events: usize,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// Ids of the events in it, in order.
+    pub ids: Vec<String>,
 }
 
 /// What happened to an outbound request.
@@ -273,6 +275,7 @@ impl Delivery {
                             .batch_body(p.events.iter().map(|e| e.bytes.as_slice())),
                         events: p.events.len(),
                         attempt: p.attempts,
+                        ids: p.events.iter().map(|e| e.id.clone()).collect(),
                     });
                 }
             }
@@ -306,6 +309,7 @@ impl Delivery {
             .format
             .batch_body(events.iter().map(|e| e.bytes.as_slice()));
         let n = events.len();
+        let ids = events.iter().map(|e| e.id.clone()).collect();
         self.pending = Some(Pending {
             events,
             first_attempt_at: now,
@@ -317,6 +321,7 @@ impl Delivery {
             body,
             events: n,
             attempt: 1,
+            ids,
         })
     }
 
@@ -498,6 +503,15 @@ impl Delivery {
         let n = room_events.min(self.cfg.batch_size);
         let taken = self.dead.take_replayable(n, room_bytes);
         report.reoffered += self.requeue(taken, now);
+    }
+
+    /// Hands every dead letter held in memory to the caller (who keeps them durably); they stay
+    /// counted as dead-lettered, like entries spilled to a log.
+    pub fn take_dead_letters(&mut self) -> Vec<DeadLetter> {
+        let taken = self.dead.take_all();
+        let undeliverable = taken.iter().filter(|d| !d.reason.is_rejection()).count() as u64;
+        self.counters.dead_letters_spilled += undeliverable;
+        taken
     }
 
     /// Moves up to `max` replayable dead letters back into the buffer (operator replay).

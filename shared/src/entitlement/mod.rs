@@ -1,10 +1,19 @@
 //! Entitlements: the snapshot model, calendar windows, the local decision and its HTTP form.
 
+mod admission;
+mod counters;
 mod decision;
 mod reply;
 mod snapshot;
 mod window;
 
+pub use admission::{
+    add_usage, admit, quota_key, release, AccessRequest, Admission, Identity, Refusal, Reservation,
+};
+pub use counters::{
+    read as read_counter, update as update_counter, CounterBackend, HostCounters, MemoryCounters,
+    Update,
+};
 pub use decision::{
     check_access, check_quota, check_quota_in, check_rate, Allowance, Credential, Deny, DenyCode,
     Grant, ALL_DENY_CODES,

@@ -19,6 +19,17 @@ use crate::environment::Environment;
 use crate::time::Timestamp;
 use serde_json::{Map, Value};
 
+/// Event properties: free-form dimensions.
+pub type Properties = Map<String, Value>;
+
+/// Parses a JSON object of properties (at most `MAX_PROPERTIES` entries); `None` otherwise.
+pub fn parse_properties(text: &str) -> Option<Properties> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) if m.len() <= ingest_v1::MAX_PROPERTIES => Some(m),
+        _ => None,
+    }
+}
+
 /// One billable usage record, as validated before it is queued.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UsageEvent {

@@ -185,6 +185,18 @@ impl Quantity {
         (self.mantissa, self.scale)
     }
 
+    /// The exact sum, or `None` past the representable range.
+    pub fn checked_add(self, other: Quantity) -> Option<Quantity> {
+        let scale = self.scale.max(other.scale);
+        let a = self.mantissa.checked_mul(pow10(scale - self.scale))?;
+        let b = other.mantissa.checked_mul(pow10(scale - other.scale))?;
+        let m = a.checked_add(b)?;
+        if m > MAX_MANTISSA {
+            return None;
+        }
+        Some(Quantity::normalized(m, scale))
+    }
+
     /// Whole units, rounded up (a partial unit uses a whole unit of quota).
     pub fn ceil_units(self) -> u64 {
         let p = pow10(self.scale);
@@ -323,6 +335,14 @@ mod tests {
         assert_eq!(Quantity::parse("2.01").unwrap().ceil_units(), 3);
         assert_eq!(Quantity::parse("2").unwrap().ceil_units(), 2);
         assert_eq!(Quantity::ZERO.ceil_units(), 0);
+    }
+
+    #[test]
+    fn sums_are_exact() {
+        let q = |s| Quantity::parse(s).unwrap();
+        assert_eq!(q("0.1").checked_add(q("0.2")), Some(q("0.3")));
+        assert_eq!(q("1.5").checked_add(q("2.5")).unwrap().to_string(), "4");
+        assert_eq!(q("79228162514264337593543950335").checked_add(q("1")), None);
     }
 
     #[test]

@@ -2,20 +2,9 @@
 //! phase observes (status, sizes, the quantity header or body), until it is metered.
 
 use crate::config::QuantitySource;
-use crate::entitlement::{ratelimit_headers, Allowance};
+use crate::entitlement::{ratelimit_headers, Allowance, Reservation};
 use crate::environment::Environment;
 use crate::time::Timestamp;
-
-/// Quota or rate units taken at admission, to give back if the response is not billable.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reservation {
-    /// Shared counter key.
-    pub key: String,
-    /// Window the units were taken in.
-    pub window_start: Timestamp,
-    /// Units taken.
-    pub units: u64,
-}
 
 /// Lazy access to response headers.
 pub trait ResponseHeaders {

@@ -1,10 +1,10 @@
 //! The metering phase: when the exchange ends, build the usage event, validate it and queue it.
 
 use super::exchange::Exchange;
-use super::shared_counter::update;
 use super::Gateway;
 use crate::config::QuantitySource;
 use crate::delivery::{DeadLetterReason, Enqueued};
+use crate::entitlement::{add_usage, HostCounters};
 use crate::event::{
     derive_event_id, encode_v1_raw, sequence_event_id, write_json_str, IngestFormat, Quantity,
     UsageEvent,
@@ -199,7 +199,7 @@ impl Gateway {
         if ex.counts_after_response {
             if let Some((key, ws)) = &ex.usage_counter {
                 let units = quantity.ceil_units();
-                let _ = update(host, key, *ws, units as i64, Ok::<u64, ()>);
+                add_usage(&mut HostCounters(host), &(key.clone(), *ws), units);
             }
         }
         match pipeline.enqueue(event.id, bytes, now) {

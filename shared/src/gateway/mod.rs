@@ -9,15 +9,13 @@ mod exchange;
 mod meter;
 mod outbound;
 mod request;
-mod shared_counter;
 #[cfg(test)]
-mod test_host;
+pub(crate) mod test_host;
 #[cfg(test)]
 mod tests;
 
 pub use exchange::{Exchange, ResponseHeaders};
 pub use request::{RequestVerdict, RequestView};
-pub use shared_counter::{read as read_shared_counter, update as update_shared_counter, Update};
 
 use crate::config::{Config, EntitlementSource};
 use crate::delivery::{Counters, Delivery};

@@ -1,14 +1,12 @@
 //! The request phase: identify, match the route, decide locally, reserve quota. No network.
 
-use super::exchange::{Exchange, Reservation};
-use super::shared_counter::{update, Update};
+use super::exchange::Exchange;
 use super::Gateway;
 use crate::config::{EnforcementMode, EntitlementSource, Unmatched};
 use crate::entitlement::{
-    check_access, check_quota_in, check_rate, deny_reply, Allowance, Credential, Deny, DenyCode,
-    FailureMode, Freshness,
+    admit, deny_reply, release, AccessRequest, Credential, Deny, DenyCode, FailureMode, Freshness,
+    HostCounters, Identity, Reservation,
 };
-use crate::environment::Environment;
 use crate::host::{Host, LogLevel, Metric};
 use crate::keys::{client_ip, parse_peer};
 use crate::time::Timestamp;
@@ -155,92 +153,36 @@ impl Gateway {
         } else {
             None
         };
-        let grant = match check_access(snapshot, credential, &feature, ip, now) {
-            Ok(g) => g,
-            Err(d) => return self.refuse(host, &d, now, None),
+        let access = AccessRequest {
+            credential,
+            feature: &feature,
+            client_ip: ip,
+            cost,
+            default_environment: default_env,
         };
-        let env = if grant.sandbox_mode {
-            Environment::Sandbox
-        } else {
-            default_env
-        };
-        let customer_id = grant.customer_id.to_string();
-        let key_id = grant.key.map(|k| k.key_id.clone());
-        let entitlement = grant.entitlement.clone();
-        let key_rate = grant
-            .key
-            .and_then(|k| k.rate_limit.map(|r| (k.key_id.clone(), r)));
-
-        // Short-window rate limits (per key, then per customer and feature), then the quota.
-        let mut allowance: Option<Allowance> = None;
-        let mut reservations: Vec<Reservation> = Vec::new();
-        let rates = key_rate
-            .map(|(id, r)| (counter_key(&["aforo:r:", env.as_str(), ":k:", &id]), r))
-            .into_iter()
-            .chain(entitlement.rate_limit.map(|r| {
-                (
-                    counter_key(&["aforo:r:", env.as_str(), ":c:", &customer_id, ":", &feature]),
-                    r,
-                )
-            }));
-        for (key, rl) in rates {
-            let ws = rl.window_start(now);
-            match update(host, &key, ws, 1, |used| check_rate(&rl, used, 1, now)) {
-                Update::Done(a) | Update::Unshared(Ok(a)) => {
-                    allowance = Allowance::tighter(allowance, Some(a));
-                    reservations.push(Reservation {
-                        key,
-                        window_start: ws,
-                        units: 1,
-                    });
-                }
-                Update::Refused(d) | Update::Unshared(Err(d)) => {
-                    self.refund(host, &reservations);
-                    return self.refuse(
-                        host,
-                        &d,
-                        now,
-                        Some(exchange_shadow(exchange, customer_id, env, key_id)),
-                    );
-                }
+        match admit(snapshot, &access, now, &mut HostCounters(host)) {
+            Ok(a) => {
+                let Identity {
+                    customer_id,
+                    environment,
+                    key_id,
+                } = a.identity;
+                exchange.identify(customer_id, environment, key_id);
+                exchange.allowance = a.allowance;
+                exchange.reservations = a.reservations;
+                exchange.usage_counter = a.usage_counter;
+                exchange.counts_after_response = cost.is_none();
+                host.metric_add(Metric::DecisionsAllowed, 1);
+                self.continue_with(exchange, Vec::new())
+            }
+            Err(refusal) => {
+                let shadow = refusal.identity.map(|i| {
+                    exchange.identify(i.customer_id, i.environment, i.key_id);
+                    exchange
+                });
+                self.refuse(host, &refusal.deny, now, shadow)
             }
         }
-        if entitlement.quota.is_some() {
-            let window = entitlement.window.current(now);
-            let ws = window.0;
-            let key = counter_key(&["aforo:q:", env.as_str(), ":", &customer_id, ":", &feature]);
-            let units = cost.unwrap_or(0);
-            match update(host, &key, ws, units as i64, |local| {
-                check_quota_in(&entitlement, window, local, units, now)
-            }) {
-                Update::Done(a) | Update::Unshared(Ok(a)) => {
-                    allowance = Allowance::tighter(allowance, a);
-                    if units > 0 {
-                        reservations.push(Reservation {
-                            key: key.clone(),
-                            window_start: ws,
-                            units,
-                        });
-                    }
-                    exchange.usage_counter = Some((key, ws));
-                }
-                Update::Refused(d) | Update::Unshared(Err(d)) => {
-                    self.refund(host, &reservations);
-                    return self.refuse(
-                        host,
-                        &d,
-                        now,
-                        Some(exchange_shadow(exchange, customer_id, env, key_id)),
-                    );
-                }
-            }
-        }
-        exchange.identify(customer_id, env, key_id);
-        exchange.allowance = allowance;
-        exchange.reservations = reservations;
-        exchange.counts_after_response = cost.is_none();
-        host.metric_add(Metric::DecisionsAllowed, 1);
-        self.continue_with(exchange, Vec::new())
     }
 
     fn continue_with(
@@ -284,36 +226,8 @@ impl Gateway {
         RequestVerdict::Denied(deny.code.status())
     }
 
-    /// Gives reserved units back (a later check refused, or the response was not billable).
+    /// Gives reserved units back (the response was not billable).
     pub(crate) fn refund(&self, host: &mut dyn Host, reservations: &[Reservation]) {
-        for r in reservations {
-            let _ = update(
-                host,
-                &r.key,
-                r.window_start,
-                -(r.units as i64),
-                Ok::<u64, ()>,
-            );
-        }
+        release(&mut HostCounters(host), reservations);
     }
-}
-
-/// A shared-counter key from its parts (no formatting machinery on the request path).
-fn counter_key(parts: &[&str]) -> String {
-    let mut k = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for p in parts {
-        k.push_str(p);
-    }
-    k
-}
-
-/// In shadow mode a denied request is still served and metered: keep its identity.
-fn exchange_shadow(
-    mut exchange: Exchange,
-    customer_id: String,
-    env: Environment,
-    key_id: Option<String>,
-) -> Exchange {
-    exchange.identify(customer_id, env, key_id);
-    exchange
 }

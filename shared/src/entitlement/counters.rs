@@ -1,5 +1,7 @@
-//! Per-window counters in host shared data, updated with a read-then-CAS loop so every worker
-//! of a proxy counts into the same number (portable across Envoy's and Kong's CAS rules).
+//! Per-window usage counters behind a small CAS store, updated with a read-then-CAS loop so
+//! every worker of a proxy (or every request of an agent) counts into the same number. Proxies
+//! back it with host shared data (portable across Envoy's and Kong's CAS rules); the agent and
+//! the WASI component with their own stores.
 //!
 //! Value layout: window start (i64 LE nanos) · count (u64 LE) · the key itself. Storing the
 //! key lets a reader notice Kong's CRC32-only key identity aliasing two keys.
@@ -11,6 +13,73 @@
 
 use crate::host::{Host, LogLevel, SharedSetError};
 use crate::time::Timestamp;
+use std::collections::HashMap;
+
+/// A key-value store with compare-and-swap, where counters live.
+pub trait CounterBackend {
+    /// The value of `key` and its CAS token (`None` when absent).
+    fn read(&self, key: &str) -> Option<(Vec<u8>, u32)>;
+    /// Writes `value` if the token still matches (`0` for a key read as absent).
+    fn write(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError>;
+    /// Reports a degraded condition (a log line on hosts).
+    fn warn(&self, message: &str);
+}
+
+/// Host shared data as a counter store.
+pub struct HostCounters<'a>(pub &'a mut dyn Host);
+
+impl CounterBackend for HostCounters<'_> {
+    fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.shared_get(key)
+    }
+    fn write(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
+        self.0.shared_set(key, value, cas)
+    }
+    fn warn(&self, message: &str) {
+        self.0.log(LogLevel::Warn, message);
+    }
+}
+
+/// An in-process counter store with atomic creation (agents, components, tests).
+#[derive(Debug, Default)]
+pub struct MemoryCounters {
+    map: HashMap<String, (Vec<u8>, u32)>,
+    next: u32,
+}
+
+impl MemoryCounters {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryCounters::default()
+    }
+
+    /// Number of counters.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+impl CounterBackend for MemoryCounters {
+    fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.map.get(key).cloned()
+    }
+    fn write(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
+        let current = self.map.get(key).map(|(_, c)| *c).unwrap_or(0);
+        if cas != current {
+            return Err(SharedSetError::CasMismatch);
+        }
+        self.next = self.next.wrapping_add(1).max(1);
+        self.map
+            .insert(key.to_string(), (value.to_vec(), self.next));
+        Ok(())
+    }
+    fn warn(&self, _message: &str) {}
+}
 
 /// Most CAS attempts before giving up (then the request is decided without the shared count).
 const MAX_ATTEMPTS: u32 = 64;
@@ -59,23 +128,22 @@ pub enum Update<T, E> {
 /// `delta` (which may be negative, for refunds) atomically. A stored count from another window
 /// reads as 0 and is replaced.
 pub fn update<T, E>(
-    host: &mut dyn Host,
+    host: &mut dyn CounterBackend,
     key: &str,
     window_start: Timestamp,
     delta: i64,
     mut check: impl FnMut(u64) -> Result<T, E>,
 ) -> Update<T, E> {
     for _ in 0..MAX_ATTEMPTS {
-        let (current, cas) = match host.shared_get(key) {
+        let (current, cas) = match host.read(key) {
             Some((bytes, cas)) if bytes.is_empty() => (0, cas),
             Some((bytes, cas)) => match decode(key, &bytes) {
                 Some(s) if s.window_start == window_start => (s.count, cas),
                 Some(_) => (0, cas),
                 None => {
-                    host.log(
-                        LogLevel::Warn,
-                        &format!("aforo: shared counter {key:?} holds another key's value (host key aliasing); counting locally"),
-                    );
+                    host.warn(&format!(
+                        "aforo: shared counter {key:?} holds another key's value (host key aliasing); counting locally"
+                    ));
                     return Update::Unshared(check(0));
                 }
             },
@@ -101,30 +169,26 @@ pub fn update<T, E>(
                 count: next,
             },
         );
-        match host.shared_set(key, &bytes, cas) {
+        match host.write(key, &bytes, cas) {
             Ok(()) => return Update::Done(value),
             Err(SharedSetError::CasMismatch) => continue,
             Err(SharedSetError::Unavailable(why)) => {
-                host.log(
-                    LogLevel::Warn,
-                    &format!(
-                        "aforo: shared data unavailable ({why}); quotas are counted per worker"
-                    ),
-                );
+                host.warn(&format!(
+                    "aforo: shared data unavailable ({why}); quotas are counted per worker"
+                ));
                 return Update::Unshared(Ok(value));
             }
         }
     }
-    host.log(
-        LogLevel::Warn,
-        &format!("aforo: shared counter {key:?} stayed contended; decided without it"),
-    );
+    host.warn(&format!(
+        "aforo: shared counter {key:?} stayed contended; decided without it"
+    ));
     Update::Unshared(check(0))
 }
 
 /// The current count of `key` in `window_start`'s window (0 when absent or from another window).
-pub fn read(host: &dyn Host, key: &str, window_start: Timestamp) -> u64 {
-    match host.shared_get(key) {
+pub fn read(host: &dyn CounterBackend, key: &str, window_start: Timestamp) -> u64 {
+    match host.read(key) {
         Some((bytes, _)) => match decode(key, &bytes) {
             Some(s) if s.window_start == window_start => s.count,
             _ => 0,
@@ -138,6 +202,10 @@ mod tests {
     use super::*;
     use crate::gateway::test_host::TestHost;
 
+    fn store(h: &mut TestHost) -> HostCounters<'_> {
+        HostCounters(h)
+    }
+
     #[test]
     fn counts_add_and_refuse_atomically() {
         let mut h = TestHost::new();
@@ -145,28 +213,31 @@ mod tests {
         let limit = 3;
         let mut admitted = 0;
         for _ in 0..5 {
-            match update(
-                &mut h,
-                "q|a",
-                w,
-                1,
-                |c| if c < limit { Ok(c) } else { Err(c) },
-            ) {
+            match update(&mut store(&mut h), "q|a", w, 1, |c| {
+                if c < limit {
+                    Ok(c)
+                } else {
+                    Err(c)
+                }
+            }) {
                 Update::Done(_) => admitted += 1,
                 Update::Refused(c) => assert_eq!(c, 3),
                 Update::Unshared(_) => panic!("shared data is available"),
             }
         }
         assert_eq!(admitted, 3);
-        assert_eq!(read(&h, "q|a", w), 3);
+        assert_eq!(read(&store(&mut h), "q|a", w), 3);
         // A new window starts from zero.
-        assert_eq!(read(&h, "q|a", Timestamp::from_unix_secs(200)), 0);
+        assert_eq!(
+            read(&store(&mut h), "q|a", Timestamp::from_unix_secs(200)),
+            0
+        );
         // Refunds subtract.
         assert!(matches!(
-            update(&mut h, "q|a", w, -1, Ok::<u64, ()>),
+            update(&mut store(&mut h), "q|a", w, -1, Ok::<u64, ()>),
             Update::Done(3)
         ));
-        assert_eq!(read(&h, "q|a", w), 2);
+        assert_eq!(read(&store(&mut h), "q|a", w), 2);
     }
 
     #[test]
@@ -175,10 +246,10 @@ mod tests {
         h.cas_conflicts = 3;
         let w = Timestamp::from_unix_secs(1);
         assert!(matches!(
-            update(&mut h, "k", w, 1, Ok::<u64, ()>),
+            update(&mut store(&mut h), "k", w, 1, Ok::<u64, ()>),
             Update::Done(0)
         ));
-        assert_eq!(read(&h, "k", w), 1);
+        assert_eq!(read(&store(&mut h), "k", w), 1);
     }
 
     #[test]
@@ -199,8 +270,32 @@ mod tests {
             ),
         );
         assert!(matches!(
-            update(&mut h, "k1", w, 1, Ok::<u64, ()>),
+            update(&mut store(&mut h), "k1", w, 1, Ok::<u64, ()>),
             Update::Unshared(Ok(0))
         ));
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn memory_counters_create_atomically() {
+        let mut m = MemoryCounters::new();
+        assert!(m.write("k", b"a", 0).is_ok());
+        assert_eq!(
+            m.write("k", b"b", 0),
+            Err(SharedSetError::CasMismatch),
+            "cas 0 means must not exist"
+        );
+        let (_, cas) = m.read("k").unwrap();
+        assert!(m.write("k", b"c", cas).is_ok());
+        let w = Timestamp::from_unix_secs(5);
+        assert!(matches!(
+            update(&mut m, "q", w, 2, Ok::<u64, ()>),
+            Update::Done(0)
+        ));
+        assert_eq!(read(&m, "q", w), 2);
     }
 }

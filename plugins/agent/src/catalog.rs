@@ -1,0 +1,277 @@
+//! The catalog: customers, the features of their plans (metric, quota, window), static
+//! consumer keys, and the pricing plan. The agent builds entitlement snapshots from it.
+//!
+//! ```json
+//! {"customers": {"acme": {"features": {"search": {"metric": "api_calls", "quota": 1000, "window": "month"}}}},
+//!  "consumer_keys": [{"key_id": "acme-1", "key": "ck_…", "customer_id": "acme"}],
+//!  "plan": "plan.json"}
+//! ```
+//! A key may be given as `key` (hashed at load, for local demos) or as `hash` (`sha256:…`).
+//! `plan` is a pricing plan object or a path relative to the catalog file.
+
+use aforo_core::entitlement::{QuotaWindow, Snapshot};
+use aforo_core::keys::hash_key;
+use aforo_core::rating::Plan;
+use aforo_core::strict_json::{parse_json, FieldError};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One feature of a customer, as the usage counters need it.
+#[derive(Clone, Debug)]
+pub struct FeatureUse {
+    /// Feature name.
+    pub feature: String,
+    /// Metric whose events count against it.
+    pub metric: String,
+    /// Its quota window.
+    pub window: QuotaWindow,
+    /// Whether it has a quota at all.
+    pub has_quota: bool,
+}
+
+/// The loaded catalog.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    /// Snapshot JSON of the catalog alone (customers, static keys), without usage.
+    pub base: Value,
+    /// Customer → features (for counting usage).
+    pub features: HashMap<String, Vec<FeatureUse>>,
+    /// The pricing plan, for invoice previews.
+    pub plan: Option<Plan>,
+}
+
+fn fail(path: &str, msg: impl Into<String>) -> FieldError {
+    FieldError::new(path, msg)
+}
+
+impl Catalog {
+    /// An empty catalog (every customer is unknown).
+    pub fn empty() -> Catalog {
+        Catalog {
+            base: json!({"customers": {}, "consumer_keys": []}),
+            features: HashMap::new(),
+            plan: None,
+        }
+    }
+
+    /// Loads a catalog file; errors name the file and the JSON path.
+    pub fn load(path: &Path) -> Result<Catalog, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Catalog::from_bytes(&bytes, dir).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses catalog JSON; plan paths are relative to `dir`.
+    pub fn from_bytes(bytes: &[u8], dir: &Path) -> Result<Catalog, FieldError> {
+        let mut v = parse_json("the catalog", bytes)?;
+        let obj = v
+            .as_object_mut()
+            .ok_or_else(|| fail("", "the catalog must be a JSON object"))?;
+        for k in obj.keys() {
+            if !["customers", "consumer_keys", "plan"].contains(&k.as_str()) {
+                return Err(fail(
+                    k,
+                    "unknown field; allowed fields: customers, consumer_keys, plan",
+                ));
+            }
+        }
+        let plan = match obj.remove("plan") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) => {
+                let file = dir.join(&p);
+                let bytes = std::fs::read(&file)
+                    .map_err(|e| fail("plan", format!("{}: {e}", file.display())))?;
+                Some(
+                    Plan::from_json(&bytes)
+                        .map_err(|e| fail("plan", format!("{}: {e}", file.display())))?,
+                )
+            }
+            Some(p) => Some(
+                Plan::from_json(p.to_string().as_bytes())
+                    .map_err(|e| fail(&format!("plan.{}", e.path), e.message))?,
+            ),
+        };
+        let mut features: HashMap<String, Vec<FeatureUse>> = HashMap::new();
+        let mut metrics: Vec<(String, String, String)> = Vec::new();
+        if let Some(Value::Object(customers)) = obj.get_mut("customers") {
+            for (cid, c) in customers.iter_mut() {
+                let Some(Value::Object(fs)) = c.get_mut("features") else {
+                    continue;
+                };
+                for (fname, f) in fs.iter_mut() {
+                    let Some(fo) = f.as_object_mut() else {
+                        continue;
+                    };
+                    let metric = match fo.remove("metric") {
+                        None => fname.clone(),
+                        Some(Value::String(m)) if aforo_core::config::is_name(&m) => m,
+                        Some(other) => {
+                            return Err(fail(
+                                &format!("customers.{cid}.features.{fname}.metric"),
+                                format!("must be a metric name, got {other}"),
+                            ))
+                        }
+                    };
+                    metrics.push((cid.clone(), fname.clone(), metric));
+                }
+            }
+        }
+        if let Some(Value::Array(keys)) = obj.get_mut("consumer_keys") {
+            for (i, k) in keys.iter_mut().enumerate() {
+                let Some(ko) = k.as_object_mut() else {
+                    continue;
+                };
+                if let Some(plain) = ko.remove("key") {
+                    let Some(secret) = plain.as_str() else {
+                        return Err(fail(&format!("consumer_keys[{i}].key"), "must be a string"));
+                    };
+                    if ko.contains_key("hash") {
+                        return Err(fail(
+                            &format!("consumer_keys[{i}].key"),
+                            "set key or hash, not both",
+                        ));
+                    }
+                    ko.insert("hash".into(), Value::from(hash_key(secret).to_text()));
+                }
+            }
+        }
+        // Validate with the core's snapshot rules (paths are the catalog's).
+        let snapshot = Snapshot::from_value("", &v)?;
+        for (cid, fname, metric) in metrics {
+            let Some(ent) = snapshot
+                .customers
+                .get(&cid)
+                .and_then(|c| c.features.get(&fname))
+            else {
+                continue;
+            };
+            features.entry(cid).or_default().push(FeatureUse {
+                feature: fname,
+                metric,
+                window: ent.window,
+                has_quota: ent.quota.is_some(),
+            });
+        }
+        Ok(Catalog {
+            base: v,
+            features,
+            plan,
+        })
+    }
+
+    /// Customer ids in the catalog.
+    pub fn has_customer(&self, id: &str) -> bool {
+        self.base.get("customers").and_then(|c| c.get(id)).is_some()
+    }
+
+    /// The features of `customer` that count `metric`.
+    pub fn features_for<'a>(
+        &'a self,
+        customer: &str,
+        metric: &'a str,
+    ) -> impl Iterator<Item = &'a FeatureUse> + 'a {
+        self.features
+            .get(customer)
+            .into_iter()
+            .flatten()
+            .filter(move |f| f.metric == metric)
+    }
+
+    /// The snapshot JSON with partners' sandbox flags and extra keys applied.
+    pub fn snapshot_value(
+        &self,
+        partners: &HashMap<String, bool>,
+        extra_keys: &[Value],
+        version: u64,
+    ) -> Value {
+        let mut v = self.base.clone();
+        if let Some(Value::Object(customers)) = v.get_mut("customers") {
+            for (cid, sandbox) in partners {
+                if let Some(Value::Object(c)) = customers.get_mut(cid) {
+                    c.insert("sandbox_mode".into(), Value::from(*sandbox));
+                }
+            }
+        }
+        if let Some(obj) = v.as_object_mut() {
+            let keys = obj
+                .entry("consumer_keys")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(list) = keys {
+                list.extend(extra_keys.iter().cloned());
+            }
+            obj.insert("version".into(), Value::from(version));
+        }
+        v
+    }
+}
+
+/// A `features` entry with usage filled in (for snapshots served to gateways).
+pub fn with_usage(
+    feature: &mut Map<String, Value>,
+    used: u64,
+    used_by_source: Option<u64>,
+    window_start: &str,
+) {
+    feature.insert("used".into(), Value::from(used));
+    if let Some(s) = used_by_source {
+        feature.insert("used_by_source".into(), Value::from(s.min(used)));
+    }
+    feature.insert("window_start".into(), Value::from(window_start));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogs_parse_with_metrics_plain_keys_and_inline_plans() {
+        let c = Catalog::from_bytes(
+            br#"{"customers": {"acme": {"features": {"search": {"metric": "api_calls", "quota": 10}, "chat": {}}}},
+                 "consumer_keys": [{"key_id": "k", "key": "ck_demo", "customer_id": "acme"}],
+                 "plan": {"currency": "USD", "charges": [{"id": "c", "metric": "api_calls", "model": "unit", "unit_amount": "0.01"}]}}"#,
+            Path::new("."),
+        )
+        .unwrap();
+        let f: Vec<&str> = c
+            .features_for("acme", "api_calls")
+            .map(|f| f.feature.as_str())
+            .collect();
+        assert_eq!(f, vec!["search"]);
+        assert_eq!(
+            c.features_for("acme", "chat").count(),
+            1,
+            "the metric defaults to the feature name"
+        );
+        assert!(c.plan.is_some());
+        let v = c.snapshot_value(&HashMap::new(), &[], 3);
+        let s = Snapshot::from_value("", &v).unwrap();
+        assert_eq!(s.version, 3);
+        assert!(s
+            .keys
+            .authenticate("ck_demo", aforo_core::Timestamp::EPOCH)
+            .is_ok());
+        assert!(
+            !v.to_string().contains("ck_demo"),
+            "the plain key is hashed away"
+        );
+    }
+
+    #[test]
+    fn catalog_errors_name_the_path() {
+        let e = Catalog::from_bytes(
+            br#"{"customers": {"a": {"features": {"f": {"quota": -1}}}}}"#,
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "customers.a.features.f.quota");
+        let e = Catalog::from_bytes(br#"{"customer": {}}"#, Path::new(".")).unwrap_err();
+        assert_eq!(e.path, "customer");
+        let e = Catalog::from_bytes(
+            br#"{"plan": {"currency": "USD", "charges": []}}"#,
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "plan.charges");
+    }
+}

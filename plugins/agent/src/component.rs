@@ -1,0 +1,226 @@
+//! Hosting aforo_policy.wasm: a pool of warm component instances (pooling allocator), each
+//! call under a fuel budget and an epoch deadline, so a misbehaving module traps instead of
+//! hanging the agent. The component reads and writes the agent's counters through its import.
+
+use crate::usage::SharedCounters;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+wasmtime::component::bindgen!({ world: "metering", path: "../wasi/wit" });
+
+pub use exports::aforo::metering::policy::{
+    AccessDecision, AccessRequest, MeterRequest, Rejection,
+};
+
+/// Per-instance host state.
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    counters: SharedCounters,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl aforo::metering::counters::Host for State {
+    fn read(&mut self, key: String) -> Option<(Vec<u8>, u32)> {
+        self.counters.lock().ok().and_then(|c| c.read(&key))
+    }
+
+    fn write(&mut self, key: String, value: Vec<u8>, cas: u32) -> bool {
+        match self.counters.lock() {
+            Ok(mut c) => c.write(&key, &value, cas).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+struct Instance {
+    store: Store<State>,
+    bindings: Metering,
+    snapshot_version: u64,
+}
+
+/// The component, its warm instances, and the snapshot they should hold.
+pub struct PolicyHost {
+    engine: Engine,
+    pre: MeteringPre<State>,
+    pool: Mutex<Vec<Instance>>,
+    pool_size: usize,
+    fuel: u64,
+    counters: SharedCounters,
+    snapshot: Mutex<(u64, Arc<String>)>,
+}
+
+/// A component failure: it could not be loaded, or a call trapped.
+#[derive(Debug)]
+pub struct ComponentError(pub String);
+
+impl std::fmt::Display for ComponentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ComponentError {}
+
+fn e(err: wasmtime::Error) -> ComponentError {
+    ComponentError(format!("{err:#}"))
+}
+
+/// Where the component is by default: next to the agent binary's target directory.
+pub fn default_component_path() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let mut candidates = Vec::new();
+    if let Some(dir) = exe.parent() {
+        candidates.push(dir.join("aforo_policy.wasm"));
+        for up in dir.ancestors().take(3) {
+            candidates.push(
+                up.join("wasm32-wasip2")
+                    .join("wasm-release")
+                    .join("aforo_policy.wasm"),
+            );
+        }
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+impl PolicyHost {
+    /// Loads and compiles the component.
+    pub fn load(
+        path: &Path,
+        pool_size: usize,
+        fuel: u64,
+        counters: SharedCounters,
+    ) -> Result<PolicyHost, ComponentError> {
+        let mut cfg = Config::new();
+        cfg.consume_fuel(true);
+        cfg.epoch_interruption(true);
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling.total_component_instances(pool_size as u32 + 16);
+        pooling.total_core_instances(4 * (pool_size as u32 + 16));
+        pooling.total_memories(4 * (pool_size as u32 + 16));
+        pooling.total_tables(4 * (pool_size as u32 + 16));
+        pooling.max_memory_size(256 << 20);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&cfg).map_err(e)?;
+        let component = Component::from_file(&engine, path)
+            .map_err(|err| ComponentError(format!("{}: {err:#} (build it with: cargo build -p aforo-wasi --target wasm32-wasip2 --profile wasm-release)", path.display())))?;
+        let mut linker: Linker<State> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(e)?;
+        Metering::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(e)?;
+        let pre = MeteringPre::new(linker.instantiate_pre(&component).map_err(e)?).map_err(e)?;
+        // The epoch ticks every 10 ms; a call gets 100 ticks (1 s) before it is interrupted.
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("aforo-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(10));
+                ticker.increment_epoch();
+            })
+            .map_err(|err| ComponentError(err.to_string()))?;
+        Ok(PolicyHost {
+            engine,
+            pre,
+            pool: Mutex::new(Vec::new()),
+            pool_size,
+            fuel,
+            counters,
+            snapshot: Mutex::new((0, Arc::new(String::new()))),
+        })
+    }
+
+    /// Sets the snapshot instances must hold (loaded lazily, once per instance and version).
+    pub fn set_snapshot(&self, version: u64, json: String) {
+        if let Ok(mut s) = self.snapshot.lock() {
+            *s = (version, Arc::new(json));
+        }
+    }
+
+    fn instance(&self) -> Result<Instance, ComponentError> {
+        if let Some(i) = self.pool.lock().ok().and_then(|mut p| p.pop()) {
+            return Ok(i);
+        }
+        let state = State {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            counters: self.counters.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.set_fuel(self.fuel).map_err(e)?;
+        store.set_epoch_deadline(100);
+        let bindings = self.pre.instantiate(&mut store).map_err(e)?;
+        Ok(Instance {
+            store,
+            bindings,
+            snapshot_version: 0,
+        })
+    }
+
+    fn release(&self, i: Instance) {
+        if let Ok(mut p) = self.pool.lock() {
+            if p.len() < self.pool_size {
+                p.push(i);
+            }
+        }
+    }
+
+    /// Runs `f` on a warm instance holding the current snapshot. A trap discards the instance.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<T>,
+    ) -> Result<T, ComponentError> {
+        let mut inst = self.instance()?;
+        inst.store.set_fuel(self.fuel).map_err(e)?;
+        inst.store.set_epoch_deadline(100);
+        let (version, json) = self
+            .snapshot
+            .lock()
+            .map(|s| (s.0, s.1.clone()))
+            .map_err(|_| ComponentError("snapshot lock poisoned".into()))?;
+        if inst.snapshot_version != version {
+            let loaded = inst
+                .bindings
+                .aforo_metering_policy()
+                .call_load_snapshot(&mut inst.store, &json)
+                .map_err(e)?;
+            loaded
+                .map_err(|m| ComponentError(format!("the component refused the snapshot: {m}")))?;
+            inst.snapshot_version = version;
+        }
+        let out = f(&mut inst).map_err(e)?;
+        self.release(inst);
+        Ok(out)
+    }
+
+    /// `can-access`.
+    pub fn can_access(&self, req: &AccessRequest) -> Result<AccessDecision, ComponentError> {
+        self.with(|i| {
+            i.bindings
+                .aforo_metering_policy()
+                .call_can_access(&mut i.store, req)
+        })
+    }
+
+    /// `build-event`.
+    pub fn build_event(
+        &self,
+        req: &MeterRequest,
+    ) -> Result<Result<String, Rejection>, ComponentError> {
+        self.with(|i| {
+            i.bindings
+                .aforo_metering_policy()
+                .call_build_event(&mut i.store, req)
+        })
+    }
+}

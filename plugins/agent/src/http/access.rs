@@ -1,0 +1,77 @@
+//! `POST /v1/canAccess`: the check before serving, answered from memory by the component.
+//! The status is the decision's (200, 401, 403, 429, 503) so gateway policies can branch on it.
+
+use super::{gateway_key, now, parse_json, read_body, ApiError, App, SMALL_BODY};
+use crate::component::AccessRequest;
+use aforo_core::strict_json::ObjReader;
+use aforo_core::Timestamp;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+
+const FIELDS: &[&str] = &["tenantId", "apiKey", "featureKey", "clientIp", "quantity"];
+
+/// Decides one request.
+pub async fn can_access(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let t = now();
+    let (env, _) = gateway_key(&app, &headers)?;
+    let v = parse_json(&read_body(&app, body, SMALL_BODY).await?)?;
+    let bad =
+        |e: aforo_core::strict_json::FieldError| ApiError::new(400, "invalid_body", e.to_string());
+    let r = ObjReader::new("", &v, FIELDS).map_err(bad)?;
+    let nonempty = |s: Option<&str>| s.filter(|x| !x.is_empty()).map(str::to_string);
+    let req = AccessRequest {
+        tenant_id: nonempty(r.string("tenantId").map_err(bad)?),
+        api_key: nonempty(r.string("apiKey").map_err(bad)?),
+        feature_key: r.required_string("featureKey").map_err(bad)?.to_string(),
+        client_ip: nonempty(r.string("clientIp").map_err(bad)?),
+        cost: r.u64_in("quantity", 0, 1 << 53).map_err(bad)?,
+        environment: env.as_str().to_string(),
+        now_ns: t.unix_nanos(),
+    };
+    let d = app.policy.can_access(&req).map_err(ApiError::unavailable)?;
+    let resets_at = d
+        .resets_at_ns
+        .map(|n| Timestamp::from_unix_nanos(n).to_rfc3339());
+    let mut body = json!({
+        "allowed": d.allowed,
+        "quota": d.quota,
+        "remaining": d.remaining,
+        "resets_at": resets_at,
+        "customer_id": d.customer_id,
+        "environment": d.environment,
+    });
+    if let (Some(code), Some(obj)) = (&d.code, body.as_object_mut()) {
+        obj.insert("error".into(), json!({"code": code, "message": d.message}));
+    }
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    let mut put = |k: &'static str, v: Option<String>| {
+        if let Some(v) = v.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            h.insert(k, v);
+        }
+    };
+    put("ratelimit-limit", d.quota.map(|x| x.to_string()));
+    put("ratelimit-remaining", d.remaining.map(|x| x.to_string()));
+    put(
+        "ratelimit-reset",
+        d.resets_at_ns.map(|n| {
+            aforo_core::ratelimit::retry_after_secs(t, Timestamp::from_unix_nanos(n)).to_string()
+        }),
+    );
+    put("retry-after", d.retry_after_secs.map(|s| s.to_string()));
+    app.metrics
+        .decision(d.code.as_deref().unwrap_or("allowed"), started.elapsed());
+    Ok(resp)
+}

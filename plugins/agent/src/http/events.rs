@@ -1,0 +1,90 @@
+//! `POST /v1/events`: the ingest v1 contract. Every accepted event is committed to the store
+//! (fsynced) before the 202; one bad event never fails the others.
+
+use super::{gateway_key, json, now, read_body, take_rate, ApiError, App};
+use crate::store::NewEvent;
+use aforo_core::event::encode_v1;
+use aforo_core::ingest::{parse_batch, FlaggedEvent, IngestAnswer, RejectedEvent};
+use aforo_core::validate::validate_event;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use std::sync::Arc;
+
+/// Answers one ingest request.
+pub async fn ingest(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let t = now();
+    let (env, key) = gateway_key(&app, &headers)?;
+    let bytes = read_body(&app, body, app.config.max_body_bytes).await?;
+    let parsed =
+        parse_batch(&bytes).map_err(|e| ApiError::new(e.status(), e.code(), e.to_string()))?;
+    take_rate(&app, env, key, parsed.len() as u64, t)?;
+    let mut answer = IngestAnswer::default();
+    let mut valid = Vec::with_capacity(parsed.len());
+    let mut late = Vec::new();
+    for item in parsed {
+        let (id, rejection, raw) = match item {
+            Err(e) => (e.id.unwrap_or_default(), e.rejection, None),
+            Ok(event) => match validate_event(&event, t, env) {
+                Ok(flag) => {
+                    if flag.is_some() {
+                        late.push(event.id.clone());
+                    }
+                    let body = String::from_utf8_lossy(&encode_v1(&event)).into_owned();
+                    valid.push(NewEvent { event, body });
+                    continue;
+                }
+                Err(r) => {
+                    let raw = String::from_utf8_lossy(&encode_v1(&event)).into_owned();
+                    (event.id, r, Some(raw))
+                }
+            },
+        };
+        let _ = app.stores.dead_letter(
+            env,
+            &id,
+            &format!("rejected:{}", rejection.code),
+            &rejection.message,
+            raw.as_deref().unwrap_or("{}"),
+            t,
+        );
+        app.metrics.event_rejected(env, rejection.code.as_str());
+        answer.rejected.push(RejectedEvent {
+            id,
+            code: rejection.code.as_str().to_string(),
+            field: rejection.field.map(str::to_string),
+            message: Some(rejection.message),
+        });
+    }
+    let ids: Vec<String> = valid.iter().map(|n| n.event.id.clone()).collect();
+    let flags = app
+        .stores
+        .insert(env, valid, t)
+        .await
+        .map_err(ApiError::unavailable)?;
+    for (id, new) in ids.iter().zip(flags) {
+        if new {
+            answer.accepted += 1;
+            if late.contains(id) {
+                answer.flagged.push(FlaggedEvent {
+                    id: id.clone(),
+                    flag: "late".into(),
+                });
+            }
+        } else {
+            answer.duplicates += 1;
+        }
+    }
+    app.metrics
+        .events_stored(env, answer.accepted, answer.duplicates);
+    if answer.accepted > 0 {
+        app.wake_forwarders();
+    }
+    let v = serde_json::to_value(&answer).unwrap_or_default();
+    Ok(json(202, &v))
+}

@@ -1,0 +1,136 @@
+//! `POST /v1/meter`: one usage event from a gateway policy (Apigee, APIM, Kong Lua), built and
+//! validated by the component, stored like any ingested event.
+
+use super::{gateway_key, json, now, parse_json, read_body, take_rate, ApiError, App, SMALL_BODY};
+use crate::component::MeterRequest;
+use crate::keys;
+use crate::store::NewEvent;
+use aforo_core::event::parse_wire_event;
+use aforo_core::strict_json::ObjReader;
+use aforo_core::Environment;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+const FIELDS: &[&str] = &[
+    "tenantId",
+    "metricKey",
+    "quantity",
+    "properties",
+    "id",
+    "timestamp",
+    "productId",
+];
+
+/// Stores one metered event.
+pub async fn meter(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let t = now();
+    let (key_env, key) = gateway_key(&app, &headers)?;
+    let v = parse_json(&read_body(&app, body, SMALL_BODY).await?)?;
+    let bad =
+        |e: aforo_core::strict_json::FieldError| ApiError::new(400, "invalid_body", e.to_string());
+    let r = ObjReader::new("", &v, FIELDS).map_err(bad)?;
+    let tenant = r.required_string("tenantId").map_err(bad)?.to_string();
+    let metric = r.required_string("metricKey").map_err(bad)?.to_string();
+    let quantity = match r.get("quantity") {
+        None => "1".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => {
+            return Err(ApiError::new(
+                400,
+                "invalid_body",
+                format!("quantity: must be a decimal >= 0, got {other}"),
+            ))
+        }
+    };
+    let properties = r.get("properties").map(Value::to_string);
+    // A partner in sandbox mode is tracked in the sandbox, never billed.
+    let sandbox_partner = keys::partners(&app.stores.control)
+        .ok()
+        .and_then(|p| p.get(&tenant).copied())
+        .unwrap_or(false);
+    let env = if sandbox_partner {
+        Environment::Sandbox
+    } else {
+        key_env
+    };
+    take_rate(&app, key_env, key, 1, t)?;
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    let id = match (r.string("id").map_err(bad)?, &request_id) {
+        (Some(id), _) => Some(id.to_string()),
+        (None, Some(_)) => None,
+        (None, None) => Some(format!(
+            "evt_{}",
+            aforo_core::event::to_hex(&keys::random_bytes().map_err(ApiError::unavailable)?[..16])
+        )),
+    };
+    let req = MeterRequest {
+        tenant_id: tenant,
+        metric_key: metric,
+        quantity,
+        properties_json: properties,
+        id,
+        request_id,
+        timestamp: r.string("timestamp").map_err(bad)?.map(str::to_string),
+        product_id: r
+            .string("productId")
+            .map_err(bad)?
+            .unwrap_or(&app.config.product_id)
+            .to_string(),
+        environment: env.as_str().to_string(),
+        now_ns: t.unix_nanos(),
+    };
+    let built = app
+        .policy
+        .build_event(&req)
+        .map_err(ApiError::unavailable)?;
+    let body = match built {
+        Ok(b) => b,
+        Err(rej) => {
+            let detail = format!("{}: {}", rej.field.clone().unwrap_or_default(), rej.message);
+            let _ = app.stores.dead_letter(
+                env,
+                req.id.as_deref().unwrap_or(""),
+                &format!("rejected:{}", rej.code),
+                &detail,
+                "{}",
+                t,
+            );
+            app.metrics.event_rejected(env, &rej.code);
+            return Ok(json(
+                202,
+                &json!({"accepted": 0, "duplicates": 0, "rejected": [{"id": req.id, "code": rej.code, "field": rej.field, "message": rej.message}], "flagged": []}),
+            ));
+        }
+    };
+    let raw = serde_json::value::RawValue::from_string(body.clone())
+        .map_err(|e| ApiError::unavailable(e))?;
+    let event = parse_wire_event(&raw).map_err(|e| ApiError::unavailable(e.rejection))?;
+    let id = event.id.clone();
+    let flags = app
+        .stores
+        .insert(env, vec![NewEvent { event, body }], t)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let new = flags.first().copied().unwrap_or(false);
+    app.metrics
+        .events_stored(env, u64::from(new), u64::from(!new));
+    if new {
+        app.wake_forwarders();
+    }
+    Ok(json(
+        202,
+        &json!({"id": id, "environment": env.as_str(), "accepted": u64::from(new), "duplicates": u64::from(!new), "rejected": [], "flagged": []}),
+    ))
+}

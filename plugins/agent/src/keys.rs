@@ -1,0 +1,199 @@
+//! Partners and their consumer keys, kept in the control store: create, rotate, revoke, and
+//! the `sandbox_mode` toggle (which moves a partner's usage to the sandbox without touching keys).
+
+use aforo_core::keys::{generate_consumer_key, hash_key};
+use aforo_core::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+
+/// 24 bytes from the operating system's generator.
+pub fn random_bytes() -> Result<[u8; 24], String> {
+    let mut b = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    Ok(b)
+}
+
+/// A key as listed (never the secret).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Public id.
+    pub key_id: String,
+    /// Its customer.
+    pub customer_id: String,
+    /// Features it may use (empty: all).
+    pub scopes: Vec<String>,
+    /// Revoked keys are refused.
+    pub revoked: bool,
+    /// Expiry, RFC 3339.
+    pub expires_at: Option<String>,
+}
+
+/// A key just created: the secret is shown once.
+#[derive(Clone, Debug, Serialize)]
+pub struct NewKey {
+    /// Public id.
+    pub key_id: String,
+    /// The secret, to give the partner; only its hash is stored.
+    pub api_key: String,
+    /// Its customer.
+    pub customer_id: String,
+}
+
+fn db<T>(
+    c: &Mutex<Connection>,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> Result<T, String> {
+    let g = c
+        .lock()
+        .map_err(|_| "the control store lock was poisoned".to_string())?;
+    f(&g).map_err(|e| format!("control store: {e}"))
+}
+
+/// Creates a key for a customer.
+pub fn create(
+    c: &Mutex<Connection>,
+    customer_id: &str,
+    scopes: &[String],
+    ip_allowlist: &[String],
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<NewKey, String> {
+    let secret = generate_consumer_key(random_bytes()?);
+    let key_id = format!("key_{}", &aforo_core::event::to_hex(&random_bytes()?)[..16]);
+    let scopes_json = serde_json::to_string(scopes).map_err(|e| e.to_string())?;
+    let ips_json = serde_json::to_string(ip_allowlist).map_err(|e| e.to_string())?;
+    db(c, |c| {
+        c.execute(
+            "INSERT INTO keys (key_id, customer_id, hash, scopes, ip_allowlist, expires_at, revoked, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
+            params![key_id, customer_id, hash_key(&secret).to_text(), scopes_json, ips_json, expires_at.map(|t| t.unix_nanos()), now.unix_nanos()],
+        )?;
+        c.execute(
+            "INSERT INTO partners (customer_id, sandbox_mode, updated_at) VALUES (?1, 0, ?2) ON CONFLICT(customer_id) DO NOTHING",
+            params![customer_id, now.unix_nanos()],
+        )
+    })?;
+    Ok(NewKey {
+        key_id,
+        api_key: secret,
+        customer_id: customer_id.to_string(),
+    })
+}
+
+/// Revokes a key; `false` when there is no such key.
+pub fn revoke(c: &Mutex<Connection>, key_id: &str) -> Result<bool, String> {
+    db(c, |c| {
+        c.execute(
+            "UPDATE keys SET revoked = 1 WHERE key_id = ?1",
+            params![key_id],
+        )
+    })
+    .map(|n| n == 1)
+}
+
+/// Replaces a key by a new one with the same customer, scopes and allowlist; the old one is revoked.
+pub fn rotate(
+    c: &Mutex<Connection>,
+    key_id: &str,
+    now: Timestamp,
+) -> Result<Option<NewKey>, String> {
+    let row: Option<(String, String, String, Option<i64>)> = db(c, |c| {
+        c.query_row("SELECT customer_id, scopes, ip_allowlist, expires_at FROM keys WHERE key_id = ?1 AND revoked = 0", params![key_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()
+    })?;
+    let Some((customer, scopes, ips, expires)) = row else {
+        return Ok(None);
+    };
+    let scopes: Vec<String> = serde_json::from_str(&scopes).unwrap_or_default();
+    let ips: Vec<String> = serde_json::from_str(&ips).unwrap_or_default();
+    let new = create(
+        c,
+        &customer,
+        &scopes,
+        &ips,
+        expires.map(Timestamp::from_unix_nanos),
+        now,
+    )?;
+    revoke(c, key_id)?;
+    Ok(Some(new))
+}
+
+/// Sets (or flips, with `None`) a partner's sandbox mode; returns the new value.
+pub fn set_sandbox(
+    c: &Mutex<Connection>,
+    customer_id: &str,
+    value: Option<bool>,
+    now: Timestamp,
+) -> Result<bool, String> {
+    db(c, |c| {
+        let current: bool = c
+            .query_row(
+                "SELECT sandbox_mode FROM partners WHERE customer_id = ?1",
+                params![customer_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .is_some_and(|v| v != 0);
+        let next = value.unwrap_or(!current);
+        c.execute(
+            "INSERT INTO partners (customer_id, sandbox_mode, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT(customer_id) DO UPDATE SET sandbox_mode = ?2, updated_at = ?3",
+            params![customer_id, i64::from(next), now.unix_nanos()],
+        )?;
+        Ok(next)
+    })
+}
+
+/// Partners' sandbox flags.
+pub fn partners(c: &Mutex<Connection>) -> Result<HashMap<String, bool>, String> {
+    db(c, |c| {
+        let mut st = c.prepare("SELECT customer_id, sandbox_mode FROM partners")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0))
+        })?;
+        rows.collect()
+    })
+}
+
+/// Keys as snapshot `consumer_keys` entries.
+pub fn snapshot_keys(c: &Mutex<Connection>) -> Result<Vec<Value>, String> {
+    db(c, |c| {
+        let mut st = c.prepare("SELECT key_id, customer_id, hash, scopes, ip_allowlist, expires_at, revoked FROM keys ORDER BY created_at")?;
+        let rows = st.query_map([], |r| {
+            let scopes: String = r.get(3)?;
+            let ips: String = r.get(4)?;
+            let expires: Option<i64> = r.get(5)?;
+            Ok(json!({
+                "key_id": r.get::<_, String>(0)?,
+                "customer_id": r.get::<_, String>(1)?,
+                "hash": r.get::<_, String>(2)?,
+                "scopes": serde_json::from_str::<Value>(&scopes).unwrap_or(json!([])),
+                "ip_allowlist": serde_json::from_str::<Value>(&ips).unwrap_or(json!([])),
+                "expires_at": expires.map(|t| Timestamp::from_unix_nanos(t).to_rfc3339()),
+                "revoked": r.get::<_, i64>(6)? != 0,
+            }))
+        })?;
+        rows.collect()
+    })
+}
+
+/// Keys as listed.
+pub fn list(c: &Mutex<Connection>) -> Result<Vec<KeyInfo>, String> {
+    let keys = snapshot_keys(c)?;
+    Ok(keys
+        .into_iter()
+        .map(|k| KeyInfo {
+            key_id: k["key_id"].as_str().unwrap_or_default().to_string(),
+            customer_id: k["customer_id"].as_str().unwrap_or_default().to_string(),
+            scopes: serde_json::from_value(k["scopes"].clone()).unwrap_or_default(),
+            revoked: k["revoked"].as_bool().unwrap_or(false),
+            expires_at: k["expires_at"].as_str().map(str::to_string),
+        })
+        .collect())
+}

@@ -1,0 +1,190 @@
+//! aforo-agent: the sidecar for gateways that cannot run proxy-wasm filters (Apigee, Azure API
+//! Management, Kong 3.10+), the local ingest proxy-wasm filters can send to, and the sandbox
+//! ledger (events kept, deduplicated and rated locally when no upstream is configured).
+
+mod catalog;
+mod component;
+mod config;
+mod forwarder;
+mod http;
+mod keys;
+mod metrics;
+mod store;
+mod usage;
+
+use aforo_core::Environment;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+const USAGE: &str = "usage: aforo-agent [--config agent.json] [--listen 127.0.0.1:8787] [--data-dir DIR]
+                   [--environments sandbox,production] [--catalog catalog.json] [--component aforo_policy.wasm]
+                   [--admin-key adm_…] [--api-keys sk_test_…,…] [--upstream-url URL] [--<option> VALUE]…
+Every option also reads an AFORO_* environment variable; see the README's agent reference.";
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("aforo-agent: {msg}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let mut file = None;
+    let mut flags = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        let (name, value) = match a.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (a.clone(), None),
+        };
+        if !name.starts_with("--") {
+            return fail(2, format!("unexpected argument {a:?}\n{USAGE}"));
+        }
+        let value = match value {
+            Some(v) => v,
+            None => {
+                i += 1;
+                match args.get(i) {
+                    Some(v) => v.clone(),
+                    None => return fail(2, format!("{name} needs a value")),
+                }
+            }
+        };
+        if name == "--config" {
+            match std::fs::read(&value) {
+                Ok(b) => file = Some(b),
+                Err(e) => return fail(2, format!("--config {value}: {e}")),
+            }
+        } else {
+            flags.push((name, value));
+        }
+        i += 1;
+    }
+    let config = match config::parse(file.as_deref(), &|k| std::env::var(k).ok(), &flags) {
+        Ok(c) => c,
+        Err(e) => return fail(2, format!("invalid configuration: {e}")),
+    };
+    let catalog = match &config.catalog {
+        None => catalog::Catalog::empty(),
+        Some(p) => match catalog::Catalog::load(p) {
+            Ok(c) => c,
+            Err(e) => return fail(2, format!("invalid catalog: {e}")),
+        },
+    };
+    let component_path = match config.component.clone().or_else(component::default_component_path) {
+        Some(p) => p,
+        None => return fail(2, "aforo_policy.wasm not found next to the binary: set --component (build it with: cargo build -p aforo-wasi --target wasm32-wasip2 --profile wasm-release)"),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(serve(config, catalog, component_path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, e),
+    }
+}
+
+async fn serve(
+    config: config::AgentConfig,
+    catalog: catalog::Catalog,
+    component_path: std::path::PathBuf,
+) -> Result<(), String> {
+    let catalog = Arc::new(RwLock::new(catalog));
+    let usage = Arc::new(usage::Usage::new(catalog.clone()));
+    let u = usage.clone();
+    let on_stored: store::OnStored =
+        Arc::new(move |env, events| u.record(env, events, http::now()));
+    let stores = store::Stores::open(&config.data_dir, &Environment::ALL, on_stored)
+        .map_err(|e| e.to_string())?;
+    let t = http::now();
+    for env in Environment::ALL {
+        let purged = stores.purge(env, t).map_err(|e| e.to_string())?;
+        if purged > 0 {
+            eprintln!(
+                "aforo-agent: {purged} {env} events past the {}-day retention removed",
+                env.retention_days()
+            );
+        }
+        // Counters of the current windows, from what is stored (at most a year back).
+        let since = t.plus_nanos(-366 * aforo_core::time::NANOS_PER_DAY);
+        let events = stores
+            .events_between(
+                env,
+                since,
+                t.plus_nanos(aforo_core::time::NANOS_PER_DAY),
+                None,
+            )
+            .map_err(|e| e.to_string())?;
+        usage.rebuild(env, &events, t);
+    }
+    let policy = component::PolicyHost::load(
+        &component_path,
+        config.pool_size,
+        config.fuel_per_call,
+        usage.counters.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    let wake = Arc::new((Mutex::new(false), Condvar::new()));
+    let app = Arc::new(http::App {
+        forward_wake: config.upstream.as_ref().map(|_| wake.clone()),
+        config,
+        stores,
+        usage,
+        catalog,
+        policy,
+        metrics: metrics::Metrics::default(),
+        limits: Mutex::new(Default::default()),
+        control_version: AtomicU64::new(0),
+    });
+    app.refresh_policy_snapshot()?;
+    forwarder::start(app.clone(), wake);
+    let listener = tokio::net::TcpListener::bind(app.config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", app.config.listen))?;
+    let mode = match &app.config.upstream {
+        None => "local ledger (no upstream)".to_string(),
+        Some(u) => format!("forwarding to {}", u.endpoint.to_url()),
+    };
+    let envs: Vec<&str> = app.config.environments.iter().map(|e| e.as_str()).collect();
+    eprintln!(
+        "aforo-agent: listening on {} — serving {} — {mode} — data in {}",
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        envs.join(" and "),
+        app.config.data_dir.display()
+    );
+    if app.config.api_keys.is_empty() {
+        eprintln!("aforo-agent: no api_keys configured: any well-formed key of a served environment is accepted");
+    }
+    axum::serve(listener, http::router(app))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    eprintln!("aforo-agent: shutting down");
+}

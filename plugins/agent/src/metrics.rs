@@ -1,0 +1,135 @@
+//! The agent's own counters, rendered as Prometheus text at `/metrics`.
+
+use aforo_core::Environment;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (µs) of the canAccess latency histogram.
+const BUCKETS_US: [u64; 8] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000];
+
+/// Counters.
+#[derive(Default)]
+pub struct Metrics {
+    accepted: [AtomicU64; 2],
+    duplicates: [AtomicU64; 2],
+    rejected: Mutex<BTreeMap<(usize, String), u64>>,
+    decisions: Mutex<BTreeMap<String, u64>>,
+    latency: [AtomicU64; 9],
+    latency_sum_us: AtomicU64,
+    /// Forwarding counters per environment: delivered, dead-lettered, buffered.
+    pub forwarded: [AtomicU64; 2],
+    /// Events dead-lettered by forwarding.
+    pub forward_dead: [AtomicU64; 2],
+    /// Events held by the forwarder.
+    pub forward_buffered: [AtomicU64; 2],
+}
+
+impl Metrics {
+    /// Events stored and duplicates seen.
+    pub fn events_stored(&self, env: Environment, accepted: u64, duplicates: u64) {
+        self.accepted[env.index()].fetch_add(accepted, Ordering::Relaxed);
+        self.duplicates[env.index()].fetch_add(duplicates, Ordering::Relaxed);
+    }
+
+    /// An event refused.
+    pub fn event_rejected(&self, env: Environment, code: &str) {
+        if let Ok(mut m) = self.rejected.lock() {
+            *m.entry((env.index(), code.to_string())).or_default() += 1;
+        }
+    }
+
+    /// A decision and its latency.
+    pub fn decision(&self, code: &str, took: Duration) {
+        if let Ok(mut m) = self.decisions.lock() {
+            *m.entry(code.to_string()).or_default() += 1;
+        }
+        let us = took.as_micros() as u64;
+        let i = BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(BUCKETS_US.len());
+        self.latency[i].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Prometheus exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# TYPE aforo_agent_events_accepted_total counter");
+        for env in Environment::ALL {
+            let _ = writeln!(
+                out,
+                "aforo_agent_events_accepted_total{{environment=\"{env}\"}} {}",
+                self.accepted[env.index()].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE aforo_agent_events_duplicate_total counter");
+        for env in Environment::ALL {
+            let _ = writeln!(
+                out,
+                "aforo_agent_events_duplicate_total{{environment=\"{env}\"}} {}",
+                self.duplicates[env.index()].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE aforo_agent_events_rejected_total counter");
+        if let Ok(m) = self.rejected.lock() {
+            for ((env, code), n) in m.iter() {
+                let env = Environment::ALL[*env];
+                let _ = writeln!(out, "aforo_agent_events_rejected_total{{environment=\"{env}\",code=\"{code}\"}} {n}");
+            }
+        }
+        let _ = writeln!(out, "# TYPE aforo_agent_forwarded_total counter");
+        for env in Environment::ALL {
+            let i = env.index();
+            let _ = writeln!(
+                out,
+                "aforo_agent_forwarded_total{{environment=\"{env}\"}} {}",
+                self.forwarded[i].load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "aforo_agent_forward_dead_lettered_total{{environment=\"{env}\"}} {}",
+                self.forward_dead[i].load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "aforo_agent_forward_buffered{{environment=\"{env}\"}} {}",
+                self.forward_buffered[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE aforo_agent_decisions_total counter");
+        if let Ok(m) = self.decisions.lock() {
+            for (code, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "aforo_agent_decisions_total{{decision=\"{code}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE aforo_agent_can_access_seconds histogram");
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS_US.iter().enumerate() {
+            cumulative += self.latency[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "aforo_agent_can_access_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                *b as f64 / 1e6
+            );
+        }
+        cumulative += self.latency[BUCKETS_US.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "aforo_agent_can_access_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "aforo_agent_can_access_seconds_sum {}",
+            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "aforo_agent_can_access_seconds_count {cumulative}");
+        out
+    }
+}

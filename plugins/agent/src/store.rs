@@ -1,0 +1,458 @@
+//! The durable stores: one SQLite database per environment (events, dead letters) and one for
+//! control data (partners, consumer keys). WAL mode with `synchronous=FULL`: a transaction is on
+//! disk (fsynced) when `COMMIT` returns, so an event acknowledged with 202 survives a crash of
+//! the agent and, when the disk honours fsync, of the machine.
+//!
+//! Writes to the event stores go through one writer thread that groups concurrent requests into
+//! one transaction (group commit), so many small batches share one fsync.
+
+use aforo_core::event::{parse_wire_event, UsageEvent};
+use aforo_core::{Environment, Timestamp};
+use rusqlite::{params, Connection};
+use serde_json::value::RawValue;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A store failure, with the file.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+fn err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |e| StoreError(format!("{}: {e}", path.display()))
+}
+
+const EVENTS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    customer_id TEXT NOT NULL,
+    metric      TEXT NOT NULL,
+    quantity    TEXT NOT NULL,
+    ts          INTEGER NOT NULL,
+    source      TEXT,
+    body        TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    forwarded   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_pending ON events(seq) WHERE forwarded = 0;
+CREATE INDEX IF NOT EXISTS events_customer_ts ON events(customer_id, ts);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    reason   TEXT NOT NULL,
+    detail   TEXT NOT NULL,
+    body     TEXT NOT NULL,
+    at       INTEGER NOT NULL
+);
+";
+
+const CONTROL_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS partners (
+    customer_id  TEXT PRIMARY KEY,
+    sandbox_mode INTEGER NOT NULL DEFAULT 0,
+    updated_at   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keys (
+    key_id      TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    scopes      TEXT NOT NULL,
+    ip_allowlist TEXT NOT NULL,
+    expires_at  INTEGER,
+    revoked     INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL
+);
+";
+
+/// Opens a database with the durability settings.
+fn open(path: &Path, schema: &str) -> Result<Connection, StoreError> {
+    let c = Connection::open(path).map_err(err(path))?;
+    c.busy_timeout(Duration::from_secs(10)).map_err(err(path))?;
+    c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+        .map_err(err(path))?;
+    c.execute_batch(schema).map_err(err(path))?;
+    Ok(c)
+}
+
+/// An event to store: parsed, validated, with its canonical encoding.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    /// The event.
+    pub event: UsageEvent,
+    /// Ingest v1 JSON of it.
+    pub body: String,
+}
+
+/// A dead letter as listed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeadLetterRow {
+    /// Row number (for replay).
+    pub seq: i64,
+    /// Event id.
+    pub event_id: String,
+    /// Why.
+    pub reason: String,
+    /// Details.
+    pub detail: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// The event.
+    pub event: serde_json::Value,
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<Vec<bool>, StoreError>>;
+
+struct Job {
+    env: Environment,
+    events: Vec<NewEvent>,
+    now: Timestamp,
+    reply: Reply,
+}
+
+/// Called after each commit with the newly stored events (usage counters).
+pub type OnStored = Arc<dyn Fn(Environment, &[&NewEvent]) + Send + Sync>;
+
+/// The event stores of both environments.
+pub struct Stores {
+    dir: PathBuf,
+    writer: Sender<Job>,
+    readers: [Option<Mutex<Connection>>; 2],
+    /// Control data.
+    pub control: Mutex<Connection>,
+}
+
+fn env_path(dir: &Path, env: Environment) -> PathBuf {
+    dir.join(format!("{}.db", env.as_str()))
+}
+
+impl Stores {
+    /// Opens (and creates) the stores of `environments` under `dir`, and starts the writer.
+    pub fn open(
+        dir: &Path,
+        environments: &[Environment],
+        on_stored: OnStored,
+    ) -> Result<Stores, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+        let mut writers: [Option<Connection>; 2] = [None, None];
+        let mut readers: [Option<Mutex<Connection>>; 2] = [None, None];
+        for env in environments {
+            let p = env_path(dir, *env);
+            writers[env.index()] = Some(open(&p, EVENTS_SCHEMA)?);
+            readers[env.index()] = Some(Mutex::new(open(&p, EVENTS_SCHEMA)?));
+        }
+        let control = Mutex::new(open(&dir.join("control.db"), CONTROL_SCHEMA)?);
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("aforo-store-writer".into())
+            .spawn(move || writer(rx, writers, on_stored))
+            .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
+        Ok(Stores {
+            dir: dir.to_path_buf(),
+            writer: tx,
+            readers,
+            control,
+        })
+    }
+
+    /// Stores events durably; `true` for each new event, `false` for a duplicate id.
+    pub async fn insert(
+        &self,
+        env: Environment,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+    ) -> Result<Vec<bool>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(Job {
+                env,
+                events,
+                now,
+                reply,
+            })
+            .map_err(|_| StoreError("the store writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError("the store writer stopped".into()))?
+    }
+
+    fn reader(
+        &self,
+        env: Environment,
+    ) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.readers[env.index()]
+            .as_ref()
+            .ok_or_else(|| {
+                StoreError(format!(
+                    "the {env} store is not open (environment not served)"
+                ))
+            })?
+            .lock()
+            .map_err(|_| StoreError("a store lock was poisoned".into()))
+    }
+
+    /// Runs `f` on a read connection of `env`.
+    pub fn read<T>(
+        &self,
+        env: Environment,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let c = self.reader(env)?;
+        f(&c).map_err(|e| StoreError(format!("{}: {e}", env_path(&self.dir, env).display())))
+    }
+
+    /// Stored events of `env` with `ts` in `[from, to)`, optionally for one customer.
+    pub fn events_between(
+        &self,
+        env: Environment,
+        from: Timestamp,
+        to: Timestamp,
+        customer: Option<&str>,
+    ) -> Result<Vec<UsageEvent>, StoreError> {
+        self.read(env, |c| {
+            let mut out = Vec::new();
+            let mut push = |body: String| {
+                if let Ok(raw) = RawValue::from_string(body) {
+                    if let Ok(e) = parse_wire_event(&raw) {
+                        out.push(e);
+                    }
+                }
+            };
+            match customer {
+                Some(cust) => {
+                    let mut st = c.prepare_cached("SELECT body FROM events WHERE customer_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts")?;
+                    for b in st.query_map(params![cust, from.unix_nanos(), to.unix_nanos()], |r| r.get::<_, String>(0))? {
+                        push(b?);
+                    }
+                }
+                None => {
+                    let mut st = c.prepare_cached("SELECT body FROM events WHERE ts >= ?1 AND ts < ?2 ORDER BY ts")?;
+                    for b in st.query_map(params![from.unix_nanos(), to.unix_nanos()], |r| r.get::<_, String>(0))? {
+                        push(b?);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Events not yet forwarded, after `after_seq`, oldest first.
+    pub fn pending(
+        &self,
+        env: Environment,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        self.read(env, |c| {
+            let mut st = c.prepare_cached("SELECT seq, id, body FROM events WHERE forwarded = 0 AND seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let rows = st.query_map(params![after_seq, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// Marks events forwarded (1) or dead-lettered upstream (2).
+    pub fn mark(&self, env: Environment, ids: &[String], state: i64) -> Result<(), StoreError> {
+        let mut c = self.reader(env)?;
+        let tx = c.transaction().map_err(|e| StoreError(e.to_string()))?;
+        {
+            let mut st = tx
+                .prepare_cached("UPDATE events SET forwarded = ?1 WHERE id = ?2")
+                .map_err(|e| StoreError(e.to_string()))?;
+            for id in ids {
+                st.execute(params![state, id])
+                    .map_err(|e| StoreError(e.to_string()))?;
+            }
+        }
+        tx.commit().map_err(|e| StoreError(e.to_string()))
+    }
+
+    /// Records a dead letter.
+    pub fn dead_letter(
+        &self,
+        env: Environment,
+        event_id: &str,
+        reason: &str,
+        detail: &str,
+        body: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.read(env, |c| {
+            c.execute(
+                "INSERT INTO dead_letters (event_id, reason, detail, body, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![event_id, reason, detail, body, now.unix_nanos()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Dead letters, newest first.
+    pub fn dead_letters(
+        &self,
+        env: Environment,
+        limit: usize,
+    ) -> Result<Vec<DeadLetterRow>, StoreError> {
+        self.read(env, |c| {
+            let mut st = c.prepare_cached("SELECT seq, event_id, reason, detail, at, body FROM dead_letters ORDER BY seq DESC LIMIT ?1")?;
+            let rows = st.query_map(params![limit as i64], |r| {
+                let body: String = r.get(5)?;
+                Ok(DeadLetterRow {
+                    seq: r.get(0)?,
+                    event_id: r.get(1)?,
+                    reason: r.get(2)?,
+                    detail: r.get(3)?,
+                    at: Timestamp::from_unix_nanos(r.get(4)?).to_rfc3339(),
+                    event: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Takes dead letters out for replay (all, or the given row numbers): their events go back
+    /// to forwarding when they are stored; the rows are removed. Returns (seq, event_id, body).
+    pub fn take_dead_letters(
+        &self,
+        env: Environment,
+        seqs: Option<&[i64]>,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let mut c = self.reader(env)?;
+        let tx = c.transaction().map_err(|e| StoreError(e.to_string()))?;
+        let rows: Vec<(i64, String, String)> = {
+            let mut st = tx
+                .prepare("SELECT seq, event_id, body FROM dead_letters ORDER BY seq")
+                .map_err(|e| StoreError(e.to_string()))?;
+            let all = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(|e| StoreError(e.to_string()))?
+                .collect::<Result<Vec<(i64, String, String)>, _>>()
+                .map_err(|e| StoreError(e.to_string()))?;
+            all.into_iter()
+                .filter(|(s, _, _)| seqs.is_none_or(|w| w.contains(s)))
+                .collect()
+        };
+        for (seq, id, _) in &rows {
+            tx.execute("DELETE FROM dead_letters WHERE seq = ?1", params![seq])
+                .map_err(|e| StoreError(e.to_string()))?;
+            tx.execute("UPDATE events SET forwarded = 0 WHERE id = ?1", params![id])
+                .map_err(|e| StoreError(e.to_string()))?;
+        }
+        tx.commit().map_err(|e| StoreError(e.to_string()))?;
+        Ok(rows)
+    }
+
+    /// Deletes events older than the environment's retention.
+    pub fn purge(&self, env: Environment, now: Timestamp) -> Result<usize, StoreError> {
+        let cutoff =
+            now.plus_nanos(-(env.retention_days() as i64) * aforo_core::time::NANOS_PER_DAY);
+        self.read(env, |c| {
+            c.execute(
+                "DELETE FROM events WHERE ts < ?1",
+                params![cutoff.unix_nanos()],
+            )
+        })
+    }
+
+    /// Number of stored events.
+    pub fn count(&self, env: Environment) -> Result<i64, StoreError> {
+        self.read(env, |c| {
+            c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        })
+    }
+}
+
+fn writer(rx: Receiver<Job>, mut conns: [Option<Connection>; 2], on_stored: OnStored) {
+    while let Ok(first) = rx.recv() {
+        // Group commit: take every job already waiting; one transaction per environment.
+        let mut jobs = vec![first];
+        while jobs.len() < 256 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let (sandbox, production): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|j| j.env == Environment::Sandbox);
+        for (env, group) in [
+            (Environment::Sandbox, sandbox),
+            (Environment::Production, production),
+        ] {
+            if group.is_empty() {
+                continue;
+            }
+            let result = match conns[env.index()].as_mut() {
+                Some(conn) => insert_all(conn, &group),
+                None => Err(StoreError(format!("the {env} store is not open"))),
+            };
+            match result {
+                Ok(flags) => {
+                    let stored: Vec<&NewEvent> = group
+                        .iter()
+                        .zip(&flags)
+                        .flat_map(|(job, f)| {
+                            job.events
+                                .iter()
+                                .zip(f)
+                                .filter(|(_, new)| **new)
+                                .map(|(e, _)| e)
+                        })
+                        .collect();
+                    // Counters move before the replies, so a 202 is visible to the next decision.
+                    on_stored(env, &stored);
+                    for (job, f) in group.into_iter().zip(flags) {
+                        let _ = job.reply.send(Ok(f));
+                    }
+                }
+                Err(e) => {
+                    for job in group {
+                        let _ = job.reply.send(Err(StoreError(e.0.clone())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn insert_all(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Vec<bool>>, StoreError> {
+    let tx = conn.transaction().map_err(|e| StoreError(e.to_string()))?;
+    let mut out = Vec::with_capacity(jobs.len());
+    {
+        let mut st = tx
+            .prepare_cached("INSERT OR IGNORE INTO events (id, customer_id, metric, quantity, ts, source, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+            .map_err(|e| StoreError(e.to_string()))?;
+        for Job { events, now, .. } in jobs {
+            let mut flags = Vec::with_capacity(events.len());
+            for n in events {
+                let e = &n.event;
+                let source = e.properties.get("source").and_then(|v| v.as_str());
+                let changed = st
+                    .execute(params![
+                        e.id,
+                        e.customer_id,
+                        e.metric,
+                        e.quantity.to_text(),
+                        e.timestamp.unix_nanos(),
+                        source,
+                        n.body,
+                        now.unix_nanos()
+                    ])
+                    .map_err(|e| StoreError(e.to_string()))?;
+                flags.push(changed == 1);
+            }
+            out.push(flags);
+        }
+    }
+    tx.commit().map_err(|e| StoreError(e.to_string()))?;
+    Ok(out)
+}

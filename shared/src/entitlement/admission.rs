@@ -1,0 +1,334 @@
+//! Admission: the whole check-before-serving decision, shared by every host. Who is calling,
+//! may they use the feature from here, is there room in the short rate windows and the quota;
+//! and when there is, the units are reserved atomically in the counter store.
+
+use super::counters::{update, CounterBackend, Update};
+use super::decision::{check_access, check_quota_in, check_rate, Allowance, Credential, Deny};
+use super::snapshot::Snapshot;
+use crate::environment::Environment;
+use crate::time::Timestamp;
+use std::net::IpAddr;
+
+/// What is asked.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessRequest<'a> {
+    /// How the caller identified itself.
+    pub credential: Credential<'a>,
+    /// The feature the request uses.
+    pub feature: &'a str,
+    /// The client address, when an allowlist may need it.
+    pub client_ip: Option<IpAddr>,
+    /// Units to reserve now; `None` when the quantity is only known after the response
+    /// (then at least one unit must be left, and the real quantity is added later).
+    pub cost: Option<u64>,
+    /// The environment of the host's key (a partner in sandbox mode moves to sandbox).
+    pub default_environment: Environment,
+}
+
+/// Who a request is billed to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The customer.
+    pub customer_id: String,
+    /// The environment its usage belongs to.
+    pub environment: Environment,
+    /// The consumer key used, if any.
+    pub key_id: Option<String>,
+}
+
+/// Units taken at admission, to give back if the response is not billable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// Counter key.
+    pub key: String,
+    /// Window the units were taken in.
+    pub window_start: Timestamp,
+    /// Units taken.
+    pub units: u64,
+}
+
+/// An admitted request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Who it is billed to.
+    pub identity: Identity,
+    /// The tightest window's counters, for `RateLimit-*` headers (`None`: unlimited).
+    pub allowance: Option<Allowance>,
+    /// Units reserved (rate windows, quota).
+    pub reservations: Vec<Reservation>,
+    /// The quota counter to add the real quantity to after the response (`cost: None`).
+    pub usage_counter: Option<(String, Timestamp)>,
+}
+
+/// A refused request, with its identity when it got that far (shadow mode still meters it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why.
+    pub deny: Deny,
+    /// Who, when known.
+    pub identity: Option<Identity>,
+}
+
+/// A counter key from its parts (no formatting machinery on the request path).
+fn counter_key(parts: &[&str]) -> String {
+    let mut k = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        k.push_str(p);
+    }
+    k
+}
+
+/// The quota counter key of a customer's feature in an environment.
+pub fn quota_key(env: Environment, customer_id: &str, feature: &str) -> String {
+    counter_key(&["aforo:q:", env.as_str(), ":", customer_id, ":", feature])
+}
+
+/// Decides a request against `snapshot`, reserving units in `counters` when it is admitted.
+pub fn admit(
+    snapshot: &Snapshot,
+    req: &AccessRequest<'_>,
+    now: Timestamp,
+    counters: &mut dyn CounterBackend,
+) -> Result<Admission, Refusal> {
+    let grant = check_access(snapshot, req.credential, req.feature, req.client_ip, now).map_err(
+        |deny| Refusal {
+            deny,
+            identity: None,
+        },
+    )?;
+    let env = if grant.sandbox_mode {
+        Environment::Sandbox
+    } else {
+        req.default_environment
+    };
+    let identity = Identity {
+        customer_id: grant.customer_id.to_string(),
+        environment: env,
+        key_id: grant.key.map(|k| k.key_id.clone()),
+    };
+    let entitlement = grant.entitlement;
+    let mut allowance: Option<Allowance> = None;
+    let mut reservations: Vec<Reservation> = Vec::new();
+    let refuse = |deny: Deny,
+                  counters: &mut dyn CounterBackend,
+                  reservations: &[Reservation],
+                  identity: &Identity| {
+        release(counters, reservations);
+        Err(Refusal {
+            deny,
+            identity: Some(identity.clone()),
+        })
+    };
+    // Short-window rate limits: per key, then per customer and feature.
+    let key_rate = grant.key.and_then(|k| {
+        k.rate_limit.map(|r| {
+            (
+                counter_key(&["aforo:r:", env.as_str(), ":k:", &k.key_id]),
+                r,
+            )
+        })
+    });
+    let feature_rate = entitlement.rate_limit.map(|r| {
+        (
+            counter_key(&[
+                "aforo:r:",
+                env.as_str(),
+                ":c:",
+                &identity.customer_id,
+                ":",
+                req.feature,
+            ]),
+            r,
+        )
+    });
+    for (key, rl) in key_rate.into_iter().chain(feature_rate) {
+        let ws = rl.window_start(now);
+        match update(counters, &key, ws, 1, |used| check_rate(&rl, used, 1, now)) {
+            Update::Done(a) | Update::Unshared(Ok(a)) => {
+                allowance = Allowance::tighter(allowance, Some(a));
+                reservations.push(Reservation {
+                    key,
+                    window_start: ws,
+                    units: 1,
+                });
+            }
+            Update::Refused(d) | Update::Unshared(Err(d)) => {
+                return refuse(d, counters, &reservations, &identity)
+            }
+        }
+    }
+    let mut usage_counter = None;
+    if entitlement.quota.is_some() {
+        let window = entitlement.window.current(now);
+        let key = quota_key(env, &identity.customer_id, req.feature);
+        let units = req.cost.unwrap_or(0);
+        match update(counters, &key, window.0, units as i64, |local| {
+            check_quota_in(entitlement, window, local, units, now)
+        }) {
+            Update::Done(a) | Update::Unshared(Ok(a)) => {
+                allowance = Allowance::tighter(allowance, a);
+                if units > 0 {
+                    reservations.push(Reservation {
+                        key: key.clone(),
+                        window_start: window.0,
+                        units,
+                    });
+                }
+                usage_counter = Some((key, window.0));
+            }
+            Update::Refused(d) | Update::Unshared(Err(d)) => {
+                return refuse(d, counters, &reservations, &identity)
+            }
+        }
+    }
+    Ok(Admission {
+        identity,
+        allowance,
+        reservations,
+        usage_counter,
+    })
+}
+
+/// Gives reserved units back (a later check refused, or the response was not billable).
+pub fn release(counters: &mut dyn CounterBackend, reservations: &[Reservation]) {
+    for r in reservations {
+        let _ = update(
+            counters,
+            &r.key,
+            r.window_start,
+            -(r.units as i64),
+            Ok::<u64, ()>,
+        );
+    }
+}
+
+/// Adds the real quantity of a response to the quota counter (quantities known only after).
+pub fn add_usage(counters: &mut dyn CounterBackend, counter: &(String, Timestamp), units: u64) {
+    let _ = update(counters, &counter.0, counter.1, units as i64, Ok::<u64, ()>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entitlement::counters::MemoryCounters;
+    use crate::entitlement::DenyCode;
+    use crate::keys::hash_key;
+    use serde_json::json;
+
+    fn snapshot() -> Snapshot {
+        Snapshot::from_value(
+            "",
+            &json!({
+                "customers": {
+                    "c": {"features": {"f": {"quota": 3, "rate_limit": {"limit": 2, "per": "second"}}, "tokens": {"quota": 10}}},
+                    "s": {"sandbox_mode": true, "features": {"f": {}}}
+                },
+                "consumer_keys": [{"key_id": "k", "hash": hash_key("ck_k").to_text(), "customer_id": "c", "rate_limit": {"limit": 100, "per": "minute"}}]
+            }),
+        )
+        .unwrap()
+    }
+
+    fn req<'a>(cred: Credential<'a>, feature: &'a str, cost: Option<u64>) -> AccessRequest<'a> {
+        AccessRequest {
+            credential: cred,
+            feature,
+            client_ip: None,
+            cost,
+            default_environment: Environment::Production,
+        }
+    }
+
+    #[test]
+    fn quota_and_rate_reserve_and_refund() {
+        let s = snapshot();
+        let mut m = MemoryCounters::new();
+        let t = Timestamp::from_unix_secs(1_773_576_000);
+        let a = admit(
+            &s,
+            &req(Credential::ConsumerKey("ck_k"), "f", Some(1)),
+            t,
+            &mut m,
+        )
+        .unwrap();
+        assert_eq!(a.identity.customer_id, "c");
+        assert_eq!(a.identity.key_id.as_deref(), Some("k"));
+        assert_eq!(a.reservations.len(), 3, "key rate, feature rate, quota");
+        // The per-second rate (2) binds before the quota (3).
+        assert!(admit(&s, &req(Credential::Customer("c"), "f", Some(1)), t, &mut m).is_ok());
+        let r = admit(&s, &req(Credential::Customer("c"), "f", Some(1)), t, &mut m).unwrap_err();
+        assert_eq!(r.deny.code, DenyCode::RateLimited);
+        assert_eq!(r.identity.unwrap().customer_id, "c");
+        // A refusal gives back what it took: the quota still has one unit for the next second.
+        let later = t.plus_millis(1_000);
+        assert!(admit(
+            &s,
+            &req(Credential::Customer("c"), "f", Some(1)),
+            later,
+            &mut m
+        )
+        .is_ok());
+        let r = admit(
+            &s,
+            &req(Credential::Customer("c"), "f", Some(1)),
+            later,
+            &mut m,
+        )
+        .unwrap_err();
+        assert_eq!(r.deny.code, DenyCode::QuotaExhausted);
+        // Releasing a reservation frees the unit again.
+        let a = admit(
+            &s,
+            &req(Credential::Customer("c"), "tokens", Some(4)),
+            t,
+            &mut m,
+        )
+        .unwrap();
+        release(&mut m, &a.reservations);
+        assert!(admit(
+            &s,
+            &req(Credential::Customer("c"), "tokens", Some(10)),
+            t,
+            &mut m
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn deferred_quantities_are_added_after() {
+        let s = snapshot();
+        let mut m = MemoryCounters::new();
+        let t = Timestamp::from_unix_secs(1_773_576_000);
+        let a = admit(
+            &s,
+            &req(Credential::Customer("c"), "tokens", None),
+            t,
+            &mut m,
+        )
+        .unwrap();
+        assert!(a.reservations.is_empty());
+        add_usage(&mut m, a.usage_counter.as_ref().unwrap(), 10);
+        let r = admit(
+            &s,
+            &req(Credential::Customer("c"), "tokens", None),
+            t,
+            &mut m,
+        )
+        .unwrap_err();
+        assert_eq!(r.deny.code, DenyCode::QuotaExhausted);
+    }
+
+    #[test]
+    fn sandbox_mode_partners_move_to_the_sandbox() {
+        let s = snapshot();
+        let mut m = MemoryCounters::new();
+        let a = admit(
+            &s,
+            &req(Credential::Customer("s"), "f", Some(1)),
+            Timestamp::EPOCH,
+            &mut m,
+        )
+        .unwrap();
+        assert_eq!(a.identity.environment, Environment::Sandbox);
+    }
+}
