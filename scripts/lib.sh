@@ -8,6 +8,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 VENV="$CACHE/venv"
 export AFORO_ENVOY="${AFORO_ENVOY:-$VENV/bin/envoy}"
 WASM_DIR="$CARGO_TARGET_DIR/wasm32-wasip1/wasm-release"
+COMPONENT="$CARGO_TARGET_DIR/wasm32-wasip2/wasm-release/aforo_policy.wasm"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

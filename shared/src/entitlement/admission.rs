@@ -65,8 +65,8 @@ pub struct Admission {
 pub struct Refusal {
     /// Why.
     pub deny: Deny,
-    /// Who, when known.
-    pub identity: Option<Identity>,
+    /// Who, when known (boxed: keeps `Result<Admission, Refusal>` small on the hot path).
+    pub identity: Option<Box<Identity>>,
 }
 
 /// A counter key from its parts (no formatting machinery on the request path).
@@ -116,7 +116,7 @@ pub fn admit(
         release(counters, reservations);
         Err(Refusal {
             deny,
-            identity: Some(identity.clone()),
+            identity: Some(Box::new(identity.clone())),
         })
     };
     // Short-window rate limits: per key, then per customer and feature.

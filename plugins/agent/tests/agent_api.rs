@@ -1,0 +1,443 @@
+//! The agent's HTTP API as a gateway and an operator use it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{body, catalog, code, Agent, ADMIN, LIVE, SANDBOX};
+use serde_json::json;
+
+fn ev(id: &str, customer: &str, q: u64, env: &str) -> serde_json::Value {
+    let now = aforo_host_tests::servers::wall_now();
+    json!({"id": id, "customer_id": customer, "metric": "api_calls", "quantity": q, "timestamp": now.to_rfc3339(), "product_id": "p", "environment": env})
+}
+
+#[test]
+fn check_then_meter_counts_against_the_quota() {
+    let a = Agent::start("quota", &catalog(), &[]);
+    for i in 0..5 {
+        let r = a.call(
+            "POST",
+            "/v1/canAccess",
+            SANDBOX,
+            &json!({"apiKey": "ck_static_acme_key", "featureKey": "search"}),
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(body(&r)["remaining"], 5 - i);
+        let m = a.call_with(
+            "POST",
+            "/v1/meter",
+            &[
+                ("authorization", &format!("Bearer {SANDBOX}")),
+                ("x-request-id", &format!("req-{i}")),
+            ],
+            br#"{"tenantId": "acme", "metricKey": "api_calls"}"#,
+        );
+        assert_eq!(m.status, 202);
+        assert_eq!(body(&m)["accepted"], 1);
+    }
+    let r = a.call(
+        "POST",
+        "/v1/canAccess",
+        SANDBOX,
+        &json!({"apiKey": "ck_static_acme_key", "featureKey": "search"}),
+    );
+    assert_eq!(r.status, 429);
+    assert_eq!(code(&r), "quota_exhausted");
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+    // A retried meter call with the same request id is counted once.
+    let m = a.call_with(
+        "POST",
+        "/v1/meter",
+        &[
+            ("authorization", &format!("Bearer {SANDBOX}")),
+            ("x-request-id", "req-0"),
+        ],
+        br#"{"tenantId": "acme", "metricKey": "api_calls"}"#,
+    );
+    assert_eq!(body(&m)["duplicates"], 1);
+    let r = a.call(
+        "POST",
+        "/v1/canAccess",
+        SANDBOX,
+        &json!({"apiKey": "ck_static_acme_key", "featureKey": "export"}),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (403, "no_access"));
+}
+
+#[test]
+fn bad_input_is_refused_with_the_contract() {
+    let a = Agent::start("bad", &catalog(), &["--sandbox-events-per-hour", "20"]);
+    // Oversize body: 413.
+    let big = vec![b' '; (1 << 20) + 10];
+    let r = a.call_with(
+        "POST",
+        "/v1/events",
+        &[("authorization", &format!("Bearer {SANDBOX}"))],
+        &big,
+    );
+    assert_eq!((r.status, code(&r).as_str()), (413, "payload_too_large"));
+    let r = a.call_with(
+        "POST",
+        "/v1/canAccess",
+        &[("authorization", &format!("Bearer {SANDBOX}"))],
+        &vec![b' '; 70_000],
+    );
+    assert_eq!(r.status, 413);
+    // Malformed JSON: 400 with the position.
+    let r = a.call_with(
+        "POST",
+        "/v1/events",
+        &[("authorization", &format!("Bearer {SANDBOX}"))],
+        b"{\"events\": [1,}",
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        body(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("column"),
+        "{:?}",
+        body(&r)
+    );
+    let r = a.call_with(
+        "POST",
+        "/v1/canAccess",
+        &[("authorization", &format!("Bearer {SANDBOX}"))],
+        b"{\"featureKey\": ",
+    );
+    assert_eq!(r.status, 400);
+    assert!(body(&r)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("line 1"));
+    // Nesting past the limit: 400 on every endpoint.
+    let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+    for path in ["/v1/events", "/v1/canAccess", "/v1/meter"] {
+        let r = a.call_with(
+            "POST",
+            path,
+            &[("authorization", &format!("Bearer {SANDBOX}"))],
+            deep.as_bytes(),
+        );
+        assert_eq!(r.status, 400, "{path}");
+    }
+    // Unknown partner: 403; unknown field: 400 naming it.
+    let r = a.call(
+        "POST",
+        "/v1/canAccess",
+        SANDBOX,
+        &json!({"tenantId": "nobody", "featureKey": "search"}),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (403, "unknown_customer"));
+    let r = a.call(
+        "POST",
+        "/v1/canAccess",
+        SANDBOX,
+        &json!({"tenantId": "acme", "featurekey": "search"}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(body(&r)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("did you mean \"featureKey\""));
+    // No key, wrong key: 401.
+    let r = a.call_with("POST", "/v1/events", &[], b"{\"events\": []}");
+    assert_eq!(r.status, 401);
+    let r = a.call("POST", "/v1/events", "sk_prod_nope", &json!({"events": []}));
+    assert_eq!(r.status, 401);
+    // Over the rate limit: 429 with Retry-After.
+    let batch: Vec<_> = (0..15)
+        .map(|i| ev(&format!("rl-{i}"), "acme", 1, "sandbox"))
+        .collect();
+    assert_eq!(
+        a.call("POST", "/v1/events", SANDBOX, &json!({"events": batch}))
+            .status,
+        202
+    );
+    let batch: Vec<_> = (15..30)
+        .map(|i| ev(&format!("rl-{i}"), "acme", 1, "sandbox"))
+        .collect();
+    let r = a.call("POST", "/v1/events", SANDBOX, &json!({"events": batch}));
+    assert_eq!((r.status, code(&r).as_str()), (429, "rate_limited"));
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+}
+
+#[test]
+fn revoked_and_rotated_keys_and_the_admin_api() {
+    let a = Agent::start("keys", &catalog(), &[]);
+    // The admin API refuses without the admin key.
+    assert_eq!(
+        a.call(
+            "POST",
+            "/v1/admin/partners",
+            SANDBOX,
+            &json!({"customer_id": "globex"})
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        a.call(
+            "GET",
+            "/v1/admin/keys",
+            "adm_wrong_wrong_wrong_wrong",
+            &serde_json::Value::Null
+        )
+        .status,
+        401
+    );
+    let r = a.call(
+        "POST",
+        "/v1/admin/partners",
+        ADMIN,
+        &json!({"customer_id": "nobody"}),
+    );
+    assert_eq!(r.status, 404);
+    let r = a.call(
+        "POST",
+        "/v1/admin/partners",
+        ADMIN,
+        &json!({"customer_id": "globex", "scopes": ["search"]}),
+    );
+    assert_eq!(r.status, 201);
+    let key = body(&r)["api_key"].as_str().unwrap().to_string();
+    let key_id = body(&r)["key_id"].as_str().unwrap().to_string();
+    assert!(key.starts_with("ck_"));
+    let check = |k: &str| {
+        a.call(
+            "POST",
+            "/v1/canAccess",
+            SANDBOX,
+            &json!({"apiKey": k, "featureKey": "search"}),
+        )
+    };
+    assert_eq!(check(&key).status, 200);
+    // Listing never shows a secret.
+    let list = a.call("GET", "/v1/admin/keys", ADMIN, &serde_json::Value::Null);
+    assert!(!String::from_utf8_lossy(&list.body).contains(&key));
+    // Rotate: the old key stops, the new one works.
+    let r = a.call(
+        "POST",
+        &format!("/v1/admin/keys/{key_id}/rotate"),
+        ADMIN,
+        &serde_json::Value::Null,
+    );
+    assert_eq!(r.status, 201);
+    let new_key = body(&r)["new"]["api_key"].as_str().unwrap().to_string();
+    assert_eq!(
+        (check(&key).status, code(&check(&key)).as_str()),
+        (401, "invalid_key")
+    );
+    assert_eq!(check(&new_key).status, 200);
+    // Revoke: 401.
+    let new_id = body(&r)["new"]["key_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        a.call(
+            "POST",
+            &format!("/v1/admin/keys/{new_id}/revoke"),
+            ADMIN,
+            &serde_json::Value::Null
+        )
+        .status,
+        200
+    );
+    assert_eq!(check(&new_key).status, 401);
+}
+
+#[test]
+fn sandbox_and_production_never_mix() {
+    let a = Agent::start(
+        "envs",
+        &catalog(),
+        &["--environments", "sandbox,production"],
+    );
+    let sandbox_only = Agent::start("sbx", &catalog(), &[]);
+    // A live key at a sandbox-only agent: 403, for writes and reads.
+    let r = sandbox_only.call(
+        "POST",
+        "/v1/events",
+        LIVE,
+        &json!({"events": [ev("x", "acme", 1, "production")]}),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (403, "wrong_environment"));
+    assert_eq!(
+        sandbox_only
+            .call("GET", "/v1/usage", LIVE, &serde_json::Value::Null)
+            .status,
+        403
+    );
+    // An event whose environment is not the key's is refused per event.
+    let r = a.call(
+        "POST",
+        "/v1/events",
+        SANDBOX,
+        &json!({"events": [ev("e1", "acme", 1, "production"), ev("e2", "acme", 2, "sandbox")]}),
+    );
+    assert_eq!(r.status, 202);
+    assert_eq!(body(&r)["accepted"], 1);
+    assert_eq!(body(&r)["rejected"][0]["code"], "environment_mismatch");
+    assert_eq!(
+        a.call(
+            "POST",
+            "/v1/events",
+            LIVE,
+            &json!({"events": [ev("p1", "acme", 7, "production")]})
+        )
+        .status,
+        202
+    );
+    // The same id in both environments is two events: separate namespaces.
+    assert_eq!(
+        body(&a.call(
+            "POST",
+            "/v1/events",
+            LIVE,
+            &json!({"events": [ev("e2", "acme", 3, "production")]})
+        ))["accepted"],
+        1
+    );
+    // Usage reports show production unless sandbox is asked for, and a key reads its own only.
+    let prod = a.call("GET", "/v1/usage", LIVE, &serde_json::Value::Null);
+    assert_eq!(body(&prod)["environment"], "production");
+    assert_eq!(body(&prod)["usage"][0]["quantity"], "10");
+    assert_eq!(
+        a.call("GET", "/v1/usage", SANDBOX, &serde_json::Value::Null)
+            .status,
+        403,
+        "a sandbox key cannot read production"
+    );
+    let sbx = a.call(
+        "GET",
+        "/v1/usage?environment=sandbox",
+        SANDBOX,
+        &serde_json::Value::Null,
+    );
+    assert_eq!(body(&sbx)["usage"][0]["quantity"], "2");
+    assert_eq!(
+        a.call(
+            "GET",
+            "/v1/usage?environment=sandbox",
+            LIVE,
+            &serde_json::Value::Null
+        )
+        .status,
+        403
+    );
+}
+
+#[test]
+fn a_partner_toggled_to_sandbox_keeps_its_keys_and_is_no_longer_billed() {
+    let a = Agent::start(
+        "toggle",
+        &catalog(),
+        &["--environments", "sandbox,production"],
+    );
+    let meter = |rid: &str| {
+        a.call_with(
+            "POST",
+            "/v1/meter",
+            &[
+                ("authorization", &format!("Bearer {LIVE}")),
+                ("x-request-id", rid),
+            ],
+            br#"{"tenantId": "acme", "metricKey": "api_calls", "quantity": 4}"#,
+        )
+    };
+    assert_eq!(body(&meter("before"))["environment"], "production");
+    let r = a.call(
+        "POST",
+        "/v1/admin/partners/acme/toggle-sandbox",
+        ADMIN,
+        &serde_json::Value::Null,
+    );
+    assert_eq!(body(&r)["sandbox_mode"], true);
+    // The same key still works; its usage now goes to the sandbox.
+    let r = a.call(
+        "POST",
+        "/v1/canAccess",
+        LIVE,
+        &json!({"apiKey": "ck_static_acme_key", "featureKey": "search"}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(body(&r)["environment"], "sandbox");
+    assert_eq!(body(&meter("after"))["environment"], "sandbox");
+    let inv = a.call(
+        "GET",
+        "/v1/invoices/preview",
+        LIVE,
+        &serde_json::Value::Null,
+    );
+    assert_eq!(inv.status, 200);
+    let lines = &body(&inv)["invoices"][0]["lines"][0];
+    assert_eq!(
+        (lines["quantity"].as_str(), lines["amount"].as_str()),
+        (Some("4"), Some("0.04")),
+        "only the usage before the toggle is billed"
+    );
+    let sbx = a.call(
+        "GET",
+        "/v1/usage?environment=sandbox",
+        SANDBOX,
+        &serde_json::Value::Null,
+    );
+    assert_eq!(body(&sbx)["usage"][0]["quantity"], "4");
+}
+
+#[test]
+fn rejected_events_are_dead_lettered_and_replayable() {
+    let a = Agent::start("dl", &catalog(), &[]);
+    let future = aforo_host_tests::servers::wall_now()
+        .plus_millis(10 * 60_000)
+        .to_rfc3339();
+    let mut e = ev("later", "acme", 1, "sandbox");
+    e["timestamp"] = json!(future);
+    let r = a.call(
+        "POST",
+        "/v1/events",
+        SANDBOX,
+        &json!({"events": [e, ev("now", "acme", 1, "sandbox")]}),
+    );
+    assert_eq!(body(&r)["rejected"][0]["code"], "timestamp_in_future");
+    let dl = a.call("GET", "/v1/dead-letters", SANDBOX, &serde_json::Value::Null);
+    let rows = body(&dl)["dead_letters"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["reason"], "rejected:timestamp_in_future");
+    assert_eq!(rows[0]["event_id"], "later");
+    // Replaying re-validates: still in the future, so still refused (and kept).
+    let r = a.call("POST", "/v1/dead-letters/replay", SANDBOX, &json!({}));
+    assert_eq!(body(&r)["still_refused"][0]["code"], "timestamp_in_future");
+    assert_eq!(
+        body(&a.call("GET", "/v1/dead-letters", SANDBOX, &serde_json::Value::Null))["dead_letters"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn health_and_metrics() {
+    let a = Agent::start("ops", &catalog(), &[]);
+    a.call(
+        "POST",
+        "/v1/canAccess",
+        SANDBOX,
+        &json!({"tenantId": "acme", "featureKey": "search"}),
+    );
+    let h = a.call("GET", "/healthz", SANDBOX, &serde_json::Value::Null);
+    assert_eq!(body(&h)["status"], "ok");
+    let m = a.call("GET", "/metrics", SANDBOX, &serde_json::Value::Null);
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains("aforo_agent_decisions_total{decision=\"allowed\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("aforo_agent_can_access_seconds_count 1"));
+    assert_eq!(
+        a.call("GET", "/nope", SANDBOX, &serde_json::Value::Null)
+            .status,
+        404
+    );
+}
