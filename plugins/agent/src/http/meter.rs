@@ -114,8 +114,8 @@ pub async fn meter(
             ));
         }
     };
-    let raw = serde_json::value::RawValue::from_string(body.clone())
-        .map_err(ApiError::unavailable)?;
+    let raw =
+        serde_json::value::RawValue::from_string(body.clone()).map_err(ApiError::unavailable)?;
     let event = parse_wire_event(&raw).map_err(|e| ApiError::unavailable(e.rejection))?;
     let id = event.id.clone();
     let flags = app
