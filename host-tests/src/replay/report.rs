@@ -89,6 +89,9 @@ pub struct RunReport {
     /// Status of each request, in traffic order (not printed; for tests).
     #[serde(skip)]
     pub statuses: Vec<u16>,
+    /// Decision of each request (`allowed` or the error code), in traffic order (for tests).
+    #[serde(skip)]
+    pub decisions: Vec<String>,
     /// Events the ingest stored, when recording (not printed; for tests).
     #[serde(skip)]
     pub stored: Vec<StoredEvent>,

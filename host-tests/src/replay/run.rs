@@ -298,6 +298,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
                 .entry(decision.clone())
                 .or_default() += 1;
         }
+        report.decisions.push(decision.clone());
         *requests.by_decision.entry(decision).or_default() += 1;
         if outcome.trapped {
             report.traps += 1;

@@ -21,7 +21,9 @@ const SENDERS: usize = 2;
 
 fn batch(first: usize, n: usize) -> (Vec<String>, Vec<u8>) {
     let ts = wall_now().to_rfc3339();
-    let ids: Vec<String> = (first..first + n).map(|i| format!("crash-{i:06}")).collect();
+    let ids: Vec<String> = (first..first + n)
+        .map(|i| format!("crash-{i:06}"))
+        .collect();
     let events: Vec<Value> = ids
         .iter()
         .map(|id| {
@@ -140,7 +142,11 @@ fn sigkill_mid_ingest_and_forwarding_loses_and_doubles_nothing() {
         t.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert_eq!(acked.len(), EVENTS, "every batch is acknowledged in the end");
+    assert_eq!(
+        acked.len(),
+        EVENTS,
+        "every batch is acknowledged in the end"
+    );
     assert!(
         failures.load(Ordering::SeqCst) > 0,
         "the kill hit while requests were in flight"
@@ -152,7 +158,10 @@ fn sigkill_mid_ingest_and_forwarding_loses_and_doubles_nothing() {
     let distinct: BTreeSet<String> = ids.iter().cloned().collect();
     assert_eq!(stored, EVENTS, "upstream stats: {stats:?}");
     assert_eq!(ids.len(), distinct.len(), "an id was stored twice upstream");
-    assert_eq!(distinct, acked, "upstream holds exactly the acknowledged ids");
+    assert_eq!(
+        distinct, acked,
+        "upstream holds exactly the acknowledged ids"
+    );
     // A crash re-sends at most the batch that was in flight when it struck.
     assert!(
         stats.duplicates <= FORWARD_BATCH as u64,

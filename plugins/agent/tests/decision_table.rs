@@ -1,0 +1,173 @@
+//! One decision table, two hosts: the agent's `/v1/canAccess` and the proxy-wasm filter (the
+//! real `.wasm` in the replay harness) answer `host-tests/decisions/access-table.json` the same
+//! way, from the same snapshot (the one the agent serves at `/v1/entitlements`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use aforo_core::Timestamp;
+use aforo_host_tests::artifacts::{filter_module, repo_root};
+use aforo_host_tests::replay::{run, RunOptions};
+use aforo_host_tests::servers::wall_now;
+use aforo_host_tests::traffic::parse_jsonl;
+use common::{body, Agent, SANDBOX};
+use serde_json::{json, Value};
+
+struct Case {
+    name: String,
+    key: Option<String>,
+    tenant: Option<String>,
+    feature: String,
+    client_ip: Option<String>,
+    status: u16,
+    decision: String,
+}
+
+fn table() -> (Value, Vec<Case>) {
+    let path = repo_root().join("host-tests/decisions/access-table.json");
+    let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let s = |c: &Value, k: &str| c[k].as_str().map(str::to_string);
+    let cases = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            name: s(c, "name").unwrap(),
+            key: s(c, "key"),
+            tenant: s(c, "tenant"),
+            feature: s(c, "feature").unwrap(),
+            client_ip: s(c, "client_ip"),
+            status: c["expect"]["status"].as_u64().unwrap() as u16,
+            decision: s(&c["expect"], "code").unwrap_or_else(|| "allowed".into()),
+        })
+        .collect();
+    (v["catalog"].clone(), cases)
+}
+
+/// The metric a feature counts (the catalog's, or the feature's own name).
+fn metric_of(catalog: &Value, feature: &str) -> String {
+    catalog["customers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find_map(|c| c["features"][feature]["metric"].as_str())
+        .unwrap_or(feature)
+        .to_string()
+}
+
+fn agent_decisions(agent: &Agent, catalog: &Value, cases: &[Case]) -> Vec<(u16, String)> {
+    let mut out = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let mut req = json!({"featureKey": c.feature});
+        for (field, v) in [
+            ("apiKey", &c.key),
+            ("tenantId", &c.tenant),
+            ("clientIp", &c.client_ip),
+        ] {
+            if let Some(v) = v {
+                req[field] = json!(v);
+            }
+        }
+        let r = agent.call("POST", "/v1/canAccess", SANDBOX, &req);
+        let b = body(&r);
+        let decision = b["error"]["code"].as_str().unwrap_or("allowed").to_string();
+        if r.status == 200 {
+            // The gateway meters what it served, before the next request.
+            let m = agent.call(
+                "POST",
+                "/v1/meter",
+                SANDBOX,
+                &json!({"tenantId": b["customer_id"], "metricKey": metric_of(catalog, &c.feature), "id": format!("table-{i}")}),
+            );
+            assert_eq!(
+                m.status,
+                202,
+                "{}: meter: {}",
+                c.name,
+                String::from_utf8_lossy(&m.body)
+            );
+        }
+        out.push((r.status, decision));
+    }
+    out
+}
+
+fn filter_decisions(snapshot: &Value, catalog: &Value, cases: &[Case]) -> Vec<(u16, String)> {
+    let mut features: Vec<&str> = cases.iter().map(|c| c.feature.as_str()).collect();
+    features.sort_unstable();
+    features.dedup();
+    let routes: Vec<Value> = features
+        .iter()
+        .map(|f| json!({"path_prefix": format!("/f/{f}"), "feature": f, "metric": metric_of(catalog, f)}))
+        .collect();
+    let config = json!({
+        "api_key": "sk_test_decision_table",
+        "product_id": "table",
+        "ingest_url": "http://ingest.aforo.test:8080",
+        "customer_header": "x-customer-id",
+        "routes": routes,
+        "entitlements": snapshot,
+    });
+    let start = wall_now();
+    let lines: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut headers = json!({"x-request-id": format!("table-{i}")});
+            if let Some(k) = &c.key {
+                headers["x-api-key"] = json!(k);
+            }
+            if let Some(t) = &c.tenant {
+                headers["x-customer-id"] = json!(t);
+            }
+            let peer = match c.client_ip.as_deref() {
+                Some(ip) if ip.contains(':') => format!("[{ip}]:40000"),
+                Some(ip) => format!("{ip}:40000"),
+                None => "192.0.2.1:40000".to_string(),
+            };
+            let t = Timestamp::from_unix_nanos(start.unix_nanos() + i as i64 * 10_000_000);
+            json!({"time": t.to_rfc3339(), "request": {"path": format!("/f/{}", c.feature), "headers": headers, "peer": peer}})
+                .to_string()
+        })
+        .collect();
+    let traffic = parse_jsonl("table.jsonl", &lines.join("\n"), Timestamp::EPOCH).unwrap();
+    let mut o = RunOptions::new(
+        filter_module().unwrap(),
+        config.to_string().into_bytes(),
+        traffic,
+    );
+    o.quiet = true;
+    let report = run(&o).unwrap();
+    assert_eq!(report.traps, 0);
+    report
+        .statuses
+        .iter()
+        .copied()
+        .zip(report.decisions.iter().cloned())
+        .collect()
+}
+
+#[test]
+fn the_agent_and_the_filter_decide_the_shared_table_alike() {
+    let (catalog, cases) = table();
+    let agent = Agent::start("table", &json!(catalog), &[]);
+    let snap = agent.call("GET", "/v1/entitlements", SANDBOX, &Value::Null);
+    assert_eq!(snap.status, 200);
+    let snapshot = body(&snap);
+
+    let from_agent = agent_decisions(&agent, &catalog, &cases);
+    let from_filter = filter_decisions(&snapshot, &catalog, &cases);
+    let mut wrong = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let expected = (c.status, c.decision.clone());
+        if from_agent[i] != expected || from_filter[i] != expected {
+            wrong.push(format!(
+                "case {i} {:?}: expected {expected:?}, agent {:?}, filter {:?}",
+                c.name, from_agent[i], from_filter[i]
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "decisions differ:\n{}", wrong.join("\n"));
+    assert!(cases.len() >= 20, "the table covers every decision");
+}
