@@ -16,6 +16,9 @@ if [ ! -x "$VENV/bin/envoy" ]; then
 fi
 "$AFORO_ENVOY" --version >/dev/null 2>&1 || die "Envoy at $AFORO_ENVOY does not run"
 
+# LuaJIT + LuaSocket + lua-cjson run the Kong 3.10+ Lua plugin in the contract tests.
+apt_install luajit lua-socket lua-cjson
+
 step "Build: workspace (the first build of wasmtime takes several minutes on 2 cores)"
 cargo build --workspace --quiet
 step "Build: the wasm modules (filter, pass-through floor, the agent's component)"

@@ -7,54 +7,13 @@
 mod common;
 
 use aforo_core::Timestamp;
-use aforo_host_tests::artifacts::{filter_module, repo_root};
+use aforo_host_tests::artifacts::filter_module;
 use aforo_host_tests::replay::{run, RunOptions};
 use aforo_host_tests::servers::wall_now;
 use aforo_host_tests::traffic::parse_jsonl;
+use common::table::{load as table, metric_of, Case};
 use common::{body, Agent, SANDBOX};
 use serde_json::{json, Value};
-
-struct Case {
-    name: String,
-    key: Option<String>,
-    tenant: Option<String>,
-    feature: String,
-    client_ip: Option<String>,
-    status: u16,
-    decision: String,
-}
-
-fn table() -> (Value, Vec<Case>) {
-    let path = repo_root().join("host-tests/decisions/access-table.json");
-    let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let s = |c: &Value, k: &str| c[k].as_str().map(str::to_string);
-    let cases = v["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            name: s(c, "name").unwrap(),
-            key: s(c, "key"),
-            tenant: s(c, "tenant"),
-            feature: s(c, "feature").unwrap(),
-            client_ip: s(c, "client_ip"),
-            status: c["expect"]["status"].as_u64().unwrap() as u16,
-            decision: s(&c["expect"], "code").unwrap_or_else(|| "allowed".into()),
-        })
-        .collect();
-    (v["catalog"].clone(), cases)
-}
-
-/// The metric a feature counts (the catalog's, or the feature's own name).
-fn metric_of(catalog: &Value, feature: &str) -> String {
-    catalog["customers"]
-        .as_object()
-        .unwrap()
-        .values()
-        .find_map(|c| c["features"][feature]["metric"].as_str())
-        .unwrap_or(feature)
-        .to_string()
-}
 
 fn agent_decisions(agent: &Agent, catalog: &Value, cases: &[Case]) -> Vec<(u16, String)> {
     let mut out = Vec::new();

@@ -18,12 +18,28 @@ use std::sync::Arc;
 const FIELDS: &[&str] = &[
     "tenantId",
     "metricKey",
+    "featureKey",
     "quantity",
     "properties",
     "id",
     "timestamp",
     "productId",
 ];
+
+/// The metric a customer's feature counts, per the catalog (the feature's own name otherwise).
+fn metric_of_feature(app: &App, tenant: &str, feature: &str) -> String {
+    app.catalog
+        .read()
+        .ok()
+        .and_then(|c| {
+            c.features.get(tenant).and_then(|fs| {
+                fs.iter()
+                    .find(|f| f.feature == feature)
+                    .map(|f| f.metric.clone())
+            })
+        })
+        .unwrap_or_else(|| feature.to_string())
+}
 
 /// Stores one metered event.
 pub async fn meter(
@@ -38,7 +54,21 @@ pub async fn meter(
         |e: aforo_core::strict_json::FieldError| ApiError::new(400, "invalid_body", e.to_string());
     let r = ObjReader::new("", &v, FIELDS).map_err(bad)?;
     let tenant = r.required_string("tenantId").map_err(bad)?.to_string();
-    let metric = r.required_string("metricKey").map_err(bad)?.to_string();
+    let metric = match (
+        r.string("metricKey").map_err(bad)?,
+        r.string("featureKey").map_err(bad)?,
+    ) {
+        (Some(m), _) => m.to_string(),
+        // Gateway policies know the feature; the catalog knows which metric it counts.
+        (None, Some(f)) => metric_of_feature(&app, &tenant, f),
+        (None, None) => {
+            return Err(ApiError::new(
+                400,
+                "invalid_body",
+                "metricKey: required (or featureKey, to meter the metric the catalog gives that feature)",
+            ))
+        }
+    };
     let quantity = match r.get("quantity") {
         None => "1".to_string(),
         Some(Value::String(s)) => s.clone(),

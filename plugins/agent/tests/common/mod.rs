@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod table;
+
 use aforo_host_tests::envoy::free_port;
 use aforo_host_tests::http1::{Client, Response};
 use serde_json::Value;

@@ -1,0 +1,28 @@
+-- Configuration of the aforo plugin for Kong 3.10+ (Kong without proxy-wasm): it asks a local
+-- aforo-agent before proxying and reports usage after, through Kong's retrying queue.
+local typedefs = require "kong.db.schema.typedefs"
+
+return {
+  name = "aforo",
+  fields = {
+    { protocols = typedefs.protocols_http },
+    { config = {
+        type = "record",
+        fields = {
+          { agent_url = typedefs.url { required = true, default = "http://127.0.0.1:8787" } },
+          { gateway_key = { description = "sk_test_… (sandbox) or sk_live_… (production) key of this gateway",
+              type = "string", required = true, encrypted = true, referenceable = true } },
+          { feature = { description = "feature of the requests; default: the service's name",
+              type = "string" } },
+          { key_header = { type = "string", default = "x-api-key" } },
+          { customer_header = { description = "header carrying a customer id set by a trusted auth plugin",
+              type = "string" } },
+          { timeout_ms = { type = "integer", default = 500, between = { 1, 60000 } } },
+          { failure_mode = { description = "open: an unreachable agent lets requests through; closed: 503",
+              type = "string", default = "open", one_of = { "open", "closed" } } },
+          { queue = typedefs.queue },
+        },
+      },
+    },
+  },
+}
