@@ -141,6 +141,13 @@ fn scratch_dir() -> PathBuf {
 
 /// Runs `envoy --mode validate` on a config; `Err` carries Envoy's output.
 pub fn validate(config_yaml: &str) -> Result<(), String> {
+    validate_with_env(config_yaml, &[])
+}
+
+/// As [`validate`], with extra environment variables for Envoy (and so for `host_env_keys`).
+/// Validation loads the Wasm module and runs its configuration, so a refused filter
+/// configuration fails here too.
+pub fn validate_with_env(config_yaml: &str, env: &[(&str, &str)]) -> Result<(), String> {
     let dir = scratch_dir();
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, config_yaml).map_err(|e| e.to_string())?;
@@ -148,6 +155,7 @@ pub fn validate(config_yaml: &str) -> Result<(), String> {
         .args(["--mode", "validate", "-c"])
         .arg(&path)
         .arg("--disable-hot-restart")
+        .envs(env.iter().copied())
         .output()
         .map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&dir);

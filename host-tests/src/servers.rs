@@ -2,7 +2,7 @@
 //! applies the real ingest rules and records what it stores (with switchable faults).
 
 use crate::faults::parse_faults;
-use crate::http1::{serve, Handler, Request, Response, Server};
+use crate::http1::{serve, serve_on, Handler, Request, Response, Server};
 use crate::ingest_sim::{Answer, IngestStats, SimIngest, StoredEvent};
 use aforo_core::Timestamp;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +27,11 @@ pub struct Upstream {
 impl Upstream {
     /// Starts it on a free port.
     pub fn start() -> std::io::Result<Upstream> {
+        Upstream::start_on(0)
+    }
+
+    /// Starts it on `port` of 127.0.0.1 (0: a free one).
+    pub fn start_on(port: u16) -> std::io::Result<Upstream> {
         let hits = Arc::new(AtomicU64::new(0));
         let h = hits.clone();
         let handler: Handler = Arc::new(move |req: Request| {
@@ -41,7 +46,7 @@ impl Upstream {
             r
         });
         Ok(Upstream {
-            server: serve(handler)?,
+            server: serve_on(port, handler)?,
             hits,
         })
     }

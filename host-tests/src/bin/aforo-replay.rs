@@ -7,6 +7,7 @@
 //! aforo-replay rate --plan PLAN.json --events EVENTS.jsonl [--now RFC3339] [--format json|table]
 //! aforo-replay send --target URL --traffic T [--concurrency N] [--format json|table]
 //! aforo-replay scenario DIR [--module M.wasm] [--format json|table]
+//! aforo-replay upstream --port N
 //! ```
 //! Exit status: 0 success, 2 invalid input (with a message that says where), 1 other failures.
 
@@ -27,7 +28,8 @@ const USAGE: &str = "usage:
                     [--drain DURATION] [--format json|table] [--log-module] [--quiet]
   aforo-replay rate --plan PLAN.json --events EVENTS.jsonl [--now RFC3339] [--format json|table]
   aforo-replay send --target URL --traffic T [--concurrency N] [--format json|table]
-  aforo-replay scenario DIR [--module M.wasm] [--format json|table]";
+  aforo-replay scenario DIR [--module M.wasm] [--format json|table]
+  aforo-replay upstream --port N      (a demo API on 127.0.0.1:N until stopped)";
 
 /// A failure and its exit status.
 struct Fail(u8, String);
@@ -264,6 +266,21 @@ fn cmd_send(args: &[String]) -> Result<(), Fail> {
     }
 }
 
+/// Serves the demo API (JSON answers with LLM-style token usage) until the process is stopped.
+fn cmd_upstream(args: &[String]) -> Result<(), Fail> {
+    let a = Args::parse(args, &["--port"], &[])?;
+    let port: u16 = a
+        .required("--port")?
+        .parse()
+        .map_err(|_| invalid("--port must be a port number"))?;
+    let up = aforo_host_tests::servers::Upstream::start_on(port)
+        .map_err(|e| Fail(1, format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+    eprintln!("demo upstream listening on 127.0.0.1:{}", up.port());
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 fn cmd_scenario(args: &[String]) -> Result<(), Fail> {
     let dir = args
         .first()
@@ -307,6 +324,7 @@ fn main() -> ExitCode {
         Some("rate") => cmd_rate(&args[1..]),
         Some("send") => cmd_send(&args[1..]),
         Some("scenario") => cmd_scenario(&args[1..]),
+        Some("upstream") => cmd_upstream(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
