@@ -5,11 +5,16 @@
 #      with a live entitlement snapshot from aforo-agent and metering to it.
 # Prints requests/s and p50 / p99 latency per run, the medians, and the ratios c/a and c/b.
 #
-#   scripts/bench-envoy.sh            # ROUNDS=3 DURATION=10 CONNECTIONS=16 by default
+#   scripts/bench-envoy.sh            # ROUNDS=3 DURATION=10 CONNECTIONS=16 VARIANTS="a b c"
+# PERF=1 records a perf profile of Envoy during each measured run (perf.<variant>.data here).
 # Bounded: ROUNDS × 3 runs of DURATION seconds each. Needs wrk and nginx (installed here).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10}"; CONNECTIONS="${CONNECTIONS:-16}"
+VARIANTS="${VARIANTS:-a b c}"
+# Envoy's one worker gets a core of its own; wrk, nginx and the agent share the other, so the
+# figures are Envoy's own cost per request (on 2 cores: ENVOY_CPU=0, OTHER_CPU=1).
+ENVOY_CPU="${ENVOY_CPU:-0}"; OTHER_CPU="${OTHER_CPU:-1}"
 [ "${AFORO_BENCH_SKIP_SETUP:-0}" = 1 ] || "$ROOT/scripts/setup.sh"
 apt_install wrk nginx-light
 step "Release build of aforo-agent (the first one takes ~10 minutes on 2 cores)"
@@ -53,7 +58,7 @@ http {
   }
 }
 EOF
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" >"$WORK/nginx.log" 2>&1 &
+taskset -c "$OTHER_CPU" nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" >"$WORK/nginx.log" 2>&1 &
 PIDS+=($!)
 
 # The agent: entitlements for one customer with a large quota, and the ingest for the events.
@@ -61,7 +66,7 @@ cat >"$WORK/catalog.json" <<'EOF'
 {"customers": {"bench": {"features": {"search": {"metric": "api_calls", "quota": 1000000000000}}}},
  "consumer_keys": [{"key_id": "bench", "key": "ck_bench_load", "customer_id": "bench"}]}
 EOF
-"$AGENT" --listen "127.0.0.1:$AGENT_PORT" --data-dir "$WORK/agent" --environments production \
+taskset -c "$OTHER_CPU" "$AGENT" --listen "127.0.0.1:$AGENT_PORT" --data-dir "$WORK/agent" --environments production \
   --catalog "$WORK/catalog.json" --component "$COMPONENT" --production-events-per-hour 100000000000 \
   >"$WORK/agent.log" 2>&1 &
 PIDS+=($!)
@@ -131,9 +136,9 @@ to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ 
 RESULTS="$WORK/results"
 : >"$RESULTS"
 for ((r = 1; r <= ROUNDS; r++)); do
-  for v in a b c; do
+  for v in $VARIANTS; do
     bootstrap "$v" >"$WORK/envoy-$v.yaml"
-    "$AFORO_ENVOY" -c "$WORK/envoy-$v.yaml" --concurrency 1 --disable-hot-restart --base-id "$ADMIN" \
+    taskset -c "$ENVOY_CPU" "$AFORO_ENVOY" -c "$WORK/envoy-$v.yaml" --concurrency 1 --disable-hot-restart --base-id "$ADMIN" \
       -l warning >"$WORK/envoy-$v.log" 2>&1 &
     epid=$!
     wait_http "http://127.0.0.1:$ADMIN/ready"
@@ -144,8 +149,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
       done
     fi
     # Warm up, then measure.
-    wrk -t1 -c"$CONNECTIONS" -d2s -H 'x-api-key: ck_bench_load' "http://127.0.0.1:$LISTEN/v1/search" >/dev/null
-    out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H 'x-api-key: ck_bench_load' "http://127.0.0.1:$LISTEN/v1/search")
+    taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNECTIONS" -d2s -H 'x-api-key: ck_bench_load' "http://127.0.0.1:$LISTEN/v1/search" >/dev/null
+    perfpid=""
+    if [ "${PERF:-0}" = 1 ]; then
+      perf record -F 499 -g -p "$epid" -o "$ROOT/perf.$v.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+      perfpid=$!
+    fi
+    out=$(taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H 'x-api-key: ck_bench_load' "http://127.0.0.1:$LISTEN/v1/search")
+    [ -z "$perfpid" ] || wait "$perfpid"
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out" | to_ms)
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
@@ -162,6 +173,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 
+[ "$VARIANTS" = "a b c" ] || exit 0
 python3 - "$RESULTS" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]

@@ -76,8 +76,21 @@ pub fn binary(name: &str) -> Result<PathBuf, String> {
     ))
 }
 
-/// The repository root (for scenario and example files).
+/// The repository root (for scenario and example files): found at run time from the package
+/// cargo is testing (or the current directory), so a build cache shared between clones never
+/// points a test at another clone's files.
 pub fn repo_root() -> PathBuf {
+    let is_root =
+        |d: &Path| d.join("Cargo.toml").is_file() && d.join("shared/Cargo.toml").is_file();
+    let starts = [
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        std::env::current_dir().ok(),
+    ];
+    for start in starts.into_iter().flatten() {
+        if let Some(root) = start.ancestors().find(|d| is_root(d)) {
+            return root.to_path_buf();
+        }
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)

@@ -116,9 +116,9 @@ fn dedup(c: &mut Criterion) {
 }
 
 fn rating(c: &mut Criterion) {
-    let plan_json = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../host-tests/samples/plan.json"
+    let plan_json = std::fs::read(format!(
+        "{}/../host-tests/samples/plan.json",
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
     ))
     .unwrap();
     let events: Vec<UsageEvent> = (0..1_000_000u64)

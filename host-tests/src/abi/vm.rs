@@ -292,6 +292,16 @@ impl Vm {
         std::mem::take(&mut self.store.data_mut().calls)
     }
 
+    /// The module's linear memory now, in bytes. Wasm memory never shrinks, so this is also
+    /// the peak so far.
+    pub fn memory_bytes(&self) -> u64 {
+        self.store
+            .data()
+            .memory
+            .map(|m| m.data_size(&self.store) as u64)
+            .unwrap_or(0)
+    }
+
     /// What the module wrote to stdout/stderr.
     pub fn stdio(&self) -> String {
         String::from_utf8_lossy(&self.store.data().stdio).into_owned()

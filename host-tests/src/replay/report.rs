@@ -81,6 +81,11 @@ pub struct RunReport {
     pub ended_at: String,
     /// Module traps (each one is a 503 under FAIL_CLOSED).
     pub traps: u64,
+    /// Linear memory of the largest worker VM once configured, before any request (bytes).
+    pub memory_bytes_configured: u64,
+    /// Linear memory of the largest worker VM at the end: the peak, as Wasm memory never
+    /// shrinks (bytes).
+    pub memory_bytes_peak: u64,
     /// Log lines by level (trace, debug, info, warn, error, critical).
     pub log_counts: [u64; 6],
     /// Invoices, with `--plan`.

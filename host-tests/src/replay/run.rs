@@ -276,6 +276,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         started_at: first.to_rfc3339(),
         ..RunReport::default()
     };
+    report.memory_bytes_configured = sim.vms.iter().map(Vm::memory_bytes).max().unwrap_or(0);
     let mut requests = RequestStats::default();
     let mut progress = Progress::new(opts.traffic.len() as u64, opts.quiet);
     report.statuses.reserve(opts.traffic.len());
@@ -328,6 +329,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     }
     // Answers to the final flush.
     sim.advance_to(sim.now + 60_000_000_000)?;
+    report.memory_bytes_peak = sim.vms.iter().map(Vm::memory_bytes).max().unwrap_or(0);
     let w = world.borrow();
     let m = |n: &str| w.metric(n);
     let mut events = EventStats {

@@ -381,14 +381,19 @@ fn reference_table() -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The package directory at run time (cargo sets it), not the one baked in at compile time:
+    /// a build cache shared between clones must not read another clone's README.
+    fn manifest_dir() -> String {
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
+    }
+
     use super::*;
     use std::collections::HashMap;
 
     #[test]
     fn the_readme_documents_every_agent_option() {
         let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-                .unwrap();
+            std::fs::read_to_string(format!("{}/../../README.md", manifest_dir())).unwrap();
         let start = readme
             .find("<!-- agent-options:begin -->")
             .expect("README lacks <!-- agent-options:begin -->");

@@ -441,3 +441,85 @@ fn health_and_metrics() {
         404
     );
 }
+
+#[test]
+fn no_key_reaches_the_agent_log() {
+    // An upstream that is down makes the forwarder log its failures too.
+    let dead = aforo_host_tests::envoy::free_port();
+    let upstream_key = "sk_test_upstream_secret_for_logs";
+    let a = Agent::start(
+        "logs",
+        &catalog(),
+        &[
+            "--upstream-url",
+            &format!("http://127.0.0.1:{dead}"),
+            "--upstream-sandbox-key",
+            upstream_key,
+            "--flush-interval-ms",
+            "100",
+            "--api-keys",
+            SANDBOX,
+        ],
+    );
+    let r = a.call(
+        "POST",
+        "/v1/admin/partners",
+        ADMIN,
+        &json!({"customer_id": "globex"}),
+    );
+    assert_eq!(r.status, 201);
+    let partner_key = body(&r)["api_key"].as_str().unwrap().to_string();
+    let wrong_admin = "adm_attacker_guess_0000000000";
+    let wrong_gateway = "sk_test_attacker_guess_000000";
+    let wrong_consumer = "ck_attacker_guess_0000000000";
+    assert_eq!(
+        a.call(
+            "GET",
+            "/v1/admin/keys",
+            wrong_admin,
+            &serde_json::Value::Null
+        )
+        .status,
+        401
+    );
+    for k in [partner_key.as_str(), wrong_consumer, "ck_static_acme_key"] {
+        a.call(
+            "POST",
+            "/v1/canAccess",
+            SANDBOX,
+            &json!({"apiKey": k, "featureKey": "search"}),
+        );
+    }
+    let events = json!({"events": [ev("log-1", "globex", 1, "sandbox")]});
+    assert_eq!(a.call("POST", "/v1/events", SANDBOX, &events).status, 202);
+    assert_eq!(
+        a.call("POST", "/v1/events", wrong_gateway, &events).status,
+        401
+    );
+    // A malformed body that quotes a key back must not be echoed into the log.
+    a.call_with(
+        "POST",
+        "/v1/canAccess",
+        &[("authorization", &format!("Bearer {SANDBOX}"))],
+        format!("{{\"apiKey\": \"{wrong_consumer}\", \"featureKey\": ").as_bytes(),
+    );
+    // Let the forwarder fail a few times.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !a.log().contains("forward") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = a.log();
+    assert!(log.contains("forward"), "the forwarder logged: {log}");
+    for secret in [
+        ADMIN,
+        SANDBOX,
+        upstream_key,
+        partner_key.as_str(),
+        wrong_admin,
+        wrong_gateway,
+        wrong_consumer,
+        "ck_static_acme_key",
+    ] {
+        assert!(!log.contains(secret), "{secret} in the agent log:\n{log}");
+    }
+}

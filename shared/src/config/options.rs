@@ -374,14 +374,19 @@ pub fn option(name: &str) -> Option<&'static OptionSpec> {
 
 #[cfg(test)]
 mod tests {
+    /// The package directory at run time (cargo sets it), not the one baked in at compile time:
+    /// a build cache shared between clones must not read another clone's README.
+    fn manifest_dir() -> String {
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
+    }
+
     use super::*;
 
     /// The README's configuration reference is this table, between its markers; when an option
     /// changes, this test prints the table to paste.
     #[test]
     fn the_readme_documents_exactly_the_options_the_parser_accepts() {
-        let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let readme = std::fs::read_to_string(format!("{}/../README.md", manifest_dir())).unwrap();
         let start = readme
             .find("<!-- options:begin -->")
             .expect("README lacks <!-- options:begin -->");

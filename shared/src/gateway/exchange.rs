@@ -131,6 +131,12 @@ impl Exchange {
         }
     }
 
+    /// Whether [`Exchange::on_response_headers`] needs the current time (only to write
+    /// `RateLimit-Reset`; hosts can skip a clock call otherwise).
+    pub fn needs_clock_at_response(&self) -> bool {
+        self.allowance.is_some()
+    }
+
     /// Counts a response body chunk and keeps a bounded copy when the quantity is inside it.
     pub fn on_response_body(
         &mut self,

@@ -44,6 +44,17 @@ struct SnapshotState {
     consecutive_failures: u64,
 }
 
+/// The per-request decision metrics, counted locally and published on tick.
+const DECISION_METRICS: [Metric; 7] = [
+    Metric::DecisionsAllowed,
+    Metric::DecisionsDenied401,
+    Metric::DecisionsDenied403,
+    Metric::DecisionsDenied429,
+    Metric::DecisionsDenied503,
+    Metric::DecisionsShadowDenied,
+    Metric::DecisionsFailOpen,
+];
+
 /// One worker's gateway engine.
 #[derive(Debug)]
 pub struct Gateway {
@@ -55,6 +66,9 @@ pub struct Gateway {
     sequence: u64,
     /// Counters already reported to host metrics, to add only the difference.
     reported: Counters,
+    /// Decision counts not yet pushed to host metrics (pushed on tick: a host call per request
+    /// costs more than the decision itself in some proxies).
+    pending_decisions: [u64; DECISION_METRICS.len()],
     overflow_logged: u64,
 }
 
@@ -84,6 +98,7 @@ impl Gateway {
             nonce: seed,
             sequence: 0,
             reported: Counters::default(),
+            pending_decisions: [0; DECISION_METRICS.len()],
             overflow_logged: 0,
         }
     }
@@ -139,8 +154,21 @@ impl Gateway {
         }
     }
 
+    /// Counts one decision; the host metric is updated on the next tick.
+    pub(crate) fn count_decision(&mut self, metric: Metric) {
+        if let Some(i) = DECISION_METRICS.iter().position(|m| *m == metric) {
+            self.pending_decisions[i] += 1;
+        }
+    }
+
     /// Pushes counter differences and gauges to host metrics.
     fn publish_metrics(&mut self, host: &mut dyn Host) {
+        for (i, m) in DECISION_METRICS.iter().enumerate() {
+            let n = std::mem::take(&mut self.pending_decisions[i]);
+            if n > 0 {
+                host.metric_add(*m, n as i64);
+            }
+        }
         let c = self.counters();
         let r = self.reported;
         let pairs = [

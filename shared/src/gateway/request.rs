@@ -96,7 +96,7 @@ impl Gateway {
         // Metering only (no entitlement source): a trusted customer id is enough.
         if source_none || (!fresh && self.config.failure_mode == FailureMode::Open) {
             if !fresh && !source_none {
-                host.metric_add(Metric::DecisionsFailOpen, 1);
+                self.count_decision(Metric::DecisionsFailOpen);
             }
             let customer_id = match (credential, self.snapshot.snapshot.as_ref()) {
                 (Credential::Customer(c), _) => Some(c.to_string()),
@@ -110,7 +110,7 @@ impl Gateway {
             return match customer_id {
                 Some(c) => {
                     exchange.identify(c, default_env, None);
-                    host.metric_add(Metric::DecisionsAllowed, 1);
+                    self.count_decision(Metric::DecisionsAllowed);
                     self.continue_with(exchange, Vec::new())
                 }
                 None if source_none => {
@@ -125,7 +125,7 @@ impl Gateway {
                 None => {
                     // Fail open without an identity: serve, but this usage cannot be attributed.
                     host.log(LogLevel::Warn, "aforo: request served without a fresh snapshot and without a resolvable customer; not metered");
-                    host.metric_add(Metric::DecisionsAllowed, 1);
+                    self.count_decision(Metric::DecisionsAllowed);
                     RequestVerdict::Continue {
                         exchange: None,
                         upstream_headers: Vec::new(),
@@ -172,7 +172,7 @@ impl Gateway {
                 exchange.reservations = a.reservations;
                 exchange.usage_counter = a.usage_counter;
                 exchange.counts_after_response = cost.is_none();
-                host.metric_add(Metric::DecisionsAllowed, 1);
+                self.count_decision(Metric::DecisionsAllowed);
                 self.continue_with(exchange, Vec::new())
             }
             Err(refusal) => {
@@ -205,8 +205,8 @@ impl Gateway {
         shadow: Option<Exchange>,
     ) -> RequestVerdict {
         if self.config.mode == EnforcementMode::Shadow {
-            host.metric_add(Metric::DecisionsShadowDenied, 1);
-            host.metric_add(Metric::DecisionsAllowed, 1);
+            self.count_decision(Metric::DecisionsShadowDenied);
+            self.count_decision(Metric::DecisionsAllowed);
             return RequestVerdict::Continue {
                 exchange: shadow.filter(Exchange::is_identified).map(Box::new),
                 upstream_headers: vec![(
@@ -221,7 +221,7 @@ impl Gateway {
             503 => Metric::DecisionsDenied503,
             _ => Metric::DecisionsDenied403,
         };
-        host.metric_add(metric, 1);
+        self.count_decision(metric);
         host.send_local_reply(&deny_reply(deny, now));
         RequestVerdict::Denied(deny.code.status())
     }

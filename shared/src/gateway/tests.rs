@@ -253,6 +253,12 @@ fn quota_is_enforced_with_retry_after_and_never_after_the_response() {
     assert_eq!(h["retry-after"], (16 * 86_400 + 12 * 3_600).to_string());
     let body: Value = serde_json::from_slice(&denied.body).unwrap();
     assert_eq!(body["error"]["code"], "quota_exhausted");
+    assert_eq!(
+        host.metric(Metric::DecisionsDenied429),
+        0,
+        "published on tick"
+    );
+    gw.publish_metrics(&mut host);
     assert_eq!(host.metric(Metric::DecisionsDenied429), 1);
 }
 
@@ -341,6 +347,7 @@ fn shadow_mode_decides_counts_and_never_blocks() {
         other => panic!("{other:?}"),
     }
     assert!(host.replies.is_empty());
+    gw.publish_metrics(&mut host);
     assert_eq!(host.metric(Metric::DecisionsShadowDenied), 1);
 }
 
@@ -545,6 +552,7 @@ fn stale_snapshots_follow_the_failure_mode() {
         b"",
     );
     assert!(ok.is_ok(), "open failure mode serves the request");
+    open.publish_metrics(&mut host);
     assert_eq!(host.metric(Metric::DecisionsFailOpen), 1);
 
     // A sync installs a snapshot; five seconds without a successful sync make it stale again.
