@@ -1,31 +1,18 @@
-//! The exported `policy` interface, over aforo-core.
+//! The exported `policy` interface: WIT records to and from `aforo_core::policy`.
 
 use crate::bindings::exports::aforo::metering::policy::{
     AccessDecision, AccessRequest, Guest, MeterRequest, Rejection, SnapshotInfo,
 };
 use crate::counters::ImportedCounters;
 use crate::Component;
-use aforo_core::entitlement::{admit, Credential, Refusal, Snapshot};
-use aforo_core::event::{derive_event_id, encode_v1, Quantity, UsageEvent};
-use aforo_core::time::parse_rfc3339;
-use aforo_core::validate::validate_event;
+use aforo_core::entitlement::Snapshot;
+use aforo_core::event::encode_v1;
+use aforo_core::policy::{build_event, can_access, AccessQuery, MeterQuery};
 use aforo_core::{Environment, Timestamp};
 use std::cell::RefCell;
 
 thread_local! {
     static SNAPSHOT: RefCell<Option<Snapshot>> = const { RefCell::new(None) };
-}
-
-fn env_of(s: &str) -> Environment {
-    Environment::from_wire(s).unwrap_or(Environment::Sandbox)
-}
-
-fn reject(code: &str, field: Option<&str>, message: impl Into<String>) -> Rejection {
-    Rejection {
-        code: code.to_string(),
-        field: field.map(str::to_string),
-        message: message.into(),
-    }
 }
 
 impl Guest for Component {
@@ -41,134 +28,52 @@ impl Guest for Component {
     }
 
     fn can_access(req: AccessRequest) -> AccessDecision {
-        let now = Timestamp::from_unix_nanos(req.now_ns);
-        let default_environment = env_of(&req.environment);
-        let credential = match (&req.api_key, &req.tenant_id) {
-            (Some(k), _) if !k.is_empty() => Credential::ConsumerKey(k),
-            (_, Some(t)) if !t.is_empty() => Credential::Customer(t),
-            _ => Credential::Missing,
-        };
-        let ip = req
-            .client_ip
-            .as_deref()
-            .and_then(aforo_core::keys::parse_peer);
-        let access = aforo_core::entitlement::AccessRequest {
-            credential,
-            feature: &req.feature_key,
-            client_ip: ip,
+        let q = AccessQuery {
+            tenant_id: req.tenant_id.as_deref(),
+            api_key: req.api_key.as_deref(),
+            feature_key: &req.feature_key,
+            client_ip: req.client_ip.as_deref(),
             cost: req.cost,
-            default_environment,
+            environment: Environment::from_wire(&req.environment).unwrap_or(Environment::Sandbox),
+            now: Timestamp::from_unix_nanos(req.now_ns),
         };
-        SNAPSHOT.with(|cell| {
-            let guard = cell.borrow();
-            let Some(snapshot) = guard.as_ref() else {
-                let d = aforo_core::entitlement::Deny::unavailable(1);
-                return refused(
-                    &Refusal {
-                        deny: d,
-                        identity: None,
-                    },
-                    default_environment,
-                );
-            };
-            match admit(snapshot, &access, now, &mut ImportedCounters) {
-                Ok(a) => AccessDecision {
-                    allowed: true,
-                    status: 200,
-                    code: None,
-                    message: None,
-                    customer_id: Some(a.identity.customer_id),
-                    environment: a.identity.environment.as_str().to_string(),
-                    quota: a.allowance.map(|x| x.limit),
-                    remaining: a.allowance.map(|x| x.remaining),
-                    resets_at_ns: a.allowance.map(|x| x.reset_at.unix_nanos()),
-                    retry_after_secs: None,
-                },
-                Err(r) => refused(&r, default_environment),
-            }
-        })
+        let a = SNAPSHOT.with(|cell| can_access(cell.borrow().as_ref(), &q, &mut ImportedCounters));
+        AccessDecision {
+            allowed: a.allowed,
+            status: a.status,
+            code: a.code,
+            message: a.message,
+            customer_id: a.customer_id,
+            environment: a.environment.as_str().to_string(),
+            quota: a.quota,
+            remaining: a.remaining,
+            resets_at_ns: a.resets_at.map(|t| t.unix_nanos()),
+            retry_after_secs: a.retry_after_secs,
+        }
     }
 
     fn build_event(req: MeterRequest) -> Result<String, Rejection> {
-        let now = Timestamp::from_unix_nanos(req.now_ns);
-        let environment = Environment::from_wire(&req.environment).ok_or_else(|| {
-            reject(
-                "invalid_field",
-                Some("environment"),
-                "must be sandbox or production",
-            )
+        let q = MeterQuery {
+            tenant_id: &req.tenant_id,
+            metric_key: &req.metric_key,
+            quantity: &req.quantity,
+            properties_json: req.properties_json.as_deref(),
+            id: req.id.as_deref(),
+            request_id: req.request_id.as_deref(),
+            timestamp: req.timestamp.as_deref(),
+            product_id: &req.product_id,
+            environment: &req.environment,
+            now: Timestamp::from_unix_nanos(req.now_ns),
+        };
+        let event = build_event(&q).map_err(|r| Rejection {
+            code: r.code,
+            field: r.field,
+            message: r.message,
         })?;
-        let id = match (&req.id, &req.request_id) {
-            (Some(id), _) if !id.is_empty() => id.clone(),
-            (_, Some(rid)) if !rid.is_empty() => {
-                derive_event_id(environment, &req.tenant_id, &req.metric_key, rid)
-            }
-            _ => {
-                return Err(reject(
-                    "missing_field",
-                    Some("id"),
-                    "an id or a request id is required, so retries count once",
-                ))
-            }
-        };
-        let quantity = Quantity::parse(&req.quantity)
-            .map_err(|e| reject("invalid_quantity", Some("quantity"), e.to_string()))?;
-        let timestamp = match &req.timestamp {
-            None => now,
-            Some(t) => parse_rfc3339(t)
-                .map_err(|e| reject("invalid_timestamp", Some("timestamp"), e.to_string()))?,
-        };
-        let properties = match &req.properties_json {
-            None => Default::default(),
-            Some(p) => match serde_json_object(p) {
-                Some(m) => m,
-                None => {
-                    return Err(reject(
-                        "invalid_field",
-                        Some("properties"),
-                        "must be a JSON object",
-                    ))
-                }
-            },
-        };
-        let event = UsageEvent {
-            id,
-            customer_id: req.tenant_id.clone(),
-            metric: req.metric_key.clone(),
-            quantity,
-            timestamp,
-            product_id: req.product_id.clone(),
-            environment,
-            properties,
-        };
-        validate_event(&event, now, environment)
-            .map_err(|r| reject(r.code.as_str(), r.field, r.message))?;
-        String::from_utf8(encode_v1(&event))
-            .map_err(|_| reject("invalid_field", None, "the event is not UTF-8"))
-    }
-}
-
-fn serde_json_object(text: &str) -> Option<aforo_core::event::Properties> {
-    aforo_core::event::parse_properties(text)
-}
-
-fn refused(r: &Refusal, default_environment: Environment) -> AccessDecision {
-    let d = &r.deny;
-    AccessDecision {
-        allowed: false,
-        status: d.code.status(),
-        code: Some(d.code.as_str().to_string()),
-        message: Some(d.message.clone()),
-        customer_id: r.identity.as_ref().map(|i| i.customer_id.clone()),
-        environment: r
-            .identity
-            .as_ref()
-            .map_or(default_environment, |i| i.environment)
-            .as_str()
-            .to_string(),
-        quota: d.allowance.map(|a| a.limit),
-        remaining: d.allowance.map(|a| a.remaining),
-        resets_at_ns: d.allowance.map(|a| a.reset_at.unix_nanos()),
-        retry_after_secs: d.retry_after_secs,
+        String::from_utf8(encode_v1(&event)).map_err(|_| Rejection {
+            code: "invalid_field".into(),
+            field: None,
+            message: "the event is not UTF-8".into(),
+        })
     }
 }

@@ -96,6 +96,16 @@ impl Exchange {
         self.environment
     }
 
+    /// The quota window the request was counted in (limit, remaining, reset), if any.
+    pub fn allowance(&self) -> Option<Allowance> {
+        self.allowance
+    }
+
+    /// The consumer key id that identified the caller, if any.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
     /// Index of the matched route in the configuration.
     pub fn route_index(&self) -> usize {
         self.route

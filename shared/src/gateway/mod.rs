@@ -6,6 +6,7 @@
 //! all workers of a proxy count together.
 
 mod exchange;
+mod logged;
 mod meter;
 mod outbound;
 mod request;
@@ -15,6 +16,7 @@ pub(crate) mod test_host;
 mod tests;
 
 pub use exchange::{Exchange, ResponseHeaders};
+pub use logged::{LoggedRequest, NotMetered};
 pub use request::{RequestVerdict, RequestView};
 
 use crate::config::{Config, EntitlementSource};

@@ -619,3 +619,62 @@ fn event_ids_are_stable_for_a_request_id() {
     let answer = IngestAnswer::parse(b"{}").unwrap();
     assert_eq!(answer.accepted, 0);
 }
+
+#[test]
+fn logged_requests_are_metered_like_proxied_ones_and_count_once() {
+    let mut gw = Gateway::new(config(json!({})), 7);
+    let mut host = TestHost::new();
+    let logged =
+        |rid: &'static str, method: &'static str, path: &'static str, status: u16| LoggedRequest {
+            request_id: rid,
+            time: host.now,
+            method,
+            path,
+            status,
+            customer_id: "cust_a",
+            environment: Environment::Sandbox,
+            key_id: Some("key_a"),
+            request_bytes: 0,
+            response_bytes: 10,
+        };
+    let (a, again, other) = (
+        logged("r-1", "GET", "/v1/search?q=1", 200),
+        logged("r-1", "GET", "/v1/search?q=1", 200),
+        logged("r-2", "GET", "/v1/search", 200),
+    );
+    let (health, failed, chat) = (
+        logged("r-3", "GET", "/healthz", 200),
+        logged("r-4", "GET", "/v1/search", 500),
+        logged("r-5", "POST", "/v1/chat", 200),
+    );
+    assert_eq!(gw.meter_logged(&mut host, &a), Ok(()));
+    assert_eq!(gw.meter_logged(&mut host, &again), Ok(()));
+    assert_eq!(gw.meter_logged(&mut host, &other), Ok(()));
+    assert_eq!(
+        gw.meter_logged(&mut host, &health),
+        Err(NotMetered::NoRoute)
+    );
+    assert_eq!(
+        gw.meter_logged(&mut host, &failed),
+        Err(NotMetered::NotBillable(500))
+    );
+    // A quantity read from the response body cannot come from a log line: refused, counted.
+    assert_eq!(gw.meter_logged(&mut host, &chat), Ok(()));
+    let c = gw.counters();
+    assert_eq!((c.received, c.rejected), (4, 1));
+    host.advance_ms(1_000);
+    gw.on_tick(&mut host);
+    let calls = host.take_calls();
+    assert_eq!(calls.len(), 1);
+    let body: Value = serde_json::from_slice(&calls[0].1.body).unwrap();
+    let events = body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[0]["id"], events[1]["id"],
+        "a redelivered line keeps its id"
+    );
+    assert_ne!(events[0]["id"], events[2]["id"]);
+    assert_eq!(events[0]["customer_id"], "cust_a");
+    assert_eq!(events[0]["metric"], "api_calls");
+    assert_eq!(events[0]["properties"]["endpoint"], "/v1/search");
+}
