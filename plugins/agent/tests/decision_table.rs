@@ -52,7 +52,9 @@ fn agent_decisions(agent: &Agent, catalog: &Value, cases: &[Case]) -> Vec<(u16, 
     out
 }
 
-fn filter_decisions(snapshot: &Value, catalog: &Value, cases: &[Case]) -> Vec<(u16, String)> {
+/// The gateway configuration both proxy-side hosts (the filter, the Lambda authorizer) run the
+/// table with: a route per feature, the trusted customer header, the agent's snapshot inline.
+fn gateway_config(snapshot: &Value, catalog: &Value, cases: &[Case]) -> Value {
     let mut features: Vec<&str> = cases.iter().map(|c| c.feature.as_str()).collect();
     features.sort_unstable();
     features.dedup();
@@ -60,26 +62,35 @@ fn filter_decisions(snapshot: &Value, catalog: &Value, cases: &[Case]) -> Vec<(u
         .iter()
         .map(|f| json!({"path_prefix": format!("/f/{f}"), "feature": f, "metric": metric_of(catalog, f)}))
         .collect();
-    let config = json!({
+    json!({
         "api_key": "sk_test_decision_table",
         "product_id": "table",
         "ingest_url": "http://ingest.aforo.test:8080",
         "customer_header": "x-customer-id",
         "routes": routes,
         "entitlements": snapshot,
-    });
+    })
+}
+
+fn headers_of(i: usize, c: &Case) -> Value {
+    let mut headers = json!({"x-request-id": format!("table-{i}")});
+    if let Some(k) = &c.key {
+        headers["x-api-key"] = json!(k);
+    }
+    if let Some(t) = &c.tenant {
+        headers["x-customer-id"] = json!(t);
+    }
+    headers
+}
+
+fn filter_decisions(snapshot: &Value, catalog: &Value, cases: &[Case]) -> Vec<(u16, String)> {
+    let config = gateway_config(snapshot, catalog, cases);
     let start = wall_now();
     let lines: Vec<String> = cases
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let mut headers = json!({"x-request-id": format!("table-{i}")});
-            if let Some(k) = &c.key {
-                headers["x-api-key"] = json!(k);
-            }
-            if let Some(t) = &c.tenant {
-                headers["x-customer-id"] = json!(t);
-            }
+            let headers = headers_of(i, c);
             let peer = match c.client_ip.as_deref() {
                 Some(ip) if ip.contains(':') => format!("[{ip}]:40000"),
                 Some(ip) => format!("{ip}:40000"),
@@ -107,6 +118,45 @@ fn filter_decisions(snapshot: &Value, catalog: &Value, cases: &[Case]) -> Vec<(u
         .collect()
 }
 
+/// The Lambda authorizer (the core through wasm-bindgen, in Node) on the same table: the HTTP
+/// API answer carries every reason; the REST answer must agree (Allow, `Unauthorized` for 401,
+/// Deny with the same code otherwise).
+fn lambda_decisions(snapshot: &Value, catalog: &Value, cases: &[Case]) -> Vec<(u16, String)> {
+    let requests: Vec<Value> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({"method": "GET", "path": format!("/f/{}", c.feature), "headers": headers_of(i, c),
+                   "sourceIp": c.client_ip.clone().unwrap_or_else(|| "192.0.2.1".into())})
+        })
+        .collect();
+    let input = json!({"config": gateway_config(snapshot, catalog, cases), "requests": requests});
+    let answers = common::node::driver("authorize.js", &input, &[]);
+    answers
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(cases)
+        .map(|(a, c)| {
+            let ctx = &a["v2"]["context"];
+            let status = ctx["status"].as_u64().unwrap() as u16;
+            let code = ctx["code"].as_str().unwrap_or("allowed").to_string();
+            assert_eq!(a["v2"]["isAuthorized"], json!(status == 200), "{}", c.name);
+            let rest = a["v1"]["effect"].as_str().unwrap();
+            let want = match status {
+                200 => "Allow",
+                401 => "Unauthorized",
+                _ => "Deny",
+            };
+            assert_eq!(rest, want, "{}: REST answer", c.name);
+            if rest == "Deny" {
+                assert_eq!(a["v1"]["context"]["code"], json!(code), "{}", c.name);
+            }
+            (status, code)
+        })
+        .collect()
+}
+
 #[test]
 fn the_agent_and_the_filter_decide_the_shared_table_alike() {
     let (catalog, cases) = table();
@@ -117,13 +167,14 @@ fn the_agent_and_the_filter_decide_the_shared_table_alike() {
 
     let from_agent = agent_decisions(&agent, &catalog, &cases);
     let from_filter = filter_decisions(&snapshot, &catalog, &cases);
+    let from_lambda = lambda_decisions(&snapshot, &catalog, &cases);
     let mut wrong = Vec::new();
     for (i, c) in cases.iter().enumerate() {
         let expected = (c.status, c.decision.clone());
-        if from_agent[i] != expected || from_filter[i] != expected {
+        if from_agent[i] != expected || from_filter[i] != expected || from_lambda[i] != expected {
             wrong.push(format!(
-                "case {i} {:?}: expected {expected:?}, agent {:?}, filter {:?}",
-                c.name, from_agent[i], from_filter[i]
+                "case {i} {:?}: expected {expected:?}, agent {:?}, filter {:?}, lambda {:?}",
+                c.name, from_agent[i], from_filter[i], from_lambda[i]
             ));
         }
     }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod node;
 pub mod table;
 
 use aforo_host_tests::envoy::free_port;

@@ -1,0 +1,119 @@
+'use strict';
+// The usage handler against CloudWatch Logs subscription events: AWS's documented sample, and
+// access-log lines in the deploy example's format delivered to a local recording ingest.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const http = require('node:http');
+const path = require('node:path');
+const { handler, decode } = require('../lib/usage');
+const { config, useConfig, logsEvent, NOW } = require('./helpers');
+
+/** An ingest on a free loopback port that records every event and acknowledges it. */
+async function ingest(t, answer = () => 202) {
+  const batches = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      const events = JSON.parse(body).events;
+      const status = answer(batches.length);
+      batches.push({ status, auth: req.headers.authorization, events });
+      res.writeHead(status, { 'content-type': 'application/json', 'retry-after': '0' });
+      res.end(JSON.stringify(status === 202 ? { accepted: events.length, duplicates: 0, rejected: [] } : {}));
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  return { url: `http://127.0.0.1:${server.address().port}`, batches };
+}
+
+/** A log line in the deploy example's access-log format, rendered with these values. */
+function line(values) {
+  const tpl = require(path.join(__dirname, '..', '..', '..', 'deploy-examples', 'aws', 'template.json'));
+  const format = tpl.Resources.Api.Properties.AccessLogSetting.Format;
+  return format.replace(/\$context\.([\w.]+)/g, (_, k) => String(values[k] ?? '-'));
+}
+
+const call = (requestId, extra = {}) => line({
+  requestId, requestTimeEpoch: NOW - 1000, httpMethod: 'GET', resourcePath: '/v1/search', status: 200,
+  responseLength: 512, 'authorizer.customerId': 'cust_a', 'authorizer.environment': 'sandbox',
+  'authorizer.keyId': 'key_a', 'identity.sourceIp': '203.0.113.7', ...extra,
+});
+
+const ctx = { getRemainingTimeInMillis: () => 60000 };
+
+test("AWS's sample subscription event decodes; its lines are not access logs and are counted as such", async (t) => {
+  useConfig(t, config());
+  const sample = require('./events/cloudwatch-logs-aws-sample.json');
+  assert.equal(decode(sample).logEvents.length, 2);
+  assert.deepEqual(await handler(sample, ctx), {
+    lines: 2, metered: 0, skipped: 0, invalid: 2, delivered: 0, duplicates: 0, rejected: 0, deadLettered: 0,
+  });
+});
+
+test('a control message is acknowledged and meters nothing', async (t) => {
+  useConfig(t, config());
+  assert.deepEqual(await handler(logsEvent([], 'CONTROL_MESSAGE'), ctx), {
+    lines: 0, metered: 0, skipped: 0, invalid: 0, messageType: 'CONTROL_MESSAGE',
+  });
+});
+
+test('billable lines become events with the seven fields; a redelivered batch keeps its ids', async (t) => {
+  const sink = await ingest(t);
+  useConfig(t, config({ ingest_url: sink.url }));
+  const event = logsEvent([
+    call('req-1'),
+    call('req-2', { httpMethod: 'GET', status: 304 }),
+    call('req-3', { resourcePath: '/healthz' }),
+    call('req-4', { status: 500 }),
+  ]);
+  assert.deepEqual(await handler(event, ctx), {
+    lines: 4, metered: 2, skipped: 2, invalid: 0, delivered: 2, duplicates: 0, rejected: 0, deadLettered: 0,
+  });
+  assert.equal(sink.batches.length, 1);
+  assert.equal(sink.batches[0].auth, 'Bearer sk_test_lambda_tests');
+  const [first] = sink.batches[0].events;
+  assert.deepEqual(
+    { ...first, id: undefined, properties: undefined },
+    {
+      id: undefined, customer_id: 'cust_a', metric: 'api_calls', quantity: '1',
+      timestamp: '2026-03-15T11:59:59Z', product_id: 'prod_lambda', environment: 'sandbox', properties: undefined,
+    },
+  );
+  assert.equal(first.properties.endpoint, '/v1/search');
+  assert.equal(first.properties.key_id, 'key_a');
+  // CloudWatch (or a Lambda retry) delivers the same batch again: the same ids, which the
+  // ingest deduplicates.
+  await handler(event, ctx);
+  const ids = sink.batches.map((b) => b.events.map((e) => e.id));
+  assert.deepEqual(ids[1], ids[0]);
+});
+
+test('an ingest that fails is retried within the invocation', async (t) => {
+  const sink = await ingest(t, (n) => (n === 0 ? 503 : 202));
+  useConfig(t, config({ ingest_url: sink.url, initial_backoff_ms: 100, max_backoff_ms: 200 }));
+  // The real clock must move for the retry deadline to pass.
+  Date.now.mock.restore();
+  const r = await handler(logsEvent([call('retry-1', { requestTimeEpoch: Date.now() })]), ctx);
+  assert.equal(r.delivered, 1);
+  assert.deepEqual(sink.batches.map((b) => b.status), [503, 202]);
+  assert.deepEqual(sink.batches[0].events[0].id, sink.batches[1].events[0].id);
+});
+
+test('an ingest still down when time runs out fails the invocation so Lambda retries it', async (t) => {
+  const sink = await ingest(t, () => 503);
+  useConfig(t, config({ ingest_url: sink.url }));
+  Date.now.mock.restore();
+  const short = { getRemainingTimeInMillis: () => 1000 };
+  await assert.rejects(
+    handler(logsEvent([call('down-1', { requestTimeEpoch: Date.now() })]), short),
+    /1 events not yet accepted by the ingest; failing so Lambda retries this batch/,
+  );
+});
+
+test('a line without the authorizer context is reported, not guessed', async (t) => {
+  useConfig(t, config());
+  const r = await handler(logsEvent([call('x', { 'authorizer.customerId': '-' })]), ctx);
+  assert.equal(r.invalid, 1);
+});
