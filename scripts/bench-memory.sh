@@ -28,6 +28,12 @@ config = {"api_key": "sk_live_bench_memory", "product_id": "prod_bench",
           "routes": [{"method": "GET", "path_prefix": "/v1/search", "feature": "search", "metric": "api_calls"}],
           "entitlements": {"customers": customers, "consumer_keys": keys}}
 json.dump(config, open(f"{work}/config.json", "w"))
+# The same snapshot synced from entitlements_url instead (how production runs it).
+json.dump(config["entitlements"], open(f"{work}/snapshot.json", "w"))
+synced = {k: v for k, v in config.items() if k != "entitlements"}
+synced["entitlements_url"] = "http://ingest.aforo.test:8080/v1/entitlements"
+synced["sync_interval_ms"] = 60000
+json.dump(synced, open(f"{work}/config-synced.json", "w"))
 with open(f"{work}/traffic.jsonl", "w") as f:
     for r in range(requests):
         i = r % n
@@ -36,14 +42,21 @@ with open(f"{work}/traffic.jsonl", "w") as f:
                                                                           "x-request-id": f"m-{r}"}}}) + "\n")
 print(f"snapshot: {n} customers, {n} consumer keys; config {len(json.dumps(config))} bytes; {requests} requests")
 PY
-"$REPLAY" run --module "$WASM_DIR/aforo_metering.wasm" --config "$WORK/config.json" \
-  --traffic "$WORK/traffic.jsonl" --format json >"$WORK/report.json"
-python3 - "$WORK/report.json" <<'PY'
+report() {
+python3 - "$1" "$2" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 mb = lambda b: f"{b / 1048576:.1f} MiB"
+print(f"== {sys.argv[2]}")
 print(f"requests: {r['requests']['total']} ({r['requests']['by_decision']})")
 print(f"events: received {r['events']['received']}, delivered {r['events']['delivered']}, balanced {r['events']['balanced']}")
 print(f"VM linear memory once configured: {mb(r['memory_bytes_configured'])}")
 print(f"VM linear memory at peak:         {mb(r['memory_bytes_peak'])}")
 PY
+}
+"$REPLAY" run --module "$WASM_DIR/aforo_metering.wasm" --config "$WORK/config.json" \
+  --traffic "$WORK/traffic.jsonl" --format json >"$WORK/report.json"
+report "$WORK/report.json" "snapshot inline in the plugin configuration"
+"$REPLAY" run --module "$WASM_DIR/aforo_metering.wasm" --config "$WORK/config-synced.json" \
+  --snapshot "$WORK/snapshot.json" --traffic "$WORK/traffic.jsonl" --format json >"$WORK/report-synced.json"
+report "$WORK/report-synced.json" "snapshot synced from entitlements_url"
