@@ -514,3 +514,72 @@ fn the_harness_and_a_real_envoy_agree_on_every_status_and_every_event() {
     );
     assert_eq!(a.len(), 8);
 }
+
+#[test]
+fn a_throttling_slow_and_partly_refusing_ingest_ends_with_every_event_accounted_once() {
+    let mut cfg = base_config();
+    cfg["api_key"] = json!("sk_test_e2e_faults");
+    cfg["request_timeout_ms"] = json!(5000);
+    let s = stack(cfg, &[], 1);
+    // 0-2 s: 429 with Retry-After: 3; 3-6 s: answers 2 s late; 6-8 s: every other event refused.
+    s.sandbox
+        .set_faults("0s-2s:429/3,3s-6s:delay=2s,6s-8s:partial")
+        .unwrap();
+    let mut c = Client::new(&format!("127.0.0.1:{}", s.envoy.port));
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        let r = get(
+            &mut c,
+            "/v1/search",
+            &[
+                ("x-api-key", "ck_e2e_bravo"),
+                ("x-request-id", &format!("faults-{sent}")),
+            ],
+        );
+        assert_eq!(r.status, 200, "the client never waits on the ingest");
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Wait until nothing is buffered in the filter.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let received = s.envoy.stat("wasmcustom.aforo_events_received_total");
+        let buffered = s.envoy.stat("wasmcustom.aforo_events_buffered");
+        if received == Some(sent) && buffered == Some(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "received {received:?} of {sent}, buffered {buffered:?}: {}",
+            s.envoy.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stat = |n: &str| s.envoy.stat(&format!("wasmcustom.{n}")).unwrap_or(0);
+    let (delivered, rejected, dead) = (
+        stat("aforo_events_delivered_total"),
+        stat("aforo_events_rejected_total"),
+        stat("aforo_events_dead_lettered"),
+    );
+    assert_eq!(
+        delivered + rejected + dead,
+        sent,
+        "received = delivered + rejected + dead-lettered + buffered(0)"
+    );
+    let stored = s.sandbox.stored();
+    let ids: HashSet<&str> = stored.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), stored.len(), "an event stored twice");
+    assert!(rejected >= 1, "the partial refusal was seen");
+    assert_eq!(
+        stored.len() as i64 + rejected + dead,
+        sent,
+        "every event is stored once, or refused and dead-lettered"
+    );
+    let stats = s.sandbox.stats();
+    assert_eq!(
+        stats.by_status.get(&429).copied(),
+        Some(1),
+        "Retry-After: 3 was honoured (one 429 in a 2 s window): {stats:?}"
+    );
+}
