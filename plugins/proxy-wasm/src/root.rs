@@ -23,6 +23,8 @@ pub type Shared = Rc<RefCell<Gateway>>;
 pub struct Root {
     gateway: Option<Shared>,
     metrics: Rc<MetricIds>,
+    /// The tick period last set (it shortens until the first snapshot arrives).
+    tick_ms: u64,
 }
 
 /// A random 64-bit seed from the host (WASI `random_get` behind `RandomState`).
@@ -114,6 +116,7 @@ impl RootContext for Root {
         let gateway = Gateway::new(config, seed());
         let tick = gateway.tick_period_ms();
         self.gateway = Some(Rc::new(RefCell::new(gateway)));
+        self.tick_ms = tick;
         let _ = hostcalls::set_tick_period(Duration::from_millis(tick));
         true
     }
@@ -123,6 +126,11 @@ impl RootContext for Root {
         let mut h = ProxyHost::new(&self.metrics);
         if let Ok(mut g) = gw.try_borrow_mut() {
             g.on_tick(&mut h);
+            let period = g.tick_period_ms();
+            if period != self.tick_ms {
+                self.tick_ms = period;
+                let _ = hostcalls::set_tick_period(Duration::from_millis(period));
+            }
         }
     }
 

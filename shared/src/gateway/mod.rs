@@ -110,8 +110,15 @@ impl Gateway {
         &self.config
     }
 
-    /// How often the host should call [`Gateway::on_tick`].
+    /// How often the host should call [`Gateway::on_tick`]; hosts read it again after each tick.
+    /// Until the first snapshot arrives it is the shortest period, so the first sync starts at
+    /// once: before it, requests are served under `failure_mode` and keys cannot be identified.
     pub fn tick_period_ms(&self) -> u64 {
+        if matches!(self.config.entitlements, EntitlementSource::Sync(_))
+            && self.snapshot.snapshot.is_none()
+        {
+            return 20;
+        }
         let mut p = self.config.delivery.flush_interval_ms.min(1_000);
         if matches!(self.config.entitlements, EntitlementSource::Sync(_)) {
             p = p.min(self.config.sync_interval_ms);

@@ -555,6 +555,8 @@ fn stale_snapshots_follow_the_failure_mode() {
     open.publish_metrics(&mut host);
     assert_eq!(host.metric(Metric::DecisionsFailOpen), 1);
 
+    // Until the first snapshot the host ticks as fast as it can, so the first sync starts now.
+    assert_eq!(open.tick_period_ms(), 20);
     // A sync installs a snapshot; five seconds without a successful sync make it stale again.
     host.calls.clear();
     open.on_tick(&mut host);
@@ -572,6 +574,7 @@ fn stale_snapshots_follow_the_failure_mode() {
             body: snapshot_json().to_string().into_bytes(),
         },
     );
+    assert_eq!(open.tick_period_ms(), 500, "back to the normal period");
     assert!(exchange(
         &mut open,
         &mut host,
