@@ -200,7 +200,9 @@ fn no_secret_reaches_a_log_line_even_with_debug_on() {
     );
     bad.keep_logs = true;
     bad.quiet = true;
-    all.push(format!("{:?}", run(&bad).err()));
+    let refused = run(&bad).expect_err("batch_size 0 is refused");
+    all.push(refused.to_string());
+    assert!(all.last().unwrap().contains("batch_size"), "{refused}");
     assert!(all.len() > 10, "{} lines", all.len());
     for line in &all {
         for secret in [

@@ -50,7 +50,7 @@ fn access_logs_reach_the_agent_once_even_when_delivered_twice() {
             log_line(
                 format,
                 &json!({"requestId": format!("aws-req-{i}"), "requestTimeEpoch": now_ms - 1000,
-                    "httpMethod": "GET", "resourcePath": "/v1/search", "status": 200, "responseLength": 10,
+                    "httpMethod": "GET", "path": "/prod/v1/search", "stage": "prod", "status": 200, "responseLength": 10,
                     "authorizer.customerId": "globex", "authorizer.environment": "sandbox",
                     "authorizer.keyId": null, "identity.sourceIp": "203.0.113.7"}),
             )
@@ -60,7 +60,7 @@ fn access_logs_reach_the_agent_once_even_when_delivered_twice() {
     lines.push(log_line(
         format,
         &json!({"requestId": "aws-req-500", "requestTimeEpoch": now_ms, "httpMethod": "GET",
-            "resourcePath": "/v1/search", "status": 500, "authorizer.customerId": "globex"}),
+            "path": "/prod/v1/search", "stage": "prod", "status": 500, "authorizer.customerId": "globex"}),
     ));
     let config = json!({
         "product_id": "prod_aws",
@@ -69,20 +69,25 @@ fn access_logs_reach_the_agent_once_even_when_delivered_twice() {
         "entitlements": {"customers": {}}
     })
     .to_string();
-    let summaries = common::node::driver(
-        "usage.js",
-        &json!({"lines": lines, "times": 2}),
-        &[("AFORO_CONFIG", &config), ("AFORO_API_KEY", SANDBOX)],
-    );
+    let env = [
+        ("AFORO_CONFIG", config.as_str()),
+        ("AFORO_API_KEY", SANDBOX),
+    ];
+    // Delivered twice to one warm instance, then once more to a fresh instance (another
+    // Lambda, or a retry on a new one).
+    let warm = common::node::driver("usage.js", &json!({"lines": lines, "times": 2}), &env);
+    let cold = common::node::driver("usage.js", &json!({"lines": lines, "times": 1}), &env);
     assert_eq!(
-        summaries[0],
+        warm[0],
         json!({"lines": 51, "metered": 50, "skipped": 1, "invalid": 0, "delivered": 50, "duplicates": 0, "rejected": 0, "deadLettered": 0})
     );
-    assert_eq!(summaries[1]["delivered"], 50);
-    assert_eq!(
-        summaries[1]["duplicates"], 50,
-        "the redelivered batch is recognised"
-    );
+    for again in [&warm[1], &cold[0]] {
+        assert_eq!(again["delivered"], 50);
+        assert_eq!(
+            again["duplicates"], 50,
+            "the redelivered batch is recognised"
+        );
+    }
     let usage = agent.call(
         "GET",
         "/v1/usage?environment=sandbox",

@@ -6,14 +6,25 @@
 
 const { getEngine, runCalls, writeLogs } = require('./engine');
 
+/** An HTTP API's rawPath starts with the stage unless it is `$default`; routes omit it. */
+function withoutStage(path, stage) {
+  if (!stage || stage === '$default') return path;
+  const prefix = `/${stage}`;
+  if (path === prefix) return '/';
+  return path.startsWith(`${prefix}/`) ? path.slice(prefix.length) : path;
+}
+
 /** The request as the core reads it, from a v1 or v2 authorizer event. */
 function requestOf(event) {
   const headers = {};
-  for (const [k, v] of Object.entries(event.headers || {})) headers[k.toLowerCase()] = String(v);
+  for (const [k, v] of Object.entries(event.headers || {})) {
+    if (v !== null && v !== undefined) headers[k.toLowerCase()] = String(v);
+  }
   if (event.version === '2.0') {
-    const http = (event.requestContext && event.requestContext.http) || {};
+    const ctx = event.requestContext || {};
+    const http = ctx.http || {};
     const query = event.rawQueryString ? `?${event.rawQueryString}` : '';
-    return { method: http.method || '', path: `${event.rawPath || http.path || '/'}${query}`, headers, sourceIp: http.sourceIp };
+    return { method: http.method || '', path: `${withoutStage(event.rawPath || http.path || '/', ctx.stage)}${query}`, headers, sourceIp: http.sourceIp };
   }
   const identity = (event.requestContext && event.requestContext.identity) || {};
   // An API key checked by an API Gateway usage plan is also accepted as the consumer key.

@@ -7,9 +7,11 @@
 const zlib = require('node:zlib');
 const { getEngine, runCalls, writeLogs } = require('./engine');
 
-/** The decoded subscription payload. */
+/** The decoded subscription payload: a CloudWatch Logs event, or the on-failure destination
+ * record that wraps one (`requestPayload`), so a dead-lettered batch is replayed as it is. */
 function decode(event) {
-  const data = event && event.awslogs && event.awslogs.data;
+  const logs = (event && event.awslogs) || (event && event.requestPayload && event.requestPayload.awslogs);
+  const data = logs && logs.data;
   if (typeof data !== 'string') throw new Error('aforo: not a CloudWatch Logs event (awslogs.data is missing)');
   return JSON.parse(zlib.gunzipSync(Buffer.from(data, 'base64')).toString('utf8'));
 }
@@ -29,7 +31,7 @@ async function handler(event, context) {
     else if (r.skipped) summary.skipped += 1;
     else {
       summary.invalid += 1;
-      console.warn(`aforo: log line ${line.id} not metered: ${r.invalid} (is the stage's access log format the one in deploy-examples/aws?)`);
+      console.warn(`aforo: log line ${line.id} not metered: ${r.invalid}`);
     }
   }
   // Deliver before returning: a frozen Lambda delivers nothing. Keep a margin for the reply.
@@ -43,7 +45,7 @@ async function handler(event, context) {
         delivered: c.delivered - before.delivered,
         duplicates: c.duplicates - before.duplicates,
         rejected: c.rejected - before.rejected,
-        deadLettered: c.deadLettered,
+        deadLettered: c.deadLettered - before.deadLettered,
       });
       return summary;
     }

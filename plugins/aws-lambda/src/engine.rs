@@ -44,6 +44,23 @@ fn config_from(config_json: &str, env_json: &str) -> Result<Config, String> {
     Config::parse(Value::Object(config).to_string().as_bytes(), &lookup).map_err(|e| e.to_string())
 }
 
+/// `$context.path` of a REST API starts with the stage on the default endpoint
+/// (`/prod/v1/search`); routes are written without it.
+fn strip_stage(path: &str, stage: Option<&str>) -> String {
+    if let Some(stage) = stage.filter(|s| !s.is_empty() && *s != "$default") {
+        let prefix = format!("/{stage}");
+        if let Some(rest) = path.strip_prefix(&prefix) {
+            if rest.is_empty() {
+                return "/".to_string();
+            }
+            if rest.starts_with('/') {
+                return rest.to_string();
+            }
+        }
+    }
+    path.to_string()
+}
+
 fn reply_json(r: &LocalReply) -> Value {
     let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
     let header = |n: &str| {
@@ -178,36 +195,46 @@ impl Engine {
             }
         };
         let need = |name: &str| text(name).ok_or_else(|| format!("{name:?} is missing"));
-        let request_id = need("requestId")?;
-        let customer_id = need("customerId")?;
         let number = |name: &str| text(name).and_then(|s| s.parse::<u64>().ok());
-        // `requestTimeEpoch` (ms) is exact; `requestTime` (CLF) is a fallback in RFC 3339.
+        // Route and status first: a refused request (no authorizer context) or an unmetered
+        // path is not an error.
+        let method = need("httpMethod")?;
+        let path = strip_stage(&need("path")?, text("stage").as_deref());
+        let status = number("status")
+            .and_then(|s| u16::try_from(s).ok())
+            .ok_or("\"status\" is missing or not a status")?;
+        if let Err(not) = self.gw.logged_route(&method, &path, status) {
+            return Ok(Err(not));
+        }
+        let request_id = need("requestId")?;
+        let customer_id = need("customerId").map_err(|_| {
+            "\"customerId\" is missing: was the request authorized by the aforo authorizer?"
+                .to_string()
+        })?;
+        // `requestTimeEpoch` (ms) is exact; `requestTime` in RFC 3339 is a fallback.
         let time = match number("requestTimeEpoch") {
             Some(ms) => Timestamp::from_unix_nanos((ms as i64).saturating_mul(1_000_000)),
             None => {
                 parse_rfc3339(&need("requestTime")?).map_err(|e| format!("\"requestTime\": {e}"))?
             }
         };
-        let status = number("status").ok_or("\"status\" is missing or not a number")?;
         let environment = match text("environment") {
             Some(e) => Environment::from_wire(&e)
                 .ok_or_else(|| format!("\"environment\": {e:?} is not sandbox or production"))?,
             None => self.gw.config().environment(),
         };
-        let method = need("httpMethod")?;
-        let path = need("path")?;
         let key_id = text("keyId");
         let line = LoggedRequest {
             request_id: &request_id,
             time,
             method: &method,
             path: &path,
-            status: u16::try_from(status).map_err(|_| "\"status\" is out of range")?,
+            status,
             customer_id: &customer_id,
             environment,
             key_id: key_id.as_deref(),
-            request_bytes: number("requestLength").unwrap_or(0),
-            response_bytes: number("responseLength").unwrap_or(0),
+            request_bytes: number("requestLength"),
+            response_bytes: number("responseLength"),
         };
         Ok(self.gw.meter_logged(&mut self.host, &line))
     }

@@ -90,6 +90,26 @@ test('HTTP API: the simple response, allowed then refused', async (t) => {
   });
 });
 
+test('HTTP API on a named stage: the stage in rawPath is not part of the route', async (t) => {
+  useConfig(t, config());
+  const e = v2();
+  e.rawPath = '/prod/v1/search';
+  e.requestContext.stage = 'prod';
+  const r = await handler(e);
+  assert.equal(r.isAuthorized, true);
+  assert.equal(r.context.feature, 'search');
+});
+
+test('REST: a null header (API Gateway sends them) is ignored, and the usage-plan API key is used', async (t) => {
+  useConfig(t, config());
+  const e = v1();
+  delete e.headers['X-Api-Key'];
+  e.headers['X-Null'] = null;
+  e.requestContext.identity.apiKey = 'ck_lambda_alpha';
+  const r = await handler(e);
+  assert.equal(r.policyDocument.Statement[0].Effect, 'Allow');
+});
+
 test('a bad configuration fails with the field named', async (t) => {
   useConfig(t, config({ batch_size: 0 }));
   await assert.rejects(handler(v1()), /aforo: invalid configuration: batch_size: must be 1\.\.=1000, got 0/);
@@ -118,13 +138,13 @@ test('the deploy example maps each refusal to a response a client can act on', a
   assert.deepEqual(gatewayResponse('ACCESS_DENIED', quota.context), {
     status: 403,
     headers: { 'Retry-After': String(RESET), 'RateLimit-Limit': '2', 'RateLimit-Remaining': '0' },
-    body: { error: { code: 'quota_exhausted', message: 'the quota of 2 per month is used up', status: 429 } },
+    body: { error: { code: 'quota_exhausted', message: 'the quota of 2 per month is used up', status: '429' } },
   });
   const e = v1();
   e.path = '/v1/export';
   const noAccess = await handler(e);
   assert.deepEqual(gatewayResponse('ACCESS_DENIED', noAccess.context).body, {
-    error: { code: 'no_access', message: 'the plan does not include "export"', status: 403 },
+    error: { code: 'no_access', message: 'the plan does not include "export"', status: '403' },
   });
   assert.equal(gatewayResponse('UNAUTHORIZED', {}).status, 401);
   assert.deepEqual(gatewayResponse('UNAUTHORIZED', {}).body.error.code, 'invalid_key');

@@ -36,7 +36,7 @@ function line(values) {
 }
 
 const call = (requestId, extra = {}) => line({
-  requestId, requestTimeEpoch: NOW - 1000, httpMethod: 'GET', resourcePath: '/v1/search', status: 200,
+  requestId, requestTimeEpoch: NOW - 1000, httpMethod: 'GET', path: '/prod/v1/search', stage: 'prod', status: 200,
   responseLength: 512, 'authorizer.customerId': 'cust_a', 'authorizer.environment': 'sandbox',
   'authorizer.keyId': 'key_a', 'identity.sourceIp': '203.0.113.7', ...extra,
 });
@@ -65,7 +65,7 @@ test('billable lines become events with the seven fields; a redelivered batch ke
   const event = logsEvent([
     call('req-1'),
     call('req-2', { httpMethod: 'GET', status: 304 }),
-    call('req-3', { resourcePath: '/healthz' }),
+    call('req-3', { path: '/prod/healthz' }),
     call('req-4', { status: 500 }),
   ]);
   assert.deepEqual(await handler(event, ctx), {
@@ -112,8 +112,34 @@ test('an ingest still down when time runs out fails the invocation so Lambda ret
   );
 });
 
-test('a line without the authorizer context is reported, not guessed', async (t) => {
+test('a billable line without the authorizer context is reported, not guessed', async (t) => {
   useConfig(t, config());
   const r = await handler(logsEvent([call('x', { 'authorizer.customerId': '-' })]), ctx);
   assert.equal(r.invalid, 1);
+});
+
+test('a refused request (no authorizer context, 401/403) is skipped quietly', async (t) => {
+  useConfig(t, config());
+  const refused = [call('r401', { status: 401, 'authorizer.customerId': '-' }), call('r403', { status: 403, 'authorizer.customerId': '-' })];
+  const r = await handler(logsEvent(refused), ctx);
+  assert.deepEqual([r.metered, r.skipped, r.invalid], [0, 2, 0]);
+});
+
+test('a route whose quantity the log cannot carry is refused and counted, never billed as zero', async (t) => {
+  const sink = await ingest(t);
+  useConfig(t, config({
+    ingest_url: sink.url,
+    routes: [{ method: 'GET', path_prefix: '/v1/search', feature: 'search', metric: 'bytes_in', quantity: { from: 'request_bytes' } }],
+  }));
+  const r = await handler(logsEvent([call('rb-1')]), ctx);
+  assert.deepEqual([r.metered, r.rejected, r.delivered], [1, 1, 0]);
+  assert.equal(sink.batches.length, 0);
+});
+
+test('a batch from the on-failure destination is replayed as it is', async (t) => {
+  const sink = await ingest(t);
+  useConfig(t, config({ ingest_url: sink.url }));
+  const record = { version: '1.0', requestContext: { condition: 'RetriesExhausted' }, requestPayload: logsEvent([call('dlq-1')]) };
+  const r = await handler(record, ctx);
+  assert.equal(r.delivered, 1);
 });

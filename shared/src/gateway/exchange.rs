@@ -34,6 +34,8 @@ pub struct Exchange {
     pub(crate) quantity_header: Option<String>,
     pub(crate) body: Vec<u8>,
     pub(crate) body_truncated: bool,
+    /// Why the quantity could not be observed at all (an access log without the field).
+    pub(crate) unmeasured: Option<String>,
 }
 
 impl Exchange {
@@ -68,6 +70,7 @@ impl Exchange {
             quantity_header: None,
             body: Vec::new(),
             body_truncated: false,
+            unmeasured: None,
         }
     }
 

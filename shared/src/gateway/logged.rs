@@ -4,6 +4,7 @@
 
 use super::exchange::Exchange;
 use super::Gateway;
+use crate::config::QuantitySource;
 use crate::environment::Environment;
 use crate::host::Host;
 use crate::time::Timestamp;
@@ -28,10 +29,10 @@ pub struct LoggedRequest<'a> {
     pub environment: Environment,
     /// The consumer key id the authorizer matched, if any.
     pub key_id: Option<&'a str>,
-    /// Request body bytes (for `request_bytes` quantities).
-    pub request_bytes: u64,
-    /// Response body bytes (for `response_bytes` quantities).
-    pub response_bytes: u64,
+    /// Request body bytes (for `request_bytes` quantities), when the log has them.
+    pub request_bytes: Option<u64>,
+    /// Response body bytes (for `response_bytes` quantities), when the log has them.
+    pub response_bytes: Option<u64>,
 }
 
 /// Why a log line was not metered.
@@ -44,23 +45,31 @@ pub enum NotMetered {
 }
 
 impl Gateway {
+    /// Whether a logged request is metered at all (a route matches, the status is billable),
+    /// decided before anything else is read from the line.
+    pub fn logged_route(&self, method: &str, path: &str, status: u16) -> Result<usize, NotMetered> {
+        let route = self
+            .config
+            .routes
+            .iter()
+            .position(|r| r.matches(method, path))
+            .ok_or(NotMetered::NoRoute)?;
+        if !self.config.billable_status.contains(status) {
+            return Err(NotMetered::NotBillable(status));
+        }
+        Ok(route)
+    }
+
     /// Meters one logged request exactly as the filter meters a proxied one (route, quantity,
-    /// id, validation, buffer, dead letters). Its quantity cannot come from a response header
-    /// or body: those routes get the `quantity_unavailable` refusal, counted and dead-lettered.
+    /// id, validation, buffer, dead letters). A quantity the log cannot carry (a response
+    /// header or body, a length the log format lacks) gets the `quantity_unavailable` refusal,
+    /// counted and dead-lettered, never a silent zero.
     pub fn meter_logged(
         &mut self,
         host: &mut dyn Host,
         req: &LoggedRequest<'_>,
     ) -> Result<(), NotMetered> {
-        let route = self
-            .config
-            .routes
-            .iter()
-            .position(|r| r.matches(req.method, req.path))
-            .ok_or(NotMetered::NoRoute)?;
-        if !self.config.billable_status.contains(req.status) {
-            return Err(NotMetered::NotBillable(req.status));
-        }
+        let route = self.logged_route(req.method, req.path, req.status)?;
         let mut ex = Exchange::new(
             route,
             req.time,
@@ -74,8 +83,21 @@ impl Gateway {
             req.key_id.map(str::to_string),
         );
         ex.status = Some(req.status);
-        ex.request_bytes = req.request_bytes;
-        ex.response_bytes = req.response_bytes;
+        ex.request_bytes = req.request_bytes.unwrap_or(0);
+        ex.response_bytes = req.response_bytes.unwrap_or(0);
+        let missing = match self.config.routes.get(route).map(|r| &r.quantity) {
+            Some(QuantitySource::RequestBytes) if req.request_bytes.is_none() => {
+                Some("the access log has no request length")
+            }
+            Some(QuantitySource::ResponseBytes) if req.response_bytes.is_none() => {
+                Some("the access log has no response length")
+            }
+            Some(QuantitySource::ResponseHeader(_) | QuantitySource::ResponseJson(_)) => {
+                Some("an access log carries no response headers or body")
+            }
+            _ => None,
+        };
+        ex.unmeasured = missing.map(str::to_string);
         self.finish(host, ex);
         Ok(())
     }

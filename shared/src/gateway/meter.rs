@@ -65,6 +65,9 @@ fn encode(format: IngestFormat, event: &UsageEvent, props: &GatewayProperties<'_
 
 /// Why the quantity could not be measured.
 fn quantity_of(ex: &Exchange, source: &QuantitySource) -> Result<Quantity, String> {
+    if let Some(why) = &ex.unmeasured {
+        return Err(why.clone());
+    }
     match source {
         QuantitySource::Constant(q) => Ok(*q),
         QuantitySource::RequestBytes => Ok(Quantity::from_u64(ex.request_bytes)),

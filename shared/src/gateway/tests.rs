@@ -637,8 +637,8 @@ fn logged_requests_are_metered_like_proxied_ones_and_count_once() {
             customer_id: "cust_a",
             environment: Environment::Sandbox,
             key_id: Some("key_a"),
-            request_bytes: 0,
-            response_bytes: 10,
+            request_bytes: None,
+            response_bytes: Some(10),
         };
     let (a, again, other) = (
         logged("r-1", "GET", "/v1/search?q=1", 200),
