@@ -140,7 +140,9 @@ impl Quantity {
             let start = i;
             let mut exp: i64 = 0;
             while i < b.len() && b[i].is_ascii_digit() {
-                exp = exp * 10 + (b[i] - b'0') as i64;
+                // Saturating: a 30-digit exponent is refused below, not an overflow here
+                // (found by the ingest_body fuzz target).
+                exp = exp.saturating_mul(10).saturating_add((b[i] - b'0') as i64);
                 i += 1;
             }
             if i == start || i - start > 3 {
@@ -279,6 +281,22 @@ impl fmt::Display for Quantity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_exponent_is_refused_not_overflowed() {
+        // The ingest_body fuzz target's finding: an exponent of 20+ digits overflowed i64.
+        for text in [
+            "1e99999999999999999999",
+            "1e-99999999999999999999999999",
+            "7E+1234567890123456789",
+        ] {
+            assert_eq!(
+                Quantity::parse(text),
+                Err(QuantityError::NotANumber),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn exact_decimal_forms_are_accepted_and_normalised() {
