@@ -50,11 +50,14 @@ const fn opt(
     } else {
         Kind::Text
     };
+    // Defaults and docs are for people and for the tests that check the README; the Wasm
+    // builds never read them, so they are left out there (a few KB of a proxy module).
+    let docs = !cfg!(target_arch = "wasm32");
     OptionSpec {
         name,
         env,
-        default,
-        doc,
+        default: if docs { default } else { "" },
+        doc: if docs { doc } else { "" },
         kind,
     }
 }

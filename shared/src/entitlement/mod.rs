@@ -5,6 +5,7 @@ mod counters;
 mod decision;
 mod reply;
 mod snapshot;
+mod streamed;
 mod window;
 
 pub use admission::{

@@ -75,7 +75,7 @@ pub struct Snapshot {
     pub uses_ip_allowlists: bool,
 }
 
-const TOP: &[&str] = &[
+pub(super) const TOP: &[&str] = &[
     "version",
     "generated_at",
     "environment",
@@ -108,9 +108,101 @@ const RATE: &[&str] = &["limit", "per"];
 /// Largest quota or usage count accepted (2^53, so JSON numbers stay exact everywhere).
 pub const MAX_UNITS: u64 = 1 << 53;
 
+/// A snapshot being read: the scalar fields first, then customers and keys one at a time.
+pub(super) struct Parts {
+    version: u64,
+    generated_at: Option<Timestamp>,
+    environment: Option<Environment>,
+    customers: HashMap<String, Customer>,
+    keys: Vec<ConsumerKey>,
+}
+
+/// One customer read at `cpath.id`; an empty id is refused.
+pub(super) fn customer_at(cpath: &str, id: &str, cv: &Value) -> Result<Customer, FieldError> {
+    if id.is_empty() {
+        return Err(FieldError::new(cpath, "a customer id must not be empty"));
+    }
+    parse_customer(&join(cpath, id), cv)
+}
+
+impl Parts {
+    pub(super) fn read(r: &ObjReader<'_>) -> Result<Self, FieldError> {
+        let version = r.u64_in("version", 0, u64::MAX)?.unwrap_or(0);
+        let generated_at = opt_time(r, "generated_at")?;
+        let environment = match r.choice("environment", &["sandbox", "production"])? {
+            Some(e) => Environment::from_wire(e),
+            None => None,
+        };
+        Ok(Parts {
+            version,
+            generated_at,
+            environment,
+            customers: HashMap::new(),
+            keys: Vec::new(),
+        })
+    }
+
+    fn add_customer(&mut self, cpath: &str, id: &str, cv: &Value) -> Result<(), FieldError> {
+        let c = customer_at(cpath, id, cv)?;
+        self.customers.insert(id.to_string(), c);
+        Ok(())
+    }
+
+    /// Adds a customer already read (or the error reading it).
+    pub(super) fn add_parsed_customer(
+        &mut self,
+        id: String,
+        c: Result<Customer, FieldError>,
+    ) -> Result<(), FieldError> {
+        self.customers.insert(id, c?);
+        Ok(())
+    }
+
+    fn add_key(&mut self, p: &str, kv: &Value) -> Result<(), FieldError> {
+        self.add_parsed_key(p, parse_key(p, kv))
+    }
+
+    /// Adds a key already read (or the error reading it); its customer must be known.
+    pub(super) fn add_parsed_key(
+        &mut self,
+        p: &str,
+        key: Result<ConsumerKey, FieldError>,
+    ) -> Result<(), FieldError> {
+        let key = key?;
+        if !self.customers.contains_key(&key.customer_id) {
+            return Err(FieldError::new(
+                join(p, "customer_id"),
+                format!("customer {:?} is not in customers", key.customer_id),
+            ));
+        }
+        self.keys.push(key);
+        Ok(())
+    }
+
+    pub(super) fn finish(self) -> Snapshot {
+        let uses_ip_allowlists = self.customers.values().any(|c| !c.ip_allowlist.is_empty())
+            || self.keys.iter().any(|k| !k.ip_allowlist.is_empty());
+        Snapshot {
+            version: self.version,
+            generated_at: self.generated_at,
+            environment: self.environment,
+            customers: self.customers,
+            keys: ConsumerKeyTable::new(self.keys),
+            uses_ip_allowlists,
+        }
+    }
+}
+
 impl Snapshot {
-    /// Parses snapshot JSON bytes.
+    /// Parses snapshot JSON bytes. Customers and keys are read one at a time from the raw
+    /// text, so the peak memory is the document plus the typed snapshot, not a JSON tree of the
+    /// whole document (about ten times its size: what a proxy VM's linear memory would keep
+    /// as its high-water mark). Shapes this path does not expect take the whole-tree path,
+    /// which gives the same result or the same error.
     pub fn from_json(bytes: &[u8]) -> Result<Self, FieldError> {
+        if let Some(parsed) = super::streamed::from_json(bytes) {
+            return parsed;
+        }
         let v = crate::strict_json::parse_json("the entitlement snapshot", bytes)?;
         Self::from_value("", &v)
     }
@@ -118,51 +210,24 @@ impl Snapshot {
     /// Parses a snapshot from a JSON value found at `path`.
     pub fn from_value(path: &str, v: &Value) -> Result<Self, FieldError> {
         let r = ObjReader::new(path, v, TOP)?;
-        let version = r.u64_in("version", 0, u64::MAX)?.unwrap_or(0);
-        let generated_at = opt_time(&r, "generated_at")?;
-        let environment = match r.choice("environment", &["sandbox", "production"])? {
-            Some(e) => Environment::from_wire(e),
-            None => None,
-        };
-        let mut customers = HashMap::new();
+        let mut parts = Parts::read(&r)?;
         if let Some(c) = r.get("customers") {
             let cpath = r.field_path("customers");
             let map = c.as_object().ok_or_else(|| {
                 FieldError::new(&cpath, "must be an object of customer id → customer")
             })?;
-            customers.reserve(map.len());
+            parts.customers.reserve(map.len());
             for (id, cv) in map {
-                if id.is_empty() {
-                    return Err(FieldError::new(&cpath, "a customer id must not be empty"));
-                }
-                customers.insert(id.clone(), parse_customer(&join(&cpath, id), cv)?);
+                parts.add_customer(&cpath, id, cv)?;
             }
         }
-        let mut keys = Vec::new();
         if let Some(list) = r.array("consumer_keys")? {
             let kpath = r.field_path("consumer_keys");
             for (i, kv) in list.iter().enumerate() {
-                let p = index(&kpath, i);
-                let key = parse_key(&p, kv)?;
-                if !customers.contains_key(&key.customer_id) {
-                    return Err(FieldError::new(
-                        join(&p, "customer_id"),
-                        format!("customer {:?} is not in customers", key.customer_id),
-                    ));
-                }
-                keys.push(key);
+                parts.add_key(&index(&kpath, i), kv)?;
             }
         }
-        let uses_ip_allowlists = customers.values().any(|c| !c.ip_allowlist.is_empty())
-            || keys.iter().any(|k| !k.ip_allowlist.is_empty());
-        Ok(Snapshot {
-            version,
-            generated_at,
-            environment,
-            customers,
-            keys: ConsumerKeyTable::new(keys),
-            uses_ip_allowlists,
-        })
+        Ok(parts.finish())
     }
 
     /// The snapshot as JSON, in the same shape `from_value` reads.
@@ -356,7 +421,7 @@ fn parse_feature(path: &str, v: &Value) -> Result<Entitlement, FieldError> {
     })
 }
 
-fn parse_key(path: &str, v: &Value) -> Result<ConsumerKey, FieldError> {
+pub(super) fn parse_key(path: &str, v: &Value) -> Result<ConsumerKey, FieldError> {
     let r = ObjReader::new(path, v, KEY)?;
     let key_id = r
         .non_empty_string("key_id")?
@@ -399,6 +464,39 @@ fn parse_key(path: &str, v: &Value) -> Result<ConsumerKey, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_by_parts_gives_what_the_whole_tree_gives_errors_included() {
+        let docs = [
+            r#"{"version": 3, "customers": {"a": {"features": {"f": {"quota": 5, "used": 2}}}, "b": {"status": "suspended", "features": {}}},
+                "consumer_keys": [{"key_id": "k", "hash": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "customer_id": "a"}]}"#,
+            r#"{"customers": {"a": {"features": {"f": {"quota": -1}}}}}"#,
+            r#"{"customers": {"a": {"features": {}}}, "consumer_keys": [{"key_id": "k", "hash": "sha256:00", "customer_id": "zz"}]}"#,
+            r#"{"customers": {"": {"features": {}}}}"#,
+            r#"{"customers": null}"#,
+            r#"{"customers": {}, "consumer_keys": null}"#,
+            r#"{"custmers": {}}"#,
+            r#"{"version": "x"}"#,
+            r#"[]"#,
+            r#"{"consumer_keys": [{"key_id": "k", "hash": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "customer_id": "b"}], "customers": {"b": {"features": {}}}}"#,
+            r#"{"customers": {"x": 1}, "customers": {"b": {"features": {}}}, "version": 2}"#,
+            r#"{"customers": {"z": {"features": {"f": {"quota": "no"}}}, "a": {"features": {"f": {"quota": -2}}}}}"#,
+            r#"{"customers": {}} trailing"#,
+            r#"{"customers": {"a": {"features": {"f": {"quota": 1}}}}, "consumer_keys": [{"key_id": "k", "hash": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "customer_id": "zz"}]}"#,
+        ];
+        for d in docs {
+            let by_parts = Snapshot::from_json(d.as_bytes());
+            let tree = serde_json::from_str::<Value>(d)
+                .map_err(|e| e.to_string())
+                .map(|v| Snapshot::from_value("", &v));
+            match (by_parts, tree) {
+                (Ok(a), Ok(Ok(b))) => assert_eq!(a.to_value(), b.to_value(), "{d}"),
+                (Err(a), Ok(Err(b))) => assert_eq!(a.to_string(), b.to_string(), "{d}"),
+                (Err(a), Err(_)) => assert!(a.to_string().contains("not valid JSON"), "{d}"),
+                (a, b) => panic!("{d}: by parts {a:?}, whole tree {b:?}"),
+            }
+        }
+    }
     use crate::keys::hash_key;
 
     fn sample() -> Value {
