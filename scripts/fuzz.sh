@@ -31,6 +31,7 @@ for t in "${TARGETS[@]}"; do
   step "Fuzz $t for ${SECONDS_PER_TARGET}s"
   mkdir -p "corpus/$t" "seeds/$t"
   log="$FUZZ_TARGET_DIR/fuzz-$t.log"
+  before=$(ls "artifacts/$t" 2>/dev/null | wc -l)
   if cargo +nightly fuzz run "${FLAGS[@]}" "$t" "corpus/$t" "seeds/$t" -- \
       -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
     grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb' "$log" | tr '\n' ' '
@@ -38,8 +39,12 @@ for t in "${TARGETS[@]}"; do
   else
     failed+=("$t")
     tail -40 "$log"
-    echo "FINDING in $t: see fuzz/artifacts/$t/ (reproduce: cargo +nightly fuzz run ${FLAGS[*]} $t fuzz/artifacts/$t/<file>)"
+    if [ "$(ls "artifacts/$t" 2>/dev/null | wc -l)" -gt "$before" ]; then
+      echo "FINDING in $t: see fuzz/artifacts/$t/ (reproduce: cargo +nightly fuzz run ${FLAGS[*]} $t fuzz/artifacts/$t/<file>)"
+    else
+      echo "the $t run failed without a finding (a build error?): see $log"
+    fi
   fi
 done
-[ ${#failed[@]} -eq 0 ] || die "fuzz findings in: ${failed[*]}"
+[ ${#failed[@]} -eq 0 ] || die "fuzzing failed in: ${failed[*]}"
 step "Fuzzing found nothing in ${#TARGETS[@]} targets"
