@@ -29,7 +29,7 @@ cargo +nightly fuzz build "${FLAGS[@]}"
 failed=()
 for t in "${TARGETS[@]}"; do
   step "Fuzz $t for ${SECONDS_PER_TARGET}s"
-  mkdir -p "corpus/$t" "seeds/$t"
+  mkdir -p "corpus/$t" "seeds/$t" "artifacts/$t"
   log="$FUZZ_TARGET_DIR/fuzz-$t.log"
   before=$(ls "artifacts/$t" 2>/dev/null | wc -l)
   if cargo +nightly fuzz run "${FLAGS[@]}" "$t" "corpus/$t" "seeds/$t" -- \
