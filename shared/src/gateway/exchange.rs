@@ -4,6 +4,7 @@
 use crate::config::QuantitySource;
 use crate::entitlement::{ratelimit_headers, Allowance, Reservation};
 use crate::environment::Environment;
+use crate::keys::KeyHash;
 use crate::time::Timestamp;
 
 /// Lazy access to response headers.
@@ -36,6 +37,8 @@ pub struct Exchange {
     pub(crate) body_truncated: bool,
     /// Why the quantity could not be observed at all (an access log without the field).
     pub(crate) unmeasured: Option<String>,
+    /// The hash of a consumer key presented before any snapshot could resolve it.
+    pub(crate) pending_key: Option<KeyHash>,
 }
 
 impl Exchange {
@@ -71,6 +74,7 @@ impl Exchange {
             body: Vec::new(),
             body_truncated: false,
             unmeasured: None,
+            pending_key: None,
         }
     }
 

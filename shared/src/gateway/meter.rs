@@ -100,9 +100,6 @@ impl Gateway {
     /// Ends an exchange: meters it when billable, gives reserved quota back when not.
     pub fn finish(&mut self, host: &mut dyn Host, ex: Exchange) {
         let now = host.now();
-        let Some(customer_id) = ex.customer_id.clone() else {
-            return;
-        };
         let billable = ex
             .status
             .is_some_and(|s| self.config.billable_status.contains(s));
@@ -110,6 +107,12 @@ impl Gateway {
             self.refund(host, &ex.reservations);
             return;
         }
+        let Some(customer_id) = ex.customer_id.clone() else {
+            if ex.pending_key.is_some() {
+                self.await_identity(host, ex);
+            }
+            return;
+        };
         let Some(route) = self.config.routes.get(ex.route) else {
             return;
         };

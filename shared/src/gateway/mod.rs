@@ -5,6 +5,7 @@
 //! delivery pipeline per environment; quota and rate counters live in host shared data so
 //! all workers of a proxy count together.
 
+mod awaiting;
 mod exchange;
 mod logged;
 mod meter;
@@ -72,6 +73,10 @@ pub struct Gateway {
     /// costs more than the decision itself in some proxies).
     pending_decisions: [u64; DECISION_METRICS.len()],
     overflow_logged: u64,
+    /// Exchanges served before the first snapshot, waiting for their key to be resolved.
+    awaiting: Vec<Exchange>,
+    /// Of those, how many could not be kept (the wait list was full).
+    unattributed: u64,
 }
 
 impl Gateway {
@@ -102,6 +107,8 @@ impl Gateway {
             reported: Counters::default(),
             pending_decisions: [0; DECISION_METRICS.len()],
             overflow_logged: 0,
+            awaiting: Vec::new(),
+            unattributed: 0,
         }
     }
 

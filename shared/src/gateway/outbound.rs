@@ -222,6 +222,7 @@ impl Gateway {
         }
         host.metric_add(Metric::SnapshotSyncs, 1);
         self.install_snapshot(s, now);
+        self.resolve_awaiting(host);
     }
 
     fn sync_failed(&mut self, host: &mut dyn Host, why: &str) {

@@ -8,7 +8,7 @@ use crate::entitlement::{
     HostCounters, Identity, Reservation,
 };
 use crate::host::{Host, LogLevel, Metric};
-use crate::keys::{client_ip, parse_peer};
+use crate::keys::{client_ip, hash_key, parse_peer};
 use crate::time::Timestamp;
 
 /// Lazy access to the request, so only what a decision needs is read from the host.
@@ -123,12 +123,21 @@ impl Gateway {
                     self.refuse(host, &deny, now, None)
                 }
                 None => {
-                    // Fail open without an identity: serve, but this usage cannot be attributed.
-                    host.log(LogLevel::Warn, "aforo: request served without a fresh snapshot and without a resolvable customer; not metered");
                     self.count_decision(Metric::DecisionsAllowed);
-                    RequestVerdict::Continue {
-                        exchange: None,
-                        upstream_headers: Vec::new(),
+                    match (credential, self.snapshot.snapshot.is_none()) {
+                        // Never synced yet: meter it once the first snapshot resolves the key.
+                        (Credential::ConsumerKey(k), true) => {
+                            exchange.pending_key = Some(hash_key(k));
+                            self.continue_with(exchange, Vec::new())
+                        }
+                        _ => {
+                            // Fail open without an identity: served, but not attributable.
+                            host.log(LogLevel::Warn, "aforo: request served without a fresh snapshot and without a resolvable customer; not metered");
+                            RequestVerdict::Continue {
+                                exchange: None,
+                                upstream_headers: Vec::new(),
+                            }
+                        }
                     }
                 }
             };

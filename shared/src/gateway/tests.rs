@@ -681,3 +681,86 @@ fn logged_requests_are_metered_like_proxied_ones_and_count_once() {
     assert_eq!(events[0]["metric"], "api_calls");
     assert_eq!(events[0]["properties"]["endpoint"], "/v1/search");
 }
+
+#[test]
+fn usage_served_before_the_first_snapshot_is_metered_when_it_arrives() {
+    let mut gw = Gateway::new(
+        config(
+            json!({"entitlements": null, "entitlements_url": "http://127.0.0.1:9/v1/entitlements"}),
+        ),
+        3,
+    );
+    let mut host = TestHost::new();
+    // Never synced, failure_mode open: served, but the key cannot be resolved yet.
+    let served_at = host.now;
+    assert!(exchange(
+        &mut gw,
+        &mut host,
+        &get_search("ck_live_alpha", "early-1"),
+        200,
+        b""
+    )
+    .is_ok());
+    assert!(exchange(
+        &mut gw,
+        &mut host,
+        &get_search("ck_unknown", "early-2"),
+        200,
+        b""
+    )
+    .is_ok());
+    assert!(exchange(
+        &mut gw,
+        &mut host,
+        &get_search("ck_live_alpha", "early-3"),
+        500,
+        b""
+    )
+    .is_ok());
+    assert_eq!(gw.counters().received, 0, "nothing can be built yet");
+    // The first sync answers.
+    host.advance_ms(300);
+    gw.on_tick(&mut host);
+    let (token, _) = host
+        .take_calls()
+        .into_iter()
+        .find(|(_, c)| {
+            c.headers
+                .iter()
+                .any(|(k, v)| k == ":path" && v.starts_with("/v1/entitlements"))
+        })
+        .unwrap();
+    gw.on_call_response(
+        &mut host,
+        token,
+        CallResponse {
+            status: Some(200),
+            headers: vec![],
+            body: snapshot_json().to_string().into_bytes(),
+        },
+    );
+    // The billable request with a known key is metered, at the time it was served; the unknown
+    // key is logged; the 500 was never billable.
+    assert_eq!(gw.counters().received, 1);
+    assert!(host
+        .logs
+        .borrow()
+        .iter()
+        .any(|(_, l)| l.contains("1 requests served before the first snapshot carried keys")));
+    host.advance_ms(5_000);
+    gw.on_tick(&mut host);
+    let flush = host
+        .take_calls()
+        .into_iter()
+        .find(|(_, c)| {
+            c.headers
+                .iter()
+                .any(|(k, v)| k == ":path" && v == "/v1/events")
+        })
+        .unwrap();
+    let body: Value = serde_json::from_slice(&flush.1.body).unwrap();
+    let e = &body["events"][0];
+    assert_eq!(e["customer_id"], "cust_a");
+    assert_eq!(e["timestamp"], served_at.to_rfc3339());
+    assert_eq!(e["properties"]["key_id"], "key_a");
+}
