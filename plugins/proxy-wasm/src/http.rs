@@ -142,11 +142,7 @@ impl HttpContext for Http {
         let (Some(ex), Some(source)) = (&mut self.exchange, &self.source) else {
             return Action::Continue;
         };
-        let now = if ex.needs_clock_at_response() {
-            crate::host::now()
-        } else {
-            aforo_core::Timestamp::EPOCH
-        };
+        let now = ex.started_at();
         let added = ex.on_response_headers(&Headers(MapType::HttpResponseHeaders), source, now);
         for (k, v) in added {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, k, Some(&v));

@@ -148,10 +148,11 @@ impl Exchange {
         }
     }
 
-    /// Whether [`Exchange::on_response_headers`] needs the current time (only to write
-    /// `RateLimit-Reset`; hosts can skip a clock call otherwise).
-    pub fn needs_clock_at_response(&self) -> bool {
-        self.allowance.is_some()
+    /// When the request arrived. Hosts pass it to [`Exchange::on_response_headers`] instead of
+    /// reading the clock again: `RateLimit-Reset` moves by the request's latency at most, and a
+    /// host call costs more than the rest of the response phase in some proxies.
+    pub fn started_at(&self) -> Timestamp {
+        self.started_at
     }
 
     /// Counts a response body chunk and keeps a bounded copy when the quantity is inside it.
