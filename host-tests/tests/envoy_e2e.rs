@@ -583,3 +583,49 @@ fn a_throttling_slow_and_partly_refusing_ingest_ends_with_every_event_accounted_
         "Retry-After: 3 was honoured (one 429 in a 2 s window): {stats:?}"
     );
 }
+
+/// Sends raw HTTP/1.1 bytes (header values a String cannot hold) and returns the status.
+fn raw_status(port: u16, request: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_header_that_is_not_utf8_neither_traps_the_filter_nor_loses_the_event() {
+    let mut cfg = base_config();
+    cfg["api_key"] = json!("sk_test_e2e_latin1");
+    let s = stack(cfg, &[], 1);
+    // Latin-1 "café" in a header the filter does not read, and in the consumer key itself.
+    let referer = b"GET /v1/search HTTP/1.1\r\nHost: api\r\nx-api-key: ck_e2e_bravo\r\nx-request-id: latin1-1\r\nReferer: caf\xe9\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_status(s.envoy.port, referer), 200);
+    let bad_key = b"GET /v1/search HTTP/1.1\r\nHost: api\r\nx-api-key: ck_caf\xe9\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        raw_status(s.envoy.port, bad_key),
+        401,
+        "a key that is not UTF-8 is no key"
+    );
+    // The VM is alive: the next request is decided and metered as usual.
+    let mut c = Client::new(&format!("127.0.0.1:{}", s.envoy.port));
+    let r = get(
+        &mut c,
+        "/v1/search",
+        &[("x-api-key", "ck_e2e_bravo"), ("x-request-id", "latin1-2")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("ratelimit-limit"), Some("1000"));
+    assert_eq!(
+        s.sandbox.wait_for(2, Duration::from_secs(10)),
+        2,
+        "{}",
+        s.envoy.log_tail(20)
+    );
+}

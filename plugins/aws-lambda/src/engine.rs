@@ -155,7 +155,8 @@ impl Engine {
                 json!({
                     "allowed": true,
                     "status": 200,
-                    "metered": true,
+                    // Served before any snapshot (failure_mode open): no customer to bill yet.
+                    "metered": ex.customer_id().is_some(),
                     "customerId": ex.customer_id(),
                     "environment": ex.environment().as_str(),
                     "keyId": ex.key_id(),

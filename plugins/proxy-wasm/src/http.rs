@@ -37,7 +37,7 @@ struct Headers(MapType);
 /// allocation callback it makes into the module) costs about as much as the whole decision in
 /// Envoy's V8, and the engine reads four or five headers.
 struct RequestHeaders {
-    all: std::cell::OnceCell<Vec<(String, String)>>,
+    all: std::cell::OnceCell<Vec<(String, Vec<u8>)>>,
 }
 
 impl RequestHeaders {
@@ -50,11 +50,16 @@ impl RequestHeaders {
 
 impl RequestView for RequestHeaders {
     fn header(&self, name: &str) -> Option<String> {
+        // Bytes, not `get_map`: the proxy-wasm crate unwraps UTF-8 there, and a Latin-1 byte in
+        // any header (Envoy accepts them) would trap the VM. A value that is not UTF-8 reads as
+        // absent.
         self.all
-            .get_or_init(|| hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default())
+            .get_or_init(|| {
+                hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
+            })
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+            .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
     }
 
     fn peer_address(&self) -> Option<String> {
@@ -62,9 +67,17 @@ impl RequestView for RequestHeaders {
     }
 }
 
+/// One header value as text; not UTF-8 reads as absent (see `RequestHeaders::header`).
+fn header_text(map: MapType, name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(map, name)
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok())
+}
+
 impl RequestView for Headers {
     fn header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(self.0, name).ok().flatten()
+        header_text(self.0, name)
     }
 
     fn peer_address(&self) -> Option<String> {
@@ -82,7 +95,7 @@ impl RequestView for Headers {
 
 impl ResponseHeaders for Headers {
     fn header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(self.0, name).ok().flatten()
+        header_text(self.0, name)
     }
 }
 

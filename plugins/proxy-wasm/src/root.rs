@@ -44,7 +44,12 @@ impl Context for Root {
         let headers = if num_headers == 0 {
             Vec::new()
         } else {
-            hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default()
+            // Bytes: `get_map` unwraps UTF-8 and an upstream's Latin-1 header would trap.
+            hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect::<Vec<_>>()
         };
         let status = headers
             .iter()

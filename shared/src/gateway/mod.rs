@@ -75,6 +75,8 @@ pub struct Gateway {
     overflow_logged: u64,
     /// Exchanges served before the first snapshot, waiting for their key to be resolved.
     awaiting: Vec<Exchange>,
+    /// Response bytes those exchanges hold (JSON-pointer routes keep the body).
+    awaiting_bytes: usize,
     /// Of those, how many could not be kept (the wait list was full).
     unattributed: u64,
 }
@@ -108,6 +110,7 @@ impl Gateway {
             pending_decisions: [0; DECISION_METRICS.len()],
             overflow_logged: 0,
             awaiting: Vec::new(),
+            awaiting_bytes: 0,
             unattributed: 0,
         }
     }
@@ -118,11 +121,12 @@ impl Gateway {
     }
 
     /// How often the host should call [`Gateway::on_tick`]; hosts read it again after each tick.
-    /// Until the first snapshot arrives it is the shortest period, so the first sync starts at
-    /// once: before it, requests are served under `failure_mode` and keys cannot be identified.
+    /// Until the first sync has started it is the shortest period, so it starts at once: before
+    /// the first snapshot, requests are served under `failure_mode` without a decision.
     pub fn tick_period_ms(&self) -> u64 {
         if matches!(self.config.entitlements, EntitlementSource::Sync(_))
             && self.snapshot.snapshot.is_none()
+            && self.snapshot.last_sync_attempt.is_none()
         {
             return 20;
         }

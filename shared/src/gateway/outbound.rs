@@ -52,6 +52,7 @@ impl Gateway {
 
     /// Sends whatever is buffered now, regardless of deadlines (VM shutdown, tests).
     pub fn flush_now(&mut self, host: &mut dyn Host) {
+        self.resolve_awaiting(host);
         let now = host.now();
         for env in Environment::ALL {
             self.flush(host, env, now, true);

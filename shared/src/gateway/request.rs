@@ -109,7 +109,8 @@ impl Gateway {
             };
             return match customer_id {
                 Some(c) => {
-                    exchange.identify(c, default_env, None);
+                    let env = self.environment_of(&c);
+                    exchange.identify(c, env, None);
                     self.count_decision(Metric::DecisionsAllowed);
                     self.continue_with(exchange, Vec::new())
                 }

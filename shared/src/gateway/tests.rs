@@ -2,9 +2,10 @@
 
 use super::test_host::TestHost;
 use super::*;
-use crate::config::Config;
+use crate::config::{Config, QuantitySource};
 use crate::dedup::DedupWindow;
 use crate::entitlement::LocalReply;
+use crate::event::Quantity;
 use crate::host::CallResponse;
 use crate::ingest::{accept_batch, parse_batch, IngestAnswer};
 use crate::keys::hash_key;
@@ -763,4 +764,65 @@ fn usage_served_before_the_first_snapshot_is_metered_when_it_arrives() {
     assert_eq!(e["customer_id"], "cust_a");
     assert_eq!(e["timestamp"], served_at.to_rfc3339());
     assert_eq!(e["properties"]["key_id"], "key_a");
+}
+
+#[test]
+fn waiting_usage_keeps_the_partners_environment_and_late_arrivals_are_resolved_at_once() {
+    let mut gw = Gateway::new(
+        config(
+            json!({"entitlements": null, "entitlements_url": "http://127.0.0.1:9/v1/entitlements", "api_key": "sk_live_gw", "sandbox_api_key": "sk_test_gw"}),
+        ),
+        5,
+    );
+    let mut host = TestHost::new();
+    // A partner in sandbox mode calls before the first snapshot.
+    assert!(exchange(
+        &mut gw,
+        &mut host,
+        &get_search("ck_sbx", "sbx-early"),
+        200,
+        b""
+    )
+    .is_ok());
+    // A request starts before the snapshot and finishes after it.
+    let started = gw.on_request(&mut host, &get_search("ck_live_alpha", "late"));
+    let RequestVerdict::Continue {
+        exchange: Some(mut late),
+        ..
+    } = started
+    else {
+        panic!("served under failure_mode open");
+    };
+    gw.on_tick(&mut host);
+    let (token, _) = host.take_calls().into_iter().next().unwrap();
+    gw.on_call_response(
+        &mut host,
+        token,
+        CallResponse {
+            status: Some(200),
+            headers: vec![],
+            body: snapshot_json().to_string().into_bytes(),
+        },
+    );
+    assert_eq!(
+        gw.counters_for(Environment::Sandbox).received,
+        1,
+        "the partner's usage is sandbox usage"
+    );
+    assert_eq!(gw.counters_for(Environment::Production).received, 0);
+    let mut resp = HashMap::new();
+    resp.insert(":status".to_string(), "200".to_string());
+    late.on_response_headers(
+        &Resp(resp),
+        &QuantitySource::Constant(Quantity::ONE),
+        host.now,
+    );
+    gw.finish(&mut host, *late);
+    assert_eq!(
+        gw.counters_for(Environment::Production).received,
+        1,
+        "resolved at once, not left waiting for another sync"
+    );
+    // And the tick period is back to normal once the first sync has started.
+    assert_eq!(gw.tick_period_ms(), 500);
 }
