@@ -12,7 +12,8 @@
 # AFORO_DEMO_STATE=DIR records the pids and ports it used there (the tests check they are gone).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-[ "${AFORO_DEMO_SKIP_SETUP:-0}" = 1 ] || "$ROOT/scripts/setup.sh"
+# The demo needs Envoy, the filter and the agent, not the AWS Lambda package.
+[ "${AFORO_DEMO_SKIP_SETUP:-0}" = 1 ] || AFORO_SETUP_LAMBDA=0 "$ROOT/scripts/setup.sh"
 
 BIN="$CARGO_TARGET_DIR/debug"
 for b in aforo-agent aforo-replay; do

@@ -19,7 +19,9 @@ fi
 # LuaJIT + LuaSocket + lua-cjson run the Kong 3.10+ Lua plugin in the contract tests.
 apt_install luajit lua-socket lua-cjson
 # Node.js 18+ runs the AWS Lambda package (its tests, and the cross-host tests that drive it).
-if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' 2>/dev/null; then
+# The demo does not need it: AFORO_SETUP_LAMBDA=0 skips Node and the wasm-bindgen build.
+LAMBDA="${AFORO_SETUP_LAMBDA:-1}"
+if [ "$LAMBDA" = 1 ] && ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' 2>/dev/null; then
   apt_install nodejs
   node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' || die "Node.js 18 or newer is needed for plugins/aws-lambda (found $(node --version 2>/dev/null || echo none))"
 fi
@@ -31,5 +33,7 @@ cargo build --quiet --target wasm32-wasip1 --profile wasm-release -p aforo-proxy
 cargo build --quiet --target wasm32-wasip2 --profile wasm-release -p aforo-wasi
 ls -l "$WASM_DIR/aforo_metering.wasm" | awk '{printf "aforo_metering.wasm: %s bytes\n", $5}'
 ls -l "$COMPONENT" | awk '{printf "aforo_policy.wasm: %s bytes\n", $5}'
-step "Build: the core for Node.js (wasm-bindgen, plugins/aws-lambda/pkg)"
-"$ROOT/scripts/build-lambda.sh"
+if [ "$LAMBDA" = 1 ]; then
+  step "Build: the core for Node.js (wasm-bindgen, plugins/aws-lambda/pkg)"
+  "$ROOT/scripts/build-lambda.sh"
+fi
