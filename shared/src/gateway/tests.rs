@@ -683,6 +683,29 @@ fn logged_requests_are_metered_like_proxied_ones_and_count_once() {
     assert_eq!(events[0]["properties"]["endpoint"], "/v1/search");
 }
 
+/// Ticks (starting the first snapshot sync) and answers that sync with `snapshot_json()`.
+fn answer_first_sync(gw: &mut Gateway, host: &mut TestHost) {
+    gw.on_tick(host);
+    let (token, _) = host
+        .take_calls()
+        .into_iter()
+        .find(|(_, c)| {
+            c.headers
+                .iter()
+                .any(|(k, v)| k == ":path" && v.starts_with("/v1/entitlements"))
+        })
+        .unwrap();
+    gw.on_call_response(
+        host,
+        token,
+        CallResponse {
+            status: Some(200),
+            headers: vec![],
+            body: snapshot_json().to_string().into_bytes(),
+        },
+    );
+}
+
 #[test]
 fn usage_served_before_the_first_snapshot_is_metered_when_it_arrives() {
     let mut gw = Gateway::new(
@@ -694,52 +717,18 @@ fn usage_served_before_the_first_snapshot_is_metered_when_it_arrives() {
     let mut host = TestHost::new();
     // Never synced, failure_mode open: served, but the key cannot be resolved yet.
     let served_at = host.now;
-    assert!(exchange(
-        &mut gw,
-        &mut host,
-        &get_search("ck_live_alpha", "early-1"),
-        200,
-        b""
-    )
-    .is_ok());
-    assert!(exchange(
-        &mut gw,
-        &mut host,
-        &get_search("ck_unknown", "early-2"),
-        200,
-        b""
-    )
-    .is_ok());
-    assert!(exchange(
-        &mut gw,
-        &mut host,
-        &get_search("ck_live_alpha", "early-3"),
-        500,
-        b""
-    )
-    .is_ok());
+    for (key, rid, status) in [
+        ("ck_live_alpha", "early-1", 200),
+        ("ck_unknown", "early-2", 200),
+        ("ck_live_alpha", "early-3", 500),
+    ] {
+        let served = exchange(&mut gw, &mut host, &get_search(key, rid), status, b"");
+        assert!(served.is_ok(), "{rid}");
+    }
     assert_eq!(gw.counters().received, 0, "nothing can be built yet");
     // The first sync answers.
     host.advance_ms(300);
-    gw.on_tick(&mut host);
-    let (token, _) = host
-        .take_calls()
-        .into_iter()
-        .find(|(_, c)| {
-            c.headers
-                .iter()
-                .any(|(k, v)| k == ":path" && v.starts_with("/v1/entitlements"))
-        })
-        .unwrap();
-    gw.on_call_response(
-        &mut host,
-        token,
-        CallResponse {
-            status: Some(200),
-            headers: vec![],
-            body: snapshot_json().to_string().into_bytes(),
-        },
-    );
+    answer_first_sync(&mut gw, &mut host);
     // The billable request with a known key is metered, at the time it was served; the unknown
     // key is logged; the 500 was never billable.
     assert_eq!(gw.counters().received, 1);
@@ -793,17 +782,7 @@ fn waiting_usage_keeps_the_partners_environment_and_late_arrivals_are_resolved_a
     else {
         panic!("served under failure_mode open");
     };
-    gw.on_tick(&mut host);
-    let (token, _) = host.take_calls().into_iter().next().unwrap();
-    gw.on_call_response(
-        &mut host,
-        token,
-        CallResponse {
-            status: Some(200),
-            headers: vec![],
-            body: snapshot_json().to_string().into_bytes(),
-        },
-    );
+    answer_first_sync(&mut gw, &mut host);
     assert_eq!(
         gw.counters_for(Environment::Sandbox).received,
         1,
