@@ -2,7 +2,7 @@
 //! call under a fuel budget and an epoch deadline, so a misbehaving module traps instead of
 //! hanging the agent. The component reads and writes the agent's counters through its import.
 
-use crate::usage::SharedCounters;
+use crate::counters::SharedCounters;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,14 +34,11 @@ impl WasiView for State {
 
 impl aforo::metering::counters::Host for State {
     fn read(&mut self, key: String) -> Option<(Vec<u8>, u32)> {
-        self.counters.lock().ok().and_then(|c| c.read(&key))
+        self.counters.read(&key)
     }
 
     fn write(&mut self, key: String, value: Vec<u8>, cas: u32) -> bool {
-        match self.counters.lock() {
-            Ok(mut c) => c.write(&key, &value, cas).is_ok(),
-            Err(_) => false,
-        }
+        self.counters.write(&key, &value, cas).is_ok()
     }
 }
 

@@ -62,6 +62,12 @@ pub const AGENT_OPTIONS: &[AgentOption] = &[
     o("max_json_depth", "AFORO_AGENT_MAX_JSON_DEPTH", "32", "deepest JSON nesting accepted in any request body"),
     o("pool_size", "AFORO_AGENT_POOL_SIZE", "8", "component instances kept warm"),
     o("fuel_per_call", "AFORO_AGENT_FUEL_PER_CALL", "100000000", "instruction budget of one component call (a runaway module traps, the agent answers 503)"),
+    o("state", "AFORO_AGENT_STATE", "embedded", "where quota counters, rate-limit buckets and the dedup window live: embedded (this node), or redis://[user:password@]host:port[/db] (rediss:// for TLS) shared by every agent"),
+    o("redis_prefix", "AFORO_REDIS_PREFIX", "aforo:", "prefix of every Redis key (one per deployment sharing a Redis)"),
+    o("redis_timeout_ms", "AFORO_REDIS_TIMEOUT_MS", "250", "connect, read and write timeout of a Redis call; past it the agent decides on local state"),
+    o("redis_dedup_days", "AFORO_REDIS_DEDUP_DAYS", "91", "how long Redis remembers an event id (events older than 90 days are refused anyway; sandbox ids at most 30 days)"),
+    o("failure_mode", "AFORO_AGENT_FAILURE_MODE", "open", "while Redis is unreachable: open decides on this node's counters, closed answers /v1/canAccess with 503"),
+    o("node_id", "AFORO_AGENT_NODE_ID", "generated, kept in data_dir", "this agent's name in Redis (the owner of the events it claims): unique per agent, stable across restarts"),
 ];
 
 fn names() -> Vec<&'static str> {
@@ -105,6 +111,39 @@ pub struct AgentConfig {
     pub pool_size: usize,
     /// Fuel per component call.
     pub fuel_per_call: u64,
+    /// Where the shared state lives.
+    pub state: StateBackend,
+    /// While Redis is unreachable, refuse decisions (true) or decide locally.
+    pub fail_closed: bool,
+    /// This agent's name in Redis (none: generated and kept in the data directory).
+    pub node_id: Option<String>,
+}
+
+/// Where quota counters, rate-limit buckets and the dedup window live.
+#[derive(Clone)]
+pub enum StateBackend {
+    /// In this agent.
+    Embedded,
+    /// In Redis.
+    Redis {
+        /// `redis://…` or `rediss://…` (may hold a password: never printed).
+        url: String,
+        /// Key prefix.
+        prefix: String,
+        /// Call timeout.
+        timeout_ms: u64,
+        /// How long event ids are remembered.
+        dedup_days: u64,
+    },
+}
+
+impl std::fmt::Debug for StateBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateBackend::Embedded => f.write_str("Embedded"),
+            StateBackend::Redis { prefix, .. } => write!(f, "Redis {{ prefix: {prefix:?} }}"),
+        }
+    }
 }
 
 /// Where stored events are forwarded.
@@ -119,6 +158,14 @@ pub struct Upstream {
 }
 
 impl AgentConfig {
+    /// How long Redis remembers event ids (days; 0 with the embedded backend).
+    pub fn redis_dedup_days(&self) -> u64 {
+        match &self.state {
+            StateBackend::Redis { dedup_days, .. } => *dedup_days,
+            StateBackend::Embedded => 0,
+        }
+    }
+
     /// Whether the agent serves `env`.
     pub fn serves(&self, env: Environment) -> bool {
         self.environments.contains(&env)
@@ -143,7 +190,8 @@ fn env_value(name: &str, text: &str) -> Value {
                 || name.ends_with("_hour")
                 || name.ends_with("_bytes")
                 || name.ends_with("_depth")
-                || name.ends_with("_call") =>
+                || name.ends_with("_call")
+                || name.ends_with("_days") =>
         {
             Value::from(n)
         }
@@ -330,7 +378,64 @@ fn from_value(v: &Value, allowed: &'static [&'static str]) -> Result<AgentConfig
             format!("must be 1..=128 letters, digits or _-.: characters, got {product_id:?}"),
         ));
     }
+    let state = match r.non_empty_string("state")? {
+        None | Some("embedded") => StateBackend::Embedded,
+        Some(url)
+            if url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+unix://") =>
+        {
+            let prefix = r.string("redis_prefix")?.unwrap_or("aforo:").to_string();
+            if prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(FieldError::new(
+                    "redis_prefix",
+                    "must be at most 64 characters without spaces",
+                ));
+            }
+            StateBackend::Redis {
+                url: url.to_string(),
+                prefix,
+                timeout_ms: r.u64_in("redis_timeout_ms", 10, 60_000)?.unwrap_or(250),
+                dedup_days: r.u64_in("redis_dedup_days", 1, 730)?.unwrap_or(91),
+            }
+        }
+        Some(other) => {
+            // Never echo what may be a URL with a password in it.
+            let shown: String = other.chars().take_while(|c| *c != ':').take(16).collect();
+            return Err(FieldError::new(
+                "state",
+                format!("must be embedded or a redis://host:port (rediss:// for TLS) URL, got {shown:?}…"),
+            ));
+        }
+    };
+    if matches!(state, StateBackend::Embedded) {
+        for only in ["redis_prefix", "redis_timeout_ms", "redis_dedup_days"] {
+            if r.get(only).is_some() {
+                return Err(FieldError::new(
+                    only,
+                    "applies to the Redis backend only: set state to a redis:// URL, or remove it",
+                ));
+            }
+        }
+    }
+    let fail_closed = matches!(
+        r.choice("failure_mode", &["open", "closed"])?,
+        Some("closed")
+    );
+    let node_id = match r.non_empty_string("node_id")? {
+        None => None,
+        Some(n) if aforo_core::config::is_name(n) => Some(n.to_string()),
+        Some(n) => {
+            return Err(FieldError::new(
+                "node_id",
+                format!("must be 1..=128 letters, digits or _-.: characters, got {n:?}"),
+            ))
+        }
+    };
     Ok(AgentConfig {
+        state,
+        fail_closed,
+        node_id,
         listen,
         data_dir,
         environments,
@@ -435,6 +540,62 @@ mod tests {
         assert_eq!(c.listen.port(), 9000, "the file wins over the environment");
         assert_eq!(c.batch_size, 7, "flags win over the file");
         assert_eq!(c.environments.len(), 2);
+    }
+
+    #[test]
+    fn the_state_backend_is_embedded_or_a_redis_url() {
+        let c = parse(None, &env_of(&[]), &[]).unwrap();
+        assert!(matches!(c.state, StateBackend::Embedded) && !c.fail_closed);
+        let c = parse(
+            None,
+            &env_of(&[(
+                "AFORO_AGENT_STATE",
+                "rediss://agent:s3cret@redis.internal:6380/2",
+            )]),
+            &[
+                ("--redis-prefix".into(), "shop1:".into()),
+                ("--failure-mode".into(), "closed".into()),
+                ("--redis-dedup-days".into(), "40".into()),
+            ],
+        )
+        .unwrap();
+        match &c.state {
+            StateBackend::Redis {
+                url,
+                prefix,
+                timeout_ms,
+                dedup_days,
+            } => {
+                assert!(url.starts_with("rediss://"));
+                assert_eq!(
+                    (prefix.as_str(), *timeout_ms, *dedup_days),
+                    ("shop1:", 250, 40)
+                );
+            }
+            StateBackend::Embedded => panic!("not redis"),
+        }
+        assert!(c.fail_closed);
+        assert!(
+            !format!("{:?}", c.state).contains("s3cret"),
+            "the URL's password is never printed"
+        );
+        // A mistyped scheme is refused without echoing the rest (it may hold a password).
+        let e = parse(
+            Some(br#"{"state": "redis:/user:hunter2@host"}"#),
+            &env_of(&[]),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "state");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        // Redis settings without Redis are a mistake worth naming.
+        let e = parse(Some(br#"{"redis_prefix": "x:"}"#), &env_of(&[]), &[]).unwrap_err();
+        assert_eq!(e.path, "redis_prefix");
+        assert!(e.to_string().contains("Redis backend only"), "{e}");
+        let e = parse(Some(br#"{"failure_mode": "maybe"}"#), &env_of(&[]), &[]).unwrap_err();
+        assert_eq!(e.path, "failure_mode");
+        let e = parse(Some(br#"{"node_id": "two words"}"#), &env_of(&[]), &[]).unwrap_err();
+        assert_eq!(e.path, "node_id");
     }
 
     #[test]

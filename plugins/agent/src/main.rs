@@ -5,10 +5,14 @@
 mod catalog;
 mod component;
 mod config;
+mod counters;
 mod forwarder;
 mod http;
 mod keys;
 mod metrics;
+mod node_id;
+mod reconcile;
+mod redis_state;
 mod store;
 mod usage;
 
@@ -99,11 +103,39 @@ async fn serve(
     component_path: std::path::PathBuf,
 ) -> Result<(), String> {
     let catalog = Arc::new(RwLock::new(catalog));
-    let usage = Arc::new(usage::Usage::new(catalog.clone()));
+    let backend = match &config.state {
+        config::StateBackend::Embedded => {
+            usage::Backend::Embedded(Arc::new(counters::LocalCounters::default()))
+        }
+        config::StateBackend::Redis {
+            url,
+            prefix,
+            timeout_ms,
+            ..
+        } => {
+            let node = node_id::load_or_create(&config.data_dir, config.node_id.as_deref())?;
+            let link = Arc::new(redis_state::RedisLink::new(
+                url,
+                prefix,
+                std::time::Duration::from_millis(*timeout_ms),
+                &node,
+            )?);
+            eprintln!(
+                "aforo-agent: shared state in Redis at {} (prefix {prefix:?}, node {node})",
+                link.display
+            );
+            usage::Backend::Redis {
+                counters: Arc::new(redis_state::counters::RedisCounters::new(link.clone())),
+                link,
+            }
+        }
+    };
+    let shared = matches!(backend, usage::Backend::Redis { .. });
+    let usage = Arc::new(usage::Usage::new(catalog.clone(), backend));
     let u = usage.clone();
     let on_stored: store::OnStored =
         Arc::new(move |env, events| u.record(env, events, http::now()));
-    let stores = store::Stores::open(&config.data_dir, &Environment::ALL, on_stored)
+    let stores = store::Stores::open(&config.data_dir, &Environment::ALL, shared, on_stored)
         .map_err(|e| e.to_string())?;
     let t = http::now();
     for env in Environment::ALL {
@@ -147,6 +179,7 @@ async fn serve(
     });
     app.refresh_policy_snapshot()?;
     forwarder::start(app.clone(), wake);
+    reconcile::start(app.clone());
     let listener = tokio::net::TcpListener::bind(app.config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", app.config.listen))?;

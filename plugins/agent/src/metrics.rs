@@ -25,6 +25,14 @@ pub struct Metrics {
     pub forward_dead: [AtomicU64; 2],
     /// Events held by the forwarder.
     pub forward_buffered: [AtomicU64; 2],
+    /// Redis backend: events committed to this agent's store, before their claim.
+    pub stored: [AtomicU64; 2],
+    /// Claims settled: counted now, found made earlier by this node, made by another agent.
+    claims: [[AtomicU64; 3]; 2],
+    /// Unsettled events found at start.
+    pub claims_resumed: [AtomicU64; 2],
+    /// Events waiting for their claim.
+    pub claims_pending: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -32,6 +40,14 @@ impl Metrics {
     pub fn events_stored(&self, env: Environment, accepted: u64, duplicates: u64) {
         self.accepted[env.index()].fetch_add(accepted, Ordering::Relaxed);
         self.duplicates[env.index()].fetch_add(duplicates, Ordering::Relaxed);
+    }
+
+    /// Claims settled in Redis.
+    pub fn claims_settled(&self, env: Environment, counted: u64, replayed: u64, elsewhere: u64) {
+        let c = &self.claims[env.index()];
+        c[0].fetch_add(counted, Ordering::Relaxed);
+        c[1].fetch_add(replayed, Ordering::Relaxed);
+        c[2].fetch_add(elsewhere, Ordering::Relaxed);
     }
 
     /// An event refused.
@@ -98,6 +114,33 @@ impl Metrics {
                 out,
                 "aforo_agent_forward_buffered{{environment=\"{env}\"}} {}",
                 self.forward_buffered[i].load(Ordering::Relaxed)
+            );
+        }
+        // Redis backend: stored + resumed = counted + replayed + duplicate + pending.
+        let _ = writeln!(out, "# TYPE aforo_agent_claims_total counter");
+        for env in Environment::ALL {
+            let i = env.index();
+            let _ = writeln!(
+                out,
+                "aforo_agent_events_stored_total{{environment=\"{env}\"}} {}",
+                self.stored[i].load(Ordering::Relaxed)
+            );
+            for (k, result) in ["counted", "replayed", "duplicate"].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "aforo_agent_claims_total{{environment=\"{env}\",result=\"{result}\"}} {}",
+                    self.claims[i][k].load(Ordering::Relaxed)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "aforo_agent_claims_resumed_total{{environment=\"{env}\"}} {}",
+                self.claims_resumed[i].load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "aforo_agent_claims_pending{{environment=\"{env}\"}} {}",
+                self.claims_pending[i].load(Ordering::Relaxed)
             );
         }
         let _ = writeln!(out, "# TYPE aforo_agent_decisions_total counter");

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS events (
     source      TEXT,
     body        TEXT NOT NULL,
     received_at INTEGER NOT NULL,
-    forwarded   INTEGER NOT NULL DEFAULT 0
+    forwarded   INTEGER NOT NULL DEFAULT 0,
+    claimed     INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events(seq) WHERE forwarded = 0;
 CREATE INDEX IF NOT EXISTS events_customer_ts ON events(customer_id, ts);
@@ -81,6 +82,22 @@ fn open(path: &Path, schema: &str) -> Result<Connection, StoreError> {
     c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
         .map_err(err(path))?;
     c.execute_batch(schema).map_err(err(path))?;
+    if schema == EVENTS_SCHEMA {
+        // Stores written before the Redis backend existed lack `claimed`: every event in them
+        // is this node's.
+        let has: bool = c
+            .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'claimed'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(err(path))?;
+        if !has {
+            c.execute_batch("ALTER TABLE events ADD COLUMN claimed INTEGER NOT NULL DEFAULT 1;")
+                .map_err(err(path))?;
+        }
+        c.execute_batch(
+            "CREATE INDEX IF NOT EXISTS events_unclaimed ON events(seq) WHERE claimed = 0;",
+        )
+        .map_err(err(path))?;
+    }
     Ok(c)
 }
 
@@ -137,9 +154,12 @@ fn env_path(dir: &Path, env: Environment) -> PathBuf {
 
 impl Stores {
     /// Opens (and creates) the stores of `environments` under `dir`, and starts the writer.
+    /// With `shared` (the Redis backend) new events are stored unclaimed: they are forwarded
+    /// and counted once their claim in Redis settles (see `reconcile.rs`).
     pub fn open(
         dir: &Path,
         environments: &[Environment],
+        shared: bool,
         on_stored: OnStored,
     ) -> Result<Stores, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
@@ -154,7 +174,7 @@ impl Stores {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("aforo-store-writer".into())
-            .spawn(move || writer(rx, writers, on_stored))
+            .spawn(move || writer(rx, writers, !shared, on_stored))
             .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
         Ok(Stores {
             dir: dir.to_path_buf(),
@@ -255,10 +275,68 @@ impl Stores {
         limit: usize,
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
         self.read(env, |c| {
-            let mut st = c.prepare_cached("SELECT seq, id, body FROM events WHERE forwarded = 0 AND seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let mut st = c.prepare_cached("SELECT seq, id, body FROM events WHERE forwarded = 0 AND claimed = 1 AND seq > ?1 ORDER BY seq LIMIT ?2")?;
             let rows = st.query_map(params![after_seq, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()
         })
+    }
+
+    /// Events whose claim in Redis has not settled, received before `before`, oldest first:
+    /// (seq, body).
+    pub fn unclaimed(
+        &self,
+        env: Environment,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.read(env, |c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, body FROM events WHERE claimed = 0 AND received_at < ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![before.unix_nanos(), limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Number of events whose claim has not settled.
+    pub fn count_unclaimed(&self, env: Environment) -> Result<i64, StoreError> {
+        self.read(env, |c| {
+            c.query_row("SELECT COUNT(*) FROM events WHERE claimed = 0", [], |r| {
+                r.get(0)
+            })
+        })
+    }
+
+    /// Settles claims in one transaction: `ours` become this node's (forwarded, billed),
+    /// `elsewhere` (claimed by another agent) are removed as duplicates. For each id, whether
+    /// this call settled it (false: settled already, by the ingest path or the reconciler).
+    pub fn settle_claims(
+        &self,
+        env: Environment,
+        ids: &[(&str, bool)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut c = self.reader(env)?;
+        let tx = c.transaction().map_err(|e| StoreError(e.to_string()))?;
+        let mut changed = Vec::with_capacity(ids.len());
+        {
+            let mut own = tx
+                .prepare_cached("UPDATE events SET claimed = 1 WHERE id = ?1 AND claimed = 0")
+                .map_err(|e| StoreError(e.to_string()))?;
+            let mut drop = tx
+                .prepare_cached("DELETE FROM events WHERE id = ?1 AND claimed = 0")
+                .map_err(|e| StoreError(e.to_string()))?;
+            for (id, ours) in ids {
+                let st = if *ours { &mut own } else { &mut drop };
+                let n = st
+                    .execute(params![id])
+                    .map_err(|e| StoreError(e.to_string()))?;
+                changed.push(n == 1);
+            }
+        }
+        tx.commit().map_err(|e| StoreError(e.to_string()))?;
+        Ok(changed)
     }
 
     /// Marks events forwarded (1) or dead-lettered upstream (2).
@@ -371,7 +449,12 @@ impl Stores {
     }
 }
 
-fn writer(rx: Receiver<Job>, mut conns: [Option<Connection>; 2], on_stored: OnStored) {
+fn writer(
+    rx: Receiver<Job>,
+    mut conns: [Option<Connection>; 2],
+    claimed: bool,
+    on_stored: OnStored,
+) {
     while let Ok(first) = rx.recv() {
         // Group commit: take every job already waiting; one transaction per environment.
         let mut jobs = vec![first];
@@ -392,7 +475,7 @@ fn writer(rx: Receiver<Job>, mut conns: [Option<Connection>; 2], on_stored: OnSt
                 continue;
             }
             let result = match conns[env.index()].as_mut() {
-                Some(conn) => insert_all(conn, &group),
+                Some(conn) => insert_all(conn, &group, claimed),
                 None => Err(StoreError(format!("the {env} store is not open"))),
             };
             match result {
@@ -424,12 +507,16 @@ fn writer(rx: Receiver<Job>, mut conns: [Option<Connection>; 2], on_stored: OnSt
     }
 }
 
-fn insert_all(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Vec<bool>>, StoreError> {
+fn insert_all(
+    conn: &mut Connection,
+    jobs: &[Job],
+    claimed: bool,
+) -> Result<Vec<Vec<bool>>, StoreError> {
     let tx = conn.transaction().map_err(|e| StoreError(e.to_string()))?;
     let mut out = Vec::with_capacity(jobs.len());
     {
         let mut st = tx
-            .prepare_cached("INSERT OR IGNORE INTO events (id, customer_id, metric, quantity, ts, source, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+            .prepare_cached("INSERT OR IGNORE INTO events (id, customer_id, metric, quantity, ts, source, body, received_at, claimed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
             .map_err(|e| StoreError(e.to_string()))?;
         for Job { events, now, .. } in jobs {
             let mut flags = Vec::with_capacity(events.len());
@@ -445,7 +532,8 @@ fn insert_all(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Vec<bool>>, Sto
                         e.timestamp.unix_nanos(),
                         source,
                         n.body,
-                        now.unix_nanos()
+                        now.unix_nanos(),
+                        claimed as i64
                     ])
                     .map_err(|e| StoreError(e.to_string()))?;
                 flags.push(changed == 1);

@@ -1,16 +1,44 @@
 //! Live usage: the quota counters every decision reads (shared with the component through its
-//! `counters` import) and each gateway node's share of them, for the snapshots it syncs.
+//! `counters` import) and each gateway node's share of them, for the snapshots it syncs. With
+//! the embedded backend they are counted here as events are stored; with Redis, by the claims
+//! (`redis/claims.rs`), and here only while Redis is unreachable.
 
 use crate::catalog::Catalog;
+use crate::counters::{AsBackend, LocalCounters, SharedCounters, SyncCounters};
+use crate::redis_state::claims::{source_key, ClaimRequest, CounterTarget};
+use crate::redis_state::counters::RedisCounters;
+use crate::redis_state::{RedisLink, StateError};
 use crate::store::NewEvent;
-use aforo_core::entitlement::{add_usage, quota_key, read_counter, CounterBackend, MemoryCounters};
+use aforo_core::entitlement::{add_usage, quota_key, read_counter, stored_count, CounterBackend};
 use aforo_core::event::UsageEvent;
 use aforo_core::{Environment, Timestamp};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-/// The counter store behind every decision (in memory; Redis when configured).
-pub type SharedCounters = Arc<Mutex<dyn CounterBackend + Send>>;
+/// Where the counters live.
+pub enum Backend {
+    /// In this process (one node).
+    Embedded(Arc<LocalCounters>),
+    /// In Redis, shared with every agent of the deployment.
+    Redis {
+        /// The connection.
+        link: Arc<RedisLink>,
+        /// The counters (with their local fallback).
+        counters: Arc<RedisCounters>,
+    },
+}
+
+/// One quota's usage to report in a snapshot.
+pub struct UsageQuery<'a> {
+    /// Environment of the customer's usage.
+    pub env: Environment,
+    /// Customer.
+    pub customer: &'a str,
+    /// Feature.
+    pub feature: &'a str,
+    /// The window's start.
+    pub window_start: Timestamp,
+}
 
 /// Usage per (environment, customer, feature, source) in a window.
 #[derive(Default)]
@@ -20,51 +48,177 @@ struct BySource {
 
 /// Usage accounting.
 pub struct Usage {
-    /// Quota counters (`aforo:q:<env>:<customer>:<feature>`).
+    /// Quota counters and rate-limit buckets (`aforo:q:…`, `aforo:r:…`).
     pub counters: SharedCounters,
+    backend: Backend,
     by_source: Mutex<BySource>,
     catalog: Arc<RwLock<Catalog>>,
 }
 
 impl Usage {
-    /// Usage counted in memory.
-    pub fn new(catalog: Arc<RwLock<Catalog>>) -> Usage {
+    /// Usage counted in `backend`.
+    pub fn new(catalog: Arc<RwLock<Catalog>>, backend: Backend) -> Usage {
+        let counters: SharedCounters = match &backend {
+            Backend::Embedded(c) => c.clone(),
+            Backend::Redis { counters, .. } => counters.clone(),
+        };
         Usage {
-            counters: Arc::new(Mutex::new(MemoryCounters::new())),
+            counters,
+            backend,
             by_source: Mutex::new(BySource::default()),
             catalog,
         }
     }
 
-    /// Counts newly stored events against the quotas of the current windows.
-    pub fn record(&self, env: Environment, events: &[&NewEvent], now: Timestamp) {
-        let Ok(catalog) = self.catalog.read() else {
-            return;
-        };
-        let Ok(mut counters) = self.counters.lock() else {
-            return;
-        };
-        let Ok(mut by_source) = self.by_source.lock() else {
-            return;
-        };
-        for n in events {
-            record_one(&catalog, &mut *counters, &mut by_source, env, &n.event, now);
+    /// The Redis link, when usage is shared.
+    pub fn redis(&self) -> Option<&Arc<RedisLink>> {
+        match &self.backend {
+            Backend::Redis { link, .. } => Some(link),
+            Backend::Embedded(_) => None,
         }
     }
 
-    /// Rebuilds the counters from stored events (at start).
-    pub fn rebuild(&self, env: Environment, events: &[UsageEvent], now: Timestamp) {
-        let Ok(catalog) = self.catalog.read() else {
+    /// Counts newly stored events against the quotas of the current windows (embedded
+    /// backend; with Redis the claims count them).
+    pub fn record(&self, env: Environment, events: &[&NewEvent], now: Timestamp) {
+        let Backend::Embedded(local) = &self.backend else {
             return;
         };
-        let Ok(mut counters) = self.counters.lock() else {
+        self.count_into(&**local, env, events.iter().map(|n| &n.event), now);
+    }
+
+    /// Counts events whose claim could not be made (Redis unreachable) into the local copy
+    /// decisions fall back to; Redis counts them when the claim settles.
+    pub fn record_unclaimed<'a>(
+        &self,
+        env: Environment,
+        events: impl Iterator<Item = &'a UsageEvent>,
+        now: Timestamp,
+    ) {
+        if let Backend::Redis { counters, .. } = &self.backend {
+            self.count_into(counters.local(), env, events, now);
+        }
+    }
+
+    /// Rebuilds the counters from stored events (at start; Redis keeps its own).
+    pub fn rebuild(&self, env: Environment, events: &[UsageEvent], now: Timestamp) {
+        if let Backend::Embedded(local) = &self.backend {
+            self.count_into(&**local, env, events.iter(), now);
+        }
+    }
+
+    fn count_into<'a>(
+        &self,
+        counters: &dyn SyncCounters,
+        env: Environment,
+        events: impl Iterator<Item = &'a UsageEvent>,
+        now: Timestamp,
+    ) {
+        let Ok(catalog) = self.catalog.read() else {
             return;
         };
         let Ok(mut by_source) = self.by_source.lock() else {
             return;
         };
+        let mut backend = AsBackend(counters);
         for e in events {
-            record_one(&catalog, &mut *counters, &mut by_source, env, e, now);
+            record_one(&catalog, &mut backend, &mut by_source, env, e, now);
+        }
+    }
+
+    /// What an event adds to the quotas of the current windows, for its claim.
+    pub fn claim_request(&self, env: Environment, e: &UsageEvent, now: Timestamp) -> ClaimRequest {
+        let mut counters = Vec::new();
+        let units = e.quantity.ceil_units();
+        if units > 0 {
+            if let Ok(catalog) = self.catalog.read() {
+                for f in catalog.features_for(&e.customer_id, &e.metric) {
+                    let (start, end) = f.window.current(now);
+                    if e.timestamp >= start && e.timestamp < end {
+                        counters.push(CounterTarget {
+                            key: quota_key(env, &e.customer_id, &f.feature),
+                            window_start: start,
+                            window_end: end,
+                            units,
+                        });
+                    }
+                }
+            }
+        }
+        ClaimRequest {
+            env,
+            id: e.id.clone(),
+            source: e
+                .properties
+                .get("source")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            counters,
+        }
+    }
+
+    /// The usage of many quotas, and the calling node's share of each, in one round trip.
+    pub fn used_many(
+        &self,
+        queries: &[UsageQuery<'_>],
+        source: Option<&str>,
+    ) -> Result<Vec<(u64, Option<u64>)>, StateError> {
+        match &self.backend {
+            Backend::Embedded(_) => Ok(queries
+                .iter()
+                .map(|q| {
+                    let used = self.used(q.env, q.customer, q.feature, q.window_start);
+                    let mine = source.map(|s| {
+                        self.used_by_source(q.env, q.customer, q.feature, s, q.window_start)
+                    });
+                    (used, mine)
+                })
+                .collect()),
+            Backend::Redis { link, .. } => {
+                let keys: Vec<String> = queries
+                    .iter()
+                    .map(|q| quota_key(q.env, q.customer, q.feature))
+                    .collect();
+                let redis_keys: Vec<String> = keys
+                    .iter()
+                    .map(|k| crate::redis_state::counters::redis_key(link, k))
+                    .collect();
+                let (values, shares) = link.with(|c, _| {
+                    let mut p = redis::pipe();
+                    for k in &redis_keys {
+                        p.cmd("HGET").arg(k).arg("v");
+                    }
+                    if let Some(s) = source {
+                        for (k, q) in keys.iter().zip(queries) {
+                            p.cmd("HGET")
+                                .arg(source_key(link, k, q.window_start))
+                                .arg(s);
+                        }
+                    }
+                    let mut all = p.query::<Vec<redis::Value>>(c)?.into_iter();
+                    let values: Vec<Option<Vec<u8>>> = (&mut all)
+                        .take(keys.len())
+                        .map(redis::from_redis_value)
+                        .collect::<Result<_, _>>()?;
+                    let shares: Vec<Option<u64>> =
+                        all.map(redis::from_redis_value).collect::<Result<_, _>>()?;
+                    Ok((values, shares))
+                })?;
+                Ok(keys
+                    .iter()
+                    .zip(queries)
+                    .enumerate()
+                    .map(|(i, (k, q))| {
+                        let used = values
+                            .get(i)
+                            .and_then(|v| v.as_deref())
+                            .map(|b| stored_count(k, b, q.window_start))
+                            .unwrap_or(0);
+                        let mine = source.map(|_| shares.get(i).copied().flatten().unwrap_or(0));
+                        (used, mine)
+                    })
+                    .collect())
+            }
         }
     }
 
@@ -76,10 +230,11 @@ impl Usage {
         feature: &str,
         window_start: Timestamp,
     ) -> u64 {
-        match self.counters.lock() {
-            Ok(c) => read_counter(&*c, &quota_key(env, customer, feature), window_start),
-            Err(_) => 0,
-        }
+        read_counter(
+            &AsBackend(&*self.counters),
+            &quota_key(env, customer, feature),
+            window_start,
+        )
     }
 
     /// The part of that usage reported by one gateway node.

@@ -186,14 +186,26 @@ pub fn update<T, E>(
     Update::Unshared(check(0))
 }
 
+/// The window a stored counter value belongs to (hosts that expire counters, such as the
+/// agent's Redis store, set the expiry from it).
+pub fn stored_window_start(key: &str, bytes: &[u8]) -> Option<Timestamp> {
+    decode(key, bytes).map(|s| s.window_start)
+}
+
 /// The current count of `key` in `window_start`'s window (0 when absent or from another window).
 pub fn read(host: &dyn CounterBackend, key: &str, window_start: Timestamp) -> u64 {
     match host.read(key) {
-        Some((bytes, _)) => match decode(key, &bytes) {
-            Some(s) if s.window_start == window_start => s.count,
-            _ => 0,
-        },
+        Some((bytes, _)) => stored_count(key, &bytes, window_start),
         None => 0,
+    }
+}
+
+/// The count a stored value holds for `window_start`'s window (0 when it is another window's),
+/// for hosts that read many values in one round trip.
+pub fn stored_count(key: &str, bytes: &[u8], window_start: Timestamp) -> u64 {
+    match decode(key, bytes) {
+        Some(s) if s.window_start == window_start => s.count,
+        _ => 0,
     }
 }
 

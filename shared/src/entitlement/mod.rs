@@ -12,8 +12,8 @@ pub use admission::{
     add_usage, admit, quota_key, release, AccessRequest, Admission, Identity, Refusal, Reservation,
 };
 pub use counters::{
-    read as read_counter, update as update_counter, CounterBackend, HostCounters, MemoryCounters,
-    Update,
+    read as read_counter, stored_count, stored_window_start, update as update_counter,
+    CounterBackend, HostCounters, MemoryCounters, Update,
 };
 pub use decision::{
     check_access, check_quota, check_quota_in, check_rate, Allowance, Credential, Deny, DenyCode,

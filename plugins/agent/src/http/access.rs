@@ -38,7 +38,18 @@ pub async fn can_access(
         environment: env.as_str().to_string(),
         now_ns: t.unix_nanos(),
     };
-    let d = app.policy.can_access(&req).map_err(ApiError::unavailable)?;
+    let d = tokio::task::block_in_place(|| app.policy.can_access(&req))
+        .map_err(ApiError::unavailable)?;
+    // Redis unreachable (now or during the call) and failure_mode closed: no local decision.
+    if app.config.fail_closed && app.usage.redis().is_some_and(|l| l.is_down()) {
+        app.metrics.decision("state_unavailable", started.elapsed());
+        return Err(ApiError::new(
+            503,
+            "state_unavailable",
+            "the shared quota state (Redis) is unreachable and failure_mode is closed",
+        )
+        .header("retry-after", "1".into()));
+    }
     let resets_at = d
         .resets_at_ns
         .map(|n| Timestamp::from_unix_nanos(n).to_rfc3339());

@@ -121,10 +121,8 @@ pub async fn replay(
     }
     if !fresh.is_empty() {
         stored = app
-            .stores
-            .insert(env, fresh, t)
-            .await
-            .map_err(ApiError::unavailable)?
+            .store_events(env, fresh, t)
+            .await?
             .into_iter()
             .filter(|n| *n)
             .count() as u64;

@@ -4,7 +4,8 @@
 use super::{gateway_key, json, now, ApiError, App};
 use crate::catalog::with_usage;
 use crate::keys;
-use aforo_core::Environment;
+use crate::usage::UsageQuery;
+use aforo_core::{Environment, Timestamp};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -54,38 +55,47 @@ pub async fn snapshot(
         obj.insert("environment".into(), Value::from(env.as_str()));
         obj.insert("generated_at".into(), Value::from(t.to_rfc3339()));
     }
+    // Every quota's usage, read at once (one round trip with Redis).
+    let mut wanted: Vec<(&str, &str, Timestamp)> = Vec::new();
+    let mut queries = Vec::new();
+    for (cid, features) in &catalog.features {
+        // A partner in sandbox mode has its usage in the sandbox.
+        let customer_env = if partners.get(cid).copied().unwrap_or(false) {
+            Environment::Sandbox
+        } else {
+            env
+        };
+        for fu in features.iter().filter(|f| f.has_quota) {
+            let (start, _) = fu.window.current(t);
+            wanted.push((cid, &fu.feature, start));
+            queries.push(UsageQuery {
+                env: customer_env,
+                customer: cid,
+                feature: &fu.feature,
+                window_start: start,
+            });
+        }
+    }
+    let usage = tokio::task::block_in_place(|| app.usage.used_many(&queries, source.as_deref()))
+        .map_err(|e| {
+            ApiError::new(
+                503,
+                "state_unavailable",
+                format!("{e}; gateways keep deciding on their last snapshot and their own counts"),
+            )
+            .header("retry-after", "1".into())
+        })?;
     if let Some(Value::Object(customers)) = v.get_mut("customers") {
-        for (cid, c) in customers.iter_mut() {
-            // A partner in sandbox mode has its usage in the sandbox.
-            let customer_env = if partners.get(cid).copied().unwrap_or(false) {
-                aforo_core::Environment::Sandbox
-            } else {
-                env
-            };
-            let Some(Value::Object(features)) = c.get_mut("features") else {
+        for ((cid, fname, start), (used, mine)) in wanted.iter().zip(usage) {
+            let Some(fo) = customers
+                .get_mut(*cid)
+                .and_then(|c| c.get_mut("features"))
+                .and_then(|f| f.get_mut(*fname))
+                .and_then(|f| f.as_object_mut())
+            else {
                 continue;
             };
-            for (fname, f) in features.iter_mut() {
-                let Some(fo) = f.as_object_mut() else {
-                    continue;
-                };
-                let Some(fu) = catalog
-                    .features
-                    .get(cid)
-                    .and_then(|fs| fs.iter().find(|x| &x.feature == fname))
-                else {
-                    continue;
-                };
-                if !fu.has_quota {
-                    continue;
-                }
-                let (start, _) = fu.window.current(t);
-                let used = app.usage.used(customer_env, cid, fname, start);
-                let mine = source
-                    .as_ref()
-                    .map(|s| app.usage.used_by_source(customer_env, cid, fname, s, start));
-                with_usage(fo, used, mine, &start.to_rfc3339());
-            }
+            with_usage(fo, used, mine, &start.to_rfc3339());
         }
     }
     Ok(json(200, &v))

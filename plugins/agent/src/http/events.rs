@@ -62,11 +62,7 @@ pub async fn ingest(
         });
     }
     let ids: Vec<String> = valid.iter().map(|n| n.event.id.clone()).collect();
-    let flags = app
-        .stores
-        .insert(env, valid, t)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let flags = app.store_events(env, valid, t).await?;
     for (id, new) in ids.iter().zip(flags) {
         if new {
             answer.accepted += 1;

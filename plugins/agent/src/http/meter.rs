@@ -149,10 +149,8 @@ pub async fn meter(
     let event = parse_wire_event(&raw).map_err(|e| ApiError::unavailable(e.rejection))?;
     let id = event.id.clone();
     let flags = app
-        .stores
-        .insert(env, vec![NewEvent { event, body }], t)
-        .await
-        .map_err(ApiError::unavailable)?;
+        .store_events(env, vec![NewEvent { event, body }], t)
+        .await?;
     let new = flags.first().copied().unwrap_or(false);
     app.metrics
         .events_stored(env, u64::from(new), u64::from(!new));

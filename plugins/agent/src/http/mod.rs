@@ -14,10 +14,12 @@ use crate::component::PolicyHost;
 use crate::config::AgentConfig;
 use crate::keys;
 use crate::metrics::Metrics;
-use crate::store::Stores;
+use crate::reconcile;
+use crate::store::{NewEvent, Stores};
 use crate::usage::Usage;
 use aforo_core::entitlement::error_body;
 use aforo_core::environment::environment_of_key;
+use aforo_core::event::UsageEvent;
 use aforo_core::keys::{hash_key, KeyHash};
 use aforo_core::ratelimit::{RateLimit, WindowCounter};
 use aforo_core::{Environment, Timestamp};
@@ -27,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -317,6 +319,51 @@ impl App {
         let v = catalog.snapshot_value(&partners, &extra, version);
         self.policy.set_snapshot(version, v.to_string());
         Ok(())
+    }
+
+    /// Stores events durably and, with the Redis backend, claims them (shared dedup and
+    /// counters). `true` for each event new to the deployment; `false` for a duplicate, here
+    /// or on another agent. An event whose claim cannot be made now is kept and claimed later.
+    pub async fn store_events(
+        &self,
+        env: Environment,
+        events: Vec<NewEvent>,
+        t: Timestamp,
+    ) -> Result<Vec<bool>, ApiError> {
+        let shared: Vec<UsageEvent> = match self.usage.redis() {
+            Some(_) => events.iter().map(|n| n.event.clone()).collect(),
+            None => Vec::new(),
+        };
+        let mut flags = self
+            .stores
+            .insert(env, events, t)
+            .await
+            .map_err(ApiError::unavailable)?;
+        if shared.is_empty() {
+            return Ok(flags);
+        }
+        let fresh: Vec<UsageEvent> = shared
+            .into_iter()
+            .zip(&flags)
+            .filter(|(_, new)| **new)
+            .map(|(e, _)| e)
+            .collect();
+        self.metrics.stored[env.index()].fetch_add(fresh.len() as u64, Ordering::Relaxed);
+        let settled = tokio::task::block_in_place(|| reconcile::settle(self, env, &fresh, t));
+        if settled.deferred {
+            self.usage.record_unclaimed(env, fresh.iter(), t);
+        }
+        if !settled.elsewhere.is_empty() {
+            let elsewhere: HashSet<&str> = settled.elsewhere.iter().map(String::as_str).collect();
+            // Flags follow the input order; `fresh` kept the new ones in that order.
+            let mut new_ids = fresh.iter().map(|e| e.id.as_str());
+            for f in flags.iter_mut().filter(|f| **f) {
+                if new_ids.next().is_some_and(|id| elsewhere.contains(id)) {
+                    *f = false;
+                }
+            }
+        }
+        Ok(flags)
     }
 
     /// Wakes the forwarders.

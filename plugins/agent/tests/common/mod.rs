@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod node;
+pub mod redis_server;
 pub mod table;
 
 use aforo_host_tests::envoy::free_port;

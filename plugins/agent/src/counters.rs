@@ -1,0 +1,60 @@
+//! The counter store decisions read and write (quota counters, rate-limit buckets), shared by
+//! every handler thread: in this process (the embedded backend) or in Redis.
+
+use aforo_core::entitlement::{CounterBackend, MemoryCounters};
+use aforo_core::host::SharedSetError;
+use std::sync::{Arc, Mutex};
+
+/// A thread-safe counter store with the compare-and-swap contract of the component's
+/// `counters` import.
+pub trait SyncCounters: Send + Sync {
+    /// The value under `key` and its CAS token.
+    fn read(&self, key: &str) -> Option<(Vec<u8>, u32)>;
+    /// Writes `value` when the token still matches (0 for a key read as absent).
+    fn write(&self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError>;
+}
+
+/// The counter store every part of the agent holds.
+pub type SharedCounters = Arc<dyn SyncCounters>;
+
+/// Counters in this process (one node).
+#[derive(Default)]
+pub struct LocalCounters(Mutex<MemoryCounters>);
+
+impl LocalCounters {
+    /// Sets a value as seen elsewhere (the Redis backend keeps its last reads here, so a
+    /// fallback during an outage starts from them).
+    pub fn seed(&self, key: &str, value: &[u8]) {
+        if let Ok(mut m) = self.0.lock() {
+            let cas = m.read(key).map(|(_, c)| c).unwrap_or(0);
+            let _ = m.write(key, value, cas);
+        }
+    }
+}
+
+impl SyncCounters for LocalCounters {
+    fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.lock().ok().and_then(|m| m.read(key))
+    }
+    fn write(&self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
+        match self.0.lock() {
+            Ok(mut m) => m.write(key, value, cas),
+            Err(_) => Err(SharedSetError::Unavailable("counter lock poisoned".into())),
+        }
+    }
+}
+
+/// A `SyncCounters` seen as the core's `CounterBackend` (for `add_usage`, `read_counter`).
+pub struct AsBackend<'a>(pub &'a dyn SyncCounters);
+
+impl CounterBackend for AsBackend<'_> {
+    fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.read(key)
+    }
+    fn write(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
+        self.0.write(key, value, cas)
+    }
+    fn warn(&self, message: &str) {
+        eprintln!("aforo-agent: {message}");
+    }
+}

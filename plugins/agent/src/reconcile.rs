@@ -1,0 +1,169 @@
+//! Settling events' claims in Redis. Every event is first committed to this agent's store
+//! (unclaimed), then claimed; an event whose claim could not be made (Redis unreachable, the
+//! agent killed in between) stays in the store and is claimed here when Redis answers again,
+//! oldest first. Nothing is lost (the store holds it), nothing is counted twice (the claim is
+//! idempotent per id and remembers which agent made it).
+
+use crate::http::{now, App};
+use crate::redis_state::claims::{claim, Claim};
+use aforo_core::event::{parse_wire_event, UsageEvent};
+use aforo_core::{Environment, Timestamp};
+use serde_json::value::RawValue;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events settled per round trip.
+const BATCH: usize = 500;
+
+/// Age of an unclaimed event before the reconciler takes it over from the request that
+/// stored it.
+const GRACE_MS: u64 = 2_000;
+
+/// What settling a batch found.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Ids found claimed by another agent (duplicates, dropped here).
+    pub elsewhere: Vec<String>,
+    /// Whether the claims were left for later (Redis unreachable).
+    pub deferred: bool,
+}
+
+/// Claims freshly stored events (or replays unsettled ones) and settles them in the store.
+pub fn settle(app: &App, env: Environment, events: &[UsageEvent], t: Timestamp) -> Settled {
+    let Some(link) = app.usage.redis() else {
+        return Settled::default();
+    };
+    if events.is_empty() {
+        return Settled::default();
+    }
+    let requests: Vec<_> = events
+        .iter()
+        .map(|e| app.usage.claim_request(env, e, t))
+        .collect();
+    let days = app.config.redis_dedup_days();
+    let dedup_ms = [
+        days.min(Environment::Sandbox.retention_days() as u64) * 86_400_000,
+        days * 86_400_000,
+    ];
+    match claim(link, &requests, dedup_ms) {
+        Ok(claims) => {
+            let ids: Vec<(&str, bool)> = events
+                .iter()
+                .zip(&claims)
+                .map(|(e, c)| (e.id.as_str(), *c != Claim::Elsewhere))
+                .collect();
+            let changed = match app.stores.settle_claims(env, &ids) {
+                Ok(c) => c,
+                Err(e) => {
+                    // The claims stand in Redis; the rows stay unclaimed and are settled again
+                    // (found as this node's) on the next round.
+                    eprintln!("aforo-agent: settling claims: {e}");
+                    return Settled {
+                        elsewhere: Vec::new(),
+                        deferred: true,
+                    };
+                }
+            };
+            // Metrics count the rows this call settled, so a row settled by both the ingest
+            // path and the reconciler is counted once.
+            let mut n = [0u64; 3];
+            let mut elsewhere = Vec::new();
+            for ((e, c), changed) in events.iter().zip(&claims).zip(changed) {
+                if *c == Claim::Elsewhere {
+                    elsewhere.push(e.id.clone());
+                }
+                if changed {
+                    n[*c as usize] += 1;
+                }
+            }
+            app.metrics.claims_settled(env, n[0], n[1], n[2]);
+            if n[0] + n[1] > 0 {
+                app.wake_forwarders();
+            }
+            Settled {
+                elsewhere,
+                deferred: false,
+            }
+        }
+        Err(e) => {
+            if !link.is_down() {
+                eprintln!(
+                    "aforo-agent: claiming events: {e}; they stay stored and are claimed later"
+                );
+            }
+            Settled {
+                elsewhere: Vec::new(),
+                deferred: true,
+            }
+        }
+    }
+}
+
+/// Settles everything left unclaimed in `env`; returns how many events are still waiting.
+fn drain(app: &App, env: Environment) -> i64 {
+    loop {
+        // Rows younger than the grace period are being settled by the request that stored them.
+        let before = now().plus_nanos(-(GRACE_MS as i64) * 1_000_000);
+        let rows = match app.stores.unclaimed(env, before, BATCH) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("aforo-agent: reconciling {env}: {e}");
+                return -1;
+            }
+        };
+        if rows.is_empty() {
+            return 0;
+        }
+        let events: Vec<UsageEvent> = rows
+            .into_iter()
+            .filter_map(|(_, body)| RawValue::from_string(body).ok())
+            .filter_map(|raw| parse_wire_event(&raw).ok())
+            .collect();
+        let n = events.len();
+        if settle(app, env, &events, now()).deferred {
+            return app.stores.count_unclaimed(env).unwrap_or(-1);
+        }
+        if n < BATCH {
+            return app.stores.count_unclaimed(env).unwrap_or(-1);
+        }
+    }
+}
+
+/// Starts the reconciler (Redis backend only): it settles unclaimed events every 500 ms, and
+/// counts what a previous run left unsettled into the local fallback at start.
+pub fn start(app: Arc<App>) {
+    if app.usage.redis().is_none() {
+        return;
+    }
+    let t = now();
+    for env in app.config.environments.clone() {
+        let left = app.stores.count_unclaimed(env).unwrap_or(0);
+        if left > 0 {
+            eprintln!("aforo-agent: {left} {env} events from an earlier run wait for their claim in Redis");
+            app.metrics.claims_resumed[env.index()].fetch_add(left as u64, Ordering::Relaxed);
+            if let Ok(rows) = app.stores.unclaimed(env, t, i64::MAX as usize) {
+                let events: Vec<UsageEvent> = rows
+                    .into_iter()
+                    .filter_map(|(_, body)| RawValue::from_string(body).ok())
+                    .filter_map(|raw| parse_wire_event(&raw).ok())
+                    .collect();
+                app.usage.record_unclaimed(env, events.iter(), t);
+            }
+        }
+    }
+    let spawned = std::thread::Builder::new()
+        .name("aforo-reconcile".into())
+        .spawn(move || loop {
+            for env in app.config.environments.clone() {
+                let left = drain(&app, env);
+                if left >= 0 {
+                    app.metrics.claims_pending[env.index()].store(left as u64, Ordering::Relaxed);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        });
+    if let Err(e) = spawned {
+        eprintln!("aforo-agent: cannot start the reconciler: {e}");
+    }
+}

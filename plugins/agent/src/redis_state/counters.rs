@@ -1,0 +1,99 @@
+//! Counters in Redis with the component's compare-and-swap contract: each counter is a hash
+//! (`v` the value, `c` its token), written by one Lua script that checks the token, so two
+//! agents never lose each other's increments. When Redis is unreachable the agent decides on a
+//! local copy, started from the last values it read.
+
+use super::RedisLink;
+use crate::counters::{LocalCounters, SyncCounters};
+use aforo_core::entitlement::stored_window_start;
+use aforo_core::host::SharedSetError;
+use aforo_core::time::NANOS_PER_DAY;
+use std::sync::Arc;
+
+/// Counters shared through Redis, with a local fallback.
+pub struct RedisCounters {
+    link: Arc<RedisLink>,
+    local: LocalCounters,
+}
+
+/// The Redis key of a core counter key (`aforo:q:…` → `<prefix>q:…`).
+pub fn redis_key(link: &RedisLink, key: &str) -> String {
+    link.key(key.strip_prefix("aforo:").unwrap_or(key))
+}
+
+/// When a counter may be dropped: its window's start plus the longest window of its kind
+/// (quota windows run up to a year, rate-limit windows up to a day) and a day of slack.
+/// Counts added by claims expire at their window's real reset (see `claims.rs`).
+fn expiry_ms(key: &str, value: &[u8]) -> i64 {
+    let start = stored_window_start(key, value)
+        .map(|t| t.unix_nanos())
+        .unwrap_or(0);
+    let longest = if key.starts_with("aforo:r:") {
+        NANOS_PER_DAY
+    } else {
+        366 * NANOS_PER_DAY
+    };
+    let now = crate::http::now().unix_nanos();
+    start
+        .max(now - longest)
+        .saturating_add(longest + NANOS_PER_DAY)
+        / 1_000_000
+}
+
+impl RedisCounters {
+    /// Counters behind `link`.
+    pub fn new(link: Arc<RedisLink>) -> RedisCounters {
+        RedisCounters {
+            link,
+            local: LocalCounters::default(),
+        }
+    }
+
+    /// The local copy (usage recorded while Redis is unreachable goes here too).
+    pub fn local(&self) -> &LocalCounters {
+        &self.local
+    }
+}
+
+impl SyncCounters for RedisCounters {
+    fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        let rkey = redis_key(&self.link, key);
+        match self.link.with(|c, _| {
+            redis::cmd("HMGET")
+                .arg(&rkey)
+                .arg("v")
+                .arg("c")
+                .query::<(Option<Vec<u8>>, Option<u32>)>(c)
+        }) {
+            Ok((Some(v), Some(cas))) => {
+                self.local.seed(key, &v);
+                Some((v, cas))
+            }
+            Ok(_) => None,
+            Err(_) => self.local.read(key),
+        }
+    }
+
+    fn write(&self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
+        if self.link.is_down() {
+            return self.local.write(key, value, cas);
+        }
+        let rkey = redis_key(&self.link, key);
+        match self.link.with(|c, s| {
+            redis::cmd("EVALSHA")
+                .arg(s.cas)
+                .arg(1)
+                .arg(&rkey)
+                .arg(value)
+                .arg(cas)
+                .arg(expiry_ms(key, value))
+                .query::<i64>(c)
+        }) {
+            Ok(1) => Ok(()),
+            // Someone wrote first, or Redis went away mid-write: the caller reads again (from
+            // Redis, or from the local copy) and retries.
+            Ok(_) | Err(super::StateError::Down(_)) => Err(SharedSetError::CasMismatch),
+            Err(e) => Err(SharedSetError::Unavailable(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! Several nodes, one quota: a real redis-server, two aforo-agents with `state = redis://…`
+//! and (for the gateway tests) two real Envoys with the filter, each syncing from and reporting
+//! to its own agent. Every process is stopped when its guard drops, also when a test fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use aforo_host_tests::artifacts::filter_module;
+use aforo_host_tests::envoy::{bootstrap, cluster, free_port, wasm_filter, Envoy};
+use aforo_host_tests::http1::Client;
+use aforo_host_tests::servers::Upstream;
+use common::redis_server::RedisServer;
+use common::{body, Agent, SANDBOX};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+const SYNC_MS: u64 = 500;
+const FLUSH_MS: u64 = 100;
+
+fn catalog(quota: u64) -> Value {
+    json!({
+        "customers": {
+            "globex": {"features": {
+                "search": {"metric": "api_calls", "quota": quota},
+                "burst": {"metric": "burst_calls", "rate_limit": {"limit": 3, "per": "minute"}}
+            }},
+            "acme": {"features": {"search": {"metric": "api_calls", "quota": 5}}}
+        },
+        "consumer_keys": [
+            {"key_id": "globex-static", "key": "ck_static_globex_key", "customer_id": "globex"},
+            {"key_id": "acme-static", "key": "ck_static_acme_key", "customer_id": "acme"}
+        ]
+    })
+}
+
+fn agent(tag: &str, redis: &RedisServer, quota: u64, node: &str) -> Agent {
+    Agent::start(
+        tag,
+        &catalog(quota),
+        &["--state", &redis.url(), "--node-id", node],
+    )
+}
+
+fn event(id: &str, n: u64) -> Value {
+    json!({"id": id, "customer_id": "globex", "metric": "api_calls", "quantity": n,
+           "timestamp": aforo_core::Timestamp::from_unix_nanos(
+               std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+           ).to_rfc3339(),
+           "product_id": "prod_redis", "environment": "sandbox"})
+}
+
+fn ingest(a: &Agent, events: &[Value]) -> Value {
+    let r = a.call("POST", "/v1/events", SANDBOX, &json!({ "events": events }));
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    body(&r)
+}
+
+/// `used` of globex's search quota in the snapshot `a` serves (as node `source`).
+fn used(a: &Agent, source: &str) -> (u64, u64) {
+    let r = a.call(
+        "GET",
+        &format!("/v1/entitlements?source={source}"),
+        SANDBOX,
+        &Value::Null,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let f = &body(&r)["customers"]["globex"]["features"]["search"];
+    (
+        f["used"].as_u64().unwrap(),
+        f["used_by_source"].as_u64().unwrap(),
+    )
+}
+
+/// The agent's Prometheus counters, by full series name.
+fn metrics(a: &Agent) -> HashMap<String, u64> {
+    let r = a.call("GET", "/metrics", SANDBOX, &Value::Null);
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| v.parse::<f64>().ok().map(|v| (k.to_string(), v as u64)))
+        .collect()
+}
+
+fn m(a: &Agent, series: &str) -> u64 {
+    metrics(a).get(series).copied().unwrap_or(0)
+}
+
+/// Ids of globex's events this agent holds as its own (claimed), and how many wait.
+fn stored(a: &Agent) -> (Vec<String>, i64) {
+    let db = rusqlite::Connection::open(a.dir.join("data").join("sandbox.db")).unwrap();
+    let mut st = db
+        .prepare("SELECT id FROM events WHERE customer_id = 'globex' AND claimed = 1")
+        .unwrap();
+    let ids = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let waiting = db
+        .query_row("SELECT COUNT(*) FROM events WHERE claimed = 0", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    (ids, waiting)
+}
+
+/// Checks one agent's conservation: stored + resumed = counted + replayed + duplicate + pending.
+fn assert_balanced(a: &Agent) {
+    let s = |k: &str| m(a, &format!("aforo_agent_{k}"));
+    let stored = s("events_stored_total{environment=\"sandbox\"}");
+    let resumed = s("claims_resumed_total{environment=\"sandbox\"}");
+    let counted = s("claims_total{environment=\"sandbox\",result=\"counted\"}");
+    let replayed = s("claims_total{environment=\"sandbox\",result=\"replayed\"}");
+    let duplicate = s("claims_total{environment=\"sandbox\",result=\"duplicate\"}");
+    let pending = s("claims_pending{environment=\"sandbox\"}");
+    assert_eq!(
+        stored + resumed,
+        counted + replayed + duplicate + pending,
+        "stored {stored} + resumed {resumed} != counted {counted} + replayed {replayed} + duplicate {duplicate} + pending {pending}"
+    );
+}
+
+#[test]
+fn two_agents_share_dedup_quotas_and_rate_limits() {
+    let redis = RedisServer::start("share");
+    let a = agent("share-a", &redis, 10, "node-a");
+    let b = agent("share-b", &redis, 10, "node-b");
+
+    // The same event id through both agents is counted once.
+    let first = ingest(&a, &[event("evt-shared-1", 2)]);
+    assert_eq!(
+        (first["accepted"].as_u64(), first["duplicates"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let second = ingest(&b, &[event("evt-shared-1", 2)]);
+    assert_eq!(
+        (second["accepted"].as_u64(), second["duplicates"].as_u64()),
+        (Some(0), Some(1)),
+        "{second}"
+    );
+    // Both agents see the shared count; only A's store keeps the event (forwarded, billed).
+    assert_eq!(used(&a, "x").0, 2);
+    assert_eq!(used(&b, "x").0, 2);
+    assert_eq!(stored(&a).0, vec!["evt-shared-1".to_string()]);
+    assert_eq!(stored(&b).0, Vec::<String>::new());
+    // A batch mixing new and already-claimed ids, through B.
+    let mixed = ingest(&b, &[event("evt-shared-1", 2), event("evt-b-1", 3)]);
+    assert_eq!(
+        (mixed["accepted"].as_u64(), mixed["duplicates"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(used(&a, "x").0, 5);
+    // Per-source shares come from the events' `source` property.
+    let mut e = event("evt-src-1", 1);
+    e["properties"] = json!({"source": "gw-1"});
+    ingest(&a, &[e]);
+    assert_eq!(used(&b, "gw-1"), (6, 1));
+
+    // Quota reservations through /v1/canAccess draw on one counter: 6 used of 10, so two
+    // reservations of 2 fit (one on each agent) and the third is refused on either.
+    let access = |x: &Agent, q: u64| {
+        x.call(
+            "POST",
+            "/v1/canAccess",
+            SANDBOX,
+            &json!({"tenantId": "globex", "featureKey": "search", "quantity": q}),
+        )
+        .status
+    };
+    assert_eq!(access(&a, 2), 200);
+    assert_eq!(access(&b, 2), 200);
+    assert_eq!(access(&a, 1), 429);
+    assert_eq!(access(&b, 1), 429);
+
+    // The rate-limit bucket (3 per minute) is shared too.
+    let burst = |x: &Agent| {
+        x.call(
+            "POST",
+            "/v1/canAccess",
+            SANDBOX,
+            &json!({"tenantId": "globex", "featureKey": "burst"}),
+        )
+        .status
+    };
+    let statuses = [burst(&a), burst(&b), burst(&a), burst(&b), burst(&a)];
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+
+    // The keys live under the prefix, with expiries (nothing is kept forever).
+    let mut con = redis.connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    assert!(keys.iter().all(|k| k.starts_with("aforo:")), "{keys:?}");
+    for k in &keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(k).query(&mut con).unwrap();
+        assert!(ttl > 0, "{k} has no expiry");
+    }
+    assert_balanced(&a);
+    assert_balanced(&b);
+}
+
+struct Node {
+    agent: Agent,
+    envoy: Envoy,
+}
+
+fn node(tag: &str, redis: &RedisServer, quota: u64, upstream: &Upstream) -> Node {
+    let agent = agent(tag, redis, quota, tag);
+    let config = json!({
+        "api_key": SANDBOX,
+        "product_id": "prod_redis",
+        "source": tag,
+        "ingest_url": agent.url(),
+        "ingest_cluster": "aforo_agent",
+        "entitlements_url": format!("{}/v1/entitlements", agent.url()),
+        "entitlements_cluster": "aforo_agent",
+        "sync_interval_ms": SYNC_MS,
+        "flush_interval_ms": FLUSH_MS,
+        "initial_backoff_ms": 200,
+        "max_backoff_ms": 1000,
+        "routes": [{"method": "GET", "path_prefix": "/v1/search", "feature": "search", "metric": "api_calls"}]
+    });
+    let filter = wasm_filter(
+        &filter_module().unwrap(),
+        &serde_json::to_string_pretty(&config).unwrap(),
+        &[],
+        "FAIL_CLOSED",
+    );
+    let (port, admin) = (free_port(), free_port());
+    let yaml = bootstrap(
+        port,
+        admin,
+        upstream.port(),
+        &filter,
+        &cluster("aforo_agent", agent.port),
+    );
+    let envoy = Envoy::start(&yaml, port, admin, 1).unwrap_or_else(|e| panic!("{e}"));
+    wait_for_sync(&envoy);
+    Node { agent, envoy }
+}
+
+/// Until the worker's filter answers with quota headers (it has a snapshot).
+fn wait_for_sync(envoy: &Envoy) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 0.. {
+        let h = vec![
+            ("x-api-key".to_string(), "ck_static_acme_key".to_string()),
+            (
+                "x-request-id".to_string(),
+                format!("probe-{n}-{}", envoy.port),
+            ),
+        ];
+        let r =
+            Client::new(&format!("127.0.0.1:{}", envoy.port)).request("GET", "/v1/search", &h, &[]);
+        if matches!(r, Ok(r) if r.header("ratelimit-limit").is_some()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot: {}",
+            envoy.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn search(envoy: &Envoy, request_id: &str) -> u16 {
+    let h = vec![
+        ("x-api-key".to_string(), "ck_static_globex_key".to_string()),
+        ("x-request-id".to_string(), request_id.to_string()),
+    ];
+    Client::new(&format!("127.0.0.1:{}", envoy.port))
+        .request("GET", "/v1/search", &h, &[])
+        .map(|r| r.status)
+        .unwrap_or(0)
+}
+
+/// Waits until both agents have settled every claim and hold `want` globex events between them.
+fn settle(nodes: &[&Node], want: usize) -> Vec<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all: Vec<(Vec<String>, i64)> = nodes.iter().map(|n| stored(&n.agent)).collect();
+        let held: usize = all.iter().map(|(ids, _)| ids.len()).sum();
+        let waiting: i64 = all.iter().map(|(_, w)| *w).sum();
+        if (held >= want && waiting == 0) || Instant::now() > deadline {
+            return all.into_iter().map(|(ids, _)| ids).collect();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn globex_used(redis: &RedisServer) -> u64 {
+    let mut con = redis.connection().unwrap();
+    let v: Option<Vec<u8>> = redis::cmd("HGET")
+        .arg("aforo:q:sandbox:globex:search")
+        .arg("v")
+        .query(&mut con)
+        .unwrap();
+    v.map(|b| u64::from_le_bytes(b[8..16].try_into().unwrap()))
+        .unwrap_or(0)
+}
+
+#[test]
+fn two_envoys_and_two_agents_admit_at_most_the_quota_plus_the_documented_bound() {
+    const Q: u64 = 60;
+    let redis = RedisServer::start("quota");
+    let upstream = Upstream::start().unwrap();
+    let n1 = node("quota-a", &redis, Q, &upstream);
+    let n2 = node("quota-b", &redis, Q, &upstream);
+
+    // Both nodes at the same pace; each request id is used once, except every tenth, which
+    // is retried through the other node (a client retry landing elsewhere).
+    let started = Instant::now();
+    let mut admitted = 0u64;
+    let mut refused = 0u64;
+    // Retries admitted: of a request admitted before (a duplicate event), or of one refused
+    // before (a new event).
+    let (mut retry_dup, mut retry_new) = (0u64, 0u64);
+    let pairs = 100;
+    for i in 0..pairs {
+        let mut first = 0;
+        for (k, n) in [&n1, &n2].iter().enumerate() {
+            let s = search(&n.envoy, &format!("quota-{i}-{k}"));
+            match s {
+                200 => admitted += 1,
+                429 => refused += 1,
+                s => panic!("unexpected status {s}: {}", n.envoy.log_tail(20)),
+            }
+            if k == 0 {
+                first = s;
+            }
+        }
+        if i % 10 == 0 && search(&n2.envoy, &format!("quota-{i}-0")) == 200 {
+            if first == 200 {
+                retry_dup += 1;
+            } else {
+                retry_new += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The bound (README, "Several nodes"): each node can miss what the others admitted during
+    // its blind time S = sync interval + flush interval + delivery and claim (~100 ms here),
+    // so the overshoot is at most (N - 1) x r x S with r the per-node admission rate.
+    let rate = pairs as f64 / elapsed;
+    let blind = (SYNC_MS + FLUSH_MS + 100) as f64 / 1000.0;
+    let bound = ((2 - 1) as f64 * rate * blind).ceil() as u64;
+    let events = admitted + retry_new;
+    eprintln!(
+        "admitted {admitted} (+{retry_dup} retries of admitted requests, +{retry_new} of refused ones), refused {refused} of {} in {elapsed:.1} s; r = {rate:.1}/s per node; bound {bound}",
+        2 * pairs
+    );
+    assert!(events >= Q, "the quota was not used up: {events}");
+    assert!(
+        events <= Q + bound,
+        "over-admission {} beyond the bound {bound}",
+        events - Q
+    );
+    assert!(
+        bound < Q,
+        "the test would not tell shared from per-node quotas (each node alone admits {Q})"
+    );
+
+    // Every admitted request is one event, held by exactly one agent, counted once in Redis;
+    // a retry through the other node (same request id, same event id) is not counted again.
+    let held = settle(&[&n1, &n2], events as usize);
+    let a: HashSet<&String> = held[0].iter().collect();
+    let b: HashSet<&String> = held[1].iter().collect();
+    assert!(a.is_disjoint(&b), "an event is held by both agents");
+    assert_eq!(
+        (a.len() + b.len()) as u64,
+        events,
+        "node a {}, node b {}",
+        a.len(),
+        b.len()
+    );
+    assert_eq!(globex_used(&redis), events, "the shared counter");
+    assert_balanced(&n1.agent);
+    assert_balanced(&n2.agent);
+    let dups = m(
+        &n2.agent,
+        "aforo_agent_events_duplicate_total{environment=\"sandbox\"}",
+    ) + m(
+        &n1.agent,
+        "aforo_agent_events_duplicate_total{environment=\"sandbox\"}",
+    );
+    assert_eq!(
+        dups, retry_dup,
+        "each retry of an admitted request arrived as a duplicate"
+    );
+}
+
+#[test]
+fn redis_stopped_for_30_s_loses_nothing_and_counts_nothing_twice() {
+    let mut redis = RedisServer::start("outage");
+    let upstream = Upstream::start().unwrap();
+    let n1 = node("outage-a", &redis, 100_000, &upstream);
+    let n2 = node("outage-b", &redis, 100_000, &upstream);
+    let mut admitted = 0usize;
+    let mut i = 0;
+    let mut send = |until: Instant, admitted: &mut usize| {
+        while Instant::now() < until {
+            for n in [&n1, &n2] {
+                i += 1;
+                let s = search(&n.envoy, &format!("outage-{i}"));
+                assert_eq!(s, 200, "request {i}: {}", n.envoy.log_tail(20));
+                *admitted += 1;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    send(Instant::now() + Duration::from_secs(2), &mut admitted);
+    let before = admitted;
+
+    redis.stop();
+    let outage = Instant::now();
+    // During the outage: traffic goes on (the filters decide on their snapshots and count
+    // locally), the agents keep accepting events durably; the same ids sent straight to both
+    // agents are accepted by both, for now.
+    let shared_ids: Vec<String> = (0..20).map(|k| format!("outage-dup-{k}")).collect();
+    for id in &shared_ids {
+        for n in [&n1, &n2] {
+            let r = ingest(&n.agent, &[event(id, 1)]);
+            assert_eq!(r["accepted"].as_u64(), Some(1), "{r}");
+        }
+    }
+    send(outage + Duration::from_secs(30), &mut admitted);
+    let snapshot = n1
+        .agent
+        .call("GET", "/v1/entitlements", SANDBOX, &Value::Null);
+    assert_eq!(
+        snapshot.status, 503,
+        "no usage is invented while Redis is away"
+    );
+    assert!(
+        m(
+            &n1.agent,
+            "aforo_agent_claims_pending{environment=\"sandbox\"}"
+        ) > 0
+    );
+    redis.restart();
+
+    send(Instant::now() + Duration::from_secs(3), &mut admitted);
+    eprintln!(
+        "admitted {admitted} requests, {} during the 30 s outage",
+        admitted - before
+    );
+    // Reconciled: every request's event is held once, each shared id by one agent only, and
+    // the Redis counter is the number of distinct events.
+    let held = settle(&[&n1, &n2], admitted + shared_ids.len());
+    let a: HashSet<&String> = held[0].iter().collect();
+    let b: HashSet<&String> = held[1].iter().collect();
+    assert!(a.is_disjoint(&b), "an event is held by both agents");
+    assert_eq!(
+        a.len() + b.len(),
+        admitted + shared_ids.len(),
+        "events lost or doubled"
+    );
+    for id in &shared_ids {
+        assert!(
+            a.contains(id) ^ b.contains(id),
+            "{id} is held by exactly one agent"
+        );
+    }
+    assert_eq!(globex_used(&redis) as usize, admitted + shared_ids.len());
+    assert_eq!(used(&n1.agent, "x").0 as usize, admitted + shared_ids.len());
+    for n in [&n1, &n2] {
+        assert_eq!(
+            m(
+                &n.agent,
+                "aforo_agent_claims_pending{environment=\"sandbox\"}"
+            ),
+            0
+        );
+        assert_balanced(&n.agent);
+    }
+    let late_dups: u64 = [&n1, &n2]
+        .iter()
+        .map(|n| {
+            m(
+                &n.agent,
+                "aforo_agent_claims_total{environment=\"sandbox\",result=\"duplicate\"}",
+            )
+        })
+        .sum();
+    assert_eq!(
+        late_dups,
+        shared_ids.len() as u64,
+        "each id sent twice was found once as a duplicate"
+    );
+    assert!(n1.agent.log().contains("unreachable"), "{}", n1.agent.log());
+    assert!(
+        n1.agent.log().contains("reachable again"),
+        "{}",
+        n1.agent.log()
+    );
+}
