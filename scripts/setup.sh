@@ -18,6 +18,9 @@ fi
 
 # LuaJIT + LuaSocket + lua-cjson run the Kong 3.10+ Lua plugin in the contract tests.
 apt_install luajit lua-socket lua-cjson
+# redis-server runs the multi-node tests (two agents sharing quotas through Redis). The demo
+# does not need it: AFORO_SETUP_REDIS=0 skips it.
+if [ "${AFORO_SETUP_REDIS:-1}" = 1 ]; then apt_install redis-server; fi
 # Node.js 18+ runs the AWS Lambda package (its tests, and the cross-host tests that drive it).
 # The demo does not need it: AFORO_SETUP_LAMBDA=0 skips Node and the wasm-bindgen build.
 LAMBDA="${AFORO_SETUP_LAMBDA:-1}"

@@ -116,9 +116,11 @@ fn every_envoy_config_passes_envoy_validate_with_the_real_module() {
     let module = filter_module().unwrap();
     let configs = files("yaml")
         .into_iter()
-        .filter(|p| p.starts_with(examples().join("envoy")))
+        .filter(|p| {
+            p.starts_with(examples().join("envoy")) || p.starts_with(examples().join("multi-node"))
+        })
         .collect::<Vec<_>>();
-    assert!(configs.len() >= 2, "{configs:?}");
+    assert!(configs.len() >= 3, "{configs:?}");
     for p in configs {
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(

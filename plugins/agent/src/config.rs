@@ -65,6 +65,7 @@ pub const AGENT_OPTIONS: &[AgentOption] = &[
     o("state", "AFORO_AGENT_STATE", "embedded", "where quota counters, rate-limit buckets and the dedup window live: embedded (this node), or redis://[user:password@]host:port[/db] (rediss:// for TLS) shared by every agent"),
     o("redis_prefix", "AFORO_REDIS_PREFIX", "aforo:", "prefix of every Redis key (one per deployment sharing a Redis)"),
     o("redis_timeout_ms", "AFORO_REDIS_TIMEOUT_MS", "250", "connect, read and write timeout of a Redis call; past it the agent decides on local state"),
+    o("redis_ca_file", "AFORO_REDIS_CA_FILE", "Mozilla roots", "PEM file of the CA that signed Redis's certificate (rediss:// only)"),
     o("redis_dedup_days", "AFORO_REDIS_DEDUP_DAYS", "91", "how long Redis remembers an event id (events older than 90 days are refused anyway; sandbox ids at most 30 days)"),
     o("failure_mode", "AFORO_AGENT_FAILURE_MODE", "open", "while Redis is unreachable: open decides on this node's counters, closed answers /v1/canAccess with 503"),
     o("node_id", "AFORO_AGENT_NODE_ID", "generated, kept in data_dir", "this agent's name in Redis (the owner of the events it claims): unique per agent, stable across restarts"),
@@ -134,6 +135,8 @@ pub enum StateBackend {
         timeout_ms: u64,
         /// How long event ids are remembered.
         dedup_days: u64,
+        /// CA of Redis's TLS certificate (none: the webpki roots).
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -397,6 +400,16 @@ fn from_value(v: &Value, allowed: &'static [&'static str]) -> Result<AgentConfig
                 prefix,
                 timeout_ms: r.u64_in("redis_timeout_ms", 10, 60_000)?.unwrap_or(250),
                 dedup_days: r.u64_in("redis_dedup_days", 1, 730)?.unwrap_or(91),
+                ca_file: match r.non_empty_string("redis_ca_file")? {
+                    None => None,
+                    Some(_) if !url.starts_with("rediss://") => {
+                        return Err(FieldError::new(
+                            "redis_ca_file",
+                            "applies to TLS connections only: use a rediss:// URL in state",
+                        ))
+                    }
+                    Some(p) => Some(PathBuf::from(p)),
+                },
             }
         }
         Some(other) => {
@@ -409,7 +422,12 @@ fn from_value(v: &Value, allowed: &'static [&'static str]) -> Result<AgentConfig
         }
     };
     if matches!(state, StateBackend::Embedded) {
-        for only in ["redis_prefix", "redis_timeout_ms", "redis_dedup_days"] {
+        for only in [
+            "redis_prefix",
+            "redis_timeout_ms",
+            "redis_dedup_days",
+            "redis_ca_file",
+        ] {
             if r.get(only).is_some() {
                 return Err(FieldError::new(
                     only,
@@ -565,6 +583,7 @@ mod tests {
                 prefix,
                 timeout_ms,
                 dedup_days,
+                ..
             } => {
                 assert!(url.starts_with("rediss://"));
                 assert_eq!(

@@ -111,11 +111,13 @@ async fn serve(
             url,
             prefix,
             timeout_ms,
+            ca_file,
             ..
         } => {
             let node = node_id::load_or_create(&config.data_dir, config.node_id.as_deref())?;
             let link = Arc::new(redis_state::RedisLink::new(
                 url,
+                ca_file.as_deref(),
                 prefix,
                 std::time::Duration::from_millis(*timeout_ms),
                 &node,

@@ -103,7 +103,14 @@ impl RootContext for Root {
             .ok()
             .flatten()
             .unwrap_or_default();
-        let config = match Config::parse(&bytes, &|name| std::env::var(name).ok()) {
+        // Without `source` (configuration or AFORO_SOURCE), the node is named by Envoy's node id
+        // (`--service-node`, set per pod by Istio): nodes sharing quotas must differ.
+        let env = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .or_else(|| (name == "AFORO_SOURCE").then(node_id).flatten())
+        };
+        let config = match Config::parse(&bytes, &env) {
             Ok(c) => c,
             Err(e) => {
                 host::log(
@@ -149,4 +156,30 @@ impl RootContext for Root {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// Envoy's node id as a source name: characters outside `[A-Za-z0-9_.:-]` become `_` (Istio's
+/// `sidecar~10.0.0.1~pod.ns~…`), at most 128 of them; none when the host has no node id.
+fn node_id() -> Option<String> {
+    // Envoy: `node` (Wasm attribute) and `xds.node` (newer name); Kong has none.
+    let bytes = [vec!["node", "id"], vec!["xds", "node", "id"]]
+        .into_iter()
+        .find_map(|path| {
+            hostcalls::get_property(path)
+                .ok()
+                .flatten()
+                .filter(|b| !b.is_empty())
+        })?;
+    let name: String = String::from_utf8_lossy(&bytes)
+        .chars()
+        .take(128)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    (!name.is_empty()).then_some(name)
 }

@@ -310,7 +310,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "source",
         Some("AFORO_SOURCE"),
         "gateway",
-        "name of this gateway node, stamped on events and used in usage sync",
+        "name of this gateway node, stamped on events and used in usage sync; unset, Envoy's node id (--service-node) when it has one",
     ),
 ];
 

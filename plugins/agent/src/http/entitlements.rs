@@ -11,8 +11,11 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Whether the warning about the default `source` was logged.
+static DEFAULT_SOURCE_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Serves the snapshot.
 pub async fn snapshot(
@@ -40,6 +43,12 @@ pub async fn snapshot(
         ));
     }
     let source = q.get("source").cloned();
+    if app.usage.redis().is_some()
+        && source.as_deref() == Some("gateway")
+        && !DEFAULT_SOURCE_WARNED.swap(true, Ordering::Relaxed)
+    {
+        eprintln!("aforo-agent: a gateway syncs with the default source \"gateway\": with quotas shared across nodes, give each node's filter its own `source` (AFORO_SOURCE, or Envoy's node id), or nodes will not count each other's usage");
+    }
     let partners = keys::partners(&app.stores.control).map_err(ApiError::unavailable)?;
     let extra = keys::snapshot_keys(&app.stores.control).map_err(ApiError::unavailable)?;
     let catalog = app

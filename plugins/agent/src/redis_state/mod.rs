@@ -6,6 +6,7 @@ pub mod claims;
 pub mod counters;
 
 use redis::{Connection, RedisError};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -71,15 +72,31 @@ impl RedisLink {
     /// Nothing is contacted yet: an agent starts even when Redis is down.
     pub fn new(
         url: &str,
+        ca_file: Option<&Path>,
         prefix: &str,
         timeout: Duration,
         node_id: &str,
     ) -> Result<RedisLink, String> {
-        let client = redis::Client::open(url).map_err(|e| {
+        let bad_url = |e: RedisError| {
             format!(
                 "state: {e} (expected redis://[user:password@]host:port[/db] or rediss://… for TLS)"
             )
-        })?;
+        };
+        let client = match ca_file {
+            None => redis::Client::open(url).map_err(bad_url)?,
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("redis_ca_file {}: {e}", path.display()))?;
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+                .map_err(|e| format!("redis_ca_file {}: {e}", path.display()))?
+            }
+        };
         let display = match &client.get_connection_info().addr() {
             redis::ConnectionAddr::Tcp(h, p) => format!("redis://{h}:{p}"),
             redis::ConnectionAddr::TcpTls { host, port, .. } => format!("rediss://{host}:{port}"),

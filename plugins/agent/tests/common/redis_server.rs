@@ -1,16 +1,28 @@
-//! A real redis-server (the Debian package; `scripts/setup.sh` installs it) on a free loopback
-//! port, with an append-only file fsynced on every write so a stop and a restart keep its
-//! data, as the multi-node deploy example runs it. Killed on drop.
+//! A real redis-server (the Debian package; `scripts/setup.sh` installs it) started with the
+//! deploy example's `redis.conf` (append-only file, no eviction, the `aforo` ACL user the
+//! agents log in as) on a free loopback port, optionally with TLS only. Killed on drop.
 
 use aforo_host_tests::envoy::free_port;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The password of the example's `aforo` user.
+pub const AFORO_PASSWORD: &str = "change-me-to-a-long-random-secret";
+const ADMIN: &str = "admin-of-the-test";
+
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
-    dir: PathBuf,
+    pub dir: PathBuf,
+    /// With TLS: the CA file agents must trust.
+    pub ca: Option<PathBuf>,
+}
+
+pub fn example(file: &str) -> PathBuf {
+    aforo_host_tests::artifacts::repo_root()
+        .join("deploy-examples/multi-node")
+        .join(file)
 }
 
 impl RedisServer {
@@ -20,13 +32,86 @@ impl RedisServer {
             child: None,
             port: free_port(),
             dir,
+            ca: None,
         };
         r.spawn();
         r
     }
 
+    /// TLS only (no plain port), with a CA and a certificate for 127.0.0.1 made by openssl.
+    pub fn start_tls(tag: &str) -> RedisServer {
+        let dir = super::temp_dir(&format!("redis-{tag}"));
+        let sh = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl: {e} (scripts/setup.sh installs it)"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=aforo test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        sh(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "redis.key",
+            "-out",
+            "redis.csr",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+        sh(&[
+            "x509",
+            "-req",
+            "-in",
+            "redis.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "redis.crt",
+        ]);
+        let mut r = RedisServer {
+            child: None,
+            port: free_port(),
+            ca: Some(dir.join("ca.crt")),
+            dir,
+        };
+        r.spawn();
+        r
+    }
+
+    /// The URL agents use (the example's `aforo` user).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.ca.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://aforo:{AFORO_PASSWORD}@127.0.0.1:{}", self.port)
     }
 
     fn spawn(&mut self) {
@@ -34,23 +119,42 @@ impl RedisServer {
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .unwrap_or("redis-server");
-        let child = Command::new(bin)
-            .args([
-                "--bind",
-                "127.0.0.1",
+        let port = self.port.to_string();
+        let dir = self.dir.display().to_string();
+        let conf = example("redis.conf").display().to_string();
+        let mut args: Vec<String> = vec![conf];
+        let mut set = |line: &[&str]| args.extend(line.iter().map(|s| s.to_string()));
+        set(&["--bind", "127.0.0.1", "--dir", &dir, "--daemonize", "no"]);
+        // The test's own user, for inspecting keys (the example has no anonymous user).
+        set(&[
+            "--user",
+            "admin",
+            "on",
+            &format!(">{ADMIN}"),
+            "~*",
+            "&*",
+            "+@all",
+        ]);
+        match &self.ca {
+            None => set(&["--port", &port]),
+            Some(_) => set(&[
                 "--port",
-                &self.port.to_string(),
-                "--dir",
-                &self.dir.display().to_string(),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--protected-mode",
-                "yes",
-            ])
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                "redis.crt",
+                "--tls-key-file",
+                "redis.key",
+                "--tls-ca-cert-file",
+                "ca.crt",
+                "--tls-auth-clients",
+                "no",
+            ]),
+        }
+        let child = Command::new(bin)
+            .args(&args)
+            .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(
                 std::fs::File::create(self.dir.join("redis.log"))
@@ -64,14 +168,55 @@ impl RedisServer {
             });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.connection().is_none() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+        loop {
+            // Ours, not another test's server that got the same port first.
+            if let Some(mut c) = self.connection() {
+                let dir: Vec<String> = redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("dir")
+                    .query(&mut c)
+                    .unwrap_or_default();
+                let ours = dir.get(1).map(std::path::PathBuf::from)
+                    == std::fs::canonicalize(&self.dir).ok();
+                assert!(
+                    ours,
+                    "port {} is another redis-server's ({dir:?})",
+                    self.port
+                );
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "redis-server exited ({status}): {}",
+                    std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start: {}",
+                std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
+    /// A connection as the test's admin user.
     pub fn connection(&self) -> Option<redis::Connection> {
-        let c = redis::Client::open(self.url()).ok()?;
+        let url = self.url().replace(
+            &format!("aforo:{AFORO_PASSWORD}"),
+            &format!("admin:{ADMIN}"),
+        );
+        let c = match &self.ca {
+            None => redis::Client::open(url).ok()?,
+            Some(ca) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca).ok()?),
+                },
+            )
+            .ok()?,
+        };
         let mut con = c.get_connection_with_timeout(Duration::from_secs(1)).ok()?;
         redis::cmd("PING").query::<String>(&mut con).ok()?;
         Some(con)
