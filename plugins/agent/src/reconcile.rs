@@ -100,12 +100,20 @@ pub fn settle(app: &App, env: Environment, events: &[UsageEvent], t: Timestamp) 
     }
 }
 
+/// Stored rows back to events (their bodies are the canonical encoding the store wrote).
+fn parse_rows(rows: Vec<(i64, String)>) -> Vec<UsageEvent> {
+    rows.into_iter()
+        .filter_map(|(_, body)| RawValue::from_string(body).ok())
+        .filter_map(|raw| parse_wire_event(&raw).ok())
+        .collect()
+}
+
 /// Settles everything left unclaimed in `env`; returns how many events are still waiting.
 fn drain(app: &App, env: Environment) -> i64 {
     loop {
         // Rows younger than the grace period are being settled by the request that stored them.
         let before = now().plus_nanos(-(GRACE_MS as i64) * 1_000_000);
-        let rows = match app.stores.unclaimed(env, before, BATCH) {
+        let rows = match app.stores.unclaimed(env, before, 0, BATCH) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("aforo-agent: reconciling {env}: {e}");
@@ -115,12 +123,8 @@ fn drain(app: &App, env: Environment) -> i64 {
         if rows.is_empty() {
             return 0;
         }
-        let events: Vec<UsageEvent> = rows
-            .into_iter()
-            .filter_map(|(_, body)| RawValue::from_string(body).ok())
-            .filter_map(|raw| parse_wire_event(&raw).ok())
-            .collect();
-        let n = events.len();
+        let n = rows.len();
+        let events = parse_rows(rows);
         if settle(app, env, &events, now()).deferred {
             return app.stores.count_unclaimed(env).unwrap_or(-1);
         }
@@ -142,12 +146,12 @@ pub fn start(app: Arc<App>) {
         if left > 0 {
             eprintln!("aforo-agent: {left} {env} events from an earlier run wait for their claim in Redis");
             app.metrics.claims_resumed[env.index()].fetch_add(left as u64, Ordering::Relaxed);
-            if let Ok(rows) = app.stores.unclaimed(env, t, i64::MAX as usize) {
-                let events: Vec<UsageEvent> = rows
-                    .into_iter()
-                    .filter_map(|(_, body)| RawValue::from_string(body).ok())
-                    .filter_map(|raw| parse_wire_event(&raw).ok())
-                    .collect();
+            // Counted into the local fallback, a page at a time (an outage can leave many).
+            let mut after = 0;
+            while let Ok(rows) = app.stores.unclaimed(env, t, after, BATCH) {
+                let Some((last, _)) = rows.last() else { break };
+                after = *last;
+                let events = parse_rows(rows);
                 app.usage.record_unclaimed(env, events.iter(), t);
             }
         }

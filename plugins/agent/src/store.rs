@@ -281,21 +281,23 @@ impl Stores {
         })
     }
 
-    /// Events whose claim in Redis has not settled, received before `before`, oldest first:
-    /// (seq, body).
+    /// Events whose claim in Redis has not settled, received before `before`, after row
+    /// `after_seq`, oldest first: (seq, body).
     pub fn unclaimed(
         &self,
         env: Environment,
         before: Timestamp,
+        after_seq: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String)>, StoreError> {
         self.read(env, |c| {
             let mut st = c.prepare_cached(
-                "SELECT seq, body FROM events WHERE claimed = 0 AND received_at < ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, body FROM events WHERE claimed = 0 AND received_at < ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
-            let rows = st.query_map(params![before.unix_nanos(), limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+            let rows = st.query_map(
+                params![before.unix_nanos(), after_seq, limit as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             rows.collect()
         })
     }

@@ -621,3 +621,77 @@ fn an_agent_killed_mid_ingest_counts_every_stored_event_once() {
     );
     assert_balanced(&a);
 }
+
+#[test]
+fn with_redis_down_can_access_follows_the_failure_mode() {
+    let mut redis = RedisServer::start("failmode");
+    let open = agent("failmode-open", &redis, 5, "failmode-open");
+    let url = redis.url();
+    let config = example("agent.json").display().to_string();
+    let closed = Agent::start(
+        "failmode-closed",
+        &catalog(5),
+        &[
+            "--config",
+            &config,
+            "--state",
+            &url,
+            "--node-id",
+            "failmode-closed",
+            "--failure-mode",
+            "closed",
+        ],
+    );
+    let reserve = |x: &Agent| {
+        x.call(
+            "POST",
+            "/v1/canAccess",
+            SANDBOX,
+            &json!({"tenantId": "globex", "featureKey": "search", "quantity": 1}),
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(reserve(&open).status, 200);
+    }
+    assert_eq!(
+        reserve(&closed).status,
+        200,
+        "4 of 5 reserved, through both agents"
+    );
+    // The open agent sees the shared count on its next decision (a check, reserving nothing).
+    let check = open.call(
+        "POST",
+        "/v1/canAccess",
+        SANDBOX,
+        &json!({"tenantId": "globex", "featureKey": "search"}),
+    );
+    assert_eq!(
+        (check.status, check.header("ratelimit-remaining")),
+        (200, Some("1"))
+    );
+    redis.stop();
+    // Open: decides on the counters it last saw (4 of 5) plus its own use since.
+    assert_eq!(reserve(&open).status, 200);
+    let r = reserve(&open);
+    assert_eq!(r.status, 429, "the local copy still enforces the quota");
+    // Closed: no decision without the shared state.
+    let r = reserve(&closed);
+    assert_eq!(
+        (r.status, common::code(&r)),
+        (503, "state_unavailable".to_string())
+    );
+    assert_eq!(r.header("retry-after"), Some("1"));
+    redis.restart();
+    // Back on the shared counter (4 of 5: what the open agent reserved during the outage was
+    // its own), both agents decide again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = reserve(&closed);
+        if r.status != 503 || Instant::now() > deadline {
+            assert_eq!(r.status, 200, "{}", closed.log());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(reserve(&open).status, 429, "5 of 5 reserved");
+}

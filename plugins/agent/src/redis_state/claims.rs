@@ -1,6 +1,6 @@
-//! Claiming events in Redis: one Lua script per event records its id (the shared dedup window)
-//! and adds its units to the quota counters in one atomic step, so an event sent through two
-//! agents, or replayed after a crash or an outage, is counted once.
+//! Claiming events in Redis: one Lua script per batch records each event's id (the shared dedup
+//! window) and adds the units of the new ones to the quota counters, in one atomic step, so an
+//! event sent through two agents, or replayed after a crash or an outage, is counted once.
 //!
 //! The id is stored with the claiming agent's node id: an agent that crashed after the script
 //! ran but before it noted the result finds its own claim when it replays, and does not count
@@ -9,58 +9,78 @@
 use super::{RedisLink, StateError};
 use crate::redis_state::counters::redis_key;
 use aforo_core::{Environment, Timestamp};
+use std::collections::HashMap;
 
-/// KEYS[1] the dedup key, then per counter its hash and its per-source hash.
-/// ARGV[1] node id, ARGV[2] dedup time (ms); per counter five values: the core counter key,
-/// the window start (8 bytes, little-endian ns), units, expiry (ms since the epoch, the
-/// window's reset plus a day) and the source ('' for none).
-/// Returns 1 counted now, 2 claimed before by this node, 0 claimed by another node.
+/// Claims a batch of events in one atomic step.
+/// KEYS: the n dedup keys, then per slot (a counter and a source) the counter hash and the
+/// per-source hash. ARGV: node id, dedup time (ms), n, m (slots); per slot four values: the
+/// core counter key, the window start (8 bytes, little-endian ns), the expiry (ms since the
+/// epoch: the window's reset plus a day) and the source ('' for none); then per event the number
+/// k of its counters and k pairs (slot, units).
+/// Returns per event: 1 counted now, 2 claimed before by this node, 0 claimed by another node.
 pub const CLAIM_SCRIPT: &str = r"
-local owner = redis.call('GET', KEYS[1])
-if owner then
-  if owner == ARGV[1] then return 2 end
-  return 0
+local node, ttl = ARGV[1], ARGV[2]
+local n, m = tonumber(ARGV[3]), tonumber(ARGV[4])
+local add, out = {}, {}
+local a = 5 + 4 * m
+for i = 1, n do
+  local k = tonumber(ARGV[a])
+  a = a + 1
+  local owner = redis.call('GET', KEYS[i])
+  if owner then
+    if owner == node then out[i] = 2 else out[i] = 0 end
+    a = a + 2 * k
+  else
+    redis.call('SET', KEYS[i], node, 'PX', ttl)
+    out[i] = 1
+    for _ = 1, k do
+      local s, u = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+      a = a + 2
+      add[s] = (add[s] or 0) + u
+    end
+  end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local function num(s)
-  local n = 0
-  for i = 8, 1, -1 do n = n * 256 + string.byte(s, i) end
-  return n
+  local v = 0
+  for i = 8, 1, -1 do v = v * 256 + string.byte(s, i) end
+  return v
 end
-local function bytes(n)
+local function bytes(v)
   local t = {}
   for i = 1, 8 do
-    t[i] = string.char(n % 256)
-    n = math.floor(n / 256)
+    t[i] = string.char(v % 256)
+    v = math.floor(v / 256)
   end
   return table.concat(t)
 end
-local n = (#KEYS - 1) / 2
-for i = 1, n do
-  local ck, sk = KEYS[2 * i], KEYS[2 * i + 1]
-  local a = 3 + 5 * (i - 1)
-  local key, ws, units, exp, src = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
-  local v = redis.call('HGET', ck, 'v')
-  local count, stale = 0, false
-  if v and #v >= 16 then
-    local cur = string.sub(v, 1, 8)
-    if cur == ws then
-      count = num(string.sub(v, 9, 16))
-    elseif num(cur) > num(ws) then
-      stale = true
+for s = 1, m do
+  local units = add[s]
+  if units then
+    local ck, sk = KEYS[n + 2 * s - 1], KEYS[n + 2 * s]
+    local b = 5 + 4 * (s - 1)
+    local key, ws, exp, src = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+    local v = redis.call('HGET', ck, 'v')
+    local count, stale = 0, false
+    if v and #v >= 16 then
+      local cur = string.sub(v, 1, 8)
+      if cur == ws then
+        count = num(string.sub(v, 9, 16))
+      elseif num(cur) > num(ws) then
+        stale = true
+      end
     end
-  end
-  if not stale then
-    local c = tonumber(redis.call('HGET', ck, 'c') or '0')
-    redis.call('HSET', ck, 'v', ws .. bytes(count + units) .. key, 'c', (c % 4294967295) + 1)
-    redis.call('PEXPIREAT', ck, exp)
-    if src ~= '' then
-      redis.call('HINCRBY', sk, src, units)
-      redis.call('PEXPIREAT', sk, exp)
+    if not stale then
+      local c = tonumber(redis.call('HGET', ck, 'c') or '0')
+      redis.call('HSET', ck, 'v', ws .. bytes(count + units) .. key, 'c', (c % 4294967295) + 1)
+      redis.call('PEXPIREAT', ck, exp)
+      if src ~= '' then
+        redis.call('HINCRBY', sk, src, units)
+        redis.call('PEXPIREAT', sk, exp)
+      end
     end
   end
 end
-return 1
+return out
 ";
 
 /// A quota counter an event adds to.
@@ -114,36 +134,70 @@ fn dedup_key(link: &RedisLink, env: Environment, id: &str) -> String {
     link.key(&format!("d:{}:{id}", env.as_str()))
 }
 
-/// Claims events, all in one round trip; each claim is atomic on its own.
+/// Claims events of one environment in one round trip and one atomic script: counters
+/// shared by several events are read and written once.
 pub fn claim(
     link: &RedisLink,
     requests: &[ClaimRequest],
     dedup_ms: [u64; 2],
 ) -> Result<Vec<Claim>, StateError> {
-    if requests.is_empty() {
+    let Some(first) = requests.first() else {
         return Ok(Vec::new());
+    };
+    let env = first.env;
+    // Slots: each distinct (counter, source), in first-seen order.
+    let mut slots: Vec<(&CounterTarget, &str)> = Vec::new();
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut per_event: Vec<Vec<(usize, u64)>> = Vec::with_capacity(requests.len());
+    for r in requests {
+        let source = r.source.as_deref().unwrap_or("");
+        let mut mine = Vec::with_capacity(r.counters.len());
+        for t in &r.counters {
+            let next = slots.len();
+            let s = *index.entry((t.key.as_str(), source)).or_insert(next);
+            if s == next {
+                slots.push((t, source));
+            }
+            mine.push((s + 1, t.units));
+        }
+        per_event.push(mine);
     }
     let answers = link.with(|c, s| {
-        let mut p = redis::pipe();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(s.claim).arg(requests.len() + 2 * slots.len());
         for r in requests {
-            let cmd = p.cmd("EVALSHA").arg(s.claim).arg(1 + 2 * r.counters.len());
-            cmd.arg(dedup_key(link, r.env, &r.id));
-            for t in &r.counters {
-                cmd.arg(redis_key(link, &t.key))
-                    .arg(source_key(link, &t.key, t.window_start));
-            }
-            cmd.arg(link.node_id()).arg(dedup_ms[r.env.index()]);
-            for t in &r.counters {
-                let expiry = t.window_end.unix_nanos() / 1_000_000 + 86_400_000;
-                cmd.arg(&t.key)
-                    .arg(&t.window_start.unix_nanos().to_le_bytes()[..])
-                    .arg(t.units)
-                    .arg(expiry)
-                    .arg(r.source.as_deref().unwrap_or(""));
+            cmd.arg(dedup_key(link, env, &r.id));
+        }
+        for (t, _) in &slots {
+            cmd.arg(redis_key(link, &t.key))
+                .arg(source_key(link, &t.key, t.window_start));
+        }
+        cmd.arg(link.node_id())
+            .arg(dedup_ms[env.index()])
+            .arg(requests.len())
+            .arg(slots.len());
+        for (t, source) in &slots {
+            let expiry = t.window_end.unix_nanos() / 1_000_000 + 86_400_000;
+            cmd.arg(&t.key)
+                .arg(&t.window_start.unix_nanos().to_le_bytes()[..])
+                .arg(expiry)
+                .arg(*source);
+        }
+        for mine in &per_event {
+            cmd.arg(mine.len());
+            for (slot, units) in mine {
+                cmd.arg(*slot).arg(*units);
             }
         }
-        p.query::<Vec<i64>>(c)
+        cmd.query::<Vec<i64>>(c)
     })?;
+    if answers.len() != requests.len() {
+        return Err(StateError::Failed(format!(
+            "the claim script answered {} results for {} events",
+            answers.len(),
+            requests.len()
+        )));
+    }
     Ok(answers
         .into_iter()
         .map(|a| match a {

@@ -89,7 +89,11 @@ impl SyncCounters for RedisCounters {
                 .arg(expiry_ms(key, value))
                 .query::<i64>(c)
         }) {
-            Ok(1) => Ok(()),
+            Ok(1) => {
+                // The local copy follows, so a fallback starts from this write.
+                self.local.seed(key, value);
+                Ok(())
+            }
             // Someone wrote first, or Redis went away mid-write: the caller reads again (from
             // Redis, or from the local copy) and retries.
             Ok(_) | Err(super::StateError::Down(_)) => Err(SharedSetError::CasMismatch),
