@@ -81,6 +81,22 @@ fn open(path: &Path, schema: &str) -> Result<Connection, StoreError> {
     c.busy_timeout(Duration::from_secs(10)).map_err(err(path))?;
     c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
         .map_err(err(path))?;
+    migrate(&c, path, schema)?;
+    Ok(c)
+}
+
+/// A connection whose commits are not fsynced, for settling claims: a settlement lost with
+/// the machine leaves the event unclaimed, and claiming it again finds the same answer.
+fn open_settler(path: &Path) -> Result<Connection, StoreError> {
+    let c = Connection::open(path).map_err(err(path))?;
+    c.busy_timeout(Duration::from_secs(10)).map_err(err(path))?;
+    c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        .map_err(err(path))?;
+    Ok(c)
+}
+
+/// Creates the schema, and adds what older stores lack.
+fn migrate(c: &Connection, path: &Path, schema: &str) -> Result<(), StoreError> {
     c.execute_batch(schema).map_err(err(path))?;
     if schema == EVENTS_SCHEMA {
         // Stores written before the Redis backend existed lack `claimed`: every event in them
@@ -98,7 +114,7 @@ fn open(path: &Path, schema: &str) -> Result<Connection, StoreError> {
         )
         .map_err(err(path))?;
     }
-    Ok(c)
+    Ok(())
 }
 
 /// An event to store: parsed, validated, with its canonical encoding.
@@ -144,6 +160,7 @@ pub struct Stores {
     dir: PathBuf,
     writer: Sender<Job>,
     readers: [Option<Mutex<Connection>>; 2],
+    settlers: [Option<Mutex<Connection>>; 2],
     /// Control data.
     pub control: Mutex<Connection>,
 }
@@ -165,10 +182,12 @@ impl Stores {
         std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
         let mut writers: [Option<Connection>; 2] = [None, None];
         let mut readers: [Option<Mutex<Connection>>; 2] = [None, None];
+        let mut settlers: [Option<Mutex<Connection>>; 2] = [None, None];
         for env in environments {
             let p = env_path(dir, *env);
             writers[env.index()] = Some(open(&p, EVENTS_SCHEMA)?);
             readers[env.index()] = Some(Mutex::new(open(&p, EVENTS_SCHEMA)?));
+            settlers[env.index()] = Some(Mutex::new(open_settler(&p)?));
         }
         let control = Mutex::new(open(&dir.join("control.db"), CONTROL_SCHEMA)?);
         let (tx, rx) = mpsc::channel::<Job>();
@@ -180,6 +199,7 @@ impl Stores {
             dir: dir.to_path_buf(),
             writer: tx,
             readers,
+            settlers,
             control,
         })
     }
@@ -319,7 +339,11 @@ impl Stores {
         env: Environment,
         ids: &[(&str, bool)],
     ) -> Result<Vec<bool>, StoreError> {
-        let mut c = self.reader(env)?;
+        let mut c = self.settlers[env.index()]
+            .as_ref()
+            .ok_or_else(|| StoreError(format!("the {env} store is not open")))?
+            .lock()
+            .map_err(|_| StoreError("a store lock was poisoned".into()))?;
         let tx = c.transaction().map_err(|e| StoreError(e.to_string()))?;
         let mut changed = Vec::with_capacity(ids.len());
         {
@@ -545,4 +569,40 @@ fn insert_all(
     }
     tx.commit().map_err(|e| StoreError(e.to_string()))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_written_before_claims_existed_opens_with_every_event_its_own() {
+        let dir = std::env::temp_dir().join(format!(
+            "aforo-store-migrate-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let c = Connection::open(env_path(&dir, Environment::Sandbox)).unwrap();
+            c.execute_batch(
+                "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                 customer_id TEXT NOT NULL, metric TEXT NOT NULL, quantity TEXT NOT NULL, ts INTEGER NOT NULL,
+                 source TEXT, body TEXT NOT NULL, received_at INTEGER NOT NULL, forwarded INTEGER NOT NULL DEFAULT 0);
+                 INSERT INTO events (id, customer_id, metric, quantity, ts, body, received_at)
+                 VALUES ('old-1', 'c', 'm', '1', 0, '{}', 0);",
+            )
+            .unwrap();
+        }
+        let stores =
+            Stores::open(&dir, &[Environment::Sandbox], true, Arc::new(|_, _| {})).unwrap();
+        assert_eq!(stores.count_unclaimed(Environment::Sandbox).unwrap(), 0);
+        let pending = stores.pending(Environment::Sandbox, 0, 10).unwrap();
+        assert_eq!(pending.len(), 1, "the old event is still forwarded");
+        assert_eq!(pending[0].1, "old-1");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
