@@ -55,6 +55,7 @@ pub struct PolicyHost {
     pool: Mutex<Vec<Instance>>,
     pool_size: usize,
     fuel: u64,
+    deadline_ticks: u64,
     counters: SharedCounters,
     snapshot: Mutex<(u64, Arc<String>)>,
 }
@@ -93,11 +94,13 @@ pub fn default_component_path() -> Option<PathBuf> {
 }
 
 impl PolicyHost {
-    /// Loads and compiles the component.
+    /// Loads and compiles the component. A call is interrupted after `deadline_ticks` epochs
+    /// of 10 ms (time in host calls counts: with Redis, its round trips).
     pub fn load(
         path: &Path,
         pool_size: usize,
         fuel: u64,
+        deadline_ticks: u64,
         counters: SharedCounters,
     ) -> Result<PolicyHost, ComponentError> {
         let mut cfg = Config::new();
@@ -117,7 +120,7 @@ impl PolicyHost {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(e)?;
         Metering::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(e)?;
         let pre = MeteringPre::new(linker.instantiate_pre(&component).map_err(e)?).map_err(e)?;
-        // The epoch ticks every 10 ms; a call gets 100 ticks (1 s) before it is interrupted.
+        // The epoch ticks every 10 ms; a call gets `deadline_ticks` before it is interrupted.
         let ticker = engine.clone();
         std::thread::Builder::new()
             .name("aforo-epoch".into())
@@ -132,6 +135,7 @@ impl PolicyHost {
             pool: Mutex::new(Vec::new()),
             pool_size,
             fuel,
+            deadline_ticks,
             counters,
             snapshot: Mutex::new((0, Arc::new(String::new()))),
         })
@@ -155,7 +159,7 @@ impl PolicyHost {
         };
         let mut store = Store::new(&self.engine, state);
         store.set_fuel(self.fuel).map_err(e)?;
-        store.set_epoch_deadline(100);
+        store.set_epoch_deadline(self.deadline_ticks);
         let bindings = self.pre.instantiate(&mut store).map_err(e)?;
         Ok(Instance {
             store,
@@ -179,7 +183,7 @@ impl PolicyHost {
     ) -> Result<T, ComponentError> {
         let mut inst = self.instance()?;
         inst.store.set_fuel(self.fuel).map_err(e)?;
-        inst.store.set_epoch_deadline(100);
+        inst.store.set_epoch_deadline(self.deadline_ticks);
         let (version, json) = self
             .snapshot
             .lock()

@@ -64,11 +64,11 @@ pub const AGENT_OPTIONS: &[AgentOption] = &[
     o("fuel_per_call", "AFORO_AGENT_FUEL_PER_CALL", "100000000", "instruction budget of one component call (a runaway module traps, the agent answers 503)"),
     o("state", "AFORO_AGENT_STATE", "embedded", "where quota counters, rate-limit buckets and the dedup window live: embedded (this node), or redis://[user:password@]host:port[/db] (rediss:// for TLS) shared by every agent"),
     o("redis_prefix", "AFORO_REDIS_PREFIX", "aforo:", "prefix of every Redis key (one per deployment sharing a Redis)"),
-    o("redis_timeout_ms", "AFORO_REDIS_TIMEOUT_MS", "250", "connect, read and write timeout of a Redis call; past it the agent decides on local state"),
+    o("redis_timeout_ms", "AFORO_REDIS_TIMEOUT_MS", "250", "connect, read and write timeout of a Redis call (10..=2000); past it the agent decides on local state"),
     o("redis_ca_file", "AFORO_REDIS_CA_FILE", "Mozilla roots", "PEM file of the CA that signed Redis's certificate (rediss:// only)"),
-    o("redis_dedup_days", "AFORO_REDIS_DEDUP_DAYS", "91", "how long Redis remembers an event id (events older than 90 days are refused anyway; sandbox ids at most 30 days)"),
+    o("redis_dedup_days", "AFORO_REDIS_DEDUP_DAYS", "91", "how long Redis remembers an event id (events older than 90 days are refused anyway; sandbox ids at most 30 days); shorter saves memory, but a retry older than this through another agent counts twice in quotas (the ingest still deduplicates it)"),
     o("failure_mode", "AFORO_AGENT_FAILURE_MODE", "open", "while Redis is unreachable: open decides on this node's counters, closed answers /v1/canAccess with 503"),
-    o("node_id", "AFORO_AGENT_NODE_ID", "generated, kept in data_dir", "this agent's name in Redis (the owner of the events it claims): unique per agent, stable across restarts"),
+    o("node_id", "AFORO_AGENT_NODE_ID", "generated, kept in data_dir", "this agent's name, written with each event it claims in Redis (which agent holds an event)"),
 ];
 
 fn names() -> Vec<&'static str> {
@@ -398,7 +398,7 @@ fn from_value(v: &Value, allowed: &'static [&'static str]) -> Result<AgentConfig
             StateBackend::Redis {
                 url: url.to_string(),
                 prefix,
-                timeout_ms: r.u64_in("redis_timeout_ms", 10, 60_000)?.unwrap_or(250),
+                timeout_ms: r.u64_in("redis_timeout_ms", 10, 2_000)?.unwrap_or(250),
                 dedup_days: r.u64_in("redis_dedup_days", 1, 730)?.unwrap_or(91),
                 ca_file: match r.non_empty_string("redis_ca_file")? {
                     None => None,

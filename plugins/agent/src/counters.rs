@@ -32,6 +32,28 @@ impl LocalCounters {
     }
 }
 
+impl LocalCounters {
+    /// A compare-and-swap comparing tokens under `mask` (the Redis backend marks the local
+    /// copy's tokens with a bit of its own).
+    pub fn write_masked(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: u32,
+        mask: u32,
+    ) -> Result<(), SharedSetError> {
+        let mut m = self
+            .0
+            .lock()
+            .map_err(|_| SharedSetError::Unavailable("counter lock poisoned".into()))?;
+        let current = m.read(key).map(|(_, c)| c).unwrap_or(0);
+        if current & mask != cas & mask {
+            return Err(SharedSetError::CasMismatch);
+        }
+        m.write(key, value, current)
+    }
+}
+
 impl SyncCounters for LocalCounters {
     fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         self.0.lock().ok().and_then(|m| m.read(key))

@@ -164,6 +164,7 @@ async fn serve(
         &component_path,
         config.pool_size,
         config.fuel_per_call,
+        deadline_ticks(&config.state),
         usage.counters.clone(),
     )
     .map_err(|e| e.to_string())?;
@@ -206,6 +207,16 @@ async fn serve(
         .with_graceful_shutdown(shutdown())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// A component call's deadline in 10 ms epochs: 1 s of computing, plus, with Redis, room for
+/// the round trips of one decision (a rate limit and a quota, each read then written, and a
+/// reconnect) at the configured timeout, so a slow Redis falls back instead of trapping.
+fn deadline_ticks(state: &config::StateBackend) -> u64 {
+    match state {
+        config::StateBackend::Embedded => 100,
+        config::StateBackend::Redis { timeout_ms, .. } => 100 + 8 * timeout_ms.div_ceil(10),
+    }
 }
 
 async fn shutdown() {

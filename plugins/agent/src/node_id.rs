@@ -1,6 +1,7 @@
-//! The agent's node id: the name it claims events under in Redis. It must survive restarts (a
-//! restarted agent recognises its own claims) and differ between agents, so unless configured
-//! it is generated once and kept in the data directory.
+//! The agent's node id: the name written with each event it claims in Redis, so an operator can
+//! tell which agent holds an event. Unless configured it is generated once and kept in the data
+//! directory. (Whether a claim is this agent's own is decided by the claim's token, which also
+//! holds the time the event was stored, so a new name or a shared one is safe.)
 
 use std::path::Path;
 

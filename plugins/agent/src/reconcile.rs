@@ -9,7 +9,7 @@ use crate::redis_state::claims::{claim, Claim};
 use aforo_core::event::{parse_wire_event, UsageEvent};
 use aforo_core::{Environment, Timestamp};
 use serde_json::value::RawValue;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +30,13 @@ pub struct Settled {
 }
 
 /// Claims freshly stored events (or replays unsettled ones) and settles them in the store.
-pub fn settle(app: &App, env: Environment, events: &[UsageEvent], t: Timestamp) -> Settled {
+/// `events` are (event, when this agent stored it).
+pub fn settle(
+    app: &App,
+    env: Environment,
+    events: &[(UsageEvent, Timestamp)],
+    t: Timestamp,
+) -> Settled {
     let Some(link) = app.usage.redis() else {
         return Settled::default();
     };
@@ -39,7 +45,7 @@ pub fn settle(app: &App, env: Environment, events: &[UsageEvent], t: Timestamp) 
     }
     let requests: Vec<_> = events
         .iter()
-        .map(|e| app.usage.claim_request(env, e, t))
+        .map(|(e, received)| app.usage.claim_request(env, e, *received, t))
         .collect();
     let days = app.config.redis_dedup_days();
     let dedup_ms = [
@@ -51,7 +57,7 @@ pub fn settle(app: &App, env: Environment, events: &[UsageEvent], t: Timestamp) 
             let ids: Vec<(&str, bool)> = events
                 .iter()
                 .zip(&claims)
-                .map(|(e, c)| (e.id.as_str(), *c != Claim::Elsewhere))
+                .map(|((e, _), c)| (e.id.as_str(), *c != Claim::Elsewhere))
                 .collect();
             let changed = match app.stores.settle_claims(env, &ids) {
                 Ok(c) => c,
@@ -69,7 +75,7 @@ pub fn settle(app: &App, env: Environment, events: &[UsageEvent], t: Timestamp) 
             // path and the reconciler is counted once.
             let mut n = [0u64; 3];
             let mut elsewhere = Vec::new();
-            for ((e, c), changed) in events.iter().zip(&claims).zip(changed) {
+            for (((e, _), c), changed) in events.iter().zip(&claims).zip(changed) {
                 if *c == Claim::Elsewhere {
                     elsewhere.push(e.id.clone());
                 }
@@ -87,10 +93,8 @@ pub fn settle(app: &App, env: Environment, events: &[UsageEvent], t: Timestamp) 
             }
         }
         Err(e) => {
-            if !link.is_down() {
-                eprintln!(
-                    "aforo-agent: claiming events: {e}; they stay stored and are claimed later"
-                );
+            if !link.is_down() && log_due() {
+                eprintln!("aforo-agent: claiming events: {e}; they stay stored and are claimed later (logged at most once a minute)");
             }
             Settled {
                 elsewhere: Vec::new(),
@@ -100,38 +104,58 @@ pub fn settle(app: &App, env: Environment, events: &[UsageEvent], t: Timestamp) 
     }
 }
 
-/// Stored rows back to events (their bodies are the canonical encoding the store wrote).
-fn parse_rows(rows: Vec<(i64, String)>) -> Vec<UsageEvent> {
+/// Whether a failed claim may be logged now (once a minute: a Redis refusing every claim, such
+/// as an ACL that does not cover the key prefix, must not flood the log).
+fn log_due() -> bool {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let t = now().unix_nanos();
+    let last = LAST.load(Ordering::Relaxed);
+    t - last >= 60_000_000_000
+        && LAST
+            .compare_exchange(last, t, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// Stored rows back to (event, when it was stored); their bodies are the canonical encoding
+/// the store wrote, so a row that does not parse is a damaged store, and is logged.
+fn parse_rows(rows: Vec<(i64, Timestamp, String)>) -> Vec<(UsageEvent, Timestamp)> {
     rows.into_iter()
-        .filter_map(|(_, body)| RawValue::from_string(body).ok())
-        .filter_map(|raw| parse_wire_event(&raw).ok())
+        .filter_map(|(seq, received, body)| {
+            let parsed = RawValue::from_string(body)
+                .ok()
+                .and_then(|raw| parse_wire_event(&raw).ok());
+            if parsed.is_none() {
+                eprintln!("aforo-agent: stored event row {seq} does not parse; left unclaimed");
+            }
+            parsed.map(|e| (e, received))
+        })
         .collect()
 }
 
 /// Settles everything left unclaimed in `env`; returns how many events are still waiting.
 fn drain(app: &App, env: Environment) -> i64 {
+    // Rows younger than the grace period are being settled by the request that stored them.
+    let before = now().plus_nanos(-(GRACE_MS as i64) * 1_000_000);
+    let mut after = 0;
     loop {
-        // Rows younger than the grace period are being settled by the request that stored them.
-        let before = now().plus_nanos(-(GRACE_MS as i64) * 1_000_000);
-        let rows = match app.stores.unclaimed(env, before, 0, BATCH) {
+        let rows = match app.stores.unclaimed(env, before, after, BATCH) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("aforo-agent: reconciling {env}: {e}");
                 return -1;
             }
         };
-        if rows.is_empty() {
-            return 0;
-        }
+        let Some((last, _, _)) = rows.last() else {
+            break;
+        };
+        after = *last;
         let n = rows.len();
         let events = parse_rows(rows);
-        if settle(app, env, &events, now()).deferred {
-            return app.stores.count_unclaimed(env).unwrap_or(-1);
-        }
-        if n < BATCH {
-            return app.stores.count_unclaimed(env).unwrap_or(-1);
+        if settle(app, env, &events, now()).deferred || n < BATCH {
+            break;
         }
     }
+    app.stores.count_unclaimed(env).unwrap_or(-1)
 }
 
 /// Starts the reconciler (Redis backend only): it settles unclaimed events every 500 ms, and
@@ -149,10 +173,13 @@ pub fn start(app: Arc<App>) {
             // Counted into the local fallback, a page at a time (an outage can leave many).
             let mut after = 0;
             while let Ok(rows) = app.stores.unclaimed(env, t, after, BATCH) {
-                let Some((last, _)) = rows.last() else { break };
+                let Some((last, _, _)) = rows.last() else {
+                    break;
+                };
                 after = *last;
                 let events = parse_rows(rows);
-                app.usage.record_unclaimed(env, events.iter(), t);
+                app.usage
+                    .record_unclaimed(env, events.iter().map(|(e, _)| e), t);
             }
         }
     }

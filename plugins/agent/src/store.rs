@@ -189,6 +189,23 @@ impl Stores {
             readers[env.index()] = Some(Mutex::new(open(&p, EVENTS_SCHEMA)?));
             settlers[env.index()] = Some(Mutex::new(open_settler(&p)?));
         }
+        if !shared {
+            // Events a Redis-backed run left unclaimed are this node's once it runs alone:
+            // forwarded (the ingest deduplicates by id) rather than stranded.
+            for env in environments {
+                if let Some(c) = &readers[env.index()] {
+                    let c = c
+                        .lock()
+                        .map_err(|_| StoreError("a store lock was poisoned".into()))?;
+                    let n = c
+                        .execute("UPDATE events SET claimed = 1 WHERE claimed = 0", [])
+                        .map_err(err(&env_path(dir, *env)))?;
+                    if n > 0 {
+                        eprintln!("aforo-agent: {n} {env} events were waiting for their claim in Redis; with the embedded state they are this agent's and will be forwarded (the ingest deduplicates any another agent also sent)");
+                    }
+                }
+            }
+        }
         let control = Mutex::new(open(&dir.join("control.db"), CONTROL_SCHEMA)?);
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -302,21 +319,21 @@ impl Stores {
     }
 
     /// Events whose claim in Redis has not settled, received before `before`, after row
-    /// `after_seq`, oldest first: (seq, body).
+    /// `after_seq`, oldest first: (seq, received at, body).
     pub fn unclaimed(
         &self,
         env: Environment,
         before: Timestamp,
         after_seq: i64,
         limit: usize,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
+    ) -> Result<Vec<(i64, Timestamp, String)>, StoreError> {
         self.read(env, |c| {
             let mut st = c.prepare_cached(
-                "SELECT seq, body FROM events WHERE claimed = 0 AND received_at < ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                "SELECT seq, received_at, body FROM events WHERE claimed = 0 AND received_at < ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
             let rows = st.query_map(
                 params![before.unix_nanos(), after_seq, limit as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, Timestamp::from_unix_nanos(r.get(1)?), r.get(2)?)),
             )?;
             rows.collect()
         })

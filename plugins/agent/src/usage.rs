@@ -9,7 +9,9 @@ use crate::redis_state::claims::{source_key, ClaimRequest, CounterTarget};
 use crate::redis_state::counters::RedisCounters;
 use crate::redis_state::{RedisLink, StateError};
 use crate::store::NewEvent;
-use aforo_core::entitlement::{add_usage, quota_key, read_counter, stored_count, CounterBackend};
+use aforo_core::entitlement::{
+    add_usage, quota_key, read_counter, stored_count, CounterBackend, MAX_UNITS,
+};
 use aforo_core::event::UsageEvent;
 use aforo_core::{Environment, Timestamp};
 use std::collections::HashMap;
@@ -127,9 +129,16 @@ impl Usage {
     }
 
     /// What an event adds to the quotas of the current windows, for its claim.
-    pub fn claim_request(&self, env: Environment, e: &UsageEvent, now: Timestamp) -> ClaimRequest {
+    pub fn claim_request(
+        &self,
+        env: Environment,
+        e: &UsageEvent,
+        received: Timestamp,
+        now: Timestamp,
+    ) -> ClaimRequest {
         let mut counters = Vec::new();
-        let units = e.quantity.ceil_units();
+        // No quota exceeds MAX_UNITS: a larger event exhausts any of them, as a saturated count.
+        let units = e.quantity.ceil_units().min(MAX_UNITS);
         if units > 0 {
             if let Ok(catalog) = self.catalog.read() {
                 for f in catalog.features_for(&e.customer_id, &e.metric) {
@@ -148,6 +157,7 @@ impl Usage {
         ClaimRequest {
             env,
             id: e.id.clone(),
+            received_ns: received.unix_nanos(),
             source: e
                 .properties
                 .get("source")

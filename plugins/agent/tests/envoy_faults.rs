@@ -9,8 +9,8 @@ mod common;
 
 use aforo_host_tests::artifacts::filter_module;
 use aforo_host_tests::envoy::{bootstrap, cluster, free_port, wasm_filter, Envoy};
-use aforo_host_tests::http1::Client;
 use aforo_host_tests::servers::{IngestServer, Upstream};
+use common::gateway::{search, wait_for_sync};
 use common::{catalog, Agent};
 use serde_json::json;
 use std::collections::HashSet;
@@ -88,45 +88,6 @@ fn stack(tag: &str, flush_interval_ms: u64) -> Stack {
 impl Stack {
     fn envoy(&self) -> Envoy {
         Envoy::start(&self.yaml, self.port, self.admin, 1).unwrap_or_else(|e| panic!("{e}"))
-    }
-}
-
-/// One metered request of customer `globex` (quota 1,000) with request id `id`.
-fn search(envoy: &Envoy, id: &str) -> u16 {
-    let h = vec![
-        ("x-api-key".to_string(), "ck_static_globex_key".to_string()),
-        ("x-request-id".to_string(), id.to_string()),
-    ];
-    Client::new(&format!("127.0.0.1:{}", envoy.port))
-        .request("GET", "/v1/search", &h, &[])
-        .map(|r| r.status)
-        .unwrap_or(0)
-}
-
-/// Waits until the worker's filter has its snapshot: a probe of customer `acme` is answered
-/// with quota headers (a fail-open answer without a snapshot has none). Stats would not do:
-/// Envoy's main-thread VM syncs too, and the stat is the sum.
-fn wait_for_sync(envoy: &Envoy) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for n in 0.. {
-        let h = vec![
-            ("x-api-key".to_string(), "ck_static_acme_key".to_string()),
-            (
-                "x-request-id".to_string(),
-                format!("probe-{n}-{}", envoy.port),
-            ),
-        ];
-        let r =
-            Client::new(&format!("127.0.0.1:{}", envoy.port)).request("GET", "/v1/search", &h, &[]);
-        if matches!(r, Ok(r) if r.header("ratelimit-limit").is_some()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no snapshot: {}",
-            envoy.log_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -10,6 +10,7 @@ use aforo_host_tests::artifacts::filter_module;
 use aforo_host_tests::envoy::{bootstrap, cluster, free_port, wasm_filter, Envoy};
 use aforo_host_tests::http1::Client;
 use aforo_host_tests::servers::Upstream;
+use common::gateway::{search, wait_for_sync};
 use common::redis_server::{example, RedisServer};
 use common::{body, Agent, SANDBOX};
 use serde_json::{json, Value};
@@ -263,42 +264,6 @@ fn node(tag: &str, redis: &RedisServer, quota: u64, upstream: &Upstream, by_node
     let envoy = Envoy::start(&yaml, port, admin, 1).unwrap_or_else(|e| panic!("{e}"));
     wait_for_sync(&envoy);
     Node { agent, envoy }
-}
-
-/// Until the worker's filter answers with quota headers (it has a snapshot).
-fn wait_for_sync(envoy: &Envoy) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for n in 0.. {
-        let h = vec![
-            ("x-api-key".to_string(), "ck_static_acme_key".to_string()),
-            (
-                "x-request-id".to_string(),
-                format!("probe-{n}-{}", envoy.port),
-            ),
-        ];
-        let r =
-            Client::new(&format!("127.0.0.1:{}", envoy.port)).request("GET", "/v1/search", &h, &[]);
-        if matches!(r, Ok(r) if r.header("ratelimit-limit").is_some()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no snapshot: {}",
-            envoy.log_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn search(envoy: &Envoy, request_id: &str) -> u16 {
-    let h = vec![
-        ("x-api-key".to_string(), "ck_static_globex_key".to_string()),
-        ("x-request-id".to_string(), request_id.to_string()),
-    ];
-    Client::new(&format!("127.0.0.1:{}", envoy.port))
-        .request("GET", "/v1/search", &h, &[])
-        .map(|r| r.status)
-        .unwrap_or(0)
 }
 
 /// Waits until both agents have settled every claim and hold `want` globex events between them.
@@ -694,4 +659,76 @@ fn with_redis_down_can_access_follows_the_failure_mode() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(reserve(&open).status, 429, "5 of 5 reserved");
+}
+
+#[test]
+fn a_huge_quantity_exhausts_the_quota_without_breaking_its_batch() {
+    let redis = RedisServer::start("huge");
+    let a = agent("huge-a", &redis, 10, "huge-a");
+    let mut small = event("evt-small", 2);
+    small["properties"] = json!({"source": "gw-1"});
+    let mut huge = event("evt-huge", 1);
+    huge["quantity"] = json!("100000000000000000000");
+    huge["properties"] = json!({"source": "gw-1"});
+    let r = ingest(&a, &[small, huge]);
+    assert_eq!(r["accepted"].as_u64(), Some(2), "{r}");
+    // Both claimed in one script; the count saturates at 2^53 (no quota is larger), as the
+    // embedded counters saturate, instead of wrapping to a small number.
+    assert_eq!(stored(&a).1, 0, "nothing left unclaimed: {}", a.log());
+    assert_eq!(used(&a, "gw-1"), (1 << 53, 1 << 53));
+    let r = a.call(
+        "POST",
+        "/v1/canAccess",
+        SANDBOX,
+        &json!({"tenantId": "globex", "featureKey": "search"}),
+    );
+    assert_eq!(r.status, 429);
+}
+
+/// Marks every event of an agent's store unclaimed, as a crash between the claim in Redis and
+/// its settlement leaves them.
+fn unsettle(a: &Agent) {
+    let db = rusqlite::Connection::open(a.dir.join("data").join("sandbox.db")).unwrap();
+    db.execute("UPDATE events SET claimed = 0", []).unwrap();
+}
+
+#[test]
+fn unsettled_claims_survive_a_new_node_id_and_a_switch_back_to_embedded() {
+    let redis = RedisServer::start("unsettled");
+    let mut a = agent("unsettled-a", &redis, 100, "first-name");
+    ingest(&a, &[event("evt-u-1", 3), event("evt-u-2", 4)]);
+    assert_eq!(used(&a, "x").0, 7);
+    // Crashed before settling, restarted under another node id: the claims in Redis are still
+    // recognised as this store's own (their token holds the time the copy was stored).
+    a.kill9();
+    unsettle(&a);
+    a.set_flag("--node-id", Some("second-name"));
+    a.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stored(&a).1 > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ids, waiting) = stored(&a);
+    assert_eq!((ids.len(), waiting), (2, 0), "{}", a.log());
+    assert_eq!(used(&a, "x").0, 7, "not counted again");
+    assert_balanced(&a);
+    // Another agent with the first name (a copied configuration) is still another copy.
+    let b = agent("unsettled-b", &redis, 100, "first-name");
+    let r = ingest(&b, &[event("evt-u-1", 3)]);
+    assert_eq!(r["duplicates"].as_u64(), Some(1), "{r}");
+
+    // Back to the embedded state: what waited for a claim is this agent's, not stranded.
+    a.kill9();
+    unsettle(&a);
+    a.set_flag("--state", None);
+    a.set_flag("--config", None);
+    a.set_flag("--node-id", None);
+    a.restart();
+    let (ids, waiting) = stored(&a);
+    assert_eq!((ids.len(), waiting), (2, 0));
+    assert!(
+        a.log().contains("were waiting for their claim in Redis"),
+        "{}",
+        a.log()
+    );
 }

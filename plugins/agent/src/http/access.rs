@@ -3,6 +3,7 @@
 
 use super::{gateway_key, now, parse_json, read_body, ApiError, App, SMALL_BODY};
 use crate::component::AccessRequest;
+use crate::redis_state::counters::take_fell_back;
 use aforo_core::strict_json::ObjReader;
 use aforo_core::Timestamp;
 use axum::body::Body;
@@ -38,10 +39,17 @@ pub async fn can_access(
         environment: env.as_str().to_string(),
         now_ns: t.unix_nanos(),
     };
-    let d = tokio::task::block_in_place(|| app.policy.can_access(&req))
-        .map_err(ApiError::unavailable)?;
-    // Redis unreachable (now or during the call) and failure_mode closed: no local decision.
-    if app.config.fail_closed && app.usage.redis().is_some_and(|l| l.is_down()) {
+    // failure_mode closed: no decision made on this agent's local copy of the shared counters
+    // (while Redis is down, calls fall back at once; when a retry is due, the call tries Redis,
+    // which is how the agent notices it is back).
+    let shared = app.usage.redis();
+    let (d, fell_back) = tokio::task::block_in_place(|| {
+        let _ = take_fell_back();
+        let d = app.policy.can_access(&req);
+        (d, take_fell_back())
+    });
+    let d = d.map_err(ApiError::unavailable)?;
+    if app.config.fail_closed && shared.is_some() && fell_back {
         app.metrics.decision("state_unavailable", started.elapsed());
         return Err(ApiError::new(
             503,

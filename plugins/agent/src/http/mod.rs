@@ -342,21 +342,23 @@ impl App {
         if shared.is_empty() {
             return Ok(flags);
         }
-        let fresh: Vec<UsageEvent> = shared
+        // Stored now, at `t` (the time in the claim's token).
+        let fresh: Vec<(UsageEvent, Timestamp)> = shared
             .into_iter()
             .zip(&flags)
             .filter(|(_, new)| **new)
-            .map(|(e, _)| e)
+            .map(|(e, _)| (e, t))
             .collect();
         self.metrics.stored[env.index()].fetch_add(fresh.len() as u64, Ordering::Relaxed);
         let settled = tokio::task::block_in_place(|| reconcile::settle(self, env, &fresh, t));
         if settled.deferred {
-            self.usage.record_unclaimed(env, fresh.iter(), t);
+            self.usage
+                .record_unclaimed(env, fresh.iter().map(|(e, _)| e), t);
         }
         if !settled.elsewhere.is_empty() {
             let elsewhere: HashSet<&str> = settled.elsewhere.iter().map(String::as_str).collect();
             // Flags follow the input order; `fresh` kept the new ones in that order.
-            let mut new_ids = fresh.iter().map(|e| e.id.as_str());
+            let mut new_ids = fresh.iter().map(|(e, _)| e.id.as_str());
             for f in flags.iter_mut().filter(|f| **f) {
                 if new_ids.next().is_some_and(|id| elsewhere.contains(id)) {
                     *f = false;

@@ -2,9 +2,10 @@
 //! window) and adds the units of the new ones to the quota counters, in one atomic step, so an
 //! event sent through two agents, or replayed after a crash or an outage, is counted once.
 //!
-//! The id is stored with the claiming agent's node id: an agent that crashed after the script
-//! ran but before it noted the result finds its own claim when it replays, and does not count
-//! again.
+//! The id is stored with a token of the stored copy (the agent's node id and the time it stored
+//! the event): an agent that crashed after the script ran but before it noted the result finds
+//! its own claim when it replays (also under a new node id), and does not count again; another
+//! agent's copy, even one with the same node id, is a duplicate.
 
 use super::{RedisLink, StateError};
 use crate::redis_state::counters::redis_key;
@@ -13,30 +14,33 @@ use std::collections::HashMap;
 
 /// Claims a batch of events in one atomic step.
 /// KEYS: the n dedup keys, then per slot (a counter and a source) the counter hash and the
-/// per-source hash. ARGV: node id, dedup time (ms), n, m (slots); per slot four values: the
-/// core counter key, the window start (8 bytes, little-endian ns), the expiry (ms since the
-/// epoch: the window's reset plus a day) and the source ('' for none); then per event the number
-/// k of its counters and k pairs (slot, units).
-/// Returns per event: 1 counted now, 2 claimed before by this node, 0 claimed by another node.
+/// per-source hash. ARGV: dedup time (ms), n, m (slots); per slot four values: the core counter
+/// key, the window start (8 bytes, little-endian ns), the expiry (ms since the epoch: the
+/// window's reset plus a day) and the source ('' for none); then per event its claim token
+/// (`<node id>@<received ns>`), the number k of its counters and k pairs (slot, units).
+/// Counts saturate at 2^53 (the largest quota a snapshot may hold), exact in Lua's doubles.
+/// Returns per event: 1 counted now, 2 claimed before by this stored copy (same received
+/// time: a replay after a crash, even under a new node id), 0 claimed by another copy.
 pub const CLAIM_SCRIPT: &str = r"
-local node, ttl = ARGV[1], ARGV[2]
-local n, m = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ttl = ARGV[1]
+local n, m = tonumber(ARGV[2]), tonumber(ARGV[3])
+local cap = 9007199254740992
 local add, out = {}, {}
-local a = 5 + 4 * m
+local a = 4 + 4 * m
 for i = 1, n do
-  local k = tonumber(ARGV[a])
-  a = a + 1
+  local token, k = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
   local owner = redis.call('GET', KEYS[i])
   if owner then
-    if owner == node then out[i] = 2 else out[i] = 0 end
+    if string.match(owner, '@(%d+)$') == string.match(token, '@(%d+)$') then out[i] = 2 else out[i] = 0 end
     a = a + 2 * k
   else
-    redis.call('SET', KEYS[i], node, 'PX', ttl)
+    redis.call('SET', KEYS[i], token, 'PX', ttl)
     out[i] = 1
     for _ = 1, k do
       local s, u = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
       a = a + 2
-      add[s] = (add[s] or 0) + u
+      add[s] = math.min((add[s] or 0) + u, cap)
     end
   end
 end
@@ -57,7 +61,7 @@ for s = 1, m do
   local units = add[s]
   if units then
     local ck, sk = KEYS[n + 2 * s - 1], KEYS[n + 2 * s]
-    local b = 5 + 4 * (s - 1)
+    local b = 4 + 4 * (s - 1)
     local key, ws, exp, src = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
     local v = redis.call('HGET', ck, 'v')
     local count, stale = 0, false
@@ -71,10 +75,12 @@ for s = 1, m do
     end
     if not stale then
       local c = tonumber(redis.call('HGET', ck, 'c') or '0')
-      redis.call('HSET', ck, 'v', ws .. bytes(count + units) .. key, 'c', (c % 4294967295) + 1)
+      local total = math.min(count + units, cap)
+      redis.call('HSET', ck, 'v', ws .. bytes(total) .. key, 'c', (c % 2147483647) + 1)
       redis.call('PEXPIREAT', ck, exp)
       if src ~= '' then
-        redis.call('HINCRBY', sk, src, units)
+        local mine = tonumber(redis.call('HGET', sk, src) or '0')
+        redis.call('HSET', sk, src, string.format('%.0f', math.min(mine + units, cap)))
         redis.call('PEXPIREAT', sk, exp)
       end
     end
@@ -105,6 +111,8 @@ pub struct ClaimRequest {
     pub id: String,
     /// The gateway node that reported it, for `used_by_source`.
     pub source: Option<String>,
+    /// When this agent stored it (ns): with the node id, the claim's token.
+    pub received_ns: i64,
     /// The counters it adds to.
     pub counters: Vec<CounterTarget>,
 }
@@ -172,8 +180,7 @@ pub fn claim(
             cmd.arg(redis_key(link, &t.key))
                 .arg(source_key(link, &t.key, t.window_start));
         }
-        cmd.arg(link.node_id())
-            .arg(dedup_ms[env.index()])
+        cmd.arg(dedup_ms[env.index()])
             .arg(requests.len())
             .arg(slots.len());
         for (t, source) in &slots {
@@ -183,8 +190,9 @@ pub fn claim(
                 .arg(expiry)
                 .arg(*source);
         }
-        for mine in &per_event {
-            cmd.arg(mine.len());
+        for (r, mine) in requests.iter().zip(&per_event) {
+            cmd.arg(format!("{}@{}", link.node_id(), r.received_ns))
+                .arg(mine.len());
             for (slot, units) in mine {
                 cmd.arg(*slot).arg(*units);
             }
@@ -198,12 +206,15 @@ pub fn claim(
             requests.len()
         )));
     }
-    Ok(answers
+    answers
         .into_iter()
         .map(|a| match a {
-            1 => Claim::Counted,
-            2 => Claim::AlreadyOurs,
-            _ => Claim::Elsewhere,
+            1 => Ok(Claim::Counted),
+            2 => Ok(Claim::AlreadyOurs),
+            0 => Ok(Claim::Elsewhere),
+            other => Err(StateError::Failed(format!(
+                "the claim script answered {other}, not 0, 1 or 2"
+            ))),
         })
-        .collect())
+        .collect()
 }

@@ -55,6 +55,25 @@ impl RedisCounters {
     }
 }
 
+/// Tokens handed out for values read from the local copy carry this bit; Redis's never do
+/// (its scripts keep them below 2^31), so a write goes back to where its read came from.
+const LOCAL: u32 = 1 << 31;
+
+thread_local! {
+    /// Whether a counter operation on this thread fell back to the local copy.
+    static FELL_BACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a counter operation on this thread used the local copy since the last call
+/// (`failure_mode = closed` refuses decisions made on it).
+pub fn take_fell_back() -> bool {
+    FELL_BACK.with(|f| f.replace(false))
+}
+
+fn fell_back() {
+    FELL_BACK.with(|f| f.set(true));
+}
+
 impl SyncCounters for RedisCounters {
     fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         let rkey = redis_key(&self.link, key);
@@ -67,16 +86,24 @@ impl SyncCounters for RedisCounters {
         }) {
             Ok((Some(v), Some(cas))) => {
                 self.local.seed(key, &v);
-                Some((v, cas))
+                Some((v, cas & !LOCAL))
             }
             Ok(_) => None,
-            Err(_) => self.local.read(key),
+            Err(_) => {
+                fell_back();
+                self.local
+                    .read(key)
+                    .map(|(v, cas)| (v, (cas & !LOCAL) | LOCAL))
+            }
         }
     }
 
     fn write(&self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
-        if self.link.is_down() {
-            return self.local.write(key, value, cas);
+        // A token from the local copy goes back to it; a key read as absent (0) goes to
+        // whichever is up.
+        if cas & LOCAL != 0 || (cas == 0 && self.link.is_down()) {
+            fell_back();
+            return self.local.write_masked(key, value, cas & !LOCAL, !LOCAL);
         }
         let rkey = redis_key(&self.link, key);
         match self.link.with(|c, s| {

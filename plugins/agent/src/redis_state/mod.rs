@@ -19,11 +19,22 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 const POOL: usize = 16;
 
 /// The compare-and-swap write of one counter (the component's `counters` import contract).
-/// KEYS[1] counter hash; ARGV value, expected token, expiry (ms since the epoch).
+/// KEYS[1] counter hash; ARGV value, expected token, expiry (ms since the epoch). A value of an
+/// older window than the stored one is refused (an agent whose clock lags at a window's end must
+/// not reset the new window). Tokens stay below 2^31 (the local copy's carry the top bit).
 const CAS_SCRIPT: &str = r"
 local c = tonumber(redis.call('HGET', KEYS[1], 'c') or '0')
 if c ~= tonumber(ARGV[2]) then return 0 end
-c = (c % 4294967295) + 1
+local v = redis.call('HGET', KEYS[1], 'v')
+if v and #v >= 16 and #ARGV[1] >= 16 then
+  local function num(s)
+    local n = 0
+    for i = 8, 1, -1 do n = n * 256 + string.byte(s, i) end
+    return n
+  end
+  if num(string.sub(v, 1, 8)) > num(string.sub(ARGV[1], 1, 8)) then return 0 end
+end
+c = (c % 2147483647) + 1
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'c', c)
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return 1

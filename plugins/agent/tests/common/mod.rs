@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod gateway;
 pub mod node;
 pub mod redis_server;
 pub mod table;
@@ -135,6 +136,17 @@ impl Agent {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Sets `flag` to `value` (or removes it, with `None`) for the next start.
+    pub fn set_flag(&mut self, flag: &str, value: Option<&str>) {
+        if let Some(i) = self.args.iter().position(|a| a == flag) {
+            self.args.drain(i..(i + 2).min(self.args.len()));
+        }
+        if let Some(v) = value {
+            self.args.push(flag.to_string());
+            self.args.push(v.to_string());
         }
     }
 
