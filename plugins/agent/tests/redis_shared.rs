@@ -291,27 +291,27 @@ fn globex_used(redis: &RedisServer) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn two_envoys_and_two_agents_admit_at_most_the_quota_plus_the_documented_bound() {
-    const Q: u64 = 60;
-    let redis = RedisServer::start("quota");
+/// `count` nodes share a quota of `q`: they admit at most `q` plus the documented bound.
+/// Every node runs at the same pace; each request id is used once, except every tenth round's
+/// first request, which is retried through the last node (a client retry landing elsewhere).
+/// The last node is named by Envoy's node id, the others by their `source`.
+fn quota_across_nodes(tag: &str, count: usize, q: u64, rounds: usize) {
+    let redis = RedisServer::start(tag);
     let upstream = Upstream::start().unwrap();
-    let n1 = node("quota-a", &redis, Q, &upstream, false);
-    let n2 = node("quota-b", &redis, Q, &upstream, true);
-
-    // Both nodes at the same pace; each request id is used once, except every tenth, which
-    // is retried through the other node (a client retry landing elsewhere).
+    let nodes: Vec<Node> = (0..count)
+        .map(|k| node(&format!("{tag}-{k}"), &redis, q, &upstream, k == count - 1))
+        .collect();
+    let last = &nodes[count - 1];
     let started = Instant::now();
     let mut admitted = 0u64;
     let mut refused = 0u64;
     // Retries admitted: of a request admitted before (a duplicate event), or of one refused
     // before (a new event).
     let (mut retry_dup, mut retry_new) = (0u64, 0u64);
-    let pairs = 100;
-    for i in 0..pairs {
+    for i in 0..rounds {
         let mut first = 0;
-        for (k, n) in [&n1, &n2].iter().enumerate() {
-            let s = search(&n.envoy, &format!("quota-{i}-{k}"));
+        for (k, n) in nodes.iter().enumerate() {
+            let s = search(&n.envoy, &format!("{tag}-{i}-{k}"));
             match s {
                 200 => admitted += 1,
                 429 => refused += 1,
@@ -321,7 +321,7 @@ fn two_envoys_and_two_agents_admit_at_most_the_quota_plus_the_documented_bound()
                 first = s;
             }
         }
-        if i % 10 == 0 && search(&n2.envoy, &format!("quota-{i}-0")) == 200 {
+        if i % 10 == 0 && search(&last.envoy, &format!("{tag}-{i}-0")) == 200 {
             if first == 200 {
                 retry_dup += 1;
             } else {
@@ -334,55 +334,70 @@ fn two_envoys_and_two_agents_admit_at_most_the_quota_plus_the_documented_bound()
     // The bound (README, "Several nodes"): each node can miss what the others admitted during
     // its blind time S = sync interval + flush interval + delivery and claim (~100 ms here),
     // so the overshoot is at most (N - 1) x r x S with r the per-node admission rate.
-    let rate = pairs as f64 / elapsed;
+    let rate = rounds as f64 / elapsed;
     let blind = (SYNC_MS + FLUSH_MS + 100) as f64 / 1000.0;
-    let bound = ((2 - 1) as f64 * rate * blind).ceil() as u64;
+    let bound = ((count - 1) as f64 * rate * blind).ceil() as u64;
     let events = admitted + retry_new;
     eprintln!(
-        "admitted {admitted} (+{retry_dup} retries of admitted requests, +{retry_new} of refused ones), refused {refused} of {} in {elapsed:.1} s; r = {rate:.1}/s per node; bound {bound}",
-        2 * pairs
+        "{count} nodes: admitted {admitted} (+{retry_dup} retries of admitted requests, +{retry_new} of refused ones), refused {refused} of {} in {elapsed:.1} s; r = {rate:.1}/s per node; quota {q}, bound {bound}",
+        count * rounds
     );
-    assert!(events >= Q, "the quota was not used up: {events}");
+    assert!(events >= q, "the quota was not used up: {events}");
     assert!(
-        events <= Q + bound,
+        events <= q + bound,
         "over-admission {} beyond the bound {bound}",
-        events - Q
+        events - q
     );
     assert!(
-        bound < Q,
-        "the test would not tell shared from per-node quotas (each node alone admits {Q})"
+        q + bound < count as u64 * q,
+        "the test would not tell shared from per-node quotas (each node alone admits {q})"
     );
 
     // Every admitted request is one event, held by exactly one agent, counted once in Redis;
-    // a retry through the other node (same request id, same event id) is not counted again.
-    let held = settle(&[&n1, &n2], events as usize);
-    let a: HashSet<&String> = held[0].iter().collect();
-    let b: HashSet<&String> = held[1].iter().collect();
-    assert!(a.is_disjoint(&b), "an event is held by both agents");
+    // a retry through another node (same request id, same event id) is not counted again.
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let held = settle(&refs, events as usize);
+    let mut all = HashSet::new();
+    for ids in &held {
+        for id in ids {
+            assert!(all.insert(id.clone()), "{id} is held by two agents");
+        }
+    }
     assert_eq!(
-        (a.len() + b.len()) as u64,
+        all.len() as u64,
         events,
-        "node a {}, node b {}",
-        a.len(),
-        b.len()
+        "held per node: {:?}",
+        held.iter().map(Vec::len).collect::<Vec<_>>()
     );
     assert_eq!(globex_used(&redis), events, "the shared counter");
     // Each node's events carry its name: the configured `source`, or Envoy's node id.
-    assert_eq!(sources(&n1.agent), vec!["quota-a".to_string()]);
-    assert_eq!(sources(&n2.agent), vec!["quota-b".to_string()]);
-    assert_balanced(&n1.agent);
-    assert_balanced(&n2.agent);
-    let dups = m(
-        &n2.agent,
-        "aforo_agent_events_duplicate_total{environment=\"sandbox\"}",
-    ) + m(
-        &n1.agent,
-        "aforo_agent_events_duplicate_total{environment=\"sandbox\"}",
-    );
+    for (k, n) in nodes.iter().enumerate() {
+        assert_eq!(sources(&n.agent), vec![format!("{tag}-{k}")]);
+        assert_balanced(&n.agent);
+    }
+    let dups: u64 = nodes
+        .iter()
+        .map(|n| {
+            m(
+                &n.agent,
+                "aforo_agent_events_duplicate_total{environment=\"sandbox\"}",
+            )
+        })
+        .sum();
     assert_eq!(
         dups, retry_dup,
         "each retry of an admitted request arrived as a duplicate"
     );
+}
+
+#[test]
+fn two_envoys_and_two_agents_admit_at_most_the_quota_plus_the_documented_bound() {
+    quota_across_nodes("quota2", 2, 60, 100);
+}
+
+#[test]
+fn three_envoys_and_three_agents_admit_at_most_the_quota_plus_the_documented_bound() {
+    quota_across_nodes("quota3", 3, 90, 80);
 }
 
 #[test]

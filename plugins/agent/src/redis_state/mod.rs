@@ -74,6 +74,7 @@ pub struct RedisLink {
     scripts: Scripts,
     down: AtomicBool,
     next_attempt: Mutex<Option<Instant>>,
+    last_error: Mutex<String>,
     /// Where Redis is (host:port, never the password), for logs.
     pub display: String,
 }
@@ -128,6 +129,7 @@ impl RedisLink {
             },
             down: AtomicBool::new(false),
             next_attempt: Mutex::new(None),
+            last_error: Mutex::new(String::new()),
             display,
         })
     }
@@ -167,6 +169,9 @@ impl RedisLink {
         if let Ok(mut n) = self.next_attempt.lock() {
             *n = Some(Instant::now() + RETRY_AFTER);
         }
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = why.to_string();
+        }
         if !self.down.swap(true, Ordering::SeqCst) {
             eprintln!(
                 "aforo-agent: Redis at {} unreachable ({why}); deciding on local state, events kept for reconciliation",
@@ -200,7 +205,15 @@ impl RedisLink {
                 .map(|n| n.is_none_or(|t| Instant::now() >= t))
                 .unwrap_or(true);
             if !due {
-                return Err(StateError::Down("waiting before the next attempt".into()));
+                let last = self
+                    .last_error
+                    .lock()
+                    .map(|e| e.clone())
+                    .unwrap_or_default();
+                return Err(StateError::Down(format!(
+                    "{} at {} (retried every second)",
+                    last, self.display
+                )));
             }
         }
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
