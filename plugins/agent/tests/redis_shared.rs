@@ -213,6 +213,17 @@ fn two_agents_share_dedup_quotas_and_rate_limits() {
         let ttl: i64 = redis::cmd("PTTL").arg(k).query(&mut con).unwrap();
         assert!(ttl > 0, "{k} has no expiry");
     }
+    // The quota counter, written by claims and by reservations, expires a day after its
+    // window's real reset (the first of next month), not a year on.
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg("aforo:q:sandbox:globex:search")
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        ttl_ms > 86_400_000 && ttl_ms <= 32 * 86_400_000,
+        "expires in {} days",
+        ttl_ms / 86_400_000
+    );
     assert_balanced(&a);
     assert_balanced(&b);
 }
