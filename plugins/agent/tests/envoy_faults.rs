@@ -7,10 +7,9 @@
 
 mod common;
 
-use aforo_host_tests::artifacts::filter_module;
-use aforo_host_tests::envoy::{bootstrap, cluster, free_port, wasm_filter, Envoy};
+use aforo_host_tests::envoy::Envoy;
 use aforo_host_tests::servers::{IngestServer, Upstream};
-use common::gateway::{search, wait_for_sync};
+use common::gateway::{envoy_with_agent, search, wait_for_sync};
 use common::{catalog, Agent};
 use serde_json::json;
 use std::collections::HashSet;
@@ -61,20 +60,7 @@ fn stack(tag: &str, flush_interval_ms: u64) -> Stack {
         "max_backoff_ms": 1000,
         "routes": [{"method": "GET", "path_prefix": "/v1/search", "feature": "search", "metric": "api_calls"}]
     });
-    let filter = wasm_filter(
-        &filter_module().unwrap(),
-        &serde_json::to_string_pretty(&config).unwrap(),
-        &[],
-        "FAIL_CLOSED",
-    );
-    let (port, admin) = (free_port(), free_port());
-    let yaml = bootstrap(
-        port,
-        admin,
-        upstream.port(),
-        &filter,
-        &cluster("aforo_agent", agent.port),
-    );
+    let (yaml, port, admin) = envoy_with_agent(&config, agent.port, upstream.port());
     Stack {
         ingest,
         agent,

@@ -6,11 +6,10 @@
 
 mod common;
 
-use aforo_host_tests::artifacts::filter_module;
-use aforo_host_tests::envoy::{bootstrap, cluster, free_port, wasm_filter, Envoy};
+use aforo_host_tests::envoy::Envoy;
 use aforo_host_tests::http1::Client;
 use aforo_host_tests::servers::Upstream;
-use common::gateway::{search, wait_for_sync};
+use common::gateway::{envoy_with_agent, search, wait_for_sync};
 use common::redis_server::{example, RedisServer};
 use common::{body, Agent, SANDBOX};
 use serde_json::{json, Value};
@@ -253,20 +252,7 @@ fn node(tag: &str, redis: &RedisServer, quota: u64, upstream: &Upstream, by_node
     if !by_node_id {
         config["source"] = json!(tag);
     }
-    let filter = wasm_filter(
-        &filter_module().unwrap(),
-        &serde_json::to_string_pretty(&config).unwrap(),
-        &[],
-        "FAIL_CLOSED",
-    );
-    let (port, admin) = (free_port(), free_port());
-    let yaml = bootstrap(
-        port,
-        admin,
-        upstream.port(),
-        &filter,
-        &cluster("aforo_agent", agent.port),
-    );
+    let (yaml, port, admin) = envoy_with_agent(&config, agent.port, upstream.port());
     let yaml = if by_node_id {
         format!("node: {{ id: \"{tag}\", cluster: aforo }}\n{yaml}")
     } else {

@@ -1,9 +1,32 @@
 //! Requests through a real Envoy whose filter syncs from an agent's catalog (customers `acme`
 //! with consumer key `ck_static_acme_key`, `globex` with `ck_static_globex_key`).
 
-use aforo_host_tests::envoy::Envoy;
+use aforo_host_tests::artifacts::filter_module;
+use aforo_host_tests::envoy::{bootstrap, cluster, free_port, wasm_filter, Envoy};
 use aforo_host_tests::http1::Client;
+use serde_json::Value;
 use std::time::{Duration, Instant};
+
+/// An Envoy bootstrap on free ports with the real filter (`FAIL_CLOSED`) configured by
+/// `config`, a cluster `aforo_agent` to the agent on `agent_port`, and routes to the upstream
+/// on `upstream_port`: (yaml, listener port, admin port).
+pub fn envoy_with_agent(config: &Value, agent_port: u16, upstream_port: u16) -> (String, u16, u16) {
+    let filter = wasm_filter(
+        &filter_module().unwrap(),
+        &serde_json::to_string_pretty(config).unwrap(),
+        &[],
+        "FAIL_CLOSED",
+    );
+    let (port, admin) = (free_port(), free_port());
+    let yaml = bootstrap(
+        port,
+        admin,
+        upstream_port,
+        &filter,
+        &cluster("aforo_agent", agent_port),
+    );
+    (yaml, port, admin)
+}
 
 /// One metered request of customer `globex` with request id `id`; its status (0: no answer).
 pub fn search(envoy: &Envoy, id: &str) -> u16 {
