@@ -136,24 +136,10 @@ impl Usage {
         received: Timestamp,
         now: Timestamp,
     ) -> ClaimRequest {
-        let mut counters = Vec::new();
-        // No quota exceeds MAX_UNITS: a larger event exhausts any of them, as a saturated count.
-        let units = e.quantity.ceil_units().min(MAX_UNITS);
-        if units > 0 {
-            if let Ok(catalog) = self.catalog.read() {
-                for f in catalog.features_for(&e.customer_id, &e.metric) {
-                    let (start, end) = f.window.current(now);
-                    if e.timestamp >= start && e.timestamp < end {
-                        counters.push(CounterTarget {
-                            key: quota_key(env, &e.customer_id, &f.feature),
-                            window_start: start,
-                            window_end: end,
-                            units,
-                        });
-                    }
-                }
-            }
-        }
+        let counters = match self.catalog.read() {
+            Ok(catalog) => counted_in(&catalog, env, e, now).map(|(t, _)| t).collect(),
+            Err(_) => Vec::new(),
+        };
         ClaimRequest {
             env,
             id: e.id.clone(),
@@ -271,6 +257,35 @@ impl Usage {
     }
 }
 
+/// The quota counters of the current windows an event adds to (only usage inside a window
+/// counts against it), each with the feature's name. No quota exceeds MAX_UNITS, so a larger
+/// event adds MAX_UNITS: it exhausts any of them, as a saturated count would.
+fn counted_in<'a>(
+    catalog: &'a Catalog,
+    env: Environment,
+    e: &'a UsageEvent,
+    now: Timestamp,
+) -> impl Iterator<Item = (CounterTarget, &'a str)> + 'a {
+    let units = e.quantity.ceil_units().min(MAX_UNITS);
+    catalog
+        .features_for(&e.customer_id, &e.metric)
+        .filter(move |_| units > 0)
+        .filter_map(move |f| {
+            let (start, end) = f.window.current(now);
+            (e.timestamp >= start && e.timestamp < end).then(|| {
+                (
+                    CounterTarget {
+                        key: quota_key(env, &e.customer_id, &f.feature),
+                        window_start: start,
+                        window_end: end,
+                        units,
+                    },
+                    f.feature.as_str(),
+                )
+            })
+        })
+}
+
 fn record_one(
     catalog: &Catalog,
     counters: &mut dyn CounterBackend,
@@ -279,31 +294,23 @@ fn record_one(
     e: &UsageEvent,
     now: Timestamp,
 ) {
-    let units = e.quantity.ceil_units();
-    if units == 0 {
-        return;
-    }
     let source = e.properties.get("source").and_then(|v| v.as_str());
-    for f in catalog.features_for(&e.customer_id, &e.metric) {
-        let (start, end) = f.window.current(now);
-        // Only usage of the current window counts against its quota.
-        if e.timestamp < start || e.timestamp >= end {
-            continue;
-        }
-        add_usage(
-            counters,
-            &(quota_key(env, &e.customer_id, &f.feature), start),
-            units,
-        );
+    for (t, feature) in counted_in(catalog, env, e, now) {
+        add_usage(counters, &(t.key, t.window_start), t.units);
         if let Some(s) = source {
             let entry = by_source
                 .map
-                .entry((env, e.customer_id.clone(), f.feature.clone(), s.to_string()))
-                .or_insert((start, 0));
-            if entry.0 != start {
-                *entry = (start, 0);
+                .entry((
+                    env,
+                    e.customer_id.clone(),
+                    feature.to_string(),
+                    s.to_string(),
+                ))
+                .or_insert((t.window_start, 0));
+            if entry.0 != t.window_start {
+                *entry = (t.window_start, 0);
             }
-            entry.1 += units;
+            entry.1 = entry.1.saturating_add(t.units);
         }
     }
 }
