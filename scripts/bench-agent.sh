@@ -13,13 +13,7 @@ cd "$ROOT"
 DURATION="${DURATION:-10}"; CONNECTIONS="${CONNECTIONS:-16}"; BACKENDS="${BACKENDS:-embedded redis}"
 [ "${AFORO_BENCH_SKIP_SETUP:-0}" = 1 ] || "$ROOT/scripts/setup.sh"
 apt_install wrk redis-server
-if [ -n "${AFORO_BENCH_AGENT:-}" ]; then
-  AGENT="$AFORO_BENCH_AGENT"
-else
-  step "Release build of aforo-agent (the first one takes ~10 minutes on 2 cores)"
-  cargo build --release --quiet -p aforo-agent
-  AGENT="$CARGO_TARGET_DIR/release/aforo-agent"
-fi
+AGENT="$(release_agent)"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/aforo-bench-agent.XXXXXX")"
 PID=""; RPID=""

@@ -19,13 +19,7 @@ ENVOY_CPU="${ENVOY_CPU:-0}"; OTHER_CPU="${OTHER_CPU:-1}"
 apt_install wrk nginx-light
 # The agent only serves the snapshot and takes the events (on the other core); AFORO_BENCH_AGENT
 # points at an existing binary to skip the release build.
-if [ -n "${AFORO_BENCH_AGENT:-}" ]; then
-  AGENT="$AFORO_BENCH_AGENT"
-else
-  step "Release build of aforo-agent (the first one takes ~10 minutes on 2 cores)"
-  cargo build --release --quiet -p aforo-agent
-  AGENT="$CARGO_TARGET_DIR/release/aforo-agent"
-fi
+AGENT="$(release_agent)"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/aforo-bench.XXXXXX")"
 PIDS=()

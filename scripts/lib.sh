@@ -26,3 +26,15 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
+
+# The release aforo-agent the benchmarks run: $AFORO_BENCH_AGENT when set (skips the build),
+# else built here. Prints its path.
+release_agent() {
+  if [ -n "${AFORO_BENCH_AGENT:-}" ]; then
+    echo "$AFORO_BENCH_AGENT"
+  else
+    step "Release build of aforo-agent (the first one takes ~10 minutes on 2 cores)" >&2
+    cargo build --release --quiet -p aforo-agent >&2
+    echo "$CARGO_TARGET_DIR/release/aforo-agent"
+  fi
+}

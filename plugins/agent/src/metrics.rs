@@ -74,22 +74,18 @@ impl Metrics {
     /// Prometheus exposition text.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# TYPE aforo_agent_events_accepted_total counter");
-        for env in Environment::ALL {
-            let _ = writeln!(
-                out,
-                "aforo_agent_events_accepted_total{{environment=\"{env}\"}} {}",
-                self.accepted[env.index()].load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# TYPE aforo_agent_events_duplicate_total counter");
-        for env in Environment::ALL {
-            let _ = writeln!(
-                out,
-                "aforo_agent_events_duplicate_total{{environment=\"{env}\"}} {}",
-                self.duplicates[env.index()].load(Ordering::Relaxed)
-            );
-        }
+        per_env(
+            &mut out,
+            "aforo_agent_events_accepted_total",
+            "counter",
+            &self.accepted,
+        );
+        per_env(
+            &mut out,
+            "aforo_agent_events_duplicate_total",
+            "counter",
+            &self.duplicates,
+        );
         let _ = writeln!(out, "# TYPE aforo_agent_events_rejected_total counter");
         if let Ok(m) = self.rejected.lock() {
             for ((env, code), n) in m.iter() {
@@ -97,52 +93,53 @@ impl Metrics {
                 let _ = writeln!(out, "aforo_agent_events_rejected_total{{environment=\"{env}\",code=\"{code}\"}} {n}");
             }
         }
-        let _ = writeln!(out, "# TYPE aforo_agent_forwarded_total counter");
-        for env in Environment::ALL {
-            let i = env.index();
-            let _ = writeln!(
-                out,
-                "aforo_agent_forwarded_total{{environment=\"{env}\"}} {}",
-                self.forwarded[i].load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "aforo_agent_forward_dead_lettered_total{{environment=\"{env}\"}} {}",
-                self.forward_dead[i].load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "aforo_agent_forward_buffered{{environment=\"{env}\"}} {}",
-                self.forward_buffered[i].load(Ordering::Relaxed)
-            );
-        }
+        per_env(
+            &mut out,
+            "aforo_agent_forwarded_total",
+            "counter",
+            &self.forwarded,
+        );
+        per_env(
+            &mut out,
+            "aforo_agent_forward_dead_lettered_total",
+            "counter",
+            &self.forward_dead,
+        );
+        per_env(
+            &mut out,
+            "aforo_agent_forward_buffered",
+            "gauge",
+            &self.forward_buffered,
+        );
         // Redis backend: stored + resumed = counted + replayed + duplicate + pending.
+        per_env(
+            &mut out,
+            "aforo_agent_events_stored_total",
+            "counter",
+            &self.stored,
+        );
         let _ = writeln!(out, "# TYPE aforo_agent_claims_total counter");
         for env in Environment::ALL {
-            let i = env.index();
-            let _ = writeln!(
-                out,
-                "aforo_agent_events_stored_total{{environment=\"{env}\"}} {}",
-                self.stored[i].load(Ordering::Relaxed)
-            );
             for (k, result) in ["counted", "replayed", "duplicate"].iter().enumerate() {
                 let _ = writeln!(
                     out,
                     "aforo_agent_claims_total{{environment=\"{env}\",result=\"{result}\"}} {}",
-                    self.claims[i][k].load(Ordering::Relaxed)
+                    self.claims[env.index()][k].load(Ordering::Relaxed)
                 );
             }
-            let _ = writeln!(
-                out,
-                "aforo_agent_claims_resumed_total{{environment=\"{env}\"}} {}",
-                self.claims_resumed[i].load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "aforo_agent_claims_pending{{environment=\"{env}\"}} {}",
-                self.claims_pending[i].load(Ordering::Relaxed)
-            );
         }
+        per_env(
+            &mut out,
+            "aforo_agent_claims_resumed_total",
+            "counter",
+            &self.claims_resumed,
+        );
+        per_env(
+            &mut out,
+            "aforo_agent_claims_pending",
+            "gauge",
+            &self.claims_pending,
+        );
         let _ = writeln!(out, "# TYPE aforo_agent_decisions_total counter");
         if let Ok(m) = self.decisions.lock() {
             for (code, n) in m.iter() {
@@ -174,5 +171,17 @@ impl Metrics {
         );
         let _ = writeln!(out, "aforo_agent_can_access_seconds_count {cumulative}");
         out
+    }
+}
+
+/// One metric per environment, with its TYPE line.
+fn per_env(out: &mut String, name: &str, kind: &str, values: &[AtomicU64; 2]) {
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for env in Environment::ALL {
+        let _ = writeln!(
+            out,
+            "{name}{{environment=\"{env}\"}} {}",
+            values[env.index()].load(Ordering::Relaxed)
+        );
     }
 }

@@ -172,7 +172,7 @@ pub fn claim(
     }
     let answers = link.with(|c, s| {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(s.claim).arg(requests.len() + 2 * slots.len());
+        cmd.arg(&s.claim).arg(requests.len() + 2 * slots.len());
         for r in requests {
             cmd.arg(dedup_key(link, env, &r.id));
         }

@@ -108,7 +108,7 @@ impl SyncCounters for RedisCounters {
         let rkey = redis_key(&self.link, key);
         match self.link.with(|c, s| {
             redis::cmd("EVALSHA")
-                .arg(s.cas)
+                .arg(&s.cas)
                 .arg(1)
                 .arg(&rkey)
                 .arg(value)

@@ -64,10 +64,12 @@ impl std::fmt::Display for StateError {
     }
 }
 
-/// Scripts loaded on every new connection, by their SHA-1.
-struct Scripts {
-    cas: String,
-    claim: String,
+/// The scripts loaded on every new connection, by their SHA-1 (for `EVALSHA`).
+pub struct Scripts {
+    /// The counter compare-and-swap.
+    pub cas: String,
+    /// The event claim.
+    pub claim: String,
 }
 
 /// One Redis deployment: a client, a pool of connections, and whether it is reachable.
@@ -202,7 +204,7 @@ impl RedisLink {
     /// attempt is due, so an outage costs a request no connect timeout.
     pub fn with<T>(
         &self,
-        f: impl FnOnce(&mut Connection, &ScriptShas<'_>) -> Result<T, RedisError>,
+        f: impl FnOnce(&mut Connection, &Scripts) -> Result<T, RedisError>,
     ) -> Result<T, StateError> {
         if self.is_down() {
             let due = self
@@ -233,11 +235,7 @@ impl RedisLink {
                 }
             },
         };
-        let shas = ScriptShas {
-            cas: &self.scripts.cas,
-            claim: &self.scripts.claim,
-        };
-        match f(&mut conn, &shas) {
+        match f(&mut conn, &self.scripts) {
             Ok(v) => {
                 self.mark_up();
                 if let Ok(mut p) = self.pool.lock() {
@@ -256,14 +254,6 @@ impl RedisLink {
             Err(e) => Err(StateError::Failed(e.to_string())),
         }
     }
-}
-
-/// The loaded scripts' hashes, for `EVALSHA`.
-pub struct ScriptShas<'a> {
-    /// The counter compare-and-swap.
-    pub cas: &'a str,
-    /// The event claim.
-    pub claim: &'a str,
 }
 
 fn is_unreachable(e: &RedisError) -> bool {
