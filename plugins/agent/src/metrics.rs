@@ -31,7 +31,7 @@ pub struct Metrics {
     claims: [[AtomicU64; 3]; 2],
     /// Unsettled events found at start.
     pub claims_resumed: [AtomicU64; 2],
-    /// Events waiting for their claim.
+    /// Events waiting for their claim (counted in the store at each scrape).
     pub claims_pending: [AtomicU64; 2],
 }
 

@@ -132,8 +132,8 @@ fn parse_rows(rows: Vec<(i64, Timestamp, String)>) -> Vec<(UsageEvent, Timestamp
         .collect()
 }
 
-/// Settles everything left unclaimed in `env`; returns how many events are still waiting.
-fn drain(app: &App, env: Environment) -> i64 {
+/// Settles everything left unclaimed in `env`, oldest first.
+fn drain(app: &App, env: Environment) {
     // Rows younger than the grace period are being settled by the request that stored them.
     let before = now().plus_nanos(-(GRACE_MS as i64) * 1_000_000);
     let mut after = 0;
@@ -142,7 +142,7 @@ fn drain(app: &App, env: Environment) -> i64 {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("aforo-agent: reconciling {env}: {e}");
-                return -1;
+                return;
             }
         };
         let Some((last, _, _)) = rows.last() else {
@@ -155,7 +155,6 @@ fn drain(app: &App, env: Environment) -> i64 {
             break;
         }
     }
-    app.stores.count_unclaimed(env).unwrap_or(-1)
 }
 
 /// Starts the reconciler (Redis backend only): it settles unclaimed events every 500 ms, and
@@ -187,10 +186,7 @@ pub fn start(app: Arc<App>) {
         .name("aforo-reconcile".into())
         .spawn(move || loop {
             for env in app.config.environments.clone() {
-                let left = drain(&app, env);
-                if left >= 0 {
-                    app.metrics.claims_pending[env.index()].store(left as u64, Ordering::Relaxed);
-                }
+                drain(&app, env);
             }
             std::thread::sleep(Duration::from_millis(500));
         });

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::Response;
 use serde_json::json;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Liveness and what is served.
@@ -20,8 +21,16 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
     )
 }
 
-/// Prometheus text.
+/// Prometheus text. With the Redis backend the pending-claims gauge is counted in the store at
+/// each scrape, so the conservation equation holds against the store itself.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    if app.usage.redis().is_some() {
+        for env in app.config.environments.iter() {
+            if let Ok(n) = app.stores.count_unclaimed(*env) {
+                app.metrics.claims_pending[env.index()].store(n.max(0) as u64, Ordering::Relaxed);
+            }
+        }
+    }
     let mut r = Response::new(app.metrics.render().into());
     r.headers_mut().insert(
         "content-type",
