@@ -239,9 +239,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Parses bytes as JSON with an error that says where (line and column).
+/// Parses bytes as JSON with an error that says where (line and column). A key repeated in one
+/// object is refused: parsers disagree on which copy wins (serde_json keeps the last), so a
+/// repeated `"tenantId"` could mean one customer to a gateway and another to us.
 pub fn parse_json(what: &str, bytes: &[u8]) -> Result<Value, FieldError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    parse_unique(bytes).map_err(|e| {
         FieldError::new(
             "",
             format!(
@@ -252,6 +254,74 @@ pub fn parse_json(what: &str, bytes: &[u8]) -> Result<Value, FieldError> {
             ),
         )
     })
+}
+
+/// Parses JSON like `serde_json::from_slice`, refusing a key that appears twice in one object
+/// (the error names the key, with serde_json's line and column).
+pub fn parse_unique(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = UniqueKeys.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Builds a `Value` as serde_json does, but fails on a repeated object key.
+struct UniqueKeys;
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(UniqueKeys)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "the key {key:?} appears twice in one object"
+                )));
+            }
+            let v = map.next_value_seed(UniqueKeys)?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 fn json_error_kind(e: &serde_json::Error) -> String {
@@ -350,6 +420,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("cfg.name: must be a string"));
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_by_name() {
+        let e = parse_json(
+            "the body",
+            br#"{"apiKey": "", "x": {"a": 1}, "apiKey": "k"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains(r#"the key "apiKey" appears twice"#),
+            "{e}"
+        );
+        assert!(e.message.contains("line 1 column"), "{e}");
+        let e = parse_json("the body", br#"[{"a": {"b": 1, "b": 2}}]"#).unwrap_err();
+        assert!(e.message.contains(r#""b" appears twice"#), "{e}");
+        // The same key in two objects is fine, and values come out as serde_json makes them.
+        let v = parse_json(
+            "the body",
+            br#"{"a": {"k": 1.5}, "b": {"k": [true, null, -2]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"a": {"k": 1.5}, "b": {"k": [true, null, -2]}})
+        );
+        assert!(parse_json("the body", b"{} x").is_err(), "trailing bytes");
     }
 
     #[test]
