@@ -5,6 +5,7 @@
 
 use crate::config::AgentConfig;
 use crate::http::{now, App};
+use crate::store::{DeadLetter, DeadLetterOrigin};
 use aforo_core::delivery::{CallOutcome, Delivery, DeliveryConfig};
 use aforo_core::Environment;
 use std::sync::atomic::Ordering;
@@ -127,12 +128,16 @@ fn run(
             }
             for dl in d.take_dead_letters() {
                 let body = String::from_utf8_lossy(&dl.bytes).into_owned();
+                let reason = dl.reason.to_string();
                 let _ = app.stores.dead_letter(
                     env,
-                    &dl.id,
-                    &dl.reason.to_string(),
-                    "upstream",
-                    &body,
+                    &DeadLetter {
+                        event_id: &dl.id,
+                        origin: DeadLetterOrigin::Upstream,
+                        reason: &reason,
+                        detail: "the upstream ingest refused it or did not take it in time",
+                        body: &body,
+                    },
                     now(),
                 );
                 let _ = app.stores.mark(env, std::slice::from_ref(&dl.id), 2);

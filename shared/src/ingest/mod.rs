@@ -6,5 +6,7 @@ mod request;
 mod response;
 
 pub use ledger::{accept_batch, BatchOutcome, IdStore};
-pub use request::{parse_batch, BatchError, ParsedBatch, MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
+pub use request::{
+    parse_batch, parse_batch_with_text, BatchError, ParsedBatch, MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
+};
 pub use response::{FlaggedEvent, IngestAnswer, RejectedEvent};

@@ -57,6 +57,18 @@ pub type ParsedBatch = Vec<Result<UsageEvent, WireEventError>>;
 
 /// Parses an ingest v1 body; one bad event never fails the others.
 pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, BatchError> {
+    Ok(parse_batch_with_text(body)?
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect())
+}
+
+/// Each entry of a request with the JSON text it was received as.
+pub type ParsedBatchWithText<'a> = Vec<(&'a str, Result<UsageEvent, WireEventError>)>;
+
+/// Like `parse_batch`, with the JSON text of each entry as received: a refused entry is kept
+/// whole (dead letters), even when it is not an event at all.
+pub fn parse_batch_with_text(body: &[u8]) -> Result<ParsedBatchWithText<'_>, BatchError> {
     if body.len() > MAX_BATCH_BYTES {
         return Err(BatchError::TooLarge(format!(
             "the body is {} bytes; at most {MAX_BATCH_BYTES} bytes per request",
@@ -81,7 +93,11 @@ pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, BatchError> {
             env.events.len()
         )));
     }
-    Ok(env.events.into_iter().map(parse_wire_event).collect())
+    Ok(env
+        .events
+        .into_iter()
+        .map(|raw| (raw.get(), parse_wire_event(raw)))
+        .collect())
 }
 
 #[cfg(test)]

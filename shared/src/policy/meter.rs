@@ -49,6 +49,49 @@ fn reject(code: &str, field: Option<&str>, message: impl Into<String>) -> Reject
     }
 }
 
+/// The given id, or one derived from the request id (the same for a retry).
+fn event_id(q: &MeterQuery<'_>, environment: Environment) -> Option<String> {
+    match (q.id, q.request_id) {
+        (Some(id), _) if !id.is_empty() => Some(id.to_string()),
+        (_, Some(rid)) if !rid.is_empty() => {
+            Some(derive_event_id(environment, q.tenant_id, q.metric_key, rid))
+        }
+        _ => None,
+    }
+}
+
+/// The event as it was asked for, unvalidated, in ingest v1 form: what a dead letter keeps of a
+/// refused call, so that a replay can store it once the reason has cleared (a timestamp no
+/// longer in the future). Fields that are not valid stay as given, as text. Returns the id
+/// (empty when the call gave none) and the JSON.
+pub fn event_as_given(q: &MeterQuery<'_>) -> (String, String) {
+    let environment = Environment::from_wire(q.environment).unwrap_or(Environment::Sandbox);
+    let id = event_id(q, environment).unwrap_or_default();
+    let mut v = serde_json::Map::new();
+    let mut put = |k: &str, val: serde_json::Value| {
+        v.insert(k.to_string(), val);
+    };
+    put("id", id.clone().into());
+    put("customer_id", q.tenant_id.into());
+    put("metric", q.metric_key.into());
+    put("quantity", q.quantity.into());
+    put(
+        "timestamp",
+        q.timestamp
+            .map_or_else(|| q.now.to_rfc3339(), str::to_string)
+            .into(),
+    );
+    put("product_id", q.product_id.into());
+    put("environment", q.environment.into());
+    if let Some(p) = q.properties_json {
+        put(
+            "properties",
+            serde_json::from_str(p).unwrap_or_else(|_| p.into()),
+        );
+    }
+    (id, serde_json::Value::Object(v).to_string())
+}
+
 /// The event, validated exactly as the ingest will validate it.
 pub fn build_event(q: &MeterQuery<'_>) -> Result<UsageEvent, Rejection> {
     let environment = Environment::from_wire(q.environment).ok_or_else(|| {
@@ -58,19 +101,13 @@ pub fn build_event(q: &MeterQuery<'_>) -> Result<UsageEvent, Rejection> {
             "must be sandbox or production",
         )
     })?;
-    let id = match (q.id, q.request_id) {
-        (Some(id), _) if !id.is_empty() => id.to_string(),
-        (_, Some(rid)) if !rid.is_empty() => {
-            derive_event_id(environment, q.tenant_id, q.metric_key, rid)
-        }
-        _ => {
-            return Err(reject(
-                "missing_field",
-                Some("id"),
-                "an id or a request id is required, so retries count once",
-            ))
-        }
-    };
+    let id = event_id(q, environment).ok_or_else(|| {
+        reject(
+            "missing_field",
+            Some("id"),
+            "an id or a request id is required, so retries count once",
+        )
+    })?;
     let quantity = Quantity::parse(q.quantity)
         .map_err(|e| reject("invalid_quantity", Some("quantity"), e.to_string()))?;
     let timestamp = match q.timestamp {
@@ -123,6 +160,35 @@ mod tests {
         let mut other = q();
         other.request_id = Some("req-2");
         assert_ne!(build_event(&other).unwrap().id, a.id);
+    }
+
+    #[test]
+    fn a_refused_event_is_kept_as_given_and_parses_once_valid() {
+        let mut future = q();
+        future.timestamp = Some("2026-03-15T12:06:00Z");
+        let refused = build_event(&future).unwrap_err();
+        assert_eq!(refused.code, "timestamp_in_future");
+        let (id, kept) = event_as_given(&future);
+        let raw = serde_json::value::RawValue::from_string(kept).unwrap();
+        let e = crate::event::parse_wire_event(&raw).unwrap();
+        assert_eq!(
+            e.id,
+            build_event(&q()).unwrap().id,
+            "the same id as if it had passed"
+        );
+        assert_eq!(e.id, id);
+        assert_eq!(
+            (e.customer_id.as_str(), e.metric.as_str()),
+            ("acme", "api_calls")
+        );
+        // Seven minutes later the same event is valid.
+        let later = Timestamp::from_unix_nanos(1_773_576_420_000_000_000);
+        assert!(crate::validate::validate_event(&e, later, Environment::Sandbox).is_ok());
+        // What cannot be an event stays text, whole.
+        let mut bad = q();
+        bad.quantity = "lots";
+        let kept: serde_json::Value = serde_json::from_str(&event_as_given(&bad).1).unwrap();
+        assert_eq!(kept["quantity"], "lots");
     }
 
     #[test]

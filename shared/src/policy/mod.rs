@@ -6,4 +6,4 @@ mod access;
 mod meter;
 
 pub use access::{can_access, AccessAnswer, AccessQuery};
-pub use meter::{build_event, MeterQuery, Rejection};
+pub use meter::{build_event, event_as_given, MeterQuery, Rejection};

@@ -2,7 +2,7 @@
 //! was refused, with its reason; replaying re-validates and stores (and forwards) again.
 
 use super::{gateway_key, json, now, parse_json, read_body, ApiError, App, SMALL_BODY};
-use crate::store::NewEvent;
+use crate::store::{DeadLetterOrigin, NewEvent, ReplayOutcome};
 use aforo_core::event::{encode_v1, parse_wire_event};
 use aforo_core::validate::validate_event;
 use aforo_core::Environment;
@@ -62,7 +62,10 @@ pub async fn list(
     ))
 }
 
-/// Replays dead letters: `{"seqs": [1, 2]}` or `{}` for all.
+/// Replays dead letters: `{"seqs": [1, 2]}` or `{}` for all. Each entry is parsed and
+/// validated again: one that passes is stored (or found already stored, or re-queued for the
+/// upstream when this agent already holds it) and leaves the list; any other stays, with the
+/// reason it is still refused. `replayed = stored + duplicates + still_refused`.
 pub async fn replay(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -90,46 +93,70 @@ pub async fn replay(
     };
     let taken = app
         .stores
-        .take_dead_letters(env, seqs.as_deref())
+        .dead_letters_to_replay(env, seqs.as_deref())
         .map_err(ApiError::unavailable)?;
-    let (mut stored, mut still_refused) = (0u64, Vec::new());
-    let mut fresh = Vec::new();
-    for (seq, id, body) in &taken {
-        let event = serde_json::value::RawValue::from_string(body.clone())
-            .ok()
-            .and_then(|raw| parse_wire_event(&raw).ok());
-        match event.map(|e| (validate_event(&e, t, env), e)) {
-            Some((Ok(_), e)) => fresh.push(NewEvent {
-                body: String::from_utf8_lossy(&encode_v1(&e)).into_owned(),
-                event: e,
-            }),
-            Some((Err(r), _)) => {
-                let _ = app.stores.dead_letter(
-                    env,
-                    id,
-                    &format!("rejected:{}", r.code),
-                    &r.message,
-                    body,
-                    t,
-                );
-                still_refused.push(json!({"seq": seq, "id": id, "code": r.code.as_str()}));
+    let mut outcomes: Vec<(i64, ReplayOutcome)> = Vec::with_capacity(taken.len());
+    let mut still_refused = Vec::new();
+    let (mut fresh, mut fresh_seqs) = (Vec::new(), Vec::new());
+    let mut requeued = 0u64;
+    for d in &taken {
+        let event = serde_json::value::RawValue::from_string(d.body.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|raw| parse_wire_event(&raw).map_err(|e| e.rejection.to_string()));
+        let checked = match event {
+            Err(why) => Err(("rejected:invalid_event".to_string(), why, "invalid_event")),
+            Ok(e) => match validate_event(&e, t, env) {
+                Err(r) => Err((
+                    format!("rejected:{}", r.code),
+                    r.message.clone(),
+                    r.code.as_str(),
+                )),
+                Ok(_) => Ok(e),
+            },
+        };
+        match checked {
+            Err((reason, detail, code)) => {
+                still_refused.push(json!({"seq": d.seq, "id": d.event_id, "code": code}));
+                outcomes.push((d.seq, ReplayOutcome::Refused(reason, detail)));
             }
-            // Events forwarded upstream and dead-lettered there are already stored: they are
-            // simply marked for forwarding again (done by take_dead_letters).
-            None => {}
+            Ok(e) => {
+                let held = d.origin == DeadLetterOrigin::Upstream
+                    && app
+                        .stores
+                        .has_event(env, &e.id)
+                        .map_err(ApiError::unavailable)?;
+                if held {
+                    requeued += 1;
+                    outcomes.push((d.seq, ReplayOutcome::Requeued(e.id)));
+                } else {
+                    fresh_seqs.push(d.seq);
+                    fresh.push(NewEvent {
+                        body: String::from_utf8_lossy(&encode_v1(&e)).into_owned(),
+                        event: e,
+                    });
+                }
+            }
         }
     }
-    if !fresh.is_empty() {
-        stored = app
-            .store_events(env, fresh, t)
-            .await?
-            .into_iter()
-            .filter(|n| *n)
-            .count() as u64;
-    }
+    // Stored first, then the entries removed: a crash in between leaves entries that the next
+    // replay finds already stored (duplicates), never an entry gone without its event.
+    let flags = app.store_events(env, fresh, t).await?;
+    let stored_now = flags.iter().filter(|n| **n).count() as u64;
+    let duplicates = flags.len() as u64 - stored_now;
+    outcomes.extend(fresh_seqs.into_iter().map(|s| (s, ReplayOutcome::Stored)));
+    app.stores
+        .settle_replay(env, &outcomes)
+        .map_err(ApiError::unavailable)?;
+    app.metrics.events_stored(env, stored_now, duplicates);
     app.wake_forwarders();
     Ok(json(
         200,
-        &json!({"replayed": taken.len(), "stored": stored, "still_refused": still_refused}),
+        &json!({
+            "replayed": taken.len(),
+            "stored": stored_now + requeued,
+            "requeued": requeued,
+            "duplicates": duplicates,
+            "still_refused": still_refused,
+        }),
     ))
 }

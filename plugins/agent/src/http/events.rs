@@ -2,9 +2,9 @@
 //! (fsynced) before the 202; one bad event never fails the others.
 
 use super::{gateway_key, json, now, read_body, take_rate, ApiError, App};
-use crate::store::NewEvent;
+use crate::store::{DeadLetter, DeadLetterOrigin, NewEvent};
 use aforo_core::event::encode_v1;
-use aforo_core::ingest::{parse_batch, FlaggedEvent, IngestAnswer, RejectedEvent};
+use aforo_core::ingest::{parse_batch_with_text, FlaggedEvent, IngestAnswer, RejectedEvent};
 use aforo_core::validate::validate_event;
 use axum::body::Body;
 use axum::extract::State;
@@ -21,15 +21,22 @@ pub async fn ingest(
     let t = now();
     let (env, key) = gateway_key(&app, &headers)?;
     let bytes = read_body(&app, body, app.config.max_body_bytes).await?;
-    let parsed =
-        parse_batch(&bytes).map_err(|e| ApiError::new(e.status(), e.code(), e.to_string()))?;
+    let parsed = parse_batch_with_text(&bytes)
+        .map_err(|e| ApiError::new(e.status(), e.code(), e.to_string()))?;
     take_rate(&app, env, key, parsed.len() as u64, t)?;
     let mut answer = IngestAnswer::default();
     let mut valid = Vec::with_capacity(parsed.len());
     let mut late = Vec::new();
-    for item in parsed {
-        let (id, rejection, raw) = match item {
-            Err(e) => (e.id.unwrap_or_default(), e.rejection, None),
+    for (text, item) in parsed {
+        // A refused entry is kept whole: the event as given, or the text received when it is
+        // not an event, so a replay has everything it needs.
+        let (id, rejection, origin, kept) = match item {
+            Err(e) => (
+                e.id.unwrap_or_default(),
+                e.rejection,
+                DeadLetterOrigin::Unparsable,
+                text.to_string(),
+            ),
             Ok(event) => match validate_event(&event, t, env) {
                 Ok(flag) => {
                     if flag.is_some() {
@@ -41,18 +48,24 @@ pub async fn ingest(
                 }
                 Err(r) => {
                     let raw = String::from_utf8_lossy(&encode_v1(&event)).into_owned();
-                    (event.id, r, Some(raw))
+                    (event.id, r, DeadLetterOrigin::Refused, raw)
                 }
             },
         };
-        let _ = app.stores.dead_letter(
-            env,
-            &id,
-            &format!("rejected:{}", rejection.code),
-            &rejection.message,
-            raw.as_deref().unwrap_or("{}"),
-            t,
-        );
+        let reason = format!("rejected:{}", rejection.code);
+        app.stores
+            .dead_letter(
+                env,
+                &DeadLetter {
+                    event_id: &id,
+                    origin,
+                    reason: &reason,
+                    detail: &rejection.message,
+                    body: &kept,
+                },
+                t,
+            )
+            .map_err(ApiError::unavailable)?;
         app.metrics.event_rejected(env, rejection.code.as_str());
         answer.rejected.push(RejectedEvent {
             id,

@@ -4,8 +4,9 @@
 use super::{gateway_key, json, now, parse_json, read_body, take_rate, ApiError, App, SMALL_BODY};
 use crate::component::MeterRequest;
 use crate::keys;
-use crate::store::NewEvent;
+use crate::store::{DeadLetter, DeadLetterOrigin, NewEvent};
 use aforo_core::event::parse_wire_event;
+use aforo_core::policy::{event_as_given, MeterQuery};
 use aforo_core::strict_json::ObjReader;
 use aforo_core::Environment;
 use axum::body::Body;
@@ -129,14 +130,34 @@ pub async fn meter(
         Ok(b) => b,
         Err(rej) => {
             let detail = format!("{}: {}", rej.field.clone().unwrap_or_default(), rej.message);
-            let _ = app.stores.dead_letter(
-                env,
-                req.id.as_deref().unwrap_or(""),
-                &format!("rejected:{}", rej.code),
-                &detail,
-                "{}",
-                t,
-            );
+            // Kept whole, with the id it would have had, so a replay stores it once the reason
+            // has cleared (and counts it once).
+            let (id, given) = event_as_given(&MeterQuery {
+                tenant_id: &req.tenant_id,
+                metric_key: &req.metric_key,
+                quantity: &req.quantity,
+                properties_json: req.properties_json.as_deref(),
+                id: req.id.as_deref(),
+                request_id: req.request_id.as_deref(),
+                timestamp: req.timestamp.as_deref(),
+                product_id: &req.product_id,
+                environment: &req.environment,
+                now: t,
+            });
+            let reason = format!("rejected:{}", rej.code);
+            app.stores
+                .dead_letter(
+                    env,
+                    &DeadLetter {
+                        event_id: &id,
+                        origin: DeadLetterOrigin::Refused,
+                        reason: &reason,
+                        detail: &detail,
+                        body: &given,
+                    },
+                    t,
+                )
+                .map_err(ApiError::unavailable)?;
             app.metrics.event_rejected(env, &rej.code);
             return Ok(json(
                 202,

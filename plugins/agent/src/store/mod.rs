@@ -6,6 +6,10 @@
 //! Writes to the event stores go through one writer thread that groups concurrent requests into
 //! one transaction (group commit), so many small batches share one fsync.
 
+mod dead_letters;
+
+pub use dead_letters::{DeadLetter, DeadLetterOrigin, ReplayOutcome};
+
 use aforo_core::event::{parse_wire_event, UsageEvent};
 use aforo_core::{Environment, Timestamp};
 use rusqlite::{params, Connection};
@@ -47,14 +51,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events(seq) WHERE forwarded = 0;
 CREATE INDEX IF NOT EXISTS events_customer_ts ON events(customer_id, ts);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL,
-    reason   TEXT NOT NULL,
-    detail   TEXT NOT NULL,
-    body     TEXT NOT NULL,
-    at       INTEGER NOT NULL
-);
 ";
 
 const CONTROL_SCHEMA: &str = "
@@ -99,6 +95,7 @@ fn open_settler(path: &Path) -> Result<Connection, StoreError> {
 fn migrate(c: &Connection, path: &Path, schema: &str) -> Result<(), StoreError> {
     c.execute_batch(schema).map_err(err(path))?;
     if schema == EVENTS_SCHEMA {
+        dead_letters::migrate(c).map_err(err(path))?;
         // Stores written before the Redis backend existed lack `claimed`: every event in them
         // is this node's.
         let has: bool = c
@@ -124,23 +121,6 @@ pub struct NewEvent {
     pub event: UsageEvent,
     /// Ingest v1 JSON of it.
     pub body: String,
-}
-
-/// A dead letter as listed.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct DeadLetterRow {
-    /// Row number (for replay).
-    pub seq: i64,
-    /// Event id.
-    pub event_id: String,
-    /// Why.
-    pub reason: String,
-    /// Details.
-    pub detail: String,
-    /// When (RFC 3339).
-    pub at: String,
-    /// The event.
-    pub event: serde_json::Value,
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<Vec<bool>, StoreError>>;
@@ -244,7 +224,7 @@ impl Stores {
             .map_err(|_| StoreError("the store writer stopped".into()))?
     }
 
-    fn reader(
+    pub(crate) fn reader(
         &self,
         env: Environment,
     ) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
@@ -396,80 +376,6 @@ impl Stores {
             }
         }
         tx.commit().map_err(|e| StoreError(e.to_string()))
-    }
-
-    /// Records a dead letter.
-    pub fn dead_letter(
-        &self,
-        env: Environment,
-        event_id: &str,
-        reason: &str,
-        detail: &str,
-        body: &str,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        self.read(env, |c| {
-            c.execute(
-                "INSERT INTO dead_letters (event_id, reason, detail, body, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![event_id, reason, detail, body, now.unix_nanos()],
-            )
-            .map(|_| ())
-        })
-    }
-
-    /// Dead letters, newest first.
-    pub fn dead_letters(
-        &self,
-        env: Environment,
-        limit: usize,
-    ) -> Result<Vec<DeadLetterRow>, StoreError> {
-        self.read(env, |c| {
-            let mut st = c.prepare_cached("SELECT seq, event_id, reason, detail, at, body FROM dead_letters ORDER BY seq DESC LIMIT ?1")?;
-            let rows = st.query_map(params![limit as i64], |r| {
-                let body: String = r.get(5)?;
-                Ok(DeadLetterRow {
-                    seq: r.get(0)?,
-                    event_id: r.get(1)?,
-                    reason: r.get(2)?,
-                    detail: r.get(3)?,
-                    at: Timestamp::from_unix_nanos(r.get(4)?).to_rfc3339(),
-                    event: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-                })
-            })?;
-            rows.collect()
-        })
-    }
-
-    /// Takes dead letters out for replay (all, or the given row numbers): their events go back
-    /// to forwarding when they are stored; the rows are removed. Returns (seq, event_id, body).
-    pub fn take_dead_letters(
-        &self,
-        env: Environment,
-        seqs: Option<&[i64]>,
-    ) -> Result<Vec<(i64, String, String)>, StoreError> {
-        let mut c = self.reader(env)?;
-        let tx = c.transaction().map_err(|e| StoreError(e.to_string()))?;
-        let rows: Vec<(i64, String, String)> = {
-            let mut st = tx
-                .prepare("SELECT seq, event_id, body FROM dead_letters ORDER BY seq")
-                .map_err(|e| StoreError(e.to_string()))?;
-            let all = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(|e| StoreError(e.to_string()))?
-                .collect::<Result<Vec<(i64, String, String)>, _>>()
-                .map_err(|e| StoreError(e.to_string()))?;
-            all.into_iter()
-                .filter(|(s, _, _)| seqs.is_none_or(|w| w.contains(s)))
-                .collect()
-        };
-        for (seq, id, _) in &rows {
-            tx.execute("DELETE FROM dead_letters WHERE seq = ?1", params![seq])
-                .map_err(|e| StoreError(e.to_string()))?;
-            tx.execute("UPDATE events SET forwarded = 0 WHERE id = ?1", params![id])
-                .map_err(|e| StoreError(e.to_string()))?;
-        }
-        tx.commit().map_err(|e| StoreError(e.to_string()))?;
-        Ok(rows)
     }
 
     /// Deletes events older than the environment's retention.
