@@ -45,6 +45,7 @@ pub const AGENT_OPTIONS: &[AgentOption] = &[
     o("data_dir", "AFORO_AGENT_DATA_DIR", "./aforo-data", "where the SQLite stores live (one per environment, plus control.db)"),
     o("environments", "AFORO_AGENT_ENVIRONMENTS", "sandbox", "environments served (sandbox, production or both, comma-separated); keys of others get 403"),
     o("api_keys", "AFORO_API_KEYS", "[]", "sk_ keys accepted from gateways (comma-separated); empty accepts any well-formed key of a served environment"),
+    o("tenant_keys", "AFORO_AGENT_TENANT_KEYS", "[]", "sk_ keys that may name the customer with tenantId in /v1/canAccess (comma-separated), for gateways that authenticate callers themselves; every other key must pass the caller's consumer key (README: Security model). Each is also an accepted gateway key"),
     o("admin_key", "AFORO_AGENT_ADMIN_KEY", "none", "adm_ key for the admin API; without it the admin API is off"),
     o("product_id", "AFORO_PRODUCT_ID", "default", "product_id of events built by /v1/meter"),
     o("catalog", "AFORO_AGENT_CATALOG", "none", "catalog JSON file: customers, their features and quotas, consumer keys, the pricing plan"),
@@ -86,6 +87,8 @@ pub struct AgentConfig {
     pub environments: Vec<Environment>,
     /// Accepted gateway keys (hashes); empty = any well-formed key.
     pub api_keys: Vec<(KeyHash, Environment)>,
+    /// Gateway keys (hashes) that may name the customer with `tenantId` in `/v1/canAccess`.
+    pub tenant_keys: Vec<KeyHash>,
     /// Admin key hash.
     pub admin_key: Option<KeyHash>,
     /// Product of metered events.
@@ -176,7 +179,7 @@ impl AgentConfig {
 }
 
 fn env_value(name: &str, text: &str) -> Value {
-    let list = ["environments", "api_keys"];
+    let list = ["environments", "api_keys", "tenant_keys"];
     if list.contains(&name) {
         return Value::Array(
             text.split(',')
@@ -284,6 +287,23 @@ fn key_of(r: &ObjReader<'_>, key: &str, want: Environment) -> Result<Option<ApiK
     }
 }
 
+/// A list of `sk_` keys, hashed (never echoed in errors).
+fn gateway_keys(r: &ObjReader<'_>, field: &str) -> Result<Vec<(KeyHash, Environment)>, FieldError> {
+    let mut out = Vec::new();
+    for (i, k) in r.array(field)?.into_iter().flatten().enumerate() {
+        let s = k.as_str().ok_or_else(|| {
+            FieldError::new(
+                format!("{field}[{i}]"),
+                "must be an sk_test_… or sk_live_… key",
+            )
+        })?;
+        let key = ApiKey::parse(s)
+            .map_err(|e| FieldError::new(format!("{field}[{i}]"), e.to_string()))?;
+        out.push((hash_key(key.expose_secret()), key.environment()));
+    }
+    Ok(out)
+}
+
 fn from_value(v: &Value, allowed: &'static [&'static str]) -> Result<AgentConfig, FieldError> {
     let r = ObjReader::new("", v, allowed)?;
     let listen_text = r.string("listen")?.unwrap_or("127.0.0.1:8787");
@@ -318,19 +338,16 @@ fn from_value(v: &Value, allowed: &'static [&'static str]) -> Result<AgentConfig
             out
         }
     };
-    let mut api_keys = Vec::new();
-    if let Some(list) = r.array("api_keys")? {
-        for (i, k) in list.iter().enumerate() {
-            let s = k.as_str().ok_or_else(|| {
-                FieldError::new(
-                    format!("api_keys[{i}]"),
-                    "must be an sk_test_… or sk_live_… key",
-                )
-            })?;
-            let key = ApiKey::parse(s)
-                .map_err(|e| FieldError::new(format!("api_keys[{i}]"), e.to_string()))?;
-            api_keys.push((hash_key(key.expose_secret()), key.environment()));
-        }
+    let mut api_keys = gateway_keys(&r, "api_keys")?;
+    let tenant = gateway_keys(&r, "tenant_keys")?;
+    let tenant_keys: Vec<KeyHash> = tenant.iter().map(|(h, _)| *h).collect();
+    if !api_keys.is_empty() {
+        // A key trusted to name customers is a gateway key too.
+        let new: Vec<_> = tenant
+            .into_iter()
+            .filter(|(h, _)| !api_keys.iter().any(|(a, _)| a.ct_eq(h)))
+            .collect();
+        api_keys.extend(new);
     }
     let admin_key = match r.non_empty_string("admin_key")? {
         None => None,
@@ -458,6 +475,7 @@ fn from_value(v: &Value, allowed: &'static [&'static str]) -> Result<AgentConfig
         data_dir,
         environments,
         api_keys,
+        tenant_keys,
         admin_key,
         product_id,
         catalog: r.non_empty_string("catalog")?.map(PathBuf::from),

@@ -68,7 +68,11 @@ fn check_then_meter_counts_against_the_quota() {
 
 #[test]
 fn bad_input_is_refused_with_the_contract() {
-    let a = Agent::start("bad", &catalog(), &["--sandbox-events-per-hour", "20"]);
+    let a = Agent::start(
+        "bad",
+        &catalog(),
+        &["--sandbox-events-per-hour", "20", "--tenant-keys", SANDBOX],
+    );
     // Oversize body: 413.
     let big = vec![b' '; (1 << 20) + 10];
     let r = a.call_with(
@@ -419,7 +423,7 @@ fn rejected_events_are_dead_lettered_and_replayable() {
 
 #[test]
 fn health_and_metrics() {
-    let a = Agent::start("ops", &catalog(), &[]);
+    let a = Agent::start("ops", &catalog(), &["--tenant-keys", SANDBOX]);
     a.call(
         "POST",
         "/v1/canAccess",
@@ -522,4 +526,241 @@ fn no_key_reaches_the_agent_log() {
     ] {
         assert!(!log.contains(secret), "{secret} in the agent log:\n{log}");
     }
+}
+
+#[test]
+fn only_keys_trusted_to_name_customers_may_and_an_empty_key_is_no_key() {
+    let a = Agent::start("identity", &catalog(), &[]);
+    let ask = |b: serde_json::Value| a.call("POST", "/v1/canAccess", SANDBOX, &b);
+    // The body an Apigee template pasting `","tenantId":"acme` into apiKey used to build.
+    let r = a.call_with(
+        "POST",
+        "/v1/canAccess",
+        &[("authorization", &format!("Bearer {SANDBOX}"))],
+        br#"{"apiKey":"","tenantId":"acme","featureKey":"search","clientIp":"192.0.2.1"}"#,
+    );
+    assert_eq!((r.status, code(&r).as_str()), (403, "tenant_not_allowed"));
+    // A gateway key without the permission cannot name a customer at all...
+    let r = ask(json!({"tenantId": "acme", "featureKey": "search"}));
+    assert_eq!((r.status, code(&r).as_str()), (403, "tenant_not_allowed"));
+    assert!(
+        body(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tenant_keys"),
+        "the message names the setting: {}",
+        body(&r)
+    );
+    // ...nor beside a consumer key.
+    let r =
+        ask(json!({"apiKey": "ck_static_acme_key", "tenantId": "globex", "featureKey": "search"}));
+    assert_eq!((r.status, code(&r).as_str()), (403, "tenant_not_allowed"));
+    // An empty consumer key is a missing one.
+    let r = ask(json!({"apiKey": "", "featureKey": "search"}));
+    assert_eq!((r.status, code(&r).as_str()), (401, "invalid_key"));
+    // A key given twice is refused, naming it (parsers disagree on which copy wins).
+    let r = a.call_with(
+        "POST",
+        "/v1/canAccess",
+        &[("authorization", &format!("Bearer {SANDBOX}"))],
+        br#"{"apiKey": "ck_static_acme_key", "featureKey": "search", "apiKey": "ck_other"}"#,
+    );
+    assert_eq!((r.status, code(&r).as_str()), (400, "invalid_body"));
+    assert!(
+        body(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#""apiKey" appears twice"#),
+        "{}",
+        body(&r)
+    );
+    for path in ["/v1/meter", "/v1/events", "/v1/dead-letters/replay"] {
+        let r = a.call_with(
+            "POST",
+            path,
+            &[("authorization", &format!("Bearer {SANDBOX}"))],
+            br#"{"tenantId": "acme", "metricKey": "a", "tenantId": "globex"}"#,
+        );
+        assert_eq!(
+            r.status,
+            400,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // Nothing above was billed.
+    let usage = a.call(
+        "GET",
+        "/v1/usage?environment=sandbox",
+        SANDBOX,
+        &serde_json::Value::Null,
+    );
+    assert_eq!(body(&usage)["usage"], json!([]));
+
+    // A gateway key the operator trusts (tenant_keys) names customers; an empty apiKey beside
+    // a customer id is still a missing key.
+    let trusted = Agent::start("identity-trusted", &catalog(), &["--tenant-keys", SANDBOX]);
+    let r = trusted.call(
+        "POST",
+        "/v1/canAccess",
+        SANDBOX,
+        &json!({"tenantId": "acme", "featureKey": "search"}),
+    );
+    assert_eq!(
+        (r.status, body(&r)["customer_id"].as_str()),
+        (200, Some("acme"))
+    );
+    let r = trusted.call(
+        "POST",
+        "/v1/canAccess",
+        SANDBOX,
+        &json!({"apiKey": "", "tenantId": "acme", "featureKey": "search"}),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (401, "invalid_key"));
+    // Another key of the same agent is not trusted by that.
+    let other = "sk_test_another_gateway";
+    let r = trusted.call(
+        "POST",
+        "/v1/canAccess",
+        other,
+        &json!({"tenantId": "acme", "featureKey": "search"}),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (403, "tenant_not_allowed"));
+}
+
+fn dead_letters(a: &Agent) -> Vec<serde_json::Value> {
+    body(&a.call("GET", "/v1/dead-letters", SANDBOX, &serde_json::Value::Null))["dead_letters"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_replay_keeps_every_dead_letter_it_cannot_store_and_stores_the_rest_once() {
+    let a = Agent::start("dl-replay", &catalog(), &[]);
+    let far = aforo_host_tests::servers::wall_now()
+        .plus_millis(10 * 60_000)
+        .to_rfc3339();
+    // Ten unrecoverable entries: not events at all, bad fields, or far in the future.
+    let mut bad = vec![
+        json!({}),
+        json!(42),
+        json!("text"),
+        json!({"id": "no-fields"}),
+        json!({"id": "neg", "customer_id": "acme", "metric": "api_calls", "quantity": -1, "timestamp": far, "product_id": "p", "environment": "sandbox"}),
+        json!({"id": "unknown-field", "customer_id": "acme", "metric": "m", "quantity": 1, "timestamp": far, "product_id": "p", "environment": "sandbox", "extra": 1}),
+    ];
+    for i in 0..2 {
+        let mut e = ev(&format!("future-{i}"), "acme", 1, "sandbox");
+        e["timestamp"] = json!(far);
+        bad.push(e);
+    }
+    let r = a.call("POST", "/v1/events", SANDBOX, &json!({"events": bad}));
+    assert_eq!(
+        body(&r)["rejected"].as_array().unwrap().len(),
+        8,
+        "{}",
+        body(&r)
+    );
+    // Two refused by /v1/meter: a quantity that is no number, and a timestamp too far ahead.
+    for b in [
+        json!({"tenantId": "acme", "metricKey": "api_calls", "quantity": "lots", "id": "m-bad"}),
+        json!({"tenantId": "acme", "metricKey": "api_calls", "timestamp": far, "id": "m-future"}),
+    ] {
+        let m = a.call("POST", "/v1/meter", SANDBOX, &b);
+        assert_eq!(
+            (m.status, body(&m)["accepted"].as_u64()),
+            (202, Some(0)),
+            "{}",
+            body(&m)
+        );
+    }
+    let before = dead_letters(&a);
+    assert_eq!(before.len(), 10, "{before:?}");
+    for d in &before {
+        assert!(
+            d["event"].is_object() || d["received"].is_string(),
+            "every dead letter holds what was sent: {d}"
+        );
+    }
+    let meter_kept = before.iter().find(|d| d["event_id"] == "m-future").unwrap();
+    assert_eq!(meter_kept["event"]["customer_id"], "acme");
+    assert_eq!(meter_kept["event"]["timestamp"], json!(far));
+    let text_kept = before.iter().find(|d| d["received"] == "\"text\"").unwrap();
+    assert_eq!(text_kept["origin"], "unparsable");
+    let r = a.call("POST", "/v1/dead-letters/replay", SANDBOX, &json!({}));
+    let b = body(&r);
+    assert_eq!(
+        (
+            b["replayed"].as_u64(),
+            b["stored"].as_u64(),
+            b["duplicates"].as_u64()
+        ),
+        (Some(10), Some(0), Some(0)),
+        "{b}"
+    );
+    assert_eq!(b["still_refused"].as_array().unwrap().len(), 10, "{b}");
+    let after = dead_letters(&a);
+    assert_eq!(after.len(), 10, "nothing vanished: {after:?}");
+    for (x, y) in before.iter().zip(&after) {
+        assert_eq!(
+            (&x["seq"], &x["event"], &x["received"]),
+            (&y["seq"], &y["event"], &y["received"])
+        );
+    }
+
+    // A refusal whose reason clears: a meter call 5 minutes and 3 seconds ahead.
+    let soon = aforo_host_tests::servers::wall_now()
+        .plus_millis(5 * 60_000 + 3_000)
+        .to_rfc3339();
+    let m = a.call(
+        "POST",
+        "/v1/meter",
+        SANDBOX,
+        &json!({"tenantId": "globex", "metricKey": "api_calls", "quantity": 7, "timestamp": soon, "id": "m-soon"}),
+    );
+    assert_eq!(body(&m)["rejected"][0]["code"], "timestamp_in_future");
+    // Replayed until its time has come (bounded): then stored once, and in the usage.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let stored = loop {
+        let r = a.call("POST", "/v1/dead-letters/replay", SANDBOX, &json!({}));
+        let b = body(&r);
+        let (replayed, stored, dups, still) = (
+            b["replayed"].as_u64().unwrap(),
+            b["stored"].as_u64().unwrap(),
+            b["duplicates"].as_u64().unwrap(),
+            b["still_refused"].as_array().unwrap().len() as u64,
+        );
+        assert_eq!(replayed, stored + dups + still, "the answer adds up: {b}");
+        if stored == 1 {
+            break b;
+        }
+        assert!(std::time::Instant::now() < deadline, "never stored: {b}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(
+        stored["still_refused"].as_array().unwrap().len(),
+        10,
+        "{stored}"
+    );
+    assert_eq!(
+        dead_letters(&a).len(),
+        10,
+        "the stored one left, the others stayed"
+    );
+    let usage = a.call(
+        "GET",
+        "/v1/usage?environment=sandbox",
+        SANDBOX,
+        &serde_json::Value::Null,
+    );
+    let rows = body(&usage)["usage"].as_array().unwrap().clone();
+    assert!(
+        rows.iter()
+            .any(|r| r["customer_id"] == "globex" && r["quantity"] == "7"),
+        "{rows:?}"
+    );
+    // Replaying again stores nothing twice.
+    let r = a.call("POST", "/v1/dead-letters/replay", SANDBOX, &json!({}));
+    assert_eq!(body(&r)["stored"], 0);
 }

@@ -39,7 +39,17 @@ fn catalog(quota: u64) -> Value {
 fn agent(tag: &str, redis: &RedisServer, quota: u64, node: &str) -> Agent {
     let config = example("agent.json").display().to_string();
     let url = redis.url();
-    let mut flags = vec!["--config", &config, "--state", &url, "--node-id", node];
+    // The tests ask /v1/canAccess by customer id, as a gateway that authenticates callers.
+    let mut flags = vec![
+        "--config",
+        &config,
+        "--state",
+        &url,
+        "--node-id",
+        node,
+        "--tenant-keys",
+        SANDBOX,
+    ];
     let ca = redis.ca.as_ref().map(|p| p.display().to_string());
     if let Some(ca) = &ca {
         flags.extend(["--redis-ca-file", ca.as_str()]);
@@ -617,6 +627,8 @@ fn with_redis_down_can_access_follows_the_failure_mode() {
             "failmode-closed",
             "--failure-mode",
             "closed",
+            "--tenant-keys",
+            SANDBOX,
         ],
     );
     let reserve = |x: &Agent| {

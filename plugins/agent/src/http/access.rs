@@ -4,6 +4,7 @@
 use super::{gateway_key, now, parse_json, read_body, ApiError, App, SMALL_BODY};
 use crate::component::AccessRequest;
 use crate::redis_state::counters::take_fell_back;
+use aforo_core::keys::KeyHash;
 use aforo_core::strict_json::ObjReader;
 use aforo_core::Timestamp;
 use axum::body::Body;
@@ -16,6 +17,39 @@ use std::time::Instant;
 
 const FIELDS: &[&str] = &["tenantId", "apiKey", "featureKey", "clientIp", "quantity"];
 
+/// Who the caller is: its consumer key, or else a customer id; never an empty key.
+/// Only gateway keys in `tenant_keys` may name a customer: for every other gateway, a value it
+/// pasted from a request (a header) must not choose whose quota is used and who is billed.
+fn credential(
+    app: &App,
+    gateway: &KeyHash,
+    api_key: Option<&str>,
+    tenant_id: Option<&str>,
+) -> Result<(Option<String>, Option<String>), ApiError> {
+    if let Some(t) = tenant_id {
+        if !app.config.tenant_keys.iter().any(|k| k.ct_eq(gateway)) {
+            return Err(ApiError::new(
+                403,
+                "tenant_not_allowed",
+                "this gateway key may not name the customer (tenantId): pass the caller's consumer key as apiKey, or add the gateway key to tenant_keys if this gateway authenticates callers itself",
+            ));
+        }
+        if t.is_empty() && api_key.is_none() {
+            return Err(ApiError::new(401, "invalid_key", "tenantId is empty"));
+        }
+    }
+    match api_key {
+        Some("") => Err(ApiError::new(
+            401,
+            "invalid_key",
+            "apiKey is empty: the caller sent no consumer key",
+        )),
+        // A consumer key wins over a customer id, as in the filter.
+        Some(k) => Ok((Some(k.to_string()), None)),
+        None => Ok((None, tenant_id.map(str::to_string))),
+    }
+}
+
 /// Decides one request.
 pub async fn can_access(
     State(app): State<Arc<App>>,
@@ -24,15 +58,21 @@ pub async fn can_access(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let t = now();
-    let (env, _) = gateway_key(&app, &headers)?;
+    let (env, key) = gateway_key(&app, &headers)?;
     let v = parse_json(&read_body(&app, body, SMALL_BODY).await?)?;
     let bad =
         |e: aforo_core::strict_json::FieldError| ApiError::new(400, "invalid_body", e.to_string());
     let r = ObjReader::new("", &v, FIELDS).map_err(bad)?;
     let nonempty = |s: Option<&str>| s.filter(|x| !x.is_empty()).map(str::to_string);
+    let (api_key, tenant_id) = credential(
+        &app,
+        &key,
+        r.string("apiKey").map_err(bad)?,
+        r.string("tenantId").map_err(bad)?,
+    )?;
     let req = AccessRequest {
-        tenant_id: nonempty(r.string("tenantId").map_err(bad)?),
-        api_key: nonempty(r.string("apiKey").map_err(bad)?),
+        tenant_id,
+        api_key,
         feature_key: r.required_string("featureKey").map_err(bad)?.to_string(),
         client_ip: nonempty(r.string("clientIp").map_err(bad)?),
         cost: r.u64_in("quantity", 0, 1 << 53).map_err(bad)?,

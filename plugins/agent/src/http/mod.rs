@@ -263,9 +263,10 @@ pub async fn read_body(app: &App, body: Body, limit: usize) -> Result<Vec<u8>, A
     Ok(bytes.to_vec())
 }
 
-/// Parses a JSON body, or 400 with the line and column.
+/// Parses a JSON body, or 400 with the line and column; a key given twice in one object is
+/// refused by name (which copy wins differs between parsers).
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    aforo_core::strict_json::parse_unique(bytes).map_err(|e| {
         let what = e.to_string();
         let what = what
             .split(" at line ")
