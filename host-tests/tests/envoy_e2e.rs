@@ -477,6 +477,9 @@ fn the_harness_and_a_real_envoy_agree_on_every_status_and_every_event() {
     let traffic = aforo_host_tests::traffic::Traffic::from_entries(entries);
     let mut cfg = base_config();
     cfg["api_key"] = json!("sk_test_e2e_diff");
+    // Ids from the traffic's request ids (as an edge that sets them would give), so both hosts
+    // must derive the very same ids; by default each VM makes its own.
+    cfg["request_id_header"] = json!("x-request-id");
 
     let s = stack(cfg.clone(), &[], 1);
     let live = send(&s.envoy.url(), &traffic, 1).unwrap();

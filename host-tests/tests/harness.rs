@@ -99,25 +99,28 @@ fn the_kong_profile_gives_the_same_outcomes_with_host_port_dispatch() {
 }
 
 #[test]
-fn on_kong_an_envoy_cluster_name_cannot_be_dispatched_and_events_are_kept() {
-    // Kong resolves the upstream as a host name: the Envoy default cluster names fail there.
-    // Nothing is lost: the events stay buffered or dead-lettered, counted, and logged.
-    let mut k = opts(config(json!({"ingest_url": null})));
-    k.profile = Profile::Kong;
-    k.drain_ms = 60_000;
-    let r = run(&k).unwrap();
-    assert_eq!(
-        r.requests.by_decision["allowed"], 40,
-        "decisions do not depend on the ingest"
-    );
-    assert_eq!(r.events.delivered, 0);
-    assert!(r.events.balanced);
-    assert_eq!(
-        r.events.received,
-        r.events.buffered + r.events.dead_lettered
-    );
-    assert!(r.events.received == 40);
-    assert_eq!(r.ingest.requests, 0);
+fn on_kong_the_filter_dispatches_to_host_and_port_even_when_told_cluster() {
+    // Kong resolves the upstream as a host name, so an Envoy cluster name can never be
+    // dispatched there: every event would be dead-lettered. The filter sees on the first
+    // request that it runs in nginx (`ngx.*` properties) and calls host:port of its URLs; an
+    // explicit "cluster" is overridden too, with an error naming the fix.
+    let explicit = json!({"dispatch": "authority"});
+    let mut reference = opts(config(explicit));
+    reference.profile = Profile::Kong;
+    let reference = run(&reference).unwrap();
+    for (extra, told_cluster) in [(json!({}), false), (json!({"dispatch": "cluster"}), true)] {
+        let mut k = opts(config(extra));
+        k.profile = Profile::Kong;
+        let r = run(&k).unwrap();
+        assert_eq!(r.requests.by_decision["allowed"], 40);
+        assert_eq!(r.events.delivered, 40, "{:?}", r.events);
+        assert_eq!(r.stored, reference.stored, "the same events as with dispatch: authority");
+        let named_fix = r
+            .logs
+            .iter()
+            .any(|l| l.message.contains("\"dispatch\": \"authority\""));
+        assert_eq!(named_fix, told_cluster, "{:?}", r.logs);
+    }
 }
 
 #[test]

@@ -71,6 +71,8 @@ fn property(state: &HostState, path: &[String]) -> Option<Vec<u8>> {
     match (profile, joined.as_slice()) {
         (Profile::Envoy, ["source", "address"]) => Some(state.stream.peer.clone().into_bytes()),
         (Profile::Envoy, ["plugin_root_id"]) => Some(b"aforo".to_vec()),
+        // Any nginx variable reads as a property in ngx_wasm_module (inside a request).
+        (Profile::Kong, ["ngx", "pid"]) => Some(b"4242".to_vec()),
         (Profile::Kong, ["ngx", "remote_addr"]) => {
             let ip = aforo_core::keys::parse_peer(&state.stream.peer)?;
             Some(ip.to_string().into_bytes())

@@ -65,6 +65,11 @@ impl RequestView for RequestHeaders {
     fn peer_address(&self) -> Option<String> {
         Headers(MapType::HttpRequestHeaders).peer_address()
     }
+
+    fn runs_in_nginx(&self) -> bool {
+        // An nginx variable every nginx has; Envoy answers NotFound.
+        matches!(hostcalls::get_property(vec!["ngx", "pid"]), Ok(Some(_)))
+    }
 }
 
 /// One header value as text; not UTF-8 reads as absent (see `RequestHeaders::header`).

@@ -57,18 +57,22 @@ pub struct Target {
     pub path: String,
     /// `:scheme` is https.
     pub tls: bool,
+    /// `host:port` of the URL: the upstream under `DispatchMode::Authority`.
+    pub address: String,
 }
 
 impl Target {
     fn new(endpoint: &Endpoint, path: String, dispatch: DispatchMode, cluster: &str) -> Self {
+        let address = endpoint.host_port();
         Target {
             upstream: match dispatch {
                 DispatchMode::Cluster => cluster.to_string(),
-                DispatchMode::Authority => endpoint.host_port(),
+                DispatchMode::Authority => address.clone(),
             },
             authority: endpoint.authority(),
             path,
             tls: endpoint.tls,
+            address,
         }
     }
 }
@@ -101,11 +105,15 @@ pub struct Config {
     pub debug: bool,
     /// How upstreams are named.
     pub dispatch: DispatchMode,
+    /// Whether `dispatch` was set by the operator (otherwise the host may choose it).
+    pub dispatch_explicit: bool,
     /// Header with a customer id set by a trusted auth layer.
     pub customer_header: Option<String>,
     /// Header with a consumer key.
     pub consumer_key_header: Option<String>,
-    /// Header whose value makes event ids stable.
+    /// Header whose value event ids derive from, when the operator trusts it (the edge sets
+    /// it; a client cannot): a retry of one request then counts once. `None` (the default):
+    /// every served request is its own event, whatever the client sends.
     pub request_id_header: Option<String>,
     /// Proxies whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<Cidr>,
@@ -132,6 +140,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// Switches every outbound call to `host:port` of its URL: the only upstream naming an
+    /// nginx host (Kong's ngx_wasm_module) resolves; Envoy cluster names fail there.
+    pub fn dispatch_by_address(&mut self) {
+        self.dispatch = DispatchMode::Authority;
+        for t in &mut self.ingest {
+            t.upstream = t.address.clone();
+        }
+        if let EntitlementSource::Sync(t) = &mut self.entitlements {
+            t.upstream = t.address.clone();
+        }
+    }
+
     /// The environment of the main key.
     pub fn environment(&self) -> Environment {
         self.api_key.environment()
@@ -355,7 +375,8 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
         Some("cloudevents") => IngestFormat::CloudEvents,
         _ => IngestFormat::Aforo,
     };
-    let dispatch = match r.choice("dispatch", &["cluster", "authority"])? {
+    let dispatch_choice = r.choice("dispatch", &["cluster", "authority"])?;
+    let dispatch = match dispatch_choice {
         Some("authority") => DispatchMode::Authority,
         _ => DispatchMode::Cluster,
     };
@@ -520,9 +541,10 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
         },
         debug: r.bool("debug")?.unwrap_or(false),
         dispatch,
+        dispatch_explicit: dispatch_choice.is_some(),
         customer_header: header_name(&r, "customer_header", None)?,
         consumer_key_header: header_name(&r, "consumer_key_header", Some("x-api-key"))?,
-        request_id_header: header_name(&r, "request_id_header", Some("x-request-id"))?,
+        request_id_header: header_name(&r, "request_id_header", None)?,
         trusted_proxies,
         routes,
         unmatched,
@@ -763,8 +785,11 @@ mod tests {
                 Kind::List | Kind::Json => serde_json::from_str(spec.default).unwrap(),
                 Kind::Text => Value::from(spec.default),
             };
-            let explicit = parse(json!({ spec.name: value }), MIN)
+            let mut explicit = parse(json!({ spec.name: value }), MIN)
                 .unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+            // Whether dispatch was written out is not part of its value (a host may choose
+            // the dispatch only when it was not).
+            explicit.dispatch_explicit = false;
             let implicit = parse(json!({}), MIN).unwrap();
             assert_eq!(
                 format!("{explicit:?}"),

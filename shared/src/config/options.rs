@@ -231,8 +231,8 @@ pub const OPTIONS: &[OptionSpec] = &[
     opt(
         "request_id_header",
         Some("AFORO_REQUEST_ID_HEADER"),
-        "x-request-id",
-        "header whose value makes event ids stable",
+        "none",
+        "header event ids derive from, so a retry counts once; set it only to a header your edge sets itself, never one a client controls (README: Security model)",
     ),
     opt(
         "trusted_proxies",

@@ -20,7 +20,7 @@ pub use exchange::{Exchange, ResponseHeaders};
 pub use logged::{LoggedRequest, NotMetered};
 pub use request::{RequestVerdict, RequestView};
 
-use crate::config::{Config, EntitlementSource};
+use crate::config::{Config, DispatchMode, EntitlementSource};
 use crate::delivery::{Counters, Delivery};
 use crate::entitlement::{freshness, Freshness, Snapshot};
 use crate::environment::Environment;
@@ -79,6 +79,8 @@ pub struct Gateway {
     awaiting_bytes: usize,
     /// Of those, how many could not be kept (the wait list was full).
     unattributed: u64,
+    /// Whether the first request has told us what host this is.
+    host_checked: bool,
 }
 
 impl Gateway {
@@ -112,6 +114,31 @@ impl Gateway {
             awaiting: Vec::new(),
             awaiting_bytes: 0,
             unattributed: 0,
+            host_checked: false,
+        }
+    }
+
+    /// On the first request: in nginx (Kong), calls go to `host:port` of their URL, because
+    /// cluster names do not resolve there and every event would be dead-lettered. An explicit
+    /// `"dispatch": "cluster"` is overridden too (nothing can work with it), with an error in
+    /// the log naming the fix.
+    fn check_host(&mut self, host: &mut dyn Host, req: &dyn request::RequestView) {
+        self.host_checked = true;
+        if self.config.dispatch == DispatchMode::Authority || !req.runs_in_nginx() {
+            return;
+        }
+        let explicit = self.config.dispatch_explicit;
+        self.config.dispatch_by_address();
+        if explicit {
+            host.log(
+                LogLevel::Error,
+                "aforo: \"dispatch\": \"cluster\" names Envoy clusters, which nginx (Kong's ngx_wasm_module) does not have: every ingest and sync call would fail. Calling host:port of ingest_url and entitlements_url instead; set \"dispatch\": \"authority\" in the filter's configuration",
+            );
+        } else {
+            host.log(
+                LogLevel::Info,
+                "aforo: running in nginx (Kong's ngx_wasm_module): calls go to host:port of ingest_url and entitlements_url (dispatch: authority)",
+            );
         }
     }
 

@@ -17,6 +17,11 @@ pub trait RequestView {
     fn header(&self, name: &str) -> Option<String>;
     /// The downstream peer address (`ip:port` or `ip`).
     fn peer_address(&self) -> Option<String>;
+    /// Whether the host is nginx (Kong's ngx_wasm_module, which answers `ngx.*` properties).
+    /// Asked once, on the first request: those properties exist only inside a request.
+    fn runs_in_nginx(&self) -> bool {
+        false
+    }
 }
 
 /// What the host must do with the request.
@@ -36,6 +41,9 @@ pub enum RequestVerdict {
 impl Gateway {
     /// Decides a request. On denial the local reply is sent through the host.
     pub fn on_request(&mut self, host: &mut dyn Host, req: &dyn RequestView) -> RequestVerdict {
+        if !self.host_checked {
+            self.check_host(host, req);
+        }
         let now = host.now();
         let method = req.header(":method").unwrap_or_default();
         let path = req.header(":path").unwrap_or_default();

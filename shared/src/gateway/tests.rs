@@ -596,10 +596,11 @@ fn stale_snapshots_follow_the_failure_mode() {
 }
 
 #[test]
-fn event_ids_are_stable_for_a_request_id() {
+fn event_ids_are_stable_for_a_trusted_request_id() {
     let mut host = TestHost::new();
-    let mut a = Gateway::new(config(json!({})), 1);
-    let mut b = Gateway::new(config(json!({})), 2);
+    let trusted = || config(json!({"request_id_header": "x-request-id"}));
+    let mut a = Gateway::new(trusted(), 1);
+    let mut b = Gateway::new(trusted(), 2);
     exchange(
         &mut a,
         &mut host,
@@ -804,4 +805,105 @@ fn waiting_usage_keeps_the_partners_environment_and_late_arrivals_are_resolved_a
     );
     // And the tick period is back to normal once the first sync has started.
     assert_eq!(gw.tick_period_ms(), 500);
+}
+
+#[test]
+fn a_request_id_the_client_sends_never_merges_served_requests_by_default() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(json!({})), 7);
+    let mut ingest = Ingest::new();
+    for _ in 0..3 {
+        exchange(
+            &mut gw,
+            &mut host,
+            &get_search("ck_live_alpha", "chosen-by-the-client"),
+            200,
+            b"",
+        )
+        .unwrap();
+    }
+    gw.flush_now(&mut host);
+    ingest.serve(&mut gw, &mut host);
+    let ids: std::collections::HashSet<&str> = ingest
+        .stored
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (ingest.stored.len(), ids.len()),
+        (3, 3),
+        "three served requests are three events"
+    );
+    assert_eq!(gw.counters().delivered, 3);
+}
+
+struct NginxReq(Req);
+
+impl RequestView for NginxReq {
+    fn header(&self, name: &str) -> Option<String> {
+        self.0.header(name)
+    }
+    fn peer_address(&self) -> Option<String> {
+        self.0.peer_address()
+    }
+    fn runs_in_nginx(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn in_nginx_calls_go_to_host_and_port_and_an_explicit_cluster_is_named_in_the_log() {
+    for (extra, explicit) in [
+        (json!({"ingest_url": "http://agent.local:8787"}), false),
+        (
+            json!({"ingest_url": "http://agent.local:8787", "dispatch": "cluster"}),
+            true,
+        ),
+    ] {
+        let mut host = TestHost::new();
+        let mut gw = Gateway::new(config(extra), 7);
+        let req = NginxReq(get_search("ck_live_alpha", "r1"));
+        match gw.on_request(&mut host, &req) {
+            RequestVerdict::Continue {
+                exchange: Some(mut ex),
+                ..
+            } => {
+                let mut h = HashMap::new();
+                h.insert(":status".to_string(), "200".to_string());
+                let source = gw.config().routes[ex.route].quantity.clone();
+                ex.on_response_headers(&Resp(h), &source, host.now);
+                gw.finish(&mut host, *ex);
+            }
+            other => panic!("{other:?}"),
+        }
+        gw.flush_now(&mut host);
+        assert_eq!(host.calls[0].1.upstream, "agent.local:8787");
+        let errors: Vec<String> = host
+            .logs
+            .borrow()
+            .iter()
+            .filter(|(l, _)| *l == LogLevel::Error)
+            .map(|(_, m)| m.clone())
+            .collect();
+        assert_eq!(
+            errors
+                .iter()
+                .any(|m| m.contains("\"dispatch\": \"authority\"")),
+            explicit,
+            "{errors:?}"
+        );
+    }
+    // Envoy keeps its cluster names.
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(json!({"ingest_url": "http://agent.local:8787"})), 7);
+    exchange(
+        &mut gw,
+        &mut host,
+        &get_search("ck_live_alpha", "r1"),
+        200,
+        b"",
+    )
+    .unwrap();
+    gw.flush_now(&mut host);
+    assert_eq!(host.calls[0].1.upstream, "aforo_ingest_sandbox");
 }
