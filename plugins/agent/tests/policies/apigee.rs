@@ -1,10 +1,21 @@
 //! Runs the Apigee shared flows of `deploy-examples/apigee` the way an Apigee message processor
 //! does, for the parts they use: steps with conditions, KeyValueMapOperations, AssignMessage
-//! (AssignVariable with a template), ServiceCallout (with and without `<Response>`),
-//! ExtractVariables (JSONPath `$.field`), RaiseFault. Anything else fails the test, so the
-//! examples cannot silently grow a policy this contract does not check.
+//! (AssignVariable with a template), Javascript (run by Node.js with a `context` of flow
+//! variables), ServiceCallout (with and without `<Response>`), ExtractVariables (JSONPath
+//! `$.field`), RaiseFault, and the flow hooks' `continueOnError`. Anything else fails the test,
+//! so the examples cannot silently grow a policy this contract does not check.
+//!
+//! Where Apigee's documentation leaves a behaviour open, the model takes the reading that is
+//! worst for the example (`deploy-examples/apigee/SOURCES.md` has the quotes):
+//! - a template substitutes a variable's value verbatim (no escaping);
+//! - `request.header.NAME` reads only the text before the first comma;
+//! - a ServiceCallout answer whose status is outside `success.codes` (default 1xx, 2xx, 3xx)
+//!   is a failed callout: with `continueOnError="true"` the flow goes on, with
+//!   `servicecallout.NAME.failed = true` and the `<Response>` variable NOT set;
+//! - an agent that cannot be reached is a failed callout the same way;
+//! - a flow hook with `continueOnError: true` swallows a fault its shared flow raises.
 
-use super::{send, AgentCall, GatewayRequest, Outcome};
+use super::{AgentCall, GatewayRequest, Outcome};
 use roxmltree::{Document, Node};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -269,11 +280,68 @@ fn condition_holds(cond: &str, vars: &Vars) -> bool {
     v
 }
 
-/// The two shared flows, a KVM, and the agent they call.
+/// Whether `status` is in a `success.codes` list (`1xx,2xx,3xx,4xx`, or exact codes).
+fn status_listed(list: &str, status: u16) -> bool {
+    list.split(',').map(str::trim).any(|c| {
+        match c.strip_suffix("xx").and_then(|d| d.parse::<u16>().ok()) {
+            Some(class) => status / 100 == class,
+            None => c.parse::<u16>().ok() == Some(status),
+        }
+    })
+}
+
+/// Runs a JavaScript policy under Node.js: `context.getVariable` / `setVariable` over the flow
+/// variables (a missing one is `null`, values are strings, as Apigee's are).
+fn run_javascript(source: &str, vars: &mut Vars) {
+    const SHIM: &str = r#"
+let input = '';
+process.stdin.on('data', (d) => { input += d; });
+process.stdin.on('end', () => {
+  const { vars, source } = JSON.parse(input);
+  const norm = (n) => { const i = n.indexOf('.header.'); return i < 0 ? n : n.slice(0, i + 8) + n.slice(i + 8).toLowerCase(); };
+  const context = {
+    getVariable: (n) => (Object.prototype.hasOwnProperty.call(vars, norm(n)) ? vars[norm(n)] : null),
+    setVariable: (n, v) => { vars[norm(n)] = v === null || v === undefined ? null : String(v); },
+  };
+  new Function('context', source)(context);
+  process.stdout.write(JSON.stringify(vars));
+});
+"#;
+    use std::io::Write;
+    let mut child = std::process::Command::new("node")
+        .args(["-e", SHIM])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("node (Node.js runs the Apigee JavaScript policies; scripts/setup.sh installs it): {e}"));
+    let input = serde_json::json!({"vars": vars.0, "source": source}).to_string();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the JavaScript policy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after: HashMap<String, Option<String>> = serde_json::from_slice(&out.stdout).unwrap();
+    vars.0 = after
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+}
+
+/// The two shared flows, a KVM, the flow hooks, and the agent they call.
 pub struct Apigee {
     agent: String,
     check: Bundle,
     meter: Bundle,
+    /// `continueOnError` of the PreProxyFlowHook and PostProxyFlowHook (`flowhooks.json`).
+    hooks_continue_on_error: (bool, bool),
     kvm: HashMap<(String, String), String>,
     /// Every call the policies made, in order.
     pub calls: Vec<AgentCall>,
@@ -287,20 +355,37 @@ impl Apigee {
             ("aforo".into(), "gateway_key".into()),
             gateway_key.to_string(),
         );
+        let hooks: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join("flowhooks.json")).unwrap())
+                .unwrap();
+        // The flow hook API's default is true ("execution should continue if the flow hook
+        // throws an exception").
+        let coe = |h: &str| hooks[h]["continueOnError"].as_bool().unwrap_or(true);
+        assert_eq!(hooks["PreProxyFlowHook"]["sharedFlow"], "aforo-check");
+        assert_eq!(hooks["PostProxyFlowHook"]["sharedFlow"], "aforo-meter");
         Apigee {
             agent: agent.to_string(),
             check: Bundle::load(&root.join("aforo-check/sharedflowbundle"), "aforo-check"),
             meter: Bundle::load(&root.join("aforo-meter/sharedflowbundle"), "aforo-meter"),
+            hooks_continue_on_error: (coe("PreProxyFlowHook"), coe("PostProxyFlowHook")),
             kvm,
             calls: Vec::new(),
         }
+    }
+
+    /// Points the ServiceCallouts at another address (an agent that is down).
+    pub fn set_agent(&mut self, agent: &str) {
+        self.agent = agent.to_string();
     }
 
     /// One request through PreProxyFlowHook → (target answers 200) → PostProxyFlowHook.
     pub fn run(&mut self, req: &GatewayRequest) -> Outcome {
         let mut vars = Vars::default();
         for (k, v) in &req.headers {
-            vars.set(&format!("request.header.{k}"), v.clone());
+            // "If the header contains a comma, upon read you will receive only the segment of
+            // the text up to the first comma" (Apigee flow variables reference).
+            let first = v.split(',').next().unwrap_or("");
+            vars.set(&format!("request.header.{k}"), first.to_string());
         }
         vars.set("client.ip", req.client_ip.clone());
         vars.set("apiproxy.name", req.feature.clone());
@@ -316,7 +401,10 @@ impl Apigee {
         let fault = self.flow(&check, &mut vars);
         self.check = check;
         if let Some(f) = fault {
-            return f;
+            if !self.hooks_continue_on_error.0 {
+                return f;
+            }
+            // Swallowed by the flow hook: the request goes on (the documented default).
         }
         vars.set("response.status.code", "200");
         let meter = std::mem::replace(
@@ -341,14 +429,14 @@ impl Apigee {
             }
             let xml = bundle.policy(name);
             let doc = Document::parse(&xml).unwrap();
-            if let Some(o) = self.policy(doc.root_element(), vars) {
+            if let Some(o) = self.policy(&bundle.dir, doc.root_element(), vars) {
                 return Some(o);
             }
         }
         None
     }
 
-    fn policy(&mut self, p: Node<'_, '_>, vars: &mut Vars) -> Option<Outcome> {
+    fn policy(&mut self, dir: &Path, p: Node<'_, '_>, vars: &mut Vars) -> Option<Outcome> {
         let ignore = text_of(p, "IgnoreUnresolvedVariables").as_deref() == Some("true");
         match p.tag_name().name() {
             "KeyValueMapOperations" => {
@@ -426,13 +514,32 @@ impl Apigee {
                 let url = child(p, "HTTPTargetConnection")
                     .and_then(|h| text_of(h, "URL"))
                     .unwrap();
-                let r = send(&self.agent, &verb, &url, &headers, &body);
+                let name = p.attribute("name").unwrap();
+                let success = child(p, "HTTPTargetConnection")
+                    .and_then(|h| child(h, "Properties"))
+                    .and_then(|ps| {
+                        ps.children()
+                            .filter(|c| c.has_tag_name("Property"))
+                            .find(|c| c.attribute("name") == Some("success.codes"))
+                            .map(|c| c.text().unwrap_or("").trim().to_string())
+                    })
+                    .unwrap_or_else(|| "1xx,2xx,3xx".into());
+                let answer = super::try_send(&self.agent, &verb, &url, &headers, &body);
                 self.calls.push(AgentCall {
                     method: verb,
                     path: super::path_of(&url),
                     body,
-                    status: r.status,
+                    status: answer.as_ref().map_or(0, |r| r.status),
                 });
+                let r = match answer {
+                    Some(r) if status_listed(&success, r.status) => r,
+                    // No answer, or a status Apigee treats as an error: the callout failed and
+                    // the flow goes on (continueOnError), with no response to read.
+                    _ => {
+                        vars.set(&format!("servicecallout.{name}.failed"), "true");
+                        return None;
+                    }
+                };
                 if let Some(var) = text_of(p, "Response") {
                     vars.set(&format!("{var}.status.code"), r.status.to_string());
                     for (k, v) in &r.headers {
@@ -443,6 +550,16 @@ impl Apigee {
                         String::from_utf8_lossy(&r.body).to_string(),
                     );
                 }
+                None
+            }
+            "Javascript" => {
+                let url = text_of(p, "ResourceURL").unwrap();
+                let file = url
+                    .strip_prefix("jsc://")
+                    .unwrap_or_else(|| panic!("ResourceURL {url} is not jsc://"));
+                let source = std::fs::read_to_string(dir.join("resources/jsc").join(file))
+                    .unwrap_or_else(|e| panic!("resources/jsc/{file}: {e}"));
+                run_javascript(&source, vars);
                 None
             }
             "ExtractVariables" => {

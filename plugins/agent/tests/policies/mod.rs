@@ -80,3 +80,17 @@ pub fn send(
         .request(method, &path_of(url), headers, body.as_bytes())
         .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
 }
+
+/// Sends one policy-made request; `None` when the agent cannot be reached (a gateway's failed
+/// callout).
+pub fn try_send(
+    agent_addr: &str,
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> Option<Response> {
+    Client::new(agent_addr)
+        .request(method, &path_of(url), headers, body.as_bytes())
+        .ok()
+}
