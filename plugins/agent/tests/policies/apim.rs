@@ -29,6 +29,8 @@ enum Val {
     Json(Json),
     Resp(AgentResponse),
     Context,
+    /// The `string` type, for `string.IsNullOrEmpty(…)`.
+    StringType,
     Variables,
     Request,
     Response,
@@ -257,6 +259,7 @@ impl Parser<'_, '_> {
                 self.at += 1;
                 match id.as_str() {
                     "context" => Val::Context,
+                    "string" => Val::StringType,
                     "true" => Val::Bool(true),
                     "false" => Val::Bool(false),
                     "null" => Val::Null,
@@ -374,6 +377,9 @@ impl Parser<'_, '_> {
     }
     fn call(&self, v: Val, name: &str, generic: Option<&str>, args: Vec<Val>) -> Val {
         match (v, name) {
+            (Val::StringType, "IsNullOrEmpty") => {
+                Val::Bool(args[0].as_string().is_none_or(|s| s.is_empty()))
+            }
             (Val::Null, _) => Val::Null,
             (Val::Variables, "GetValueOrDefault") => {
                 let k = args[0].as_string().unwrap();
@@ -393,12 +399,20 @@ impl Parser<'_, '_> {
             (Val::Variables, "ContainsKey") => {
                 Val::Bool(self.ctx.vars.contains_key(&args[0].as_string().unwrap()))
             }
+            // "Returns comma-separated request header values or defaultValue if the header is
+            // not found" (APIM policy expressions reference).
             (Val::Headers(h), "GetValueOrDefault") => {
                 let k = args[0].as_string().unwrap();
-                h.iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(&k))
-                    .map(|(_, v)| Val::Str(v.clone()))
-                    .unwrap_or_else(|| args.get(1).cloned().unwrap_or(Val::Null))
+                let values: Vec<&str> = h
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(&k))
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                if values.is_empty() {
+                    args.get(1).cloned().unwrap_or(Val::Null)
+                } else {
+                    Val::Str(values.join(","))
+                }
             }
             (Val::Body(r), "As") => match generic {
                 Some("string") => Val::Str(r.body.clone()),
