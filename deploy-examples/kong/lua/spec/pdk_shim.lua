@@ -96,7 +96,9 @@ function shim.new_request(req)
   local headers = lower_keys(req.headers)
   local response = { status = nil, headers = {}, exit = nil }
   shim.response = response
-  _G.ngx = { var = { request_id = req.request_id } }
+  -- $kong_request_id and $request_id: generated per request by Kong and nginx, never from a
+  -- header (the test gives each request its own).
+  _G.ngx = { var = { request_id = req.request_id, kong_request_id = req.request_id } }
   _G.kong = {
     request = {
       get_header = function(name)

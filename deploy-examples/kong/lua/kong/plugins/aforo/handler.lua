@@ -1,7 +1,8 @@
 -- aforo for Kong 3.10+: the entitlement check in the access phase (POST /v1/canAccess on the
 -- local aforo-agent, which answers from memory) and one usage event per billable response
--- (POST /v1/meter) through kong.tools.queue, which retries; ids are Kong's request ids, so a
--- retried send counts once.
+-- (POST /v1/meter) through kong.tools.queue, which retries; an event's id is Kong's own id of
+-- the request (random, never read from the client), so every served request is its own event
+-- and a retried send counts once.
 local http = require "resty.http"
 local cjson = require "cjson.safe"
 local Queue = require "kong.tools.queue"
@@ -28,8 +29,18 @@ local function post(conf, path, body, request_id)
   })
 end
 
-local function request_id()
-  return kong.request.get_header("x-request-id") or ngx.var.request_id
+-- The request's id: Kong's $kong_request_id (3.5+: 32 random hex characters per request,
+-- lua-kong-nginx-module), else nginx's $request_id; neither is read from the request. A header
+-- is used only when the operator names one in request_id_header, trusting that an edge in
+-- front sets it (a client that could set it would make N requests one event).
+local function request_id(conf)
+  if conf.request_id_header then
+    local trusted = kong.request.get_header(conf.request_id_header)
+    if type(trusted) == "string" and trusted ~= "" then
+      return trusted
+    end
+  end
+  return ngx.var.kong_request_id or ngx.var.request_id
 end
 
 local function feature_of(conf)
@@ -43,17 +54,19 @@ end
 function AforoHandler:access(conf)
   local feature = feature_of(conf)
   local body = { featureKey = feature, clientIp = kong.client.get_forwarded_ip() }
+  -- The caller is its consumer key (cjson keeps any value one JSON string). Only with
+  -- customer_header, set by an authentication plugin, does the gateway name the customer; the
+  -- agent accepts that only from gateway keys listed in its tenant_keys.
   local key = kong.request.get_header(conf.key_header)
-  if key and key ~= "" then
+  if type(key) == "string" and key ~= "" then
     body.apiKey = key
-  end
-  if conf.customer_header then
+  elseif conf.customer_header then
     local customer = kong.request.get_header(conf.customer_header)
-    if customer and customer ~= "" then
+    if type(customer) == "string" and customer ~= "" then
       body.tenantId = customer
     end
   end
-  local id = request_id()
+  local id = request_id(conf)
   local res, err = post(conf, "/v1/canAccess", body, id)
   if not res then
     kong.log.warn("aforo: the agent at ", conf.agent_url, " did not answer: ", err)
