@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Writes aforo-implementation.yaml: the Flex Gateway extension carrying aforo_metering.wasm
 # (base64, as Local Mode takes it). Usage: ./render-implementation.sh path/to/aforo_metering.wasm
+# Portable: base64 reads stdin and newlines are stripped, because GNU base64 wraps lines (and
+# its -w0 does not exist in macOS's base64).
 set -euo pipefail
 wasm="${1:?usage: $0 path/to/aforo_metering.wasm}"
 [ -f "$wasm" ] || { echo "error: $wasm not found (build it: cargo build --target wasm32-wasip1 --profile wasm-release -p aforo-proxy-wasm)" >&2; exit 2; }
@@ -20,6 +22,6 @@ spec:
       default: aforo
     implementation:
       type: string
-      default: base64://$(base64 -w0 "$wasm")
+      default: base64://$(base64 < "$wasm" | tr -d '\n\r')
 YAML
 echo "wrote $(dirname "$0")/aforo-implementation.yaml"
