@@ -49,7 +49,7 @@ fn access_logs_reach_the_agent_once_even_when_delivered_twice() {
         .map(|i| {
             log_line(
                 format,
-                &json!({"requestId": format!("aws-req-{i}"), "requestTimeEpoch": now_ms - 1000,
+                &json!({"requestId": format!("aws-req-{i}"), "extendedRequestId": format!("ext-{i}"), "requestTimeEpoch": now_ms - 1000,
                     "httpMethod": "GET", "path": "/prod/v1/search", "stage": "prod", "status": 200, "responseLength": 10,
                     "authorizer.customerId": "globex", "authorizer.environment": "sandbox",
                     "authorizer.keyId": null, "identity.sourceIp": "203.0.113.7"}),
@@ -59,7 +59,7 @@ fn access_logs_reach_the_agent_once_even_when_delivered_twice() {
     // Not billable: a 500.
     lines.push(log_line(
         format,
-        &json!({"requestId": "aws-req-500", "requestTimeEpoch": now_ms, "httpMethod": "GET",
+        &json!({"requestId": "aws-req-500", "extendedRequestId": "ext-500", "requestTimeEpoch": now_ms, "httpMethod": "GET",
             "path": "/prod/v1/search", "stage": "prod", "status": 500, "authorizer.customerId": "globex"}),
     ));
     let config = json!({

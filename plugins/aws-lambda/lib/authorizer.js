@@ -4,7 +4,7 @@
 // instance keeps in memory (inline in AFORO_CONFIG, or synced from entitlements_url in the
 // background). Authorizer caching must stay off: every request counts against its quota.
 
-const { getEngine, runCalls, writeLogs } = require('./engine');
+const { engineReady, runCalls, writeLogs } = require('./engine');
 
 /** An HTTP API's rawPath starts with the stage unless it is `$default`; routes omit it. */
 function withoutStage(path, stage) {
@@ -64,7 +64,7 @@ function simpleResponse(d) {
 }
 
 async function handler(event) {
-  const eng = getEngine();
+  const eng = await engineReady();
   eng.tick(Date.now());
   const calls = runCalls(eng);
   // A cold instance waits for its first snapshot; a warm one decides now and lets the refresh

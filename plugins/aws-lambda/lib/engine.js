@@ -13,11 +13,51 @@ function core() {
 
 let engine = null;
 
+/** Reads a Secrets Manager secret's string with the AWS SDK the Node.js runtimes include. */
+async function readSecret(arn) {
+  const { SecretsManagerClient, GetSecretValueCommand } = require('@aws-sdk/client-secrets-manager');
+  const out = await new SecretsManagerClient({}).send(new GetSecretValueCommand({ SecretId: arn }));
+  if (typeof out.SecretString !== 'string') {
+    throw new Error(`aforo: the secret ${arn} has no SecretString: store the gateway key (sk_test_… or sk_live_…) as plain text`);
+  }
+  return out.SecretString;
+}
+
+let secretReader = readSecret;
+
+/** Replaces how secrets are read (tests). */
+function setSecretReader(fn) {
+  secretReader = fn || readSecret;
+}
+
+/** The environment with AFORO_API_KEY read from Secrets Manager when AFORO_API_KEY_SECRET_ARN
+ * names the secret (once per instance, at cold start): the key is never in a function's
+ * environment, where every reader of the function's configuration would see it. */
+async function withKey(env) {
+  const arn = env.AFORO_API_KEY_SECRET_ARN;
+  if (!arn || env.AFORO_API_KEY) return env;
+  let key;
+  try {
+    key = (await secretReader(arn)).trim();
+  } catch (e) {
+    throw new Error(`aforo: cannot read the gateway key from ${arn} (AFORO_API_KEY_SECRET_ARN): ${e.message}; the function's role needs secretsmanager:GetSecretValue on it`);
+  }
+  return { ...env, AFORO_API_KEY: key };
+}
+
+/** The instance's engine once its key is read (see `withKey`). */
+async function engineReady(env = process.env) {
+  if (engine) return engine;
+  return getEngine(await withKey(env));
+}
+
 /** The instance's engine, built on first use; throws with the field at fault on bad config. */
 function getEngine(env = process.env) {
   if (engine) return engine;
   const vars = {};
-  for (const [k, v] of Object.entries(env)) if (k.startsWith('AFORO_')) vars[k] = v;
+  for (const [k, v] of Object.entries(env)) {
+    if (k.startsWith('AFORO_') && k !== 'AFORO_API_KEY_SECRET_ARN') vars[k] = v;
+  }
   const seed = Math.floor(Math.random() * Number.MAX_SAFE_INTEGER);
   try {
     engine = new (core().Engine)(env.AFORO_CONFIG || '', JSON.stringify(vars), seed);
@@ -67,4 +107,4 @@ async function runCalls(eng) {
   return calls.length;
 }
 
-module.exports = { getEngine, resetEngine, runCalls, writeLogs };
+module.exports = { getEngine, engineReady, setSecretReader, resetEngine, runCalls, writeLogs };

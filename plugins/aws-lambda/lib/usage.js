@@ -1,11 +1,12 @@
 'use strict';
 // API Gateway access logs, delivered by a CloudWatch Logs subscription (base64 gzip payload),
-// become usage events: one per billable log line, its id derived from the request id, so a
-// redelivered batch or a retried invocation counts once. Delivery is the core's: batches,
+// become usage events: one per billable log line, its id derived from $context.extendedRequestId
+// (API Gateway's own id; a client can set requestId), so a redelivered batch or a retried
+// invocation counts once and every served request is its own event. Delivery is the core's: batches,
 // retries with backoff, Retry-After, dead letters for refused events.
 
 const zlib = require('node:zlib');
-const { getEngine, runCalls, writeLogs } = require('./engine');
+const { engineReady, runCalls, writeLogs } = require('./engine');
 
 /** The decoded subscription payload: a CloudWatch Logs event, or the on-failure destination
  * record that wraps one (`requestPayload`), so a dead-lettered batch is replayed as it is. */
@@ -22,7 +23,7 @@ async function handler(event, context) {
   const payload = decode(event);
   const summary = { lines: 0, metered: 0, skipped: 0, invalid: 0 };
   if (payload.messageType !== 'DATA_MESSAGE') return { ...summary, messageType: payload.messageType };
-  const eng = getEngine();
+  const eng = await engineReady();
   const before = JSON.parse(eng.counters());
   for (const line of payload.logEvents || []) {
     summary.lines += 1;

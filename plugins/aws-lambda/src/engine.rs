@@ -187,7 +187,10 @@ impl Engine {
     }
 
     fn meter_line(&mut self, line_json: &str) -> Result<Result<(), NotMetered>, String> {
-        let v: Value = serde_json::from_str(line_json).map_err(|e| format!("not JSON: {e}"))?;
+        // A key given twice would mean a value broke out of its string in the log format (the
+        // last copy would win): such a line is refused, never billed to whoever it names.
+        let v: Value = aforo_core::strict_json::parse_unique(line_json.as_bytes())
+            .map_err(|e| format!("not JSON: {e}"))?;
         let text = |name: &str| -> Option<String> {
             match v.get(name)? {
                 Value::String(s) if !s.is_empty() && s != "-" => Some(s.clone()),
@@ -207,7 +210,12 @@ impl Engine {
         if let Err(not) = self.gw.logged_route(&method, &path, status) {
             return Ok(Err(not));
         }
-        let request_id = need("requestId")?;
+        // $context.extendedRequestId: API Gateway generates it and a caller cannot set it; a
+        // REST API's $context.requestId takes the client's X-Amzn-RequestId, so ids from it
+        // would let a client make many requests one event (deploy-examples/aws/SOURCES.md).
+        let request_id = need("extendedRequestId").map_err(|_| {
+            "\"extendedRequestId\" is missing: add \"extendedRequestId\":\"$context.extendedRequestId\" to the stage's access log format (a REST API's requestId can be set by the client, so events are not keyed on it)".to_string()
+        })?;
         let customer_id = need("customerId").map_err(|_| {
             "\"customerId\" is missing: was the request authorized by the aforo authorizer?"
                 .to_string()

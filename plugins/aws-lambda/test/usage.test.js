@@ -35,8 +35,10 @@ function line(values) {
   return format.replace(/\$context\.([\w.]+)/g, (_, k) => String(values[k] ?? '-'));
 }
 
-const call = (requestId, extra = {}) => line({
-  requestId, requestTimeEpoch: NOW - 1000, httpMethod: 'GET', path: '/prod/v1/search', stage: 'prod', status: 200,
+// API Gateway generates extendedRequestId; requestId is whatever the client sent in
+// X-Amzn-RequestId (or a generated one).
+const call = (id, extra = {}) => line({
+  requestId: id, extendedRequestId: id, requestTimeEpoch: NOW - 1000, httpMethod: 'GET', path: '/prod/v1/search', stage: 'prod', status: 200,
   responseLength: 512, 'authorizer.customerId': 'cust_a', 'authorizer.environment': 'sandbox',
   'authorizer.keyId': 'key_a', 'identity.sourceIp': '203.0.113.7', ...extra,
 });
@@ -142,4 +144,61 @@ test('a batch from the on-failure destination is replayed as it is', async (t) =
   const record = { version: '1.0', requestContext: { condition: 'RetriesExhausted' }, requestPayload: logsEvent([call('dlq-1')]) };
   const r = await handler(record, ctx);
   assert.equal(r.delivered, 1);
+});
+
+test('a request id the client chose never merges served requests: events are keyed on extendedRequestId', async (t) => {
+  const sink = await ingest(t);
+  useConfig(t, config({ ingest_url: sink.url }));
+  // Three requests, each with the same X-Amzn-RequestId: API Gateway logs it as requestId.
+  const chosen = '11111111-2222-4333-8444-555555555555';
+  const lines = ['AbCdEf1=', 'AbCdEf2=', 'AbCdEf3='].map((ext) => call(chosen, { extendedRequestId: ext }));
+  const r = await handler(logsEvent(lines), ctx);
+  assert.deepEqual([r.metered, r.delivered, r.duplicates], [3, 3, 0]);
+  assert.equal(new Set(sink.batches[0].events.map((e) => e.id)).size, 3);
+});
+
+test('a line without extendedRequestId is refused with the fix, not keyed on requestId', async (t) => {
+  useConfig(t, config());
+  const errors = [];
+  t.mock.method(console, 'warn', (m) => errors.push(m));
+  const r = await handler(logsEvent([call('c1', { extendedRequestId: '-' })]), ctx);
+  assert.deepEqual([r.metered, r.invalid], [0, 1]);
+  assert.match(errors.join('\n'), /extendedRequestId.*\$context\.extendedRequestId/);
+});
+
+test('a value that breaks out of its string in the log line bills nobody', async (t) => {
+  useConfig(t, config());
+  // If API Gateway ever wrote a path unescaped, `","customerId":"cust_b` would add a second
+  // customerId: the line is refused, never billed to either customer.
+  const r = await handler(logsEvent([call('inj-1', { path: '/prod/v1/search","customerId":"cust_b' })]), ctx);
+  assert.deepEqual([r.metered, r.invalid], [0, 1]);
+});
+
+test('the gateway key is read from Secrets Manager once, never from the environment', async (t) => {
+  const { setSecretReader } = require('../lib/engine');
+  const sink = await ingest(t);
+  const cfg = config({ ingest_url: sink.url });
+  delete cfg.api_key;
+  useConfig(t, cfg);
+  const arn = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:aforo/gateway-key-AbCdEf';
+  process.env.AFORO_API_KEY_SECRET_ARN = arn;
+  const asked = [];
+  setSecretReader(async (a) => { asked.push(a); return 'sk_test_from_the_secret\n'; });
+  t.after(() => { setSecretReader(null); delete process.env.AFORO_API_KEY_SECRET_ARN; });
+  await handler(logsEvent([call('s-1')]), ctx);
+  await handler(logsEvent([call('s-2')]), ctx);
+  assert.deepEqual(asked, [arn], 'read once per instance');
+  assert.deepEqual(sink.batches.map((b) => b.auth), ['Bearer sk_test_from_the_secret', 'Bearer sk_test_from_the_secret']);
+});
+
+test('a secret that cannot be read fails with the ARN and the permission to grant', async (t) => {
+  const { setSecretReader } = require('../lib/engine');
+  const cfg = config();
+  delete cfg.api_key;
+  useConfig(t, cfg);
+  process.env.AFORO_API_KEY_SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:missing';
+  setSecretReader(async () => { throw new Error('AccessDeniedException'); });
+  t.after(() => { setSecretReader(null); delete process.env.AFORO_API_KEY_SECRET_ARN; });
+  await assert.rejects(handler(logsEvent([call('s-3')]), ctx),
+    /cannot read the gateway key from arn:aws:secretsmanager:.*missing \(AFORO_API_KEY_SECRET_ARN\): AccessDeniedException; the function's role needs secretsmanager:GetSecretValue/);
 });
