@@ -179,7 +179,19 @@ impl Envoy {
         admin: u16,
         concurrency: u32,
     ) -> Result<Envoy, String> {
-        let mut env = Envoy::spawn(config_yaml, port, admin, concurrency)?;
+        Envoy::start_with_env(config_yaml, port, admin, concurrency, &[])
+    }
+
+    /// Like `start`, with extra environment variables for Envoy (what `host_env_keys` passes
+    /// to the filter).
+    pub fn start_with_env(
+        config_yaml: &str,
+        port: u16,
+        admin: u16,
+        concurrency: u32,
+        vars: &[(&str, &str)],
+    ) -> Result<Envoy, String> {
+        let mut env = Envoy::spawn_with_env(config_yaml, port, admin, concurrency, vars)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(child) = env.child.as_mut() {
@@ -207,6 +219,16 @@ impl Envoy {
         admin: u16,
         concurrency: u32,
     ) -> Result<Envoy, String> {
+        Envoy::spawn_with_env(config_yaml, port, admin, concurrency, &[])
+    }
+
+    fn spawn_with_env(
+        config_yaml: &str,
+        port: u16,
+        admin: u16,
+        concurrency: u32,
+        vars: &[(&str, &str)],
+    ) -> Result<Envoy, String> {
         let dir = scratch_dir();
         let cfg = dir.join("envoy.yaml");
         std::fs::write(&cfg, config_yaml).map_err(|e| e.to_string())?;
@@ -222,6 +244,7 @@ impl Envoy {
                 "--log-path",
             ])
             .arg(dir.join("envoy.log"))
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

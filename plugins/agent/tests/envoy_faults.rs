@@ -204,3 +204,114 @@ fn events_still_inside_a_killed_envoy_are_lost_as_documented() {
     );
     assert!(s.upstream.hits() >= 5, "yet the requests were served");
 }
+
+/// `deploy-examples/envoy/envoy-local-agent.yaml` as a user runs it (ports and the module path
+/// replaced, as the demo does), the agent behind a proxy that answers the filter's first
+/// delivery with a 503 after the agent stored it: 100 requests that all carry one client-chosen
+/// `x-request-id` are 100 events, and the delivery retried after the 503 counts once.
+#[test]
+fn one_client_request_id_on_a_hundred_requests_is_a_hundred_events() {
+    use aforo_host_tests::envoy::free_port;
+    use aforo_host_tests::http1::{serve, Client, Response};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let mut cat = catalog();
+    cat["consumer_keys"].as_array_mut().unwrap().push(
+        json!({"key_id": "globex-static", "key": "ck_static_globex_key", "customer_id": "globex"}),
+    );
+    let agent = Agent::start("local-example", &cat, &[]);
+    // The ingest answers 503 to the first delivery, after storing it.
+    let deliveries = Arc::new(AtomicU64::new(0));
+    let (seen, agent_addr) = (deliveries.clone(), agent.addr());
+    let front = serve(Arc::new(move |req| {
+        let r = Client::new(&agent_addr)
+            .request(&req.method, &req.path, &req.headers, &req.body)
+            .unwrap_or_else(|e| Response::json(502, e.to_string()));
+        if req.method == "POST"
+            && req.path == "/v1/events"
+            && seen.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            return Response::json(503, r#"{"error": {"code": "unavailable"}}"#);
+        }
+        r
+    }))
+    .unwrap();
+    let upstream = Upstream::start().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let example = std::fs::read_to_string(
+        aforo_host_tests::artifacts::repo_root()
+            .join("deploy-examples/envoy/envoy-local-agent.yaml"),
+    )
+    .unwrap();
+    let yaml = example
+        .replace(
+            "/etc/envoy/aforo_metering.wasm",
+            &aforo_host_tests::artifacts::filter_module()
+                .unwrap()
+                .display()
+                .to_string(),
+        )
+        .replace(
+            "address: 0.0.0.0, port_value: 10000",
+            &format!("address: 127.0.0.1, port_value: {port}"),
+        )
+        .replace("port_value: 9901", &format!("port_value: {admin}"))
+        .replace(
+            "port_value: 8080",
+            &format!("port_value: {}", upstream.port()),
+        )
+        .replace("port_value: 8787", &format!("port_value: {}", front.port()))
+        .replace("127.0.0.1:8787", &format!("127.0.0.1:{}", front.port()));
+    let envoy = Envoy::start_with_env(&yaml, port, admin, 1, &[("AFORO_API_KEY", common::SANDBOX)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for_sync(&envoy);
+    for i in 0..100 {
+        assert_eq!(search(&envoy, "chosen-by-the-client"), 200, "request {i}");
+    }
+    let globex_used = || {
+        let r = agent.call(
+            "GET",
+            "/v1/usage?environment=sandbox",
+            common::SANDBOX,
+            &serde_json::Value::Null,
+        );
+        common::body(&r)["usage"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .find(|u| u["customer_id"] == "globex")
+            .and_then(|u| u["quantity"].as_str().map(str::to_string))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while globex_used().as_deref() != Some("100") {
+        assert!(
+            Instant::now() < deadline,
+            "globex: {:?}\n{}\n{}",
+            globex_used(),
+            envoy.log_tail(20),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Everything the filter had is delivered, the 503 was retried, and nothing counts twice.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while envoy.stat("wasmcustom.aforo_events_buffered") != Some(0) {
+        assert!(Instant::now() < deadline, "{}", envoy.log_tail(20));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        deliveries.load(Ordering::SeqCst) >= 2,
+        "the 503'd delivery was retried"
+    );
+    assert!(
+        envoy
+            .stat("wasmcustom.aforo_events_duplicate_total")
+            .unwrap_or(0)
+            >= 1,
+        "the retry found its events already stored: {}",
+        envoy.log_tail(10)
+    );
+    assert_eq!(globex_used().as_deref(), Some("100"));
+}

@@ -257,6 +257,9 @@ fn node(tag: &str, redis: &RedisServer, quota: u64, upstream: &Upstream, by_node
         "flush_interval_ms": FLUSH_MS,
         "initial_backoff_ms": 200,
         "max_backoff_ms": 1000,
+        // The nodes sit behind a load balancer that sets x-request-id, so a client's retry
+        // through another node is the same event (README, "Several nodes").
+        "request_id_header": "x-request-id",
         "routes": [{"method": "GET", "path_prefix": "/v1/search", "feature": "search", "metric": "api_calls"}]
     });
     if !by_node_id {
