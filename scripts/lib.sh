@@ -7,6 +7,7 @@ CACHE="${AFORO_CACHE:-$HOME/.cache/aforo-gateway}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 VENV="$CACHE/venv"
 export AFORO_ENVOY="${AFORO_ENVOY:-$VENV/bin/envoy}"
+export AFORO_CFN_LINT="${AFORO_CFN_LINT:-$VENV/bin/cfn-lint}"
 WASM_DIR="$CARGO_TARGET_DIR/wasm32-wasip1/wasm-release"
 COMPONENT="$CARGO_TARGET_DIR/wasm32-wasip2/wasm-release/aforo_policy.wasm"
 

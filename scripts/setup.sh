@@ -16,6 +16,13 @@ if [ ! -x "$VENV/bin/envoy" ]; then
 fi
 "$AFORO_ENVOY" --version >/dev/null 2>&1 || die "Envoy at $AFORO_ENVOY does not run"
 
+# cfn-lint (AWS's CloudFormation linter, PyPI) checks deploy-examples/aws/template.json in the
+# tests; the demo does not need it: AFORO_SETUP_LINTERS=0 skips it.
+if [ "${AFORO_SETUP_LINTERS:-1}" = 1 ] && [ ! -x "$VENV/bin/cfn-lint" ]; then
+  step "cfn-lint (the CloudFormation linter) into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check cfn-lint
+fi
+
 # LuaJIT + LuaSocket + lua-cjson run the Kong 3.10+ Lua plugin in the contract tests.
 apt_install luajit lua-socket lua-cjson
 # redis-server runs the multi-node tests (two agents sharing quotas through Redis). The demo

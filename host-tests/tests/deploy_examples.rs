@@ -156,7 +156,8 @@ fn the_istio_wasmplugin_configuration_is_accepted_by_the_filter() {
         .any(|e| e["name"] == "AFORO_API_KEY" && e["valueFrom"] == "HOST"));
     let config = &plugin["spec"]["pluginConfig"];
     filter_accepts(config, &[("AFORO_API_KEY", KEY)], Profile::Envoy).unwrap();
-    // The ingest hosts of the ServiceEntry are the ones the cluster names point at.
+    // The ingest hosts of the ServiceEntry are the ones the cluster names point at
+    // (`outbound|<ServiceEntry port>||<host>`, istio pilot/pkg/model/service.go BuildSubsetKey).
     let se = docs.iter().find(|d| d["kind"] == "ServiceEntry").unwrap();
     let hosts: Vec<&str> = se["spec"]["hosts"]
         .as_array()
@@ -164,13 +165,105 @@ fn the_istio_wasmplugin_configuration_is_accepted_by_the_filter() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
+    let ports: Vec<u64> = se["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["number"].as_u64().unwrap())
+        .collect();
     for c in ["sandbox_cluster", "production_cluster"] {
         let name = config[c].as_str().unwrap();
+        let (port, host) = istio_cluster(name);
         assert!(
-            hosts.iter().any(|h| name.ends_with(&format!("||{h}"))),
-            "{c} {name} vs {hosts:?}"
+            hosts.contains(&host) && ports.contains(&port),
+            "{c} {name} vs {hosts:?} {ports:?}"
+        );
+        // TLS to it is originated and verified: SIMPLE, with the SNI and the name pinned
+        // (with `sni` set Istio no longer checks the name by itself; SOURCES.md).
+        let dr = docs
+            .iter()
+            .find(|d| d["kind"] == "DestinationRule" && d["spec"]["host"] == host)
+            .unwrap_or_else(|| panic!("no DestinationRule for {host}"));
+        let tls = &dr["spec"]["trafficPolicy"]["portLevelSettings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"]["number"].as_u64() == Some(port))
+            .unwrap_or_else(|| panic!("{host}: no TLS settings for port {port}"))["tls"];
+        assert_eq!(tls["mode"], "SIMPLE", "{host}");
+        assert_eq!(tls["sni"], host, "{host}");
+        assert_eq!(tls["subjectAltNames"], serde_json::json!([host]), "{host}");
+        assert!(tls.get("insecureSkipVerify").is_none(), "{host}");
+    }
+    // The selector matches the gateway the README installs: Istio's Helm chart labels its pods
+    // `istio: <release name without "istio-">` (manifests/charts/gateway/templates/_helpers.tpl).
+    let readme = std::fs::read_to_string(examples().join("istio/README.md")).unwrap();
+    let install = readme
+        .lines()
+        .find(|l| l.contains("helm install") && l.contains("istio/gateway"))
+        .expect("the README names the gateway install");
+    let words: Vec<&str> = install.split_whitespace().collect();
+    let release = words[words.iter().position(|w| *w == "install").unwrap() + 1];
+    let namespace = words[words.iter().position(|w| *w == "-n").unwrap() + 1];
+    assert_eq!(
+        plugin["spec"]["selector"]["matchLabels"]["istio"],
+        release.trim_start_matches("istio-"),
+        "{install}"
+    );
+    assert_eq!(plugin["metadata"]["namespace"], namespace);
+    // The agent the snapshot comes from is in the example, where the cluster name points.
+    let (port, host) = istio_cluster(config["entitlements_cluster"].as_str().unwrap());
+    let agent = yaml_docs(&examples().join("istio/agent.yaml"));
+    let svc = agent.iter().find(|d| d["kind"] == "Service").unwrap();
+    let fqdn = format!(
+        "{}.{}.svc.cluster.local",
+        svc["metadata"]["name"].as_str().unwrap(),
+        svc["metadata"]["namespace"].as_str().unwrap()
+    );
+    assert_eq!(host, fqdn);
+    assert!(svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["port"].as_u64() == Some(port)));
+    let url = config["entitlements_url"].as_str().unwrap();
+    assert!(url.contains(&format!("//{fqdn}:{port}/")), "{url}");
+    let deploy = agent.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(
+        deploy["spec"]["template"]["metadata"]["labels"], svc["spec"]["selector"],
+        "the Service selects the agent's pods"
+    );
+    // The agent's flags are ones aforo-agent accepts.
+    let args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap();
+    for a in args
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|a| a.starts_with("--"))
+    {
+        let name = a.trim_start_matches("--").replace('-', "_");
+        let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "aforo-agent has no {a}"
         );
     }
+    // The key reaches the gateway's proxy container, whose name the Helm chart gives it.
+    let env = yaml_docs(&examples().join("istio/gateway-env.yaml"));
+    assert_eq!(env[0]["metadata"]["name"], release);
+    assert_eq!(env[0]["metadata"]["namespace"], namespace);
+}
+
+/// `outbound|<port>||<host>` → (port, host).
+fn istio_cluster(name: &str) -> (u64, &str) {
+    let parts: Vec<&str> = name.split('|').collect();
+    assert_eq!(
+        (parts.len(), parts[0], parts[2]),
+        (4, "outbound", ""),
+        "{name}"
+    );
+    (parts[1].parse().unwrap(), parts[3])
 }
 
 #[test]
@@ -272,4 +365,207 @@ fn kongs_meta_json_lists_exactly_the_options_the_filter_accepts() {
         };
         assert_eq!(t, expected, "{}", o.name);
     }
+}
+
+/// Renders `kong.conf` the way each Kong line the example claims (3.7, 3.8, 3.9) does, from
+/// the facts read in Kong's and ngx_wasm_module's source (`kong/ngx_wasm_facts.json`): every
+/// key is one Kong knows and every rendered directive is one ngx_wasm_module has in that block,
+/// so nginx starts.
+#[test]
+fn kong_conf_renders_only_directives_that_kong_3_7_to_3_9_have() {
+    let facts: Value = serde_json::from_slice(
+        &std::fs::read(examples().join("kong/ngx_wasm_facts.json")).unwrap(),
+    )
+    .unwrap();
+    let conf = std::fs::read_to_string(examples().join("kong/kong.conf")).unwrap();
+    let lines: Vec<(String, String)> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not key = value: {l}"));
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    let prefixes: Vec<&str> = facts["rendering"]["wasm_prefixes_in_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let versions = facts["kong"].as_object().unwrap();
+    assert_eq!(versions.keys().collect::<Vec<_>>(), ["3.7", "3.8", "3.9"]);
+    for (version, f) in versions {
+        let has = |block: &str, d: &str| {
+            f["directives"][block]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == d)
+        };
+        let mut rendered = Vec::new();
+        for (k, v) in &lines {
+            if let Some(d) = k.strip_prefix("nginx_http_") {
+                assert!(has("http", d), "Kong {version}: {k} renders `{d} {v};` in http {{}}, which ngx_wasm_module {} does not have", f["ngx_wasm_module"]);
+                rendered.push(format!("http {{ {d} {v}; }}"));
+            } else if k.starts_with("nginx_wasm_") {
+                let prefix = prefixes.iter().find(|p| k.starts_with(**p)).unwrap();
+                let rest = &k[prefix.len()..];
+                let directive = match *prefix {
+                    "nginx_wasm_shm_kv_" => format!("shm_kv {rest} {v}"),
+                    "nginx_wasm_" if rest == "shm_kv" => format!("shm_kv * {v}"),
+                    "nginx_wasm_" => format!("{rest} {v}"),
+                    other => panic!("{k}: runtime block {other} is not used by the example"),
+                };
+                let name = directive.split(' ').next().unwrap();
+                assert!(has("wasm", name), "Kong {version}: {k} renders `{directive};` in wasm {{}}, which ngx_wasm_module does not have");
+                rendered.push(format!("wasm {{ {directive}; }}"));
+            } else {
+                assert!(
+                    f["kong_keys"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|x| x == k.as_str()),
+                    "Kong {version} has no property {k}"
+                );
+            }
+        }
+        // The filter's counter keys (`aforo:q:…`, no '/') resolve to the '*' zone: it must
+        // be declared, or every shared-data call traps.
+        assert!(
+            rendered.iter().any(|r| r.starts_with("wasm { shm_kv * ")),
+            "Kong {version}: no `shm_kv *` zone: {rendered:?}"
+        );
+        // Where Kong turns the Lua resolver off, dispatches would ignore dns_resolver.
+        if f["proxy_wasm_lua_resolver_default"] == "off"
+            && lines.iter().any(|(k, _)| k == "dns_resolver")
+        {
+            assert!(
+                lines.iter().any(|(k, v)| k == "nginx_http_proxy_wasm_lua_resolver" && v == "on"),
+                "Kong {version}: dns_resolver does not apply to Wasm dispatches unless proxy_wasm_lua_resolver is on"
+            );
+        }
+    }
+    // The filter's shared-data keys really have no '/' (else they would name another zone).
+    let key =
+        aforo_core::entitlement::quota_key(aforo_core::Environment::Sandbox, "cust_a", "search");
+    assert!(key.starts_with("aforo:") && !key.contains('/'), "{key}");
+}
+
+/// `render-implementation.sh` with a `base64` that takes no options (macOS's has no `-w`): the
+/// extension it writes carries the module's exact bytes on one line.
+#[test]
+fn the_mulesoft_renderer_runs_with_a_base64_that_takes_no_options() {
+    let dir = std::env::temp_dir().join(format!("aforo-mulesoft-{}", std::process::id()));
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let shim = bin.join("base64");
+    let real = ["/usr/bin/base64", "/bin/base64"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
+    std::fs::write(
+        &shim,
+        format!("#!/bin/sh\n[ $# -eq 0 ] || {{ echo \"base64: invalid option -- $1\" >&2; exit 64; }}\nexec {real}\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let module = dir.join("m.wasm");
+    let bytes: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&module, &bytes).unwrap();
+    let script_dir = dir.join("mulesoft");
+    std::fs::create_dir_all(&script_dir).unwrap();
+    std::fs::copy(
+        examples().join("mulesoft/render-implementation.sh"),
+        script_dir.join("render-implementation.sh"),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("bash")
+        .arg(script_dir.join("render-implementation.sh"))
+        .arg(&module)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = std::fs::read_to_string(script_dir.join("aforo-implementation.yaml")).unwrap();
+    let line = yaml.lines().find(|l| l.contains("base64://")).unwrap();
+    let b64 = line.split("base64://").nth(1).unwrap().trim();
+    let decoded = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s '{b64}' | {real} -d"))
+        .output()
+        .unwrap();
+    assert_eq!(decoded.stdout, bytes, "the module, byte for byte");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// AWS's own linter passes on the SAM template (scripts/setup.sh installs cfn-lint).
+#[test]
+fn cfn_lint_passes_on_the_aws_template() {
+    let lint = std::env::var("AFORO_CFN_LINT").unwrap_or_else(|_| {
+        let venv = aforo_host_tests::envoy::envoy_binary()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("cfn-lint")));
+        venv.filter(|p| p.exists())
+            .map_or_else(|| "cfn-lint".to_string(), |p| p.display().to_string())
+    });
+    let template = examples().join("aws/template.json");
+    let out = std::process::Command::new(&lint)
+        .arg(&template)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{lint}: {e} (scripts/setup.sh installs cfn-lint into its venv)")
+        });
+    assert!(
+        out.status.success(),
+        "cfn-lint {}:\n{}{}",
+        template.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The template itself: no key in any environment, a current runtime, no reservation by
+    // default.
+    let t: Value = serde_json::from_slice(&std::fs::read(&template).unwrap()).unwrap();
+    let text = t.to_string();
+    assert!(
+        !text.contains("\"AFORO_API_KEY\""),
+        "the key is never an environment variable"
+    );
+    assert_eq!(t["Globals"]["Function"]["Runtime"], "nodejs22.x");
+    assert_eq!(t["Parameters"]["UsageReservedConcurrency"]["Default"], 0);
+    let usage = &t["Resources"]["AforoUsageFunction"]["Properties"];
+    assert_eq!(
+        usage["ReservedConcurrentExecutions"]["Fn::If"][2],
+        serde_json::json!({"Ref": "AWS::NoValue"})
+    );
+    for f in ["AforoAuthorizerFunction", "AforoUsageFunction"] {
+        let p = &t["Resources"][f]["Properties"];
+        assert_eq!(
+            p["Environment"]["Variables"]["AFORO_API_KEY_SECRET_ARN"],
+            serde_json::json!({"Ref": "AforoApiKeySecretArn"}),
+            "{f}"
+        );
+        assert!(
+            p["Policies"]
+                .to_string()
+                .contains("AWSSecretsManagerGetSecretValuePolicy"),
+            "{f}"
+        );
+    }
+    assert!(t["Resources"]["SearchFunction"]["Properties"]
+        .get("Environment")
+        .is_none());
 }
