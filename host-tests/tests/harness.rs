@@ -114,7 +114,10 @@ fn on_kong_the_filter_dispatches_to_host_and_port_even_when_told_cluster() {
         let r = run(&k).unwrap();
         assert_eq!(r.requests.by_decision["allowed"], 40);
         assert_eq!(r.events.delivered, 40, "{:?}", r.events);
-        assert_eq!(r.stored, reference.stored, "the same events as with dispatch: authority");
+        assert_eq!(
+            r.stored, reference.stored,
+            "the same events as with dispatch: authority"
+        );
         let named_fix = r
             .logs
             .iter()

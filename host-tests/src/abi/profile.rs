@@ -5,7 +5,7 @@
 pub enum Profile {
     /// Envoy (and Istio, MuleSoft Flex): clusters, `cas = 0` overwrites, `None` stores empty.
     Envoy,
-    /// Kong 3.4–3.9 (ngx_wasm_module): `host:port` dispatch, `cas = 0` means "must not exist",
+    /// Kong with proxy-wasm (ngx_wasm_module; the example runs on 3.7–3.9): `host:port` dispatch, `cas = 0` means "must not exist",
     /// `None` deletes, CRC32 key identity, NYI functions trap, dispatch only in some phases.
     Kong,
 }
