@@ -7,7 +7,7 @@ use crate::counters::ImportedCounters;
 use crate::Component;
 use aforo_core::entitlement::Snapshot;
 use aforo_core::event::encode_v1;
-use aforo_core::policy::{build_event, can_access, AccessQuery, MeterQuery};
+use aforo_core::policy::{build_event, can_access, event_as_given, AccessQuery, MeterQuery};
 use aforo_core::{Environment, Timestamp};
 use std::cell::RefCell;
 
@@ -65,15 +65,23 @@ impl Guest for Component {
             environment: &req.environment,
             now: Timestamp::from_unix_nanos(req.now_ns),
         };
-        let event = build_event(&q).map_err(|r| Rejection {
-            code: r.code,
-            field: r.field,
-            message: r.message,
-        })?;
-        String::from_utf8(encode_v1(&event)).map_err(|_| Rejection {
-            code: "invalid_field".into(),
-            field: None,
-            message: "the event is not UTF-8".into(),
+        let refused = |code: String, field: Option<String>, message: String| {
+            let (event_id, event_json) = event_as_given(&q);
+            Rejection {
+                code,
+                field,
+                message,
+                event_id,
+                event_json,
+            }
+        };
+        let event = build_event(&q).map_err(|r| refused(r.code, r.field, r.message))?;
+        String::from_utf8(encode_v1(&event)).map_err(|_| {
+            refused(
+                "invalid_field".into(),
+                None,
+                "the event is not UTF-8".into(),
+            )
         })
     }
 }

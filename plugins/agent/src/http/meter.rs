@@ -6,7 +6,6 @@ use crate::component::MeterRequest;
 use crate::keys;
 use crate::store::{DeadLetter, DeadLetterOrigin, NewEvent};
 use aforo_core::event::parse_wire_event;
-use aforo_core::policy::{event_as_given, MeterQuery};
 use aforo_core::strict_json::ObjReader;
 use aforo_core::Environment;
 use axum::body::Body;
@@ -130,30 +129,18 @@ pub async fn meter(
         Ok(b) => b,
         Err(rej) => {
             let detail = format!("{}: {}", rej.field.clone().unwrap_or_default(), rej.message);
-            // Kept whole, with the id it would have had, so a replay stores it once the reason
-            // has cleared (and counts it once).
-            let (id, given) = event_as_given(&MeterQuery {
-                tenant_id: &req.tenant_id,
-                metric_key: &req.metric_key,
-                quantity: &req.quantity,
-                properties_json: req.properties_json.as_deref(),
-                id: req.id.as_deref(),
-                request_id: req.request_id.as_deref(),
-                timestamp: req.timestamp.as_deref(),
-                product_id: &req.product_id,
-                environment: &req.environment,
-                now: t,
-            });
+            // Kept whole (as the component rendered it), with the id it would have had, so a
+            // replay stores it once the reason has cleared, and counts it once.
             let reason = format!("rejected:{}", rej.code);
             app.stores
                 .dead_letter(
                     env,
                     &DeadLetter {
-                        event_id: &id,
+                        event_id: &rej.event_id,
                         origin: DeadLetterOrigin::Refused,
                         reason: &reason,
                         detail: &detail,
-                        body: &given,
+                        body: &rej.event_json,
                     },
                     t,
                 )
@@ -161,7 +148,7 @@ pub async fn meter(
             app.metrics.event_rejected(env, &rej.code);
             return Ok(json(
                 202,
-                &json!({"accepted": 0, "duplicates": 0, "rejected": [{"id": req.id, "code": rej.code, "field": rej.field, "message": rej.message}], "flagged": []}),
+                &json!({"accepted": 0, "duplicates": 0, "rejected": [{"id": (!rej.event_id.is_empty()).then_some(&rej.event_id), "code": rej.code, "field": rej.field, "message": rej.message}], "flagged": []}),
             ));
         }
     };
