@@ -764,3 +764,54 @@ fn a_replay_keeps_every_dead_letter_it_cannot_store_and_stores_the_rest_once() {
     let r = a.call("POST", "/v1/dead-letters/replay", SANDBOX, &json!({}));
     assert_eq!(body(&r)["stored"], 0);
 }
+
+#[test]
+fn events_the_upstream_refused_are_requeued_by_a_replay_and_delivered_once() {
+    use aforo_host_tests::servers::IngestServer;
+    let ingest = IngestServer::start(None).unwrap();
+    // Every other event of a batch refused by the upstream.
+    ingest.set_faults("0s-10m:partial").unwrap();
+    let a = Agent::start(
+        "dl-upstream",
+        &catalog(),
+        &[
+            "--upstream-url",
+            &format!("http://127.0.0.1:{}", ingest.port()),
+            "--upstream-sandbox-key",
+            "sk_test_upstream_of_the_agent",
+            "--flush-interval-ms",
+            "50",
+        ],
+    );
+    let batch: Vec<_> = (0..4)
+        .map(|i| ev(&format!("up-{i}"), "acme", 1, "sandbox"))
+        .collect();
+    let r = a.call("POST", "/v1/events", SANDBOX, &json!({"events": batch}));
+    assert_eq!(body(&r)["accepted"], 4);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while dead_letters(&a).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", a.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let dl = dead_letters(&a);
+    assert!(dl.iter().all(|d| d["origin"] == "upstream"), "{dl:?}");
+    assert_eq!(ingest.stored().len(), 2);
+    // The upstream takes everything again; the replay re-queues what this agent holds.
+    ingest.set_faults("").unwrap();
+    let r = a.call("POST", "/v1/dead-letters/replay", SANDBOX, &json!({}));
+    let b = body(&r);
+    assert_eq!(
+        (
+            b["replayed"].as_u64(),
+            b["stored"].as_u64(),
+            b["requeued"].as_u64()
+        ),
+        (Some(2), Some(2), Some(2)),
+        "{b}"
+    );
+    assert_eq!(ingest.wait_for(4, std::time::Duration::from_secs(20)), 4);
+    let mut ids: Vec<String> = ingest.stored().into_iter().map(|e| e.id).collect();
+    ids.sort();
+    assert_eq!(ids, ["up-0", "up-1", "up-2", "up-3"], "each once");
+    assert!(dead_letters(&a).is_empty());
+}

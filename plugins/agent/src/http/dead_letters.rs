@@ -100,6 +100,18 @@ pub async fn replay(
     let (mut fresh, mut fresh_seqs) = (Vec::new(), Vec::new());
     let mut requeued = 0u64;
     for d in &taken {
+        // Held here and refused (or never taken) upstream: the stored copy goes upstream again,
+        // and the upstream judges it. The body may be in the upstream's format (CloudEvents).
+        if d.origin == DeadLetterOrigin::Upstream
+            && app
+                .stores
+                .has_event(env, &d.event_id)
+                .map_err(ApiError::unavailable)?
+        {
+            requeued += 1;
+            outcomes.push((d.seq, ReplayOutcome::Requeued(d.event_id.clone())));
+            continue;
+        }
         let event = serde_json::value::RawValue::from_string(d.body.clone())
             .map_err(|e| e.to_string())
             .and_then(|raw| parse_wire_event(&raw).map_err(|e| e.rejection.to_string()));
@@ -120,21 +132,11 @@ pub async fn replay(
                 outcomes.push((d.seq, ReplayOutcome::Refused(reason, detail)));
             }
             Ok(e) => {
-                let held = d.origin == DeadLetterOrigin::Upstream
-                    && app
-                        .stores
-                        .has_event(env, &e.id)
-                        .map_err(ApiError::unavailable)?;
-                if held {
-                    requeued += 1;
-                    outcomes.push((d.seq, ReplayOutcome::Requeued(e.id)));
-                } else {
-                    fresh_seqs.push(d.seq);
-                    fresh.push(NewEvent {
-                        body: String::from_utf8_lossy(&encode_v1(&e)).into_owned(),
-                        event: e,
-                    });
-                }
+                fresh_seqs.push(d.seq);
+                fresh.push(NewEvent {
+                    body: String::from_utf8_lossy(&encode_v1(&e)).into_owned(),
+                    event: e,
+                });
             }
         }
     }
