@@ -282,6 +282,18 @@ fn only_own_customer(example: &str, agent: &Agent, outcomes: &[(Vec<u8>, Outcome
     );
 }
 
+/// Each hostile value through a gateway, with what its client got.
+fn hostile_outcomes(mut run: impl FnMut(&GatewayRequest) -> Outcome) -> Vec<(Vec<u8>, Outcome)> {
+    hostile_values()
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let o = run(&hostile_request(i, &v));
+            (v, o)
+        })
+        .collect()
+}
+
 fn hostile_request(i: usize, value: &[u8]) -> GatewayRequest {
     GatewayRequest {
         headers: vec![("x-api-key".to_string(), latin1(value))],
@@ -299,14 +311,7 @@ fn a_header_value_never_names_another_customer_through_the_apigee_flows() {
         &agent.addr(),
         SANDBOX,
     );
-    let outcomes: Vec<(Vec<u8>, Outcome)> = hostile_values()
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let o = apigee.run(&hostile_request(i, &v));
-            (v, o)
-        })
-        .collect();
+    let outcomes = hostile_outcomes(|r| apigee.run(r));
     only_own_customer("Apigee", &agent, &outcomes);
     // Every canAccess body the flow built is JSON whose apiKey is the header's text, whole.
     for c in apigee.calls.iter().filter(|c| c.path == "/v1/canAccess") {
@@ -324,14 +329,7 @@ fn a_header_value_never_names_another_customer_through_the_apim_fragments() {
         &agent.addr(),
         SANDBOX,
     );
-    let outcomes: Vec<(Vec<u8>, Outcome)> = hostile_values()
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let o = apim.run(&hostile_request(i, &v), None);
-            (v, o)
-        })
-        .collect();
+    let outcomes = hostile_outcomes(|r| apim.run(r, None));
     only_own_customer("APIM", &agent, &outcomes);
 }
 

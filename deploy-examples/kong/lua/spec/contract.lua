@@ -6,7 +6,7 @@ package.path = here .. "/?.lua;" .. here .. "/spec/?.lua;" .. package.path
 
 local cjson = require "cjson.safe"
 local shim = require "pdk_shim"
-local schema = require "kong.plugins.aforo.schema"
+local with_defaults = require "conf"
 local handler = require "kong.plugins.aforo.handler"
 
 local table_path, agent_url, gateway_key = arg[1], arg[2], arg[3]
@@ -16,13 +16,7 @@ local decision_table = assert(cjson.decode(f:read("*a")))
 f:close()
 
 -- The plugin's configuration with the schema's defaults, as Kong would hand it over.
-local conf = { agent_url = agent_url, gateway_key = gateway_key, customer_header = "x-customer-id" }
-for _, field in ipairs(schema.fields[2].config.fields) do
-  local name, def = next(field)
-  if conf[name] == nil and def.default ~= nil then
-    conf[name] = def.default
-  end
-end
+local conf = with_defaults({ agent_url = agent_url, gateway_key = gateway_key, customer_header = "x-customer-id" })
 
 local outcomes = {}
 for i, case in ipairs(decision_table.cases) do

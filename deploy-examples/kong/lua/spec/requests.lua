@@ -9,7 +9,7 @@ package.path = here .. "/?.lua;" .. here .. "/spec/?.lua;" .. package.path
 
 local cjson = require "cjson.safe"
 local shim = require "pdk_shim"
-local schema = require "kong.plugins.aforo.schema"
+local with_defaults = require "conf"
 local handler = require "kong.plugins.aforo.handler"
 
 local path, agent_url, gateway_key = arg[1], arg[2], arg[3]
@@ -22,12 +22,7 @@ local conf = { agent_url = agent_url, gateway_key = gateway_key }
 for k, v in pairs(input.conf or {}) do
   conf[k] = v
 end
-for _, field in ipairs(schema.fields[2].config.fields) do
-  local name, def = next(field)
-  if conf[name] == nil and def.default ~= nil then
-    conf[name] = def.default
-  end
-end
+conf = with_defaults(conf)
 
 local function unhex(s)
   return (s:gsub("..", function(h)
