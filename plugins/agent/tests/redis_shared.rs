@@ -432,9 +432,24 @@ fn redis_stopped_for_30_s_loses_nothing_and_counts_nothing_twice() {
     send(Instant::now() + Duration::from_secs(2), &mut admitted);
     let before = admitted;
 
-    // Give the last flushes time to reach Redis, then note the count it must keep.
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait until every event so far is claimed in Redis, then note the count it must keep.
+    // (Not a fixed pause: on a loaded machine the last flush and its claim can take longer than
+    // the 500 ms once waited here; a claim landing after the count was read makes the restart
+    // check below see more than "kept".)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while globex_used(&redis) < before as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "claimed {} of {before}",
+            globex_used(&redis)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let kept = globex_used(&redis);
+    assert_eq!(
+        kept, before as u64,
+        "every admitted request is one claimed event"
+    );
     redis.stop();
     let outage = Instant::now();
     // During the outage: traffic goes on (the filters decide on their snapshots and count
@@ -462,10 +477,14 @@ fn redis_stopped_for_30_s_loses_nothing_and_counts_nothing_twice() {
         ) > 0
     );
     redis.restart();
-    assert_eq!(
-        globex_used(&redis),
-        kept,
-        "Redis kept its counters across the restart"
+    // Redis kept its counters across the restart. At least `kept`, not exactly: the agents'
+    // reconcilers may already be claiming what waited by the time this reads (that race failed
+    // this check in CI: 328 read for 40 kept, every waiting event already claimed). That the
+    // kept counts were not lost is proved exactly below: the final counter is every event once.
+    let after_restart = globex_used(&redis);
+    assert!(
+        after_restart >= kept,
+        "Redis lost counters across the restart: {after_restart} < {kept}"
     );
 
     send(Instant::now() + Duration::from_secs(3), &mut admitted);
