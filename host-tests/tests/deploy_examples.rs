@@ -569,3 +569,67 @@ fn cfn_lint_passes_on_the_aws_template() {
         .get("Environment")
         .is_none());
 }
+
+/// Every cluster that reaches an ingest over TLS verifies it: a trusted CA and the ingest's name
+/// (without a validation_context Envoy does not verify the server, and the gateway key goes to
+/// whoever answers); the edge example takes the client's address from the connection.
+#[test]
+fn every_envoy_tls_cluster_verifies_the_ingest_and_the_edge_uses_the_remote_address() {
+    fn walk<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+        match v {
+            Value::Object(m) => {
+                if m.get("@type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.ends_with(".UpstreamTlsContext"))
+                {
+                    out.push(v);
+                }
+                m.values().for_each(|x| walk(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut seen = 0;
+    for p in files("yaml").into_iter().filter(|p| {
+        p.starts_with(examples().join("envoy")) || p.starts_with(examples().join("multi-node"))
+    }) {
+        for doc in yaml_docs(&p) {
+            let mut tls = Vec::new();
+            walk(&doc, &mut tls);
+            for t in tls {
+                seen += 1;
+                let sni = t["sni"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{}: no sni", p.display()));
+                let v = &t["common_tls_context"]["validation_context"];
+                assert!(
+                    v["trusted_ca"]["filename"].as_str().is_some(),
+                    "{}: {sni}: no trusted_ca",
+                    p.display()
+                );
+                let sans = v["match_typed_subject_alt_names"]
+                    .as_array()
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{}: {sni}: the certificate's name is not checked",
+                            p.display()
+                        )
+                    });
+                assert!(
+                    sans.iter()
+                        .any(|s| s["san_type"] == "DNS" && s["matcher"]["exact"] == sni),
+                    "{}: {sni}: {sans:?}",
+                    p.display()
+                );
+            }
+        }
+    }
+    assert!(seen >= 2, "the ingest clusters of envoy.yaml");
+    let edge = yaml_docs(&examples().join("envoy/envoy.yaml"));
+    let text = edge[0].to_string();
+    assert!(
+        text.contains(r#""use_remote_address":true"#),
+        "envoy.yaml is the edge"
+    );
+}
