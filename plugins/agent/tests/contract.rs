@@ -333,35 +333,15 @@ fn a_header_value_never_names_another_customer_through_the_apim_fragments() {
     only_own_customer("APIM", &agent, &outcomes);
 }
 
-/// Runs requests through the real Kong plugin (`spec/requests.lua`); header values are bytes.
+/// Runs requests through the real Kong plugin; header values are bytes (hex).
 fn kong_requests(agent: &Agent, conf: Value, requests: Vec<Value>) -> Value {
-    policies::kong::luajit_ready().unwrap_or_else(|e| panic!("LuaJIT: {e}"));
-    let dir = common::temp_dir("kong-requests");
-    let file = dir.join("requests.json");
-    std::fs::write(
-        &file,
-        serde_json::json!({"conf": conf, "requests": requests}).to_string(),
+    policies::kong::run_requests(
+        &repo_root().join("deploy-examples/kong"),
+        &agent.url(),
+        SANDBOX,
+        conf,
+        requests,
     )
-    .unwrap();
-    let out = std::process::Command::new("luajit")
-        .arg(repo_root().join("deploy-examples/kong/lua/spec/requests.lua"))
-        .arg(&file)
-        .arg(agent.url())
-        .arg(SANDBOX)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "requests.lua: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "requests.lua printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
 }
 
 fn hex(b: &[u8]) -> String {
