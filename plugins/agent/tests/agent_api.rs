@@ -588,6 +588,13 @@ fn only_keys_trusted_to_name_customers_may_and_an_empty_key_is_no_key() {
             String::from_utf8_lossy(&r.body)
         );
     }
+    // The refusals are counted like any decision.
+    let m = a.call("GET", "/metrics", SANDBOX, &serde_json::Value::Null);
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains("aforo_agent_decisions_total{decision=\"tenant_not_allowed\"} 3"),
+        "{text}"
+    );
     // Nothing above was billed.
     let usage = a.call(
         "GET",

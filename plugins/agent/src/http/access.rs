@@ -69,7 +69,8 @@ pub async fn can_access(
         &key,
         r.string("apiKey").map_err(bad)?,
         r.string("tenantId").map_err(bad)?,
-    )?;
+    )
+    .inspect_err(|e| app.metrics.decision(e.code, started.elapsed()))?;
     let req = AccessRequest {
         tenant_id,
         api_key,
