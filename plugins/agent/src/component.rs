@@ -2,7 +2,7 @@
 //! call under a fuel budget and an epoch deadline, so a misbehaving module traps instead of
 //! hanging the agent. The component reads and writes the agent's counters through its import.
 
-use crate::counters::SharedCounters;
+use crate::counters::{Served, SharedCounters};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +21,8 @@ struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     counters: SharedCounters,
+    /// Whether a counter operation of the current call was answered by the local fallback.
+    fell_back: bool,
 }
 
 impl WasiView for State {
@@ -34,11 +36,15 @@ impl WasiView for State {
 
 impl aforo::metering::counters::Host for State {
     fn read(&mut self, key: String) -> Option<(Vec<u8>, u32)> {
-        self.counters.read(&key)
+        let (v, served) = self.counters.read_served(&key);
+        self.fell_back |= served == Served::Fallback;
+        v
     }
 
     fn write(&mut self, key: String, value: Vec<u8>, cas: u32) -> bool {
-        self.counters.write(&key, &value, cas).is_ok()
+        let (r, served) = self.counters.write_served(&key, &value, cas);
+        self.fell_back |= served == Served::Fallback;
+        r.is_ok()
     }
 }
 
@@ -58,6 +64,14 @@ pub struct PolicyHost {
     deadline_ticks: u64,
     counters: SharedCounters,
     snapshot: Mutex<(u64, Arc<String>)>,
+}
+
+/// A decision, and where its counters came from.
+pub struct Decided {
+    /// The component's answer.
+    pub decision: AccessDecision,
+    /// Made on the local copy of the shared counters (Redis unreachable).
+    pub on_fallback: bool,
 }
 
 /// A component failure: it could not be loaded, or a call trapped.
@@ -156,6 +170,7 @@ impl PolicyHost {
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
             counters: self.counters.clone(),
+            fell_back: false,
         };
         let mut store = Store::new(&self.engine, state);
         store.set_fuel(self.fuel).map_err(e)?;
@@ -204,12 +219,19 @@ impl PolicyHost {
         Ok(out)
     }
 
-    /// `can-access`.
-    pub fn can_access(&self, req: &AccessRequest) -> Result<AccessDecision, ComponentError> {
+    /// `can-access`, and whether the decision was made on the local fallback of the shared
+    /// counters (Redis unreachable).
+    pub fn can_access(&self, req: &AccessRequest) -> Result<Decided, ComponentError> {
         self.with(|i| {
-            i.bindings
+            i.store.data_mut().fell_back = false;
+            let decision = i
+                .bindings
                 .aforo_metering_policy()
-                .call_can_access(&mut i.store, req)
+                .call_can_access(&mut i.store, req)?;
+            Ok(Decided {
+                decision,
+                on_fallback: i.store.data().fell_back,
+            })
         })
     }
 

@@ -5,13 +5,39 @@ use aforo_core::entitlement::{CounterBackend, MemoryCounters};
 use aforo_core::host::SharedSetError;
 use std::sync::{Arc, Mutex};
 
+/// Who answered a counter operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// The counter store itself (this process's, or Redis).
+    Store,
+    /// The local copy standing in for an unreachable Redis (`failure_mode = closed` refuses
+    /// decisions made on it).
+    Fallback,
+}
+
 /// A thread-safe counter store with the compare-and-swap contract of the component's
 /// `counters` import.
 pub trait SyncCounters: Send + Sync {
+    /// The value under `key` and its CAS token, and who answered.
+    fn read_served(&self, key: &str) -> (Option<(Vec<u8>, u32)>, Served);
+    /// Writes `value` when the token still matches (0 for a key read as absent), and who
+    /// answered.
+    fn write_served(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: u32,
+    ) -> (Result<(), SharedSetError>, Served);
+
     /// The value under `key` and its CAS token.
-    fn read(&self, key: &str) -> Option<(Vec<u8>, u32)>;
-    /// Writes `value` when the token still matches (0 for a key read as absent).
-    fn write(&self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError>;
+    fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.read_served(key).0
+    }
+
+    /// Writes `value` when the token still matches.
+    fn write(&self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
+        self.write_served(key, value, cas).0
+    }
 }
 
 /// The counter store every part of the agent holds.
@@ -55,14 +81,20 @@ impl LocalCounters {
 }
 
 impl SyncCounters for LocalCounters {
-    fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.0.lock().ok().and_then(|m| m.read(key))
+    fn read_served(&self, key: &str) -> (Option<(Vec<u8>, u32)>, Served) {
+        (self.0.lock().ok().and_then(|m| m.read(key)), Served::Store)
     }
-    fn write(&self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
-        match self.0.lock() {
+    fn write_served(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: u32,
+    ) -> (Result<(), SharedSetError>, Served) {
+        let r = match self.0.lock() {
             Ok(mut m) => m.write(key, value, cas),
             Err(_) => Err(SharedSetError::Unavailable("counter lock poisoned".into())),
-        }
+        };
+        (r, Served::Store)
     }
 }
 

@@ -3,8 +3,8 @@
 //! `Retry-After`, per-event outcomes), and the durable flags in the store so a restart resends
 //! exactly what was not acknowledged (the upstream deduplicates by id).
 
+use crate::app::App;
 use crate::config::AgentConfig;
-use crate::http::{now, App};
 use crate::store::{DeadLetter, DeadLetterOrigin};
 use aforo_core::delivery::{CallOutcome, Delivery, DeliveryConfig};
 use aforo_core::Environment;
@@ -68,7 +68,7 @@ fn run(
         .new_agent();
     let mut last_seq = 0i64;
     loop {
-        let t = now();
+        let t = app.now();
         // Refill from the store while there is room.
         let held = d.counters().buffered as usize;
         if held < room {
@@ -105,7 +105,7 @@ fn run(
                 }
                 Err(_) => CallOutcome::Failed,
             };
-            let report = d.on_response(outcome, now());
+            let report = d.on_response(outcome, app.now());
             if report.retry_in_ms.is_none() {
                 // Settled: everything not rejected or dead-lettered was delivered.
                 let bad: Vec<&String> = report
@@ -138,7 +138,7 @@ fn run(
                         detail: "the upstream ingest refused it or did not take it in time",
                         body: &body,
                     },
-                    now(),
+                    app.now(),
                 );
                 let _ = app.stores.mark(env, std::slice::from_ref(&dl.id), 2);
                 app.metrics.forward_dead[env.index()].fetch_add(1, Ordering::Relaxed);
@@ -151,7 +151,7 @@ fn run(
         // Sleep until the next deadline or until new events are stored.
         let wait = d
             .next_deadline()
-            .map(|dl| dl.millis_since(now()).clamp(1, 1_000) as u64)
+            .map(|dl| dl.millis_since(app.now()).clamp(1, 1_000) as u64)
             .unwrap_or(1_000);
         let (lock, cv) = &*wake;
         if let Ok(mut flag) = lock.lock() {

@@ -2,23 +2,26 @@
 //! Management, Kong 3.10+), the local ingest proxy-wasm filters can send to, and the sandbox
 //! ledger (events kept, deduplicated and rated locally when no upstream is configured).
 
+mod app;
 mod catalog;
+mod clock;
 mod component;
 mod config;
 mod counters;
 mod forwarder;
 mod http;
+mod ingest;
 mod keys;
 mod metrics;
 mod node_id;
 mod reconcile;
 mod redis_state;
+mod replay;
 mod store;
 mod usage;
 
 use aforo_core::Environment;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 const USAGE: &str = "usage: aforo-agent [--config agent.json] [--listen 127.0.0.1:8787] [--data-dir DIR]
@@ -103,6 +106,7 @@ async fn serve(
     component_path: std::path::PathBuf,
 ) -> Result<(), String> {
     let catalog = Arc::new(RwLock::new(catalog));
+    let clock: clock::SharedClock = Arc::new(clock::SystemClock);
     let backend = match &config.state {
         config::StateBackend::Embedded => {
             usage::Backend::Embedded(Arc::new(counters::LocalCounters::default()))
@@ -127,19 +131,21 @@ async fn serve(
                 link.display
             );
             usage::Backend::Redis {
-                counters: Arc::new(redis_state::counters::RedisCounters::new(link.clone())),
+                counters: Arc::new(redis_state::counters::RedisCounters::new(
+                    link.clone(),
+                    clock.clone(),
+                )),
                 link,
             }
         }
     };
     let shared = matches!(backend, usage::Backend::Redis { .. });
     let usage = Arc::new(usage::Usage::new(catalog.clone(), backend));
-    let u = usage.clone();
-    let on_stored: store::OnStored =
-        Arc::new(move |env, events| u.record(env, events, http::now()));
+    let (u, c) = (usage.clone(), clock.clone());
+    let on_stored: store::OnStored = Arc::new(move |env, events| u.record(env, events, c.now()));
     let stores = store::Stores::open(&config.data_dir, &Environment::ALL, shared, on_stored)
         .map_err(|e| e.to_string())?;
-    let t = http::now();
+    let t = clock.now();
     for env in Environment::ALL {
         let purged = stores.purge(env, t).map_err(|e| e.to_string())?;
         if purged > 0 {
@@ -169,17 +175,16 @@ async fn serve(
     )
     .map_err(|e| e.to_string())?;
     let wake = Arc::new((Mutex::new(false), Condvar::new()));
-    let app = Arc::new(http::App {
-        forward_wake: config.upstream.as_ref().map(|_| wake.clone()),
+    let forward_wake = config.upstream.as_ref().map(|_| wake.clone());
+    let app = Arc::new(app::App::new(
         config,
         stores,
         usage,
         catalog,
         policy,
-        metrics: metrics::Metrics::default(),
-        limits: Mutex::new(Default::default()),
-        control_version: AtomicU64::new(0),
-    });
+        clock,
+        forward_wake,
+    ));
     app.refresh_policy_snapshot()?;
     forwarder::start(app.clone(), wake);
     reconcile::start(app.clone());

@@ -4,7 +4,7 @@
 //! oldest first. Nothing is lost (the store holds it), nothing is counted twice (the claim is
 //! idempotent per id and remembers which agent made it).
 
-use crate::http::{now, App};
+use crate::app::App;
 use crate::redis_state::claims::{claim, Claim};
 use aforo_core::event::{parse_wire_event, UsageEvent};
 use aforo_core::{Environment, Timestamp};
@@ -93,7 +93,7 @@ pub fn settle(
             }
         }
         Err(e) => {
-            if !link.is_down() && log_due() {
+            if !link.is_down() && log_due(app) {
                 eprintln!("aforo-agent: claiming events: {e}; they stay stored and are claimed later (logged at most once a minute)");
             }
             Settled {
@@ -106,9 +106,9 @@ pub fn settle(
 
 /// Whether a failed claim may be logged now (once a minute: a Redis refusing every claim, such
 /// as an ACL that does not cover the key prefix, must not flood the log).
-fn log_due() -> bool {
+fn log_due(app: &App) -> bool {
     static LAST: AtomicI64 = AtomicI64::new(0);
-    let t = now().unix_nanos();
+    let t = app.now().unix_nanos();
     let last = LAST.load(Ordering::Relaxed);
     t - last >= 60_000_000_000
         && LAST
@@ -135,7 +135,7 @@ fn parse_rows(rows: Vec<(i64, Timestamp, String)>) -> Vec<(UsageEvent, Timestamp
 /// Settles everything left unclaimed in `env`, oldest first.
 fn drain(app: &App, env: Environment) {
     // Rows younger than the grace period are being settled by the request that stored them.
-    let before = now().plus_nanos(-(GRACE_MS as i64) * 1_000_000);
+    let before = app.now().plus_nanos(-(GRACE_MS as i64) * 1_000_000);
     let mut after = 0;
     loop {
         let rows = match app.stores.unclaimed(env, before, after, BATCH) {
@@ -151,7 +151,7 @@ fn drain(app: &App, env: Environment) {
         after = *last;
         let n = rows.len();
         let events = parse_rows(rows);
-        if settle(app, env, &events, now()).deferred || n < BATCH {
+        if settle(app, env, &events, app.now()).deferred || n < BATCH {
             break;
         }
     }
@@ -163,7 +163,7 @@ pub fn start(app: Arc<App>) {
     if app.usage.redis().is_none() {
         return;
     }
-    let t = now();
+    let t = app.now();
     for env in app.config.environments.clone() {
         let left = app.stores.count_unclaimed(env).unwrap_or(0);
         if left > 0 {

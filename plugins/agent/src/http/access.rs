@@ -1,15 +1,16 @@
 //! `POST /v1/canAccess`: the check before serving, answered from memory by the component.
 //! The status is the decision's (200, 401, 403, 429, 503) so gateway policies can branch on it.
 
-use super::{gateway_key, now, parse_json, read_body, ApiError, App, SMALL_BODY};
+use super::extract::Gateway;
+use super::{parse_json, read_body, ApiError, SMALL_BODY};
+use crate::app::App;
 use crate::component::AccessRequest;
-use crate::redis_state::counters::take_fell_back;
 use aforo_core::keys::KeyHash;
 use aforo_core::strict_json::ObjReader;
 use aforo_core::Timestamp;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::json;
 use std::sync::Arc;
@@ -53,12 +54,11 @@ fn credential(
 /// Decides one request.
 pub async fn can_access(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    Gateway { env, key }: Gateway,
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let t = now();
-    let (env, key) = gateway_key(&app, &headers)?;
+    let t = app.now();
     let v = parse_json(&read_body(&app, body, SMALL_BODY).await?)?;
     let bad =
         |e: aforo_core::strict_json::FieldError| ApiError::new(400, "invalid_body", e.to_string());
@@ -84,13 +84,10 @@ pub async fn can_access(
     // (while Redis is down, calls fall back at once; when a retry is due, the call tries Redis,
     // which is how the agent notices it is back).
     let shared = app.usage.redis();
-    let (d, fell_back) = tokio::task::block_in_place(|| {
-        let _ = take_fell_back();
-        let d = app.policy.can_access(&req);
-        (d, take_fell_back())
-    });
-    let d = d.map_err(ApiError::unavailable)?;
-    if app.config.fail_closed && shared.is_some() && fell_back {
+    let decided = tokio::task::block_in_place(|| app.policy.can_access(&req))
+        .map_err(ApiError::unavailable)?;
+    let d = decided.decision;
+    if app.config.fail_closed && shared.is_some() && decided.on_fallback {
         app.metrics.decision("state_unavailable", started.elapsed());
         return Err(ApiError::new(
             503,

@@ -1,14 +1,15 @@
 //! The admin API (behind the admin key): partner keys created, rotated, revoked, and the
 //! partner's sandbox toggle. Keys keep working across a toggle; only where usage goes changes.
 
-use super::{admin, json, now, parse_json, read_body, ApiError, App, SMALL_BODY};
+use super::extract::Admin;
+use super::{json, parse_json, read_body, ApiError, SMALL_BODY};
+use crate::app::App;
 use crate::keys;
 use aforo_core::keys::Cidr;
 use aforo_core::strict_json::ObjReader;
 use aforo_core::time::parse_rfc3339;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -22,10 +23,9 @@ fn refresh(app: &App) -> Result<(), ApiError> {
 /// Creates a consumer key for a customer of the catalog; the secret is in this answer only.
 pub async fn create_partner_key(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Admin,
     body: Body,
 ) -> Result<Response, ApiError> {
-    admin(&app, &headers)?;
     let v = parse_json(&read_body(&app, body, SMALL_BODY).await?)?;
     let bad =
         |e: aforo_core::strict_json::FieldError| ApiError::new(400, "invalid_body", e.to_string());
@@ -80,7 +80,7 @@ pub async fn create_partner_key(
         &scopes,
         &ips,
         expires,
-        now(),
+        app.now(),
     )
     .map_err(ApiError::unavailable)?;
     refresh(&app)?;
@@ -88,11 +88,7 @@ pub async fn create_partner_key(
 }
 
 /// Lists keys (never secrets).
-pub async fn list_keys(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    admin(&app, &headers)?;
+pub async fn list_keys(State(app): State<Arc<App>>, _: Admin) -> Result<Response, ApiError> {
     let keys = keys::list(&app.stores.control).map_err(ApiError::unavailable)?;
     let partners = keys::partners(&app.stores.control).map_err(ApiError::unavailable)?;
     Ok(json(200, &json!({"keys": keys, "partners": partners})))
@@ -101,11 +97,10 @@ pub async fn list_keys(
 /// Replaces a key by a new one (the old one is revoked).
 pub async fn rotate_key(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Admin,
     Path(key_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin(&app, &headers)?;
-    let new = keys::rotate(&app.stores.control, &key_id, now())
+    let new = keys::rotate(&app.stores.control, &key_id, app.now())
         .map_err(ApiError::unavailable)?
         .ok_or_else(|| ApiError::new(404, "unknown_key", format!("no active key {key_id:?}")))?;
     refresh(&app)?;
@@ -115,10 +110,9 @@ pub async fn rotate_key(
 /// Revokes a key.
 pub async fn revoke_key(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Admin,
     Path(key_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin(&app, &headers)?;
     if !keys::revoke(&app.stores.control, &key_id).map_err(ApiError::unavailable)? {
         return Err(ApiError::new(
             404,
@@ -133,11 +127,10 @@ pub async fn revoke_key(
 /// Flips (or sets, with `{"sandbox_mode": true}`) a partner's sandbox mode.
 pub async fn toggle_sandbox(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Admin,
     Path(customer): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    admin(&app, &headers)?;
     let bytes = read_body(&app, body, SMALL_BODY).await?;
     let value = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
@@ -166,7 +159,7 @@ pub async fn toggle_sandbox(
             format!("customer {customer:?} is not in the catalog"),
         ));
     }
-    let now_value = keys::set_sandbox(&app.stores.control, &customer, value, now())
+    let now_value = keys::set_sandbox(&app.stores.control, &customer, value, app.now())
         .map_err(ApiError::unavailable)?;
     refresh(&app)?;
     Ok(json(

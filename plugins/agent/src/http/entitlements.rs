@@ -1,16 +1,16 @@
 //! `GET /v1/entitlements?environment=…&source=…`: the snapshot gateways sync, with live usage
 //! of each quota's current window and the calling node's share of it.
 
-use super::{gateway_key, json, now, ApiError, App};
+use super::extract::{KeysOwn, Scoped};
+use super::{json, ApiError};
+use crate::app::App;
 use crate::catalog::with_usage;
 use crate::keys;
 use crate::usage::UsageQuery;
 use aforo_core::{Environment, Timestamp};
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::Response;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -20,29 +20,10 @@ static DEFAULT_SOURCE_WARNED: AtomicBool = AtomicBool::new(false);
 /// Serves the snapshot.
 pub async fn snapshot(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    Scoped { env, query, .. }: Scoped<KeysOwn>,
 ) -> Result<Response, ApiError> {
-    let t = now();
-    let (key_env, _) = gateway_key(&app, &headers)?;
-    let env = match q.get("environment") {
-        None => key_env,
-        Some(e) => Environment::from_wire(e).ok_or_else(|| {
-            ApiError::new(
-                400,
-                "invalid_query",
-                format!("environment must be sandbox or production, got {e:?}"),
-            )
-        })?,
-    };
-    if env != key_env {
-        return Err(ApiError::new(
-            403,
-            "wrong_environment",
-            format!("a {key_env} key cannot read {env} entitlements"),
-        ));
-    }
-    let source = q.get("source").cloned();
+    let t = app.now();
+    let source = query.get("source").cloned();
     if app.usage.redis().is_some()
         && source.as_deref() == Some("gateway")
         && !DEFAULT_SOURCE_WARNED.swap(true, Ordering::Relaxed)
@@ -55,11 +36,7 @@ pub async fn snapshot(
         .catalog
         .read()
         .map_err(|_| ApiError::unavailable("catalog"))?;
-    let mut v = catalog.snapshot_value(
-        &partners,
-        &extra,
-        app.control_version.load(Ordering::SeqCst),
-    );
+    let mut v = catalog.snapshot_value(&partners, &extra, app.control_version());
     if let Some(obj) = v.as_object_mut() {
         obj.insert("environment".into(), Value::from(env.as_str()));
         obj.insert("generated_at".into(), Value::from(t.to_rfc3339()));

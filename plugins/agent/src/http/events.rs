@@ -1,29 +1,30 @@
 //! `POST /v1/events`: the ingest v1 contract. Every accepted event is committed to the store
 //! (fsynced) before the 202; one bad event never fails the others.
 
-use super::{gateway_key, json, now, read_body, take_rate, ApiError, App};
+use super::extract::Gateway;
+use super::{json, read_body, ApiError};
+use crate::app::App;
+use crate::ingest;
 use crate::store::{DeadLetter, DeadLetterOrigin, NewEvent};
 use aforo_core::event::encode_v1;
 use aforo_core::ingest::{parse_batch_with_text, FlaggedEvent, IngestAnswer, RejectedEvent};
 use aforo_core::validate::validate_event;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use std::sync::Arc;
 
 /// Answers one ingest request.
 pub async fn ingest(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    Gateway { env, key }: Gateway,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let t = now();
-    let (env, key) = gateway_key(&app, &headers)?;
+    let t = app.now();
     let bytes = read_body(&app, body, app.config.max_body_bytes).await?;
     let parsed = parse_batch_with_text(&bytes)
         .map_err(|e| ApiError::new(e.status(), e.code(), e.to_string()))?;
-    take_rate(&app, env, key, parsed.len() as u64, t)?;
+    app.take_rate(env, key, parsed.len() as u64, t)?;
     let mut answer = IngestAnswer::default();
     let mut valid = Vec::with_capacity(parsed.len());
     let mut late = Vec::new();
@@ -75,7 +76,7 @@ pub async fn ingest(
         });
     }
     let ids: Vec<String> = valid.iter().map(|n| n.event.id.clone()).collect();
-    let flags = app.store_events(env, valid, t).await?;
+    let flags = ingest::store_events(&app, env, valid, t).await?;
     for (id, new) in ids.iter().zip(flags) {
         if new {
             answer.accepted += 1;
@@ -91,9 +92,6 @@ pub async fn ingest(
     }
     app.metrics
         .events_stored(env, answer.accepted, answer.duplicates);
-    if answer.accepted > 0 {
-        app.wake_forwarders();
-    }
     let v = serde_json::to_value(&answer).unwrap_or_default();
     Ok(json(202, &v))
 }

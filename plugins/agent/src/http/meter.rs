@@ -1,8 +1,11 @@
 //! `POST /v1/meter`: one usage event from a gateway policy (Apigee, APIM, Kong Lua), built and
 //! validated by the component, stored like any ingested event.
 
-use super::{gateway_key, json, now, parse_json, read_body, take_rate, ApiError, App, SMALL_BODY};
+use super::extract::Gateway;
+use super::{json, parse_json, read_body, ApiError, SMALL_BODY};
+use crate::app::App;
 use crate::component::MeterRequest;
+use crate::ingest;
 use crate::keys;
 use crate::store::{DeadLetter, DeadLetterOrigin, NewEvent};
 use aforo_core::event::parse_wire_event;
@@ -44,11 +47,11 @@ fn metric_of_feature(app: &App, tenant: &str, feature: &str) -> String {
 /// Stores one metered event.
 pub async fn meter(
     State(app): State<Arc<App>>,
+    Gateway { env: key_env, key }: Gateway,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let t = now();
-    let (key_env, key) = gateway_key(&app, &headers)?;
+    let t = app.now();
     let v = parse_json(&read_body(&app, body, SMALL_BODY).await?)?;
     let bad =
         |e: aforo_core::strict_json::FieldError| ApiError::new(400, "invalid_body", e.to_string());
@@ -92,7 +95,7 @@ pub async fn meter(
     } else {
         key_env
     };
-    take_rate(&app, key_env, key, 1, t)?;
+    app.take_rate(key_env, key, 1, t)?;
     let request_id = headers
         .get("x-request-id")
         .and_then(|h| h.to_str().ok())
@@ -156,15 +159,10 @@ pub async fn meter(
         serde_json::value::RawValue::from_string(body.clone()).map_err(ApiError::unavailable)?;
     let event = parse_wire_event(&raw).map_err(|e| ApiError::unavailable(e.rejection))?;
     let id = event.id.clone();
-    let flags = app
-        .store_events(env, vec![NewEvent { event, body }], t)
-        .await?;
+    let flags = ingest::store_events(&app, env, vec![NewEvent { event, body }], t).await?;
     let new = flags.first().copied().unwrap_or(false);
     app.metrics
         .events_stored(env, u64::from(new), u64::from(!new));
-    if new {
-        app.wake_forwarders();
-    }
     Ok(json(
         202,
         &json!({"id": id, "environment": env.as_str(), "accepted": u64::from(new), "duplicates": u64::from(!new), "rejected": [], "flagged": []}),

@@ -1,70 +1,30 @@
-//! The HTTP API: routes, the shared application state, authentication, body limits and errors.
+//! The HTTP API: routes, errors and body limits. Handlers are thin: who calls and which
+//! environment they read come from the extractors in `extract`, the domain steps from `app`,
+//! `ingest` and `replay`.
 
 mod access;
 mod admin;
 mod dead_letters;
 mod entitlements;
 mod events;
+mod extract;
 mod meter;
 mod ops;
 mod reports;
 
-use crate::catalog::Catalog;
-use crate::component::PolicyHost;
-use crate::config::AgentConfig;
-use crate::keys;
-use crate::metrics::Metrics;
-use crate::reconcile;
-use crate::store::{NewEvent, Stores};
-use crate::usage::Usage;
+use crate::app::{App, OverRate};
+use crate::store::StoreError;
 use aforo_core::entitlement::error_body;
-use aforo_core::environment::environment_of_key;
-use aforo_core::event::UsageEvent;
-use aforo_core::keys::{hash_key, KeyHash};
-use aforo_core::ratelimit::{RateLimit, WindowCounter};
-use aforo_core::{Environment, Timestamp};
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 /// Largest body of endpoints other than `/v1/events`.
 pub const SMALL_BODY: usize = 64 << 10;
-
-/// Everything the handlers share.
-pub struct App {
-    /// Configuration.
-    pub config: AgentConfig,
-    /// Durable stores.
-    pub stores: Stores,
-    /// Live usage and counters.
-    pub usage: Arc<Usage>,
-    /// The catalog.
-    pub catalog: Arc<RwLock<Catalog>>,
-    /// The component.
-    pub policy: PolicyHost,
-    /// Counters for /metrics.
-    pub metrics: Metrics,
-    /// Ingest rate-limit windows per key.
-    pub limits: Mutex<HashMap<KeyHash, WindowCounter>>,
-    /// Version of catalog + partners + keys, bumped on every admin change.
-    pub control_version: AtomicU64,
-    /// Wakes the forwarders when events are stored.
-    pub forward_wake: Option<Arc<(Mutex<bool>, std::sync::Condvar)>>,
-}
-
-/// The current time.
-pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_unix_nanos(d.as_nanos() as i64)
-}
 
 /// An error answer: status, `error.code`, message, extra headers.
 #[derive(Debug)]
@@ -122,122 +82,26 @@ pub fn json(status: u16, v: &Value) -> Response {
     r
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-}
-
-/// A gateway's key: its environment and hash. 401 without a known key, 403 for an environment
-/// this agent does not serve (a live key at a sandbox agent and the reverse).
-pub fn gateway_key(app: &App, headers: &HeaderMap) -> Result<(Environment, KeyHash), ApiError> {
-    let key = bearer(headers).ok_or_else(|| {
+/// 429 with `Retry-After` for a key over its hourly event budget.
+impl From<OverRate> for ApiError {
+    fn from(x: OverRate) -> ApiError {
         ApiError::new(
-            401,
-            "invalid_key",
-            "Authorization: Bearer sk_test_… or sk_live_… is required",
-        )
-    })?;
-    let env = environment_of_key(key)
-        .map_err(|e| ApiError::new(401, "invalid_key", format!("the key is not valid: {e}")))?;
-    let hash = hash_key(key);
-    if !app.config.api_keys.is_empty() {
-        // Compare against every configured key in constant time, without an early exit.
-        let mut found = false;
-        for (h, _) in &app.config.api_keys {
-            found |= h.ct_eq(&hash);
-        }
-        if !found {
-            return Err(ApiError::new(
-                401,
-                "invalid_key",
-                "the key is not one this agent accepts",
-            ));
-        }
-    }
-    if !app.config.serves(env) {
-        return Err(ApiError::new(
-            403,
-            "wrong_environment",
+            429,
+            "rate_limited",
             format!(
-                "this agent serves {} only; a {env} key cannot read or write here",
-                served(app)
+                "over the {} limit of {} events per hour for this key",
+                x.env, x.limit
             ),
-        ));
-    }
-    Ok((env, hash))
-}
-
-fn served(app: &App) -> String {
-    app.config
-        .environments
-        .iter()
-        .map(|e| e.as_str())
-        .collect::<Vec<_>>()
-        .join(" and ")
-}
-
-/// The admin key, or 401; 403 when the admin API is off.
-pub fn admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &app.config.admin_key else {
-        return Err(ApiError::new(
-            403,
-            "admin_disabled",
-            "the admin API is off: set admin_key (AFORO_AGENT_ADMIN_KEY)",
-        ));
-    };
-    let given = bearer(headers).map(hash_key).ok_or_else(|| {
-        ApiError::new(
-            401,
-            "invalid_key",
-            "Authorization: Bearer adm_… is required",
         )
-    })?;
-    if !given.ct_eq(expected) {
-        return Err(ApiError::new(
-            401,
-            "invalid_key",
-            "the admin key is not valid",
-        ));
+        .header("retry-after", x.retry_after_secs.to_string())
     }
-    Ok(())
 }
 
-/// Takes `n` events from the key's hourly budget, or 429 with `Retry-After`.
-pub fn take_rate(
-    app: &App,
-    env: Environment,
-    key: KeyHash,
-    n: u64,
-    now: Timestamp,
-) -> Result<(), ApiError> {
-    let limit = RateLimit {
-        limit: app.config.events_per_hour[env.index()],
-        per: aforo_core::ratelimit::Per::Hour,
-    };
-    let mut limits = app
-        .limits
-        .lock()
-        .map_err(|_| ApiError::unavailable("rate limiter"))?;
-    limits
-        .entry(key)
-        .or_default()
-        .try_take(&limit, now, n)
-        .map(|_| ())
-        .map_err(|x| {
-            ApiError::new(
-                429,
-                "rate_limited",
-                format!(
-                    "over the {env} limit of {} events per hour for this key",
-                    limit.limit
-                ),
-            )
-            .header("retry-after", x.retry_after_secs.to_string())
-        })
+/// A store failure: 503, the request may be retried.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::unavailable(e)
+    }
 }
 
 /// Reads a body up to `limit` bytes (413 past it) and checks JSON nesting (400 past the limit).
@@ -305,79 +169,6 @@ pub fn json_depth(b: &[u8]) -> usize {
         }
     }
     max
-}
-
-impl App {
-    /// The snapshot without usage, for the component; pushed when the control data changes.
-    pub fn refresh_policy_snapshot(&self) -> Result<(), String> {
-        let version = self.control_version.fetch_add(1, Ordering::SeqCst) + 1;
-        let partners = keys::partners(&self.stores.control)?;
-        let extra = keys::snapshot_keys(&self.stores.control)?;
-        let catalog = self
-            .catalog
-            .read()
-            .map_err(|_| "catalog lock poisoned".to_string())?;
-        let v = catalog.snapshot_value(&partners, &extra, version);
-        self.policy.set_snapshot(version, v.to_string());
-        Ok(())
-    }
-
-    /// Stores events durably and, with the Redis backend, claims them (shared dedup and
-    /// counters). `true` for each event new to the deployment; `false` for a duplicate, here
-    /// or on another agent. An event whose claim cannot be made now is kept and claimed later.
-    pub async fn store_events(
-        &self,
-        env: Environment,
-        events: Vec<NewEvent>,
-        t: Timestamp,
-    ) -> Result<Vec<bool>, ApiError> {
-        let shared: Vec<UsageEvent> = match self.usage.redis() {
-            Some(_) => events.iter().map(|n| n.event.clone()).collect(),
-            None => Vec::new(),
-        };
-        let mut flags = self
-            .stores
-            .insert(env, events, t)
-            .await
-            .map_err(ApiError::unavailable)?;
-        if shared.is_empty() {
-            return Ok(flags);
-        }
-        // Stored now, at `t` (the time in the claim's token).
-        let fresh: Vec<(UsageEvent, Timestamp)> = shared
-            .into_iter()
-            .zip(&flags)
-            .filter(|(_, new)| **new)
-            .map(|(e, _)| (e, t))
-            .collect();
-        self.metrics.stored[env.index()].fetch_add(fresh.len() as u64, Ordering::Relaxed);
-        let settled = tokio::task::block_in_place(|| reconcile::settle(self, env, &fresh, t));
-        if settled.deferred {
-            self.usage
-                .record_unclaimed(env, fresh.iter().map(|(e, _)| e), t);
-        }
-        if !settled.elsewhere.is_empty() {
-            let elsewhere: HashSet<&str> = settled.elsewhere.iter().map(String::as_str).collect();
-            // Flags follow the input order; `fresh` kept the new ones in that order.
-            let mut new_ids = fresh.iter().map(|(e, _)| e.id.as_str());
-            for f in flags.iter_mut().filter(|f| **f) {
-                if new_ids.next().is_some_and(|id| elsewhere.contains(id)) {
-                    *f = false;
-                }
-            }
-        }
-        Ok(flags)
-    }
-
-    /// Wakes the forwarders.
-    pub fn wake_forwarders(&self) {
-        if let Some(w) = &self.forward_wake {
-            if let Ok(mut flag) = w.0.lock() {
-                *flag = true;
-                w.1.notify_all();
-            }
-        }
-    }
 }
 
 /// The router.

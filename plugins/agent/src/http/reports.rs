@@ -1,17 +1,18 @@
 //! `GET /v1/usage` and `GET /v1/invoices/preview`: what was used and what it would cost, per
 //! environment. Production only unless `?environment=sandbox` is asked for (with a sandbox key).
 
-use super::{gateway_key, json, now, ApiError, App};
+use super::extract::{ProductionUnlessAsked, Scoped};
+use super::{json, ApiError};
+use crate::app::App;
 use aforo_core::entitlement::{Period, QuotaWindow};
 use aforo_core::event::Quantity;
 use aforo_core::rating::Rater;
 use aforo_core::time::parse_rfc3339;
 use aforo_core::{Environment, Timestamp};
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::Response;
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 struct ReportPeriod {
@@ -21,35 +22,9 @@ struct ReportPeriod {
     customer: Option<String>,
 }
 
-fn period(
-    app: &App,
-    headers: &HeaderMap,
-    q: &HashMap<String, String>,
-) -> Result<ReportPeriod, ApiError> {
-    let (key_env, _) = gateway_key(app, headers)?;
-    let env = match q.get("environment").map(String::as_str) {
-        None => Environment::Production,
-        Some(e) => Environment::from_wire(e).ok_or_else(|| {
-            ApiError::new(
-                400,
-                "invalid_query",
-                format!("environment must be sandbox or production, got {e:?}"),
-            )
-        })?,
-    };
-    if env != key_env {
-        let hint = if q.get("environment").is_none() {
-            " (reports show production unless ?environment=sandbox is asked for)"
-        } else {
-            ""
-        };
-        return Err(ApiError::new(
-            403,
-            "wrong_environment",
-            format!("a {key_env} key cannot read {env} data{hint}"),
-        ));
-    }
-    let (month_start, month_end) = QuotaWindow::calendar(Period::Month).current(now());
+fn period(app: &App, scoped: Scoped<ProductionUnlessAsked>) -> Result<ReportPeriod, ApiError> {
+    let Scoped { env, query: q, .. } = scoped;
+    let (month_start, month_end) = QuotaWindow::calendar(Period::Month).current(app.now());
     let time = |k: &str, default: Timestamp| -> Result<Timestamp, ApiError> {
         match q.get(k) {
             None => Ok(default),
@@ -68,10 +43,9 @@ fn period(
 /// Usage per customer and metric in a period (default: the current calendar month).
 pub async fn usage(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    scoped: Scoped<ProductionUnlessAsked>,
 ) -> Result<Response, ApiError> {
-    let p = period(&app, &headers, &q)?;
+    let p = period(&app, scoped)?;
     let events = app
         .stores
         .events_between(p.env, p.from, p.to, p.customer.as_deref())
@@ -100,10 +74,9 @@ pub async fn usage(
 /// Invoices of the period rated with the catalog's plan (a preview: sandbox is never billed).
 pub async fn invoice_preview(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    scoped: Scoped<ProductionUnlessAsked>,
 ) -> Result<Response, ApiError> {
-    let p = period(&app, &headers, &q)?;
+    let p = period(&app, scoped)?;
     let plan = app
         .catalog
         .read()

@@ -4,7 +4,8 @@
 //! local copy, started from the last values it read.
 
 use super::RedisLink;
-use crate::counters::{LocalCounters, SyncCounters};
+use crate::clock::SharedClock;
+use crate::counters::{LocalCounters, Served, SyncCounters};
 use aforo_core::entitlement::stored_window_start;
 use aforo_core::host::SharedSetError;
 use aforo_core::time::NANOS_PER_DAY;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 pub struct RedisCounters {
     link: Arc<RedisLink>,
     local: LocalCounters,
+    clock: SharedClock,
 }
 
 /// The Redis key of a core counter key (`aforo:q:…` → `<prefix>q:…`).
@@ -24,7 +26,7 @@ pub fn redis_key(link: &RedisLink, key: &str) -> String {
 /// When a counter may be dropped: its window's start plus the longest window of its kind
 /// (quota windows run up to a year, rate-limit windows up to a day) and a day of slack.
 /// Counts added by claims expire at their window's real reset (see `claims.rs`).
-fn expiry_ms(key: &str, value: &[u8]) -> i64 {
+fn expiry_ms(key: &str, value: &[u8], now: i64) -> i64 {
     let start = stored_window_start(key, value)
         .map(|t| t.unix_nanos())
         .unwrap_or(0);
@@ -33,7 +35,6 @@ fn expiry_ms(key: &str, value: &[u8]) -> i64 {
     } else {
         366 * NANOS_PER_DAY
     };
-    let now = crate::http::now().unix_nanos();
     start
         .max(now - longest)
         .saturating_add(longest + NANOS_PER_DAY)
@@ -41,11 +42,12 @@ fn expiry_ms(key: &str, value: &[u8]) -> i64 {
 }
 
 impl RedisCounters {
-    /// Counters behind `link`.
-    pub fn new(link: Arc<RedisLink>) -> RedisCounters {
+    /// Counters behind `link`; `clock` dates their expiry.
+    pub fn new(link: Arc<RedisLink>, clock: SharedClock) -> RedisCounters {
         RedisCounters {
             link,
             local: LocalCounters::default(),
+            clock,
         }
     }
 
@@ -59,23 +61,8 @@ impl RedisCounters {
 /// (its scripts keep them below 2^31), so a write goes back to where its read came from.
 const LOCAL: u32 = 1 << 31;
 
-thread_local! {
-    /// Whether a counter operation on this thread fell back to the local copy.
-    static FELL_BACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether a counter operation on this thread used the local copy since the last call
-/// (`failure_mode = closed` refuses decisions made on it).
-pub fn take_fell_back() -> bool {
-    FELL_BACK.with(|f| f.replace(false))
-}
-
-fn fell_back() {
-    FELL_BACK.with(|f| f.set(true));
-}
-
 impl SyncCounters for RedisCounters {
-    fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+    fn read_served(&self, key: &str) -> (Option<(Vec<u8>, u32)>, Served) {
         let rkey = redis_key(&self.link, key);
         match self.link.with(|c, _| {
             redis::cmd("HMGET")
@@ -86,25 +73,33 @@ impl SyncCounters for RedisCounters {
         }) {
             Ok((Some(v), Some(cas))) => {
                 self.local.seed(key, &v);
-                Some((v, cas & !LOCAL))
+                (Some((v, cas & !LOCAL)), Served::Store)
             }
-            Ok(_) => None,
-            Err(_) => {
-                fell_back();
+            Ok(_) => (None, Served::Store),
+            Err(_) => (
                 self.local
                     .read(key)
-                    .map(|(v, cas)| (v, (cas & !LOCAL) | LOCAL))
-            }
+                    .map(|(v, cas)| (v, (cas & !LOCAL) | LOCAL)),
+                Served::Fallback,
+            ),
         }
     }
 
-    fn write(&self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
+    fn write_served(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: u32,
+    ) -> (Result<(), SharedSetError>, Served) {
         // A token from the local copy goes back to it; a key read as absent (0) goes to
         // whichever is up.
         if cas & LOCAL != 0 || (cas == 0 && self.link.is_down()) {
-            fell_back();
-            return self.local.write_masked(key, value, cas & !LOCAL, !LOCAL);
+            return (
+                self.local.write_masked(key, value, cas & !LOCAL, !LOCAL),
+                Served::Fallback,
+            );
         }
+        let now = self.clock.now().unix_nanos();
         let rkey = redis_key(&self.link, key);
         match self.link.with(|c, s| {
             redis::cmd("EVALSHA")
@@ -113,18 +108,23 @@ impl SyncCounters for RedisCounters {
                 .arg(&rkey)
                 .arg(value)
                 .arg(cas)
-                .arg(expiry_ms(key, value))
+                .arg(expiry_ms(key, value, now))
                 .query::<i64>(c)
         }) {
             Ok(1) => {
                 // The local copy follows, so a fallback starts from this write.
                 self.local.seed(key, value);
-                Ok(())
+                (Ok(()), Served::Store)
             }
             // Someone wrote first, or Redis went away mid-write: the caller reads again (from
             // Redis, or from the local copy) and retries.
-            Ok(_) | Err(super::StateError::Down(_)) => Err(SharedSetError::CasMismatch),
-            Err(e) => Err(SharedSetError::Unavailable(e.to_string())),
+            Ok(_) | Err(super::StateError::Down(_)) => {
+                (Err(SharedSetError::CasMismatch), Served::Store)
+            }
+            Err(e) => (
+                Err(SharedSetError::Unavailable(e.to_string())),
+                Served::Store,
+            ),
         }
     }
 }
