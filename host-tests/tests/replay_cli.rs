@@ -169,3 +169,78 @@ fn run_prints_a_report_and_scenario_checks_expectations() {
     );
     assert!(err.contains("as expected"), "{err}");
 }
+
+#[test]
+fn every_command_answers_help_and_version_and_lists_its_flags() {
+    let (code, out, _) = replay(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("aforo-replay "), "{out}");
+    let (code, out, _) = replay(&["--help"]);
+    assert_eq!(code, 0);
+    for c in ["run", "rate", "send", "scenario", "upstream"] {
+        assert!(out.contains(c), "{c} in\n{out}");
+    }
+    // Every flag each command accepts is in its --help (once --seed and --chunk were accepted
+    // but not listed).
+    for (cmd, flags) in [
+        (
+            "run",
+            &[
+                "--module",
+                "--config",
+                "--traffic",
+                "--plan",
+                "--profile",
+                "--workers",
+                "--ingest-faults",
+                "--snapshot",
+                "--env",
+                "--drain",
+                "--seed",
+                "--chunk",
+                "--format",
+                "--log-module",
+                "--quiet",
+            ][..],
+        ),
+        ("rate", &["--plan", "--events", "--now", "--format"][..]),
+        (
+            "send",
+            &[
+                "--target",
+                "--traffic",
+                "--concurrency",
+                "--format",
+                "--quiet",
+            ][..],
+        ),
+        ("scenario", &["--module", "--format", "--quiet"][..]),
+        ("upstream", &["--port"][..]),
+    ] {
+        let (code, out, err) = replay(&[cmd, "--help"]);
+        assert_eq!(code, 0, "{cmd} --help: {err}");
+        for f in flags {
+            assert!(out.contains(f), "{cmd} --help lacks {f}:\n{out}");
+        }
+    }
+    // A wrong value names the flag and what it accepts; exit status 2.
+    let (code, _, err) = replay(&[
+        "run",
+        "--module",
+        "m",
+        "--config",
+        "c",
+        "--traffic",
+        "t",
+        "--profile",
+        "nginx",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--profile") && err.contains("envoy") && err.contains("kong"),
+        "{err}"
+    );
+    let (code, _, err) = replay(&["run", "--modul", "m"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--module"), "a suggestion: {err}");
+}

@@ -1,14 +1,6 @@
-//! aforo-replay: the pre-production sandbox on the command line.
+//! aforo-replay: the pre-production sandbox on the command line. `aforo-replay --help` and
+//! `aforo-replay <command> --help` list every flag.
 //!
-//! ```text
-//! aforo-replay run  --module M.wasm --config C.json --traffic T [--plan P.json] [--profile envoy|kong]
-//!                   [--workers N] [--ingest-faults SPEC] [--snapshot S.json] [--env K=V]...
-//!                   [--drain DUR] [--format json|table] [--log-module] [--quiet]
-//! aforo-replay rate --plan PLAN.json --events EVENTS.jsonl [--now RFC3339] [--format json|table]
-//! aforo-replay send --target URL --traffic T [--concurrency N] [--format json|table]
-//! aforo-replay scenario DIR [--module M.wasm] [--format json|table]
-//! aforo-replay upstream --port N
-//! ```
 //! Exit status: 0 success, 2 invalid input (with a message that says where), 1 other failures.
 
 use aforo_core::rating::Plan;
@@ -18,18 +10,157 @@ use aforo_host_tests::abi::{Profile, VmError};
 use aforo_host_tests::faults::{parse_duration_ms, parse_faults};
 use aforo_host_tests::replay::{rate::rate, run, RunError, RunOptions};
 use aforo_host_tests::{send, traffic};
-use std::collections::HashMap;
+use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage:
-  aforo-replay run  --module M.wasm --config C.json --traffic T [--plan P.json] [--profile envoy|kong]
-                    [--workers N] [--ingest-faults SPEC] [--snapshot S.json] [--env KEY=VALUE]...
-                    [--drain DURATION] [--format json|table] [--log-module] [--quiet]
-  aforo-replay rate --plan PLAN.json --events EVENTS.jsonl [--now RFC3339] [--format json|table]
-  aforo-replay send --target URL --traffic T [--concurrency N] [--format json|table]
-  aforo-replay scenario DIR [--module M.wasm] [--format json|table]
-  aforo-replay upstream --port N      (a demo API on 127.0.0.1:N until stopped)";
+/// Replays recorded traffic through the real aforo_metering.wasm with a virtual clock and a
+/// simulated ingest, rates events with a pricing plan, or sends traffic to a running gateway.
+#[derive(Parser)]
+#[command(name = "aforo-replay", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replays traffic through the module and reports decisions, events, the ingest and invoices.
+    Run(RunArgs),
+    /// Rates a JSONL file of events with a pricing plan.
+    Rate(RateArgs),
+    /// Sends traffic to a running gateway and reports the statuses.
+    Send(SendArgs),
+    /// Runs a scenario directory (traffic, config, plan, expected report) and checks it.
+    Scenario(ScenarioArgs),
+    /// Serves the demo API on 127.0.0.1:PORT until stopped.
+    Upstream(UpstreamArgs),
+}
+
+/// How a report is printed.
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum Format {
+    /// JSON (for tools).
+    #[default]
+    Json,
+    /// A table (for people).
+    Table,
+}
+
+/// The proxy the harness imitates.
+#[derive(Clone, Copy, ValueEnum)]
+enum HostProfile {
+    /// Envoy, Istio, MuleSoft Flex.
+    Envoy,
+    /// Kong with ngx_wasm_module.
+    Kong,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The proxy-wasm module (aforo_metering.wasm).
+    #[arg(long, value_name = "M.wasm")]
+    module: PathBuf,
+    /// The filter's JSON configuration.
+    #[arg(long, value_name = "C.json")]
+    config: PathBuf,
+    /// Traffic: JSONL (one request per line) or a HAR 1.2 file.
+    #[arg(long, value_name = "T")]
+    traffic: PathBuf,
+    /// A pricing plan: adds the invoices to the report.
+    #[arg(long, value_name = "P.json")]
+    plan: Option<PathBuf>,
+    /// The host whose behaviour to imitate.
+    #[arg(long, value_enum, default_value = "envoy")]
+    profile: HostProfile,
+    /// Worker VMs sharing shared data, as proxy workers do (1..=64).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    workers: u64,
+    /// Ingest faults: windows from the start, e.g. 0s-30s:503,60s-65s:timeout,90s-91s:429/3.
+    #[arg(long, value_name = "SPEC")]
+    ingest_faults: Option<String>,
+    /// The snapshot served at entitlements_url (JSON).
+    #[arg(long, value_name = "S.json")]
+    snapshot: Option<PathBuf>,
+    /// An environment variable for the module (repeatable); AFORO_* of this process pass too.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    envs: Vec<String>,
+    /// Virtual time to keep running after the last request, for retries (e.g. 10m).
+    #[arg(long, value_name = "DURATION")]
+    drain: Option<String>,
+    /// Seed of the module's randomness (the same seed gives the same report).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Deliver request and response bodies in chunks of this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    chunk: Option<usize>,
+    /// The report's format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// Print the module's log lines to stderr.
+    #[arg(long)]
+    log_module: bool,
+    /// No progress on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct RateArgs {
+    /// The pricing plan.
+    #[arg(long, value_name = "PLAN.json")]
+    plan: PathBuf,
+    /// The events, one ingest v1 event per line.
+    #[arg(long, value_name = "EVENTS.jsonl")]
+    events: PathBuf,
+    /// The time the invoices are made at (RFC 3339; default: now).
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
+    /// The report's format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    /// The gateway's base URL, e.g. http://127.0.0.1:10000.
+    #[arg(long, value_name = "URL")]
+    target: String,
+    /// Traffic: JSONL or a HAR 1.2 file.
+    #[arg(long, value_name = "T")]
+    traffic: PathBuf,
+    /// Requests in flight at once (1..=256).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    concurrency: u64,
+    /// The report's format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// No progress on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct ScenarioArgs {
+    /// The scenario directory (scenario.json, config.json, traffic, expected.json).
+    dir: PathBuf,
+    /// The module (default: the workspace's build).
+    #[arg(long, value_name = "M.wasm")]
+    module: Option<PathBuf>,
+    /// The report's format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// No progress on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct UpstreamArgs {
+    /// The port on 127.0.0.1.
+    #[arg(long)]
+    port: u16,
+}
 
 /// A failure and its exit status.
 struct Fail(u8, String);
@@ -38,165 +169,69 @@ fn invalid(msg: impl Into<String>) -> Fail {
     Fail(2, msg.into())
 }
 
-struct Args {
-    values: HashMap<String, Vec<String>>,
-    flags: Vec<String>,
+fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Fail> {
+    std::fs::read(path).map_err(|e| invalid(format!("{what} {}: {e}", path.display())))
 }
 
-impl Args {
-    fn parse(args: &[String], with_value: &[&str], flags: &[&str]) -> Result<Args, Fail> {
-        let mut values: HashMap<String, Vec<String>> = HashMap::new();
-        let mut seen_flags = Vec::new();
-        let mut i = 0;
-        while i < args.len() {
-            let a = &args[i];
-            let (name, inline) = match a.split_once('=') {
-                Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-                _ => (a.clone(), None),
-            };
-            if flags.contains(&name.as_str()) {
-                seen_flags.push(name);
-                i += 1;
-                continue;
-            }
-            if !with_value.contains(&name.as_str()) {
-                return Err(invalid(format!("unknown argument {a:?}\n{USAGE}")));
-            }
-            let v = match inline {
-                Some(v) => v,
-                None => {
-                    i += 1;
-                    args.get(i)
-                        .cloned()
-                        .ok_or_else(|| invalid(format!("{name} needs a value")))?
-                }
-            };
-            values.entry(name).or_default().push(v);
-            i += 1;
-        }
-        Ok(Args {
-            values,
-            flags: seen_flags,
-        })
-    }
+fn load_plan(path: &std::path::Path) -> Result<Plan, Fail> {
+    Plan::from_json(&read(path, "plan")?).map_err(|e| invalid(format!("{}: {e}", path.display())))
+}
 
-    fn one(&self, name: &str) -> Option<&str> {
-        self.values
-            .get(name)
-            .and_then(|v| v.last())
-            .map(String::as_str)
-    }
-
-    fn required(&self, name: &str) -> Result<&str, Fail> {
-        self.one(name)
-            .ok_or_else(|| invalid(format!("{name} is required\n{USAGE}")))
-    }
-
-    fn all(&self, name: &str) -> Vec<String> {
-        self.values.get(name).cloned().unwrap_or_default()
-    }
-
-    fn flag(&self, name: &str) -> bool {
-        self.flags.iter().any(|f| f == name)
-    }
-
-    fn table(&self) -> Result<bool, Fail> {
-        match self.one("--format") {
-            None | Some("json") => Ok(false),
-            Some("table") => Ok(true),
-            Some(f) => Err(invalid(format!(
-                "--format must be json or table, got {f:?}"
-            ))),
+fn print_report<T: serde::Serialize>(
+    format: Format,
+    report: &T,
+    table: impl FnOnce(&T) -> String,
+) -> Result<(), Fail> {
+    match format {
+        Format::Table => print!("{}", table(report)),
+        Format::Json => {
+            let s = serde_json::to_string_pretty(report).map_err(|e| Fail(1, e.to_string()))?;
+            println!("{s}");
         }
     }
-}
-
-fn read(path: &str, what: &str) -> Result<Vec<u8>, Fail> {
-    std::fs::read(path).map_err(|e| invalid(format!("{what} {path}: {e}")))
-}
-
-fn load_plan(path: &str) -> Result<Plan, Fail> {
-    Plan::from_json(&read(path, "plan")?).map_err(|e| invalid(format!("{path}: {e}")))
-}
-
-fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Fail> {
-    let s = serde_json::to_string_pretty(v).map_err(|e| Fail(1, e.to_string()))?;
-    println!("{s}");
     Ok(())
 }
 
-fn cmd_run(args: &[String]) -> Result<(), Fail> {
-    let a = Args::parse(
-        args,
-        &[
-            "--module",
-            "--config",
-            "--traffic",
-            "--plan",
-            "--profile",
-            "--workers",
-            "--ingest-faults",
-            "--format",
-            "--snapshot",
-            "--env",
-            "--drain",
-            "--seed",
-            "--chunk",
-        ],
-        &["--log-module", "--quiet"],
-    )?;
-    let module = PathBuf::from(a.required("--module")?);
-    let config_path = a.required("--config")?;
-    let config = read(config_path, "configuration")?;
-    let traffic = traffic::load(&PathBuf::from(a.required("--traffic")?))
-        .map_err(|e| invalid(e.to_string()))?;
-    let mut opts = RunOptions::new(module, config, traffic);
-    opts.plan = a.one("--plan").map(load_plan).transpose()?;
-    if let Some(p) = a.one("--profile") {
-        opts.profile = Profile::parse(p)
-            .ok_or_else(|| invalid(format!("--profile must be envoy or kong, got {p:?}")))?;
+fn cmd_run(a: RunArgs) -> Result<(), Fail> {
+    let config = read(&a.config, "configuration")?;
+    let traffic = traffic::load(&a.traffic).map_err(|e| invalid(e.to_string()))?;
+    let mut opts = RunOptions::new(a.module, config, traffic);
+    opts.plan = a.plan.as_deref().map(load_plan).transpose()?;
+    opts.profile = match a.profile {
+        HostProfile::Envoy => Profile::Envoy,
+        HostProfile::Kong => Profile::Kong,
+    };
+    opts.workers = a.workers as usize;
+    if let Some(f) = &a.ingest_faults {
+        opts.faults = parse_faults(f).map_err(|e| invalid(format!("--ingest-faults: {e}")))?;
     }
-    if let Some(w) = a.one("--workers") {
-        opts.workers = w
-            .parse()
-            .ok()
-            .filter(|n| (1..=64).contains(n))
-            .ok_or_else(|| invalid(format!("--workers must be 1..=64, got {w:?}")))?;
-    }
-    if let Some(f) = a.one("--ingest-faults") {
-        opts.faults = parse_faults(f).map_err(|e| invalid(e.to_string()))?;
-    }
-    if let Some(s) = a.one("--snapshot") {
+    if let Some(s) = &a.snapshot {
         opts.snapshot = Some(read(s, "snapshot")?);
     }
-    if let Some(d) = a.one("--drain") {
+    if let Some(d) = &a.drain {
         opts.drain_ms = parse_duration_ms(d)
             .ok_or_else(|| invalid(format!("--drain must be a duration like 10m, got {d:?}")))?;
     }
-    if let Some(s) = a.one("--seed") {
-        opts.seed = s
-            .parse()
-            .map_err(|_| invalid(format!("--seed must be a number, got {s:?}")))?;
+    if let Some(s) = a.seed {
+        opts.seed = s;
     }
-    if let Some(c) = a.one("--chunk") {
-        opts.body_chunk = c
-            .parse()
-            .map_err(|_| invalid(format!("--chunk must be a byte count, got {c:?}")))?;
+    if let Some(c) = a.chunk {
+        opts.body_chunk = c;
     }
     // The module sees AFORO_* from this process, as Envoy passes host variables it is told to.
     opts.env = std::env::vars()
         .filter(|(k, _)| k.starts_with("AFORO_"))
         .collect();
-    for kv in a.all("--env") {
+    for kv in &a.envs {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| invalid(format!("--env must be KEY=VALUE, got {kv:?}")))?;
         opts.env.retain(|(x, _)| x != k);
         opts.env.push((k.to_string(), v.to_string()));
     }
-    opts.echo_logs = a.flag("--log-module");
-    opts.quiet = a.flag("--quiet");
-    let table = a.table()?;
+    opts.echo_logs = a.log_module;
+    opts.quiet = a.quiet;
+    let config_path = a.config.display();
     let report = run(&opts).map_err(|e| match e {
         RunError::Vm(VmError::ConfigRefused(m)) => invalid(format!(
             "{config_path}: the module refused this configuration: {m}"
@@ -204,32 +239,20 @@ fn cmd_run(args: &[String]) -> Result<(), Fail> {
         RunError::Vm(VmError::Load(m)) => invalid(format!("cannot load the module: {m}")),
         other => Fail(1, other.to_string()),
     })?;
-    if table {
-        print!("{}", report.to_table());
-        Ok(())
-    } else {
-        print_json(&report)
-    }
+    print_report(a.format, &report, |r| r.to_table())
 }
 
-fn cmd_rate(args: &[String]) -> Result<(), Fail> {
-    let a = Args::parse(args, &["--plan", "--events", "--now", "--format"], &[])?;
-    let plan = load_plan(a.required("--plan")?)?;
-    let events_path = a.required("--events")?;
-    let text = String::from_utf8(read(events_path, "events")?)
+fn cmd_rate(a: RateArgs) -> Result<(), Fail> {
+    let plan = load_plan(&a.plan)?;
+    let events_path = a.events.display().to_string();
+    let text = String::from_utf8(read(&a.events, "events")?)
         .map_err(|_| invalid(format!("{events_path}: the file is not UTF-8")))?;
-    let now = match a.one("--now") {
+    let now = match &a.now {
         Some(n) => parse_rfc3339(n).map_err(|e| invalid(format!("--now: {e}")))?,
         None => now_wall(),
     };
-    let table = a.table()?;
-    let report = rate(plan, events_path, &text, now).map_err(invalid)?;
-    if table {
-        print!("{}", report.to_table());
-        Ok(())
-    } else {
-        print_json(&report)
-    }
+    let report = rate(plan, &events_path, &text, now).map_err(invalid)?;
+    print_report(a.format, &report, |r| r.to_table())
 }
 
 fn now_wall() -> Timestamp {
@@ -239,69 +262,35 @@ fn now_wall() -> Timestamp {
     Timestamp::from_unix_nanos(d.as_nanos() as i64)
 }
 
-fn cmd_send(args: &[String]) -> Result<(), Fail> {
-    let a = Args::parse(
-        args,
-        &["--target", "--traffic", "--concurrency", "--format"],
-        &["--quiet"],
-    )?;
-    let target = a.required("--target")?;
-    let traffic = traffic::load(&PathBuf::from(a.required("--traffic")?))
-        .map_err(|e| invalid(e.to_string()))?;
-    let concurrency = match a.one("--concurrency") {
-        None => 1,
-        Some(c) => c
-            .parse()
-            .ok()
-            .filter(|n| (1..=256).contains(n))
-            .ok_or_else(|| invalid(format!("--concurrency must be 1..=256, got {c:?}")))?,
-    };
-    let table = a.table()?;
-    let report = send::send(target, &traffic, concurrency).map_err(|e| Fail(1, e))?;
-    if table {
-        print!("{}", report.to_table());
-        Ok(())
-    } else {
-        print_json(&report)
-    }
+fn cmd_send(a: SendArgs) -> Result<(), Fail> {
+    let traffic = traffic::load(&a.traffic).map_err(|e| invalid(e.to_string()))?;
+    let report = send::send(&a.target, &traffic, a.concurrency as usize).map_err(|e| Fail(1, e))?;
+    print_report(a.format, &report, |r| r.to_table())
 }
 
 /// Serves the demo API (JSON answers with LLM-style token usage) until the process is stopped.
-fn cmd_upstream(args: &[String]) -> Result<(), Fail> {
-    let a = Args::parse(args, &["--port"], &[])?;
-    let port: u16 = a
-        .required("--port")?
-        .parse()
-        .map_err(|_| invalid("--port must be a port number"))?;
-    let up = aforo_host_tests::servers::Upstream::start_on(port)
-        .map_err(|e| Fail(1, format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+fn cmd_upstream(a: UpstreamArgs) -> Result<(), Fail> {
+    let up = aforo_host_tests::servers::Upstream::start_on(a.port)
+        .map_err(|e| Fail(1, format!("cannot listen on 127.0.0.1:{}: {e}", a.port)))?;
     eprintln!("demo upstream listening on 127.0.0.1:{}", up.port());
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }
 
-fn cmd_scenario(args: &[String]) -> Result<(), Fail> {
-    let dir = args
-        .first()
-        .filter(|a| !a.starts_with("--"))
-        .ok_or_else(|| invalid(format!("a scenario directory is required\n{USAGE}")))?;
-    let a = Args::parse(&args[1..], &["--module", "--format"], &["--quiet"])?;
-    let module = match a.one("--module") {
-        Some(m) => PathBuf::from(m),
+fn cmd_scenario(a: ScenarioArgs) -> Result<(), Fail> {
+    let module = match a.module {
+        Some(m) => m,
         None => aforo_host_tests::artifacts::filter_module().map_err(invalid)?,
     };
-    let table = a.table()?;
-    let mut sc = aforo_host_tests::replay::scenario::load(std::path::Path::new(dir), &module)
-        .map_err(invalid)?;
-    sc.options.quiet = a.flag("--quiet");
+    let dir = a.dir.display().to_string();
+    let mut sc = aforo_host_tests::replay::scenario::load(&a.dir, &module).map_err(invalid)?;
+    sc.options.quiet = a.quiet;
     let report = run(&sc.options).map_err(|e| Fail(1, e.to_string()))?;
-    if table {
+    if let Format::Table = a.format {
         println!("Scenario {dir}: {}\n", sc.description);
-        print!("{}", report.to_table());
-    } else {
-        print_json(&report)?;
     }
+    print_report(a.format, &report, |r| r.to_table())?;
     let diffs = aforo_host_tests::replay::scenario::check(&report, &sc.expected);
     if diffs.is_empty() {
         eprintln!("scenario {dir}: as expected");
@@ -318,18 +307,14 @@ fn cmd_scenario(args: &[String]) -> Result<(), Fail> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("run") => cmd_run(&args[1..]),
-        Some("rate") => cmd_rate(&args[1..]),
-        Some("send") => cmd_send(&args[1..]),
-        Some("scenario") => cmd_scenario(&args[1..]),
-        Some("upstream") => cmd_upstream(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => Err(invalid(USAGE)),
+    // clap prints --help and --version (exit 0) and usage errors naming the flag (exit 2).
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => cmd_run(a),
+        Command::Rate(a) => cmd_rate(a),
+        Command::Send(a) => cmd_send(a),
+        Command::Scenario(a) => cmd_scenario(a),
+        Command::Upstream(a) => cmd_upstream(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,10 +24,32 @@ use aforo_core::Environment;
 use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
-const USAGE: &str = "usage: aforo-agent [--config agent.json] [--listen 127.0.0.1:8787] [--data-dir DIR]
-                   [--environments sandbox,production] [--catalog catalog.json] [--component aforo_policy.wasm]
-                   [--admin-key adm_…] [--api-keys sk_test_…,…] [--upstream-url URL] [--<option> VALUE]…
-Every option also reads an AFORO_* environment variable; see the README's agent reference.";
+/// The command line: `--config FILE` and a `--<option> VALUE` for every agent option (flags win
+/// over the file, the file over `AFORO_*` variables).
+fn command() -> clap::Command {
+    let mut cmd = clap::Command::new("aforo-agent")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("The sidecar for gateways without proxy-wasm (Apigee, Azure APIM, Kong 3.10+), the local ingest proxy-wasm filters can send to, and the sandbox ledger")
+        .after_help("Every option also reads its AFORO_* environment variable; the README's agent reference has the table.")
+        .arg(
+            clap::Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .help("the agent configuration (JSON)"),
+        );
+    for o in config::AGENT_OPTIONS {
+        cmd = cmd.arg(
+            clap::Arg::new(o.name)
+                .long(o.name.replace('_', "-"))
+                .value_name("VALUE")
+                .help(format!(
+                    "{} [env: {}] [default: {}]",
+                    o.doc, o.env, o.default
+                )),
+        );
+    }
+    cmd
+}
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("aforo-agent: {msg}");
@@ -35,43 +57,23 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let mut file = None;
-    let mut flags = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        let (name, value) = match a.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (a.clone(), None),
-        };
-        if !name.starts_with("--") {
-            return fail(2, format!("unexpected argument {a:?}\n{USAGE}"));
-        }
-        let value = match value {
-            Some(v) => v,
-            None => {
-                i += 1;
-                match args.get(i) {
-                    Some(v) => v.clone(),
-                    None => return fail(2, format!("{name} needs a value")),
-                }
-            }
-        };
-        if name == "--config" {
-            match std::fs::read(&value) {
-                Ok(b) => file = Some(b),
-                Err(e) => return fail(2, format!("--config {value}: {e}")),
-            }
-        } else {
-            flags.push((name, value));
-        }
-        i += 1;
-    }
+    // clap prints --help and --version (exit 0) and usage errors naming the flag (exit 2).
+    let matches = command().get_matches();
+    let file = match matches.get_one::<String>("config") {
+        None => None,
+        Some(path) => match std::fs::read(path) {
+            Ok(b) => Some(b),
+            Err(e) => return fail(2, format!("--config {path}: {e}")),
+        },
+    };
+    let flags: Vec<(String, String)> = config::AGENT_OPTIONS
+        .iter()
+        .filter_map(|o| {
+            matches
+                .get_one::<String>(o.name)
+                .map(|v| (format!("--{}", o.name.replace('_', "-")), v.clone()))
+        })
+        .collect();
     let config = match config::parse(file.as_deref(), &|k| std::env::var(k).ok(), &flags) {
         Ok(c) => c,
         Err(e) => return fail(2, format!("invalid configuration: {e}")),
