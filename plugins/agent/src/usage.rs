@@ -5,12 +5,12 @@
 
 use crate::catalog::Catalog;
 use crate::counters::{AsBackend, LocalCounters, SharedCounters, SyncCounters};
-use crate::redis_state::claims::{source_key, ClaimRequest, CounterTarget};
+use crate::redis_state::claims::{source_key, ClaimRequest};
 use crate::redis_state::counters::RedisCounters;
 use crate::redis_state::{RedisLink, StateError};
 use crate::store::NewEvent;
 use aforo_core::entitlement::{
-    add_usage, quota_key, read_counter, stored_count, CounterBackend, MAX_UNITS,
+    add_usage, counters_of, quota_key, read_counter, stored_count, CounterBackend, CounterTarget,
 };
 use aforo_core::event::UsageEvent;
 use aforo_core::{Environment, Timestamp};
@@ -257,33 +257,18 @@ impl Usage {
     }
 }
 
-/// The quota counters of the current windows an event adds to (only usage inside a window
-/// counts against it), each with the feature's name. No quota exceeds MAX_UNITS, so a larger
-/// event adds MAX_UNITS: it exhausts any of them, as a saturated count would.
+/// The quota counters an event adds to: the core's rule (`counters_of`) over the catalog's
+/// features of the event's customer that count its metric.
 fn counted_in<'a>(
     catalog: &'a Catalog,
     env: Environment,
     e: &'a UsageEvent,
     now: Timestamp,
 ) -> impl Iterator<Item = (CounterTarget, &'a str)> + 'a {
-    let units = e.quantity.ceil_units().min(MAX_UNITS);
-    catalog
+    let features = catalog
         .features_for(&e.customer_id, &e.metric)
-        .filter(move |_| units > 0)
-        .filter_map(move |f| {
-            let (start, end) = f.window.current(now);
-            (e.timestamp >= start && e.timestamp < end).then(|| {
-                (
-                    CounterTarget {
-                        key: quota_key(env, &e.customer_id, &f.feature),
-                        window_start: start,
-                        window_end: end,
-                        units,
-                    },
-                    f.feature.as_str(),
-                )
-            })
-        })
+        .map(|f| (f.feature.as_str(), f.window));
+    counters_of(env, e, features, now)
 }
 
 fn record_one(

@@ -3,14 +3,14 @@
 //! back it with host shared data (portable across Envoy's and Kong's CAS rules); the agent and
 //! the WASI component with their own stores.
 //!
-//! Value layout: window start (i64 LE nanos) · count (u64 LE) · the key itself. Storing the
-//! key lets a reader notice Kong's CRC32-only key identity aliasing two keys.
+//! The value layout and key names are the counter contract (`counter_contract.rs`).
 //!
 //! Exactness: every update of an existing key is atomic. Creating a key is atomic on Kong
 //! (`cas = 0` means "must not exist") but not on Envoy (`cas = 0` overwrites), so on Envoy the
 //! very first increments of a brand-new key by several workers at the same instant can lose
 //! at most `workers - 1` units, once per key (per customer, feature and process lifetime).
 
+use super::counter_contract::CounterValue;
 use crate::host::{Host, LogLevel, SharedSetError};
 use crate::time::Timestamp;
 use std::collections::HashMap;
@@ -84,33 +84,8 @@ impl CounterBackend for MemoryCounters {
 /// Most CAS attempts before giving up (then the request is decided without the shared count).
 const MAX_ATTEMPTS: u32 = 64;
 
-/// A counter's decoded value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stored {
-    window_start: Timestamp,
-    count: u64,
-}
-
-fn decode(key: &str, bytes: &[u8]) -> Option<Stored> {
-    if bytes.len() < 16 || &bytes[16..] != key.as_bytes() {
-        return None;
-    }
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&bytes[..8]);
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[8..16]);
-    Some(Stored {
-        window_start: Timestamp::from_unix_nanos(i64::from_le_bytes(a)),
-        count: u64::from_le_bytes(b),
-    })
-}
-
-fn encode(key: &str, s: Stored) -> Vec<u8> {
-    let mut v = Vec::with_capacity(16 + key.len());
-    v.extend_from_slice(&s.window_start.unix_nanos().to_le_bytes());
-    v.extend_from_slice(&s.count.to_le_bytes());
-    v.extend_from_slice(key.as_bytes());
-    v
+fn decode(key: &str, bytes: &[u8]) -> Option<CounterValue> {
+    CounterValue::decode(key, bytes)
 }
 
 /// What an update attempt concluded.
@@ -162,13 +137,11 @@ pub fn update<T, E>(
         } else {
             current.saturating_sub(delta.unsigned_abs())
         };
-        let bytes = encode(
-            key,
-            Stored {
-                window_start,
-                count: next,
-            },
-        );
+        let bytes = CounterValue {
+            window_start,
+            count: next,
+        }
+        .encode(key);
         match host.write(key, &bytes, cas) {
             Ok(()) => return Update::Done(value),
             Err(SharedSetError::CasMismatch) => continue,
@@ -271,13 +244,11 @@ mod tests {
         h.shared.insert(
             "k1".into(),
             (
-                encode(
-                    "other",
-                    Stored {
-                        window_start: w,
-                        count: 9,
-                    },
-                ),
+                CounterValue {
+                    window_start: w,
+                    count: 9,
+                }
+                .encode("other"),
                 1,
             ),
         );

@@ -1,6 +1,7 @@
 //! Entitlements: the snapshot model, calendar windows, the local decision and its HTTP form.
 
 mod admission;
+mod counter_contract;
 mod counters;
 mod decision;
 mod reply;
@@ -10,6 +11,10 @@ mod window;
 
 pub use admission::{
     add_usage, admit, quota_key, release, AccessRequest, Admission, Identity, Refusal, Reservation,
+};
+pub use counter_contract::{
+    counters_of, CounterKey, CounterKind, CounterTarget, CounterValue, KEY_PREFIX,
+    VALUE_HEADER_BYTES,
 };
 pub use counters::{
     read as read_counter, stored_count, stored_window_start, update as update_counter,

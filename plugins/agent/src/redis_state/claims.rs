@@ -9,6 +9,7 @@
 
 use super::{RedisLink, StateError};
 use crate::redis_state::counters::redis_key;
+use aforo_core::entitlement::{CounterKey, CounterTarget};
 use aforo_core::{Environment, Timestamp};
 use std::collections::HashMap;
 
@@ -21,86 +22,7 @@ use std::collections::HashMap;
 /// Counts saturate at 2^53 (the largest quota a snapshot may hold), exact in Lua's doubles.
 /// Returns per event: 1 counted now, 2 claimed before by this stored copy (same received
 /// time: a replay after a crash, even under a new node id), 0 claimed by another copy.
-pub const CLAIM_SCRIPT: &str = r"
-local ttl = ARGV[1]
-local n, m = tonumber(ARGV[2]), tonumber(ARGV[3])
-local cap = 9007199254740992
-local add, out = {}, {}
-local a = 4 + 4 * m
-for i = 1, n do
-  local token, k = ARGV[a], tonumber(ARGV[a + 1])
-  a = a + 2
-  local owner = redis.call('GET', KEYS[i])
-  if owner then
-    if string.match(owner, '@(%d+)$') == string.match(token, '@(%d+)$') then out[i] = 2 else out[i] = 0 end
-    a = a + 2 * k
-  else
-    redis.call('SET', KEYS[i], token, 'PX', ttl)
-    out[i] = 1
-    for _ = 1, k do
-      local s, u = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-      a = a + 2
-      add[s] = math.min((add[s] or 0) + u, cap)
-    end
-  end
-end
-local function num(s)
-  local v = 0
-  for i = 8, 1, -1 do v = v * 256 + string.byte(s, i) end
-  return v
-end
-local function bytes(v)
-  local t = {}
-  for i = 1, 8 do
-    t[i] = string.char(v % 256)
-    v = math.floor(v / 256)
-  end
-  return table.concat(t)
-end
-for s = 1, m do
-  local units = add[s]
-  if units then
-    local ck, sk = KEYS[n + 2 * s - 1], KEYS[n + 2 * s]
-    local b = 4 + 4 * (s - 1)
-    local key, ws, exp, src = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-    local v = redis.call('HGET', ck, 'v')
-    local count, stale = 0, false
-    if v and #v >= 16 then
-      local cur = string.sub(v, 1, 8)
-      if cur == ws then
-        count = num(string.sub(v, 9, 16))
-      elseif num(cur) > num(ws) then
-        stale = true
-      end
-    end
-    if not stale then
-      local c = tonumber(redis.call('HGET', ck, 'c') or '0')
-      local total = math.min(count + units, cap)
-      redis.call('HSET', ck, 'v', ws .. bytes(total) .. key, 'c', (c % 2147483647) + 1)
-      redis.call('PEXPIREAT', ck, exp)
-      if src ~= '' then
-        local mine = tonumber(redis.call('HGET', sk, src) or '0')
-        redis.call('HSET', sk, src, string.format('%.0f', math.min(mine + units, cap)))
-        redis.call('PEXPIREAT', sk, exp)
-      end
-    end
-  end
-end
-return out
-";
-
-/// A quota counter an event adds to.
-#[derive(Clone, Debug)]
-pub struct CounterTarget {
-    /// The core's counter key (`aforo:q:<env>:<customer>:<feature>`).
-    pub key: String,
-    /// Its current window.
-    pub window_start: Timestamp,
-    /// When that window resets.
-    pub window_end: Timestamp,
-    /// Units the event adds.
-    pub units: u64,
-}
+pub const CLAIM_SCRIPT: &str = include_str!("claim.lua");
 
 /// One event to claim.
 #[derive(Clone, Debug)]
@@ -130,7 +52,7 @@ pub enum Claim {
 
 /// The per-source usage hash of a quota counter in a window.
 pub fn source_key(link: &RedisLink, counter_key: &str, window_start: Timestamp) -> String {
-    let rest = counter_key.strip_prefix("aforo:q:").unwrap_or(counter_key);
+    let rest = CounterKey::parse(counter_key).map_or(counter_key, |k| k.rest);
     link.key(&format!(
         "s:{rest}:{}",
         window_start.unix_nanos() / 1_000_000

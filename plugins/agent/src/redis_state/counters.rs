@@ -6,7 +6,7 @@
 use super::RedisLink;
 use crate::clock::SharedClock;
 use crate::counters::{LocalCounters, Served, SyncCounters};
-use aforo_core::entitlement::stored_window_start;
+use aforo_core::entitlement::{stored_window_start, CounterKey, CounterKind, KEY_PREFIX};
 use aforo_core::host::SharedSetError;
 use aforo_core::time::NANOS_PER_DAY;
 use std::sync::Arc;
@@ -20,7 +20,10 @@ pub struct RedisCounters {
 
 /// The Redis key of a core counter key (`aforo:q:…` → `<prefix>q:…`).
 pub fn redis_key(link: &RedisLink, key: &str) -> String {
-    link.key(key.strip_prefix("aforo:").unwrap_or(key))
+    link.key(CounterKey::parse(key).map_or_else(
+        || key.strip_prefix(KEY_PREFIX).unwrap_or(key),
+        |k| k.unprefixed,
+    ))
 }
 
 /// When a counter may be dropped: its window's start plus the longest window of its kind
@@ -30,7 +33,8 @@ fn expiry_ms(key: &str, value: &[u8], now: i64) -> i64 {
     let start = stored_window_start(key, value)
         .map(|t| t.unix_nanos())
         .unwrap_or(0);
-    let longest = if key.starts_with("aforo:r:") {
+    let rate = CounterKey::parse(key).is_some_and(|k| k.kind == CounterKind::Rate);
+    let longest = if rate {
         NANOS_PER_DAY
     } else {
         366 * NANOS_PER_DAY

@@ -24,27 +24,7 @@ const POOL: usize = 16;
 /// at a window's end must not reset the new window). Within a window the expiry is left alone:
 /// the claims set quota counters' to the window's real reset. Tokens stay below 2^31 (the local
 /// copy's carry the top bit).
-const CAS_SCRIPT: &str = r"
-local c = tonumber(redis.call('HGET', KEYS[1], 'c') or '0')
-if c ~= tonumber(ARGV[2]) then return 0 end
-local v = redis.call('HGET', KEYS[1], 'v')
-local same = false
-if v and #v >= 16 and #ARGV[1] >= 16 then
-  local function num(s)
-    local n = 0
-    for i = 8, 1, -1 do n = n * 256 + string.byte(s, i) end
-    return n
-  end
-  if num(string.sub(v, 1, 8)) > num(string.sub(ARGV[1], 1, 8)) then return 0 end
-  same = string.sub(v, 1, 8) == string.sub(ARGV[1], 1, 8)
-end
-c = (c % 2147483647) + 1
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'c', c)
-if not same or redis.call('PTTL', KEYS[1]) < 0 then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-end
-return 1
-";
+const CAS_SCRIPT: &str = include_str!("cas.lua");
 
 /// Why Redis could not be used.
 #[derive(Debug)]

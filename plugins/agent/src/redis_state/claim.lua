@@ -1,0 +1,78 @@
+-- Claims a batch of events and adds their units to quota counters (see CLAIM_SCRIPT in
+-- claims.rs for KEYS and ARGV). Counter values are aforo-core's CounterValue
+-- (shared/src/entitlement/counter_contract.rs): window start (i64 LE ns) . count (u64 LE) . the
+-- key; plugins/agent/tests/redis_scripts.rs runs this script on a real Redis against the core.
+local ttl = ARGV[1]
+local n, m = tonumber(ARGV[2]), tonumber(ARGV[3])
+local cap = 9007199254740992
+local add, out = {}, {}
+local a = 4 + 4 * m
+for i = 1, n do
+  local token, k = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  local owner = redis.call('GET', KEYS[i])
+  if owner then
+    if string.match(owner, '@(%d+)$') == string.match(token, '@(%d+)$') then out[i] = 2 else out[i] = 0 end
+    a = a + 2 * k
+  else
+    redis.call('SET', KEYS[i], token, 'PX', ttl)
+    out[i] = 1
+    for _ = 1, k do
+      local s, u = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+      a = a + 2
+      add[s] = math.min((add[s] or 0) + u, cap)
+    end
+  end
+end
+-- Whether window start a (8 bytes LE) is later than b, byte by byte from the top: exact,
+-- where Lua's doubles round nanoseconds past 2^53 (today's are about 2^60).
+local function later(a, b)
+  for i = 8, 1, -1 do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return false
+end
+local function num(s)
+  local v = 0
+  for i = 8, 1, -1 do v = v * 256 + string.byte(s, i) end
+  return v
+end
+local function bytes(v)
+  local t = {}
+  for i = 1, 8 do
+    t[i] = string.char(v % 256)
+    v = math.floor(v / 256)
+  end
+  return table.concat(t)
+end
+for s = 1, m do
+  local units = add[s]
+  if units then
+    local ck, sk = KEYS[n + 2 * s - 1], KEYS[n + 2 * s]
+    local b = 4 + 4 * (s - 1)
+    local key, ws, exp, src = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+    local v = redis.call('HGET', ck, 'v')
+    local count, stale = 0, false
+    if v and #v >= 16 then
+      local cur = string.sub(v, 1, 8)
+      if cur == ws then
+        count = num(string.sub(v, 9, 16))
+      elseif later(cur, ws) then
+        stale = true
+      end
+    end
+    if not stale then
+      local c = tonumber(redis.call('HGET', ck, 'c') or '0')
+      local total = math.min(count + units, cap)
+      redis.call('HSET', ck, 'v', ws .. bytes(total) .. key, 'c', (c % 2147483647) + 1)
+      redis.call('PEXPIREAT', ck, exp)
+      if src ~= '' then
+        local mine = tonumber(redis.call('HGET', sk, src) or '0')
+        redis.call('HSET', sk, src, string.format('%.0f', math.min(mine + units, cap)))
+        redis.call('PEXPIREAT', sk, exp)
+      end
+    end
+  end
+end
+return out
