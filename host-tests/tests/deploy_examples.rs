@@ -12,7 +12,7 @@ use aforo_host_tests::artifacts::{filter_module, repo_root};
 use aforo_host_tests::envoy::validate_with_env;
 use aforo_host_tests::replay::{run, RunOptions};
 use aforo_host_tests::traffic::parse_jsonl;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -243,9 +243,9 @@ fn the_istio_wasmplugin_configuration_is_accepted_by_the_filter() {
         .filter(|a| a.starts_with("--"))
     {
         let name = a.trim_start_matches("--").replace('-', "_");
-        let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+        let reference = std::fs::read_to_string(repo_root().join("docs/agent.md")).unwrap();
         assert!(
-            readme.contains(&format!("| `{name}` |")),
+            reference.contains(&format!("| `{name}` |")),
             "aforo-agent has no {a}"
         );
     }
@@ -357,13 +357,23 @@ fn kongs_meta_json_lists_exactly_the_options_the_filter_accepts() {
     for o in OPTIONS {
         let t = props[o.name]["type"].as_str().unwrap();
         let expected = match o.kind {
-            Kind::Integer => "integer",
+            Kind::Integer { .. } => "integer",
             Kind::Bool => "boolean",
             Kind::List => "array",
-            Kind::Text => "string",
+            Kind::Text | Kind::Choice(_) => "string",
             Kind::Json => t, // routes (array), entitlements (object)
         };
         assert_eq!(t, expected, "{}", o.name);
+        // Kong checks a configuration against this schema before the filter sees it: the same
+        // ranges and words as the filter's table, so Kong's error and the filter's agree.
+        match o.kind {
+            Kind::Integer { min, max } => {
+                assert_eq!(props[o.name]["minimum"], min, "{}", o.name);
+                assert_eq!(props[o.name]["maximum"], max, "{}", o.name);
+            }
+            Kind::Choice(words) => assert_eq!(props[o.name]["enum"], json!(words), "{}", o.name),
+            _ => {}
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod host;
 pub mod ingest;
 pub mod keys;
+pub mod option_table;
 pub mod policy;
 pub mod ratelimit;
 #[cfg(feature = "rating")]

@@ -5,76 +5,310 @@ use aforo_core::config::Endpoint;
 use aforo_core::environment::ApiKey;
 use aforo_core::event::IngestFormat;
 use aforo_core::keys::{hash_key, KeyHash};
+use aforo_core::option_table::{
+    choice, find, integer, names, text, text_value, Default, Kind, Merged,
+};
 use aforo_core::strict_json::{describe, FieldError, ObjReader};
 use aforo_core::Environment;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// One agent option: JSON name, environment variable, default, doc (the last two are for the
-/// README, checked by a test).
-#[allow(dead_code)]
-pub struct AgentOption {
-    /// JSON field (and `--flag` with `-` for `_`).
-    pub name: &'static str,
-    /// Environment variable.
-    pub env: &'static str,
-    /// Default, as documented.
-    pub default: &'static str,
-    /// What it is for.
-    pub doc: &'static str,
+/// The agent's options, one row each: name, environment variable, type with range, default and
+/// doc. Parsing, `--help` and `docs/agent.md`'s table come from these rows (checked by a test).
+pub mod options {
+    use aforo_core::option_table::{row, Default, Kind, OptionSpec};
+
+    /// `listen`.
+    pub static LISTEN: OptionSpec = row(
+        "listen",
+        Some("AFORO_AGENT_LISTEN"),
+        Kind::Text,
+        Default::Text("127.0.0.1:8787"),
+        "address the HTTP API listens on",
+    );
+    /// `data_dir`.
+    pub static DATA_DIR: OptionSpec = row(
+        "data_dir",
+        Some("AFORO_AGENT_DATA_DIR"),
+        Kind::Text,
+        Default::Text("./aforo-data"),
+        "where the SQLite stores live (one per environment, plus control.db)",
+    );
+    /// `environments`.
+    pub static ENVIRONMENTS: OptionSpec = row(
+        "environments",
+        Some("AFORO_AGENT_ENVIRONMENTS"),
+        Kind::List,
+        Default::Text("sandbox"),
+        "environments served (sandbox, production or both, comma-separated); keys of others get 403",
+    );
+    /// `api_keys`.
+    pub static API_KEYS: OptionSpec = row(
+        "api_keys",
+        Some("AFORO_API_KEYS"),
+        Kind::List,
+        Default::Unset("[]"),
+        "sk_ keys accepted from gateways (comma-separated); empty accepts any well-formed key of a served environment",
+    );
+    /// `tenant_keys`.
+    pub static TENANT_KEYS: OptionSpec = row(
+        "tenant_keys",
+        Some("AFORO_AGENT_TENANT_KEYS"),
+        Kind::List,
+        Default::Unset("[]"),
+        "sk_ keys that may name the customer with tenantId in /v1/canAccess (comma-separated), for gateways that authenticate callers themselves; every other key must pass the caller's consumer key (docs/security.md). Each is also an accepted gateway key",
+    );
+    /// `admin_key`.
+    pub static ADMIN_KEY: OptionSpec = row(
+        "admin_key",
+        Some("AFORO_AGENT_ADMIN_KEY"),
+        Kind::Text,
+        Default::Unset("none"),
+        "adm_ key for the admin API; without it the admin API is off",
+    );
+    /// `product_id`.
+    pub static PRODUCT_ID: OptionSpec = row(
+        "product_id",
+        Some("AFORO_PRODUCT_ID"),
+        Kind::Text,
+        Default::Text("default"),
+        "product_id of events built by /v1/meter",
+    );
+    /// `catalog`.
+    pub static CATALOG: OptionSpec = row(
+        "catalog",
+        Some("AFORO_AGENT_CATALOG"),
+        Kind::Text,
+        Default::Unset("none"),
+        "catalog JSON file: customers, their features and quotas, consumer keys, the pricing plan",
+    );
+    /// `component`.
+    pub static COMPONENT: OptionSpec = row(
+        "component",
+        Some("AFORO_AGENT_COMPONENT"),
+        Kind::Text,
+        Default::Unset("next to the binary"),
+        "path of aforo_policy.wasm",
+    );
+    /// `upstream_url`.
+    pub static UPSTREAM_URL: OptionSpec = row(
+        "upstream_url",
+        Some("AFORO_UPSTREAM_URL"),
+        Kind::Text,
+        Default::Unset("none"),
+        "forward stored events to this ingest (without it the agent is the local ledger)",
+    );
+    /// `upstream_format`.
+    pub static UPSTREAM_FORMAT: OptionSpec = row(
+        "upstream_format",
+        Some("AFORO_UPSTREAM_FORMAT"),
+        Kind::Choice(&["aforo", "cloudevents"]),
+        Default::Text("aforo"),
+        "aforo (ingest v1) or cloudevents",
+    );
+    /// `upstream_sandbox_key`.
+    pub static UPSTREAM_SANDBOX_KEY: OptionSpec = row(
+        "upstream_sandbox_key",
+        Some("AFORO_UPSTREAM_SANDBOX_KEY"),
+        Kind::Text,
+        Default::Unset("none"),
+        "sk_test_ key for forwarding sandbox events",
+    );
+    /// `upstream_production_key`.
+    pub static UPSTREAM_PRODUCTION_KEY: OptionSpec = row(
+        "upstream_production_key",
+        Some("AFORO_UPSTREAM_PRODUCTION_KEY"),
+        Kind::Text,
+        Default::Unset("none"),
+        "sk_live_ key for forwarding production events",
+    );
+    /// `batch_size`.
+    pub static BATCH_SIZE: OptionSpec = row(
+        "batch_size",
+        Some("AFORO_BATCH_SIZE"),
+        Kind::Integer { min: 1, max: 1_000 },
+        Default::Integer(100),
+        "events per upstream request",
+    );
+    /// `flush_interval_ms`.
+    pub static FLUSH_INTERVAL_MS: OptionSpec = row(
+        "flush_interval_ms",
+        Some("AFORO_FLUSH_INTERVAL_MS"),
+        Kind::Integer {
+            min: 10,
+            max: 3_600_000,
+        },
+        Default::Integer(1000),
+        "longest wait before forwarding",
+    );
+    /// `max_retry_time_ms`.
+    pub static MAX_RETRY_TIME_MS: OptionSpec = row(
+        "max_retry_time_ms",
+        Some("AFORO_MAX_RETRY_TIME_MS"),
+        Kind::Integer {
+            min: 0,
+            max: 86_400_000,
+        },
+        Default::Integer(300000),
+        "time a batch is retried before it is dead-lettered",
+    );
+    /// `sandbox_events_per_hour`.
+    pub static SANDBOX_EVENTS_PER_HOUR: OptionSpec = row(
+        "sandbox_events_per_hour",
+        Some("AFORO_SANDBOX_EVENTS_PER_HOUR"),
+        Kind::Integer {
+            min: 1,
+            max: 1 << 40,
+        },
+        Default::Integer(10000),
+        "ingest rate limit per sandbox key",
+    );
+    /// `production_events_per_hour`.
+    pub static PRODUCTION_EVENTS_PER_HOUR: OptionSpec = row(
+        "production_events_per_hour",
+        Some("AFORO_PRODUCTION_EVENTS_PER_HOUR"),
+        Kind::Integer {
+            min: 1,
+            max: 1 << 40,
+        },
+        Default::Integer(1000000),
+        "ingest rate limit per production key",
+    );
+    /// `max_body_bytes`.
+    pub static MAX_BODY_BYTES: OptionSpec = row(
+        "max_body_bytes",
+        Some("AFORO_AGENT_MAX_BODY_BYTES"),
+        Kind::Integer {
+            min: 1_024,
+            max: 64 << 20,
+        },
+        Default::Integer(1048576),
+        "largest request body of /v1/events (other endpoints: 64 KiB)",
+    );
+    /// `max_json_depth`.
+    pub static MAX_JSON_DEPTH: OptionSpec = row(
+        "max_json_depth",
+        Some("AFORO_AGENT_MAX_JSON_DEPTH"),
+        Kind::Integer { min: 2, max: 128 },
+        Default::Integer(32),
+        "deepest JSON nesting accepted in any request body",
+    );
+    /// `pool_size`.
+    pub static POOL_SIZE: OptionSpec = row(
+        "pool_size",
+        Some("AFORO_AGENT_POOL_SIZE"),
+        Kind::Integer { min: 1, max: 256 },
+        Default::Integer(8),
+        "component instances kept warm",
+    );
+    /// `fuel_per_call`.
+    pub static FUEL_PER_CALL: OptionSpec = row(
+        "fuel_per_call",
+        Some("AFORO_AGENT_FUEL_PER_CALL"),
+        Kind::Integer {
+            min: 1_000_000,
+            max: u64::MAX,
+        },
+        Default::Integer(100000000),
+        "instruction budget of one component call (a runaway module traps, the agent answers 503)",
+    );
+    /// `state`.
+    pub static STATE: OptionSpec = row(
+        "state",
+        Some("AFORO_AGENT_STATE"),
+        Kind::Text,
+        Default::Text("embedded"),
+        "where quota counters, rate-limit buckets and the dedup window live: embedded (this node), or redis://[user:password@]host:port[/db] (rediss:// for TLS) shared by every agent",
+    );
+    /// `redis_prefix`.
+    pub static REDIS_PREFIX: OptionSpec = row(
+        "redis_prefix",
+        Some("AFORO_REDIS_PREFIX"),
+        Kind::Text,
+        Default::Text("aforo:"),
+        "prefix of every Redis key (one per deployment sharing a Redis)",
+    );
+    /// `redis_timeout_ms`.
+    pub static REDIS_TIMEOUT_MS: OptionSpec = row(
+        "redis_timeout_ms",
+        Some("AFORO_REDIS_TIMEOUT_MS"),
+        Kind::Integer { min: 10, max: 2_000 },
+        Default::Integer(250),
+        "connect, read and write timeout of a Redis call (10..=2000); past it the agent decides on local state",
+    );
+    /// `redis_ca_file`.
+    pub static REDIS_CA_FILE: OptionSpec = row(
+        "redis_ca_file",
+        Some("AFORO_REDIS_CA_FILE"),
+        Kind::Text,
+        Default::Unset("Mozilla roots"),
+        "PEM file of the CA that signed Redis's certificate (rediss:// only)",
+    );
+    /// `redis_dedup_days`.
+    pub static REDIS_DEDUP_DAYS: OptionSpec = row(
+        "redis_dedup_days",
+        Some("AFORO_REDIS_DEDUP_DAYS"),
+        Kind::Integer { min: 1, max: 730 },
+        Default::Integer(91),
+        "how long Redis remembers an event id (events older than 90 days are refused anyway; sandbox ids at most 30 days); shorter saves memory, but a retry older than this through another agent counts twice in quotas (the ingest still deduplicates it)",
+    );
+    /// `failure_mode`.
+    pub static FAILURE_MODE: OptionSpec = row(
+        "failure_mode",
+        Some("AFORO_AGENT_FAILURE_MODE"),
+        Kind::Choice(&["open", "closed"]),
+        Default::Text("open"),
+        "while Redis is unreachable: open decides on this node's counters, closed answers /v1/canAccess with 503",
+    );
+    /// `node_id`.
+    pub static NODE_ID: OptionSpec = row(
+        "node_id",
+        Some("AFORO_AGENT_NODE_ID"),
+        Kind::Text,
+        Default::Unset("generated, kept in data_dir"),
+        "this agent's name, written with each event it claims in Redis (which agent holds an event)",
+    );
+
+    /// Every agent option, in `docs/agent.md`'s order.
+    pub const AGENT_OPTIONS: &[&OptionSpec] = &[
+        &LISTEN,
+        &DATA_DIR,
+        &ENVIRONMENTS,
+        &API_KEYS,
+        &TENANT_KEYS,
+        &ADMIN_KEY,
+        &PRODUCT_ID,
+        &CATALOG,
+        &COMPONENT,
+        &UPSTREAM_URL,
+        &UPSTREAM_FORMAT,
+        &UPSTREAM_SANDBOX_KEY,
+        &UPSTREAM_PRODUCTION_KEY,
+        &BATCH_SIZE,
+        &FLUSH_INTERVAL_MS,
+        &MAX_RETRY_TIME_MS,
+        &SANDBOX_EVENTS_PER_HOUR,
+        &PRODUCTION_EVENTS_PER_HOUR,
+        &MAX_BODY_BYTES,
+        &MAX_JSON_DEPTH,
+        &POOL_SIZE,
+        &FUEL_PER_CALL,
+        &STATE,
+        &REDIS_PREFIX,
+        &REDIS_TIMEOUT_MS,
+        &REDIS_CA_FILE,
+        &REDIS_DEDUP_DAYS,
+        &FAILURE_MODE,
+        &NODE_ID,
+    ];
 }
 
-const fn o(
-    name: &'static str,
-    env: &'static str,
-    default: &'static str,
-    doc: &'static str,
-) -> AgentOption {
-    AgentOption {
-        name,
-        env,
-        default,
-        doc,
-    }
-}
+use options as o;
+pub use options::AGENT_OPTIONS;
 
-/// Every agent option, in the README's order.
-pub const AGENT_OPTIONS: &[AgentOption] = &[
-    o("listen", "AFORO_AGENT_LISTEN", "127.0.0.1:8787", "address the HTTP API listens on"),
-    o("data_dir", "AFORO_AGENT_DATA_DIR", "./aforo-data", "where the SQLite stores live (one per environment, plus control.db)"),
-    o("environments", "AFORO_AGENT_ENVIRONMENTS", "sandbox", "environments served (sandbox, production or both, comma-separated); keys of others get 403"),
-    o("api_keys", "AFORO_API_KEYS", "[]", "sk_ keys accepted from gateways (comma-separated); empty accepts any well-formed key of a served environment"),
-    o("tenant_keys", "AFORO_AGENT_TENANT_KEYS", "[]", "sk_ keys that may name the customer with tenantId in /v1/canAccess (comma-separated), for gateways that authenticate callers themselves; every other key must pass the caller's consumer key (README: Security model). Each is also an accepted gateway key"),
-    o("admin_key", "AFORO_AGENT_ADMIN_KEY", "none", "adm_ key for the admin API; without it the admin API is off"),
-    o("product_id", "AFORO_PRODUCT_ID", "default", "product_id of events built by /v1/meter"),
-    o("catalog", "AFORO_AGENT_CATALOG", "none", "catalog JSON file: customers, their features and quotas, consumer keys, the pricing plan"),
-    o("component", "AFORO_AGENT_COMPONENT", "next to the binary", "path of aforo_policy.wasm"),
-    o("upstream_url", "AFORO_UPSTREAM_URL", "none", "forward stored events to this ingest (without it the agent is the local ledger)"),
-    o("upstream_format", "AFORO_UPSTREAM_FORMAT", "aforo", "aforo (ingest v1) or cloudevents"),
-    o("upstream_sandbox_key", "AFORO_UPSTREAM_SANDBOX_KEY", "none", "sk_test_ key for forwarding sandbox events"),
-    o("upstream_production_key", "AFORO_UPSTREAM_PRODUCTION_KEY", "none", "sk_live_ key for forwarding production events"),
-    o("batch_size", "AFORO_BATCH_SIZE", "100", "events per upstream request"),
-    o("flush_interval_ms", "AFORO_FLUSH_INTERVAL_MS", "1000", "longest wait before forwarding"),
-    o("max_retry_time_ms", "AFORO_MAX_RETRY_TIME_MS", "300000", "time a batch is retried before it is dead-lettered"),
-    o("sandbox_events_per_hour", "AFORO_SANDBOX_EVENTS_PER_HOUR", "10000", "ingest rate limit per sandbox key"),
-    o("production_events_per_hour", "AFORO_PRODUCTION_EVENTS_PER_HOUR", "1000000", "ingest rate limit per production key"),
-    o("max_body_bytes", "AFORO_AGENT_MAX_BODY_BYTES", "1048576", "largest request body of /v1/events (other endpoints: 64 KiB)"),
-    o("max_json_depth", "AFORO_AGENT_MAX_JSON_DEPTH", "32", "deepest JSON nesting accepted in any request body"),
-    o("pool_size", "AFORO_AGENT_POOL_SIZE", "8", "component instances kept warm"),
-    o("fuel_per_call", "AFORO_AGENT_FUEL_PER_CALL", "100000000", "instruction budget of one component call (a runaway module traps, the agent answers 503)"),
-    o("state", "AFORO_AGENT_STATE", "embedded", "where quota counters, rate-limit buckets and the dedup window live: embedded (this node), or redis://[user:password@]host:port[/db] (rediss:// for TLS) shared by every agent"),
-    o("redis_prefix", "AFORO_REDIS_PREFIX", "aforo:", "prefix of every Redis key (one per deployment sharing a Redis)"),
-    o("redis_timeout_ms", "AFORO_REDIS_TIMEOUT_MS", "250", "connect, read and write timeout of a Redis call (10..=2000); past it the agent decides on local state"),
-    o("redis_ca_file", "AFORO_REDIS_CA_FILE", "Mozilla roots", "PEM file of the CA that signed Redis's certificate (rediss:// only)"),
-    o("redis_dedup_days", "AFORO_REDIS_DEDUP_DAYS", "91", "how long Redis remembers an event id (events older than 90 days are refused anyway; sandbox ids at most 30 days); shorter saves memory, but a retry older than this through another agent counts twice in quotas (the ingest still deduplicates it)"),
-    o("failure_mode", "AFORO_AGENT_FAILURE_MODE", "open", "while Redis is unreachable: open decides on this node's counters, closed answers /v1/canAccess with 503"),
-    o("node_id", "AFORO_AGENT_NODE_ID", "generated, kept in data_dir", "this agent's name, written with each event it claims in Redis (which agent holds an event)"),
-];
-
-fn names() -> Vec<&'static str> {
-    AGENT_OPTIONS.iter().map(|o| o.name).collect()
-}
+/// The JSON field names, for the strict reader.
+const FIELD_NAMES: &[&str] = &names::<{ AGENT_OPTIONS.len() }>(AGENT_OPTIONS);
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
@@ -178,67 +412,32 @@ impl AgentConfig {
     }
 }
 
-fn env_value(name: &str, text: &str) -> Value {
-    let list = ["environments", "api_keys", "tenant_keys"];
-    if list.contains(&name) {
-        return Value::Array(
-            text.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(Value::from)
-                .collect(),
-        );
-    }
-    match text.parse::<u64>() {
-        Ok(n)
-            if name.ends_with("_ms")
-                || name.ends_with("_size")
-                || name.ends_with("_hour")
-                || name.ends_with("_bytes")
-                || name.ends_with("_depth")
-                || name.ends_with("_call")
-                || name.ends_with("_days") =>
-        {
-            Value::from(n)
-        }
-        _ => Value::from(text),
-    }
-}
-
 /// Parses the configuration from a file's JSON (or nothing), environment variables and flags.
 pub fn parse(
     file: Option<&[u8]>,
     env: &dyn Fn(&str) -> Option<String>,
     flags: &[(String, String)],
 ) -> Result<AgentConfig, FieldError> {
-    let mut merged = Map::new();
-    let mut origin: Vec<(&'static str, String)> = Vec::new();
-    for o in AGENT_OPTIONS {
-        if let Some(v) = env(o.env).filter(|v| !v.trim().is_empty()) {
-            merged.insert(o.name.to_string(), env_value(o.name, v.trim()));
-            origin.push((o.name, o.env.to_string()));
-        }
-    }
+    let mut merged = Merged::from_env(AGENT_OPTIONS, env);
     if let Some(bytes) = file {
         let v = aforo_core::strict_json::parse_json("the agent configuration", bytes)?;
-        let obj = v.as_object().ok_or_else(|| {
-            FieldError::new(
-                "",
-                format!(
-                    "the agent configuration must be a JSON object, got {}",
-                    describe(&v)
-                ),
-            )
-        })?;
-        for (k, v) in obj {
-            origin.retain(|(n, _)| n != k);
-            merged.insert(k.clone(), v.clone());
+        match v {
+            Value::Object(obj) => merged.json(obj),
+            other => {
+                return Err(FieldError::new(
+                    "",
+                    format!(
+                        "the agent configuration must be a JSON object, got {}",
+                        describe(&other)
+                    ),
+                ))
+            }
         }
     }
     for (k, v) in flags {
         let name = k.trim_start_matches("--").replace('-', "_");
-        let Some(o) = AGENT_OPTIONS.iter().find(|o| o.name == name) else {
-            let suggestion = aforo_core::strict_json::closest(&name, &names())
+        let Some(spec) = find(AGENT_OPTIONS, &name) else {
+            let suggestion = aforo_core::strict_json::closest(&name, FIELD_NAMES)
                 .map(|s| format!(" (did you mean --{}?)", s.replace('_', "-")))
                 .unwrap_or_default();
             return Err(FieldError::new(
@@ -246,19 +445,9 @@ pub fn parse(
                 format!("unknown flag{suggestion}"),
             ));
         };
-        origin.retain(|(n, _)| *n != o.name);
-        origin.push((o.name, k.clone()));
-        merged.insert(o.name.to_string(), env_value(o.name, v));
+        merged.flag(spec, k, v);
     }
-    let all = names();
-    let allowed: &'static [&'static str] = Box::leak(all.into_boxed_slice());
-    from_value(&Value::Object(merged), allowed).map_err(|e| {
-        let field = e.path.split(['.', '[']).next().unwrap_or("").to_string();
-        match origin.iter().find(|(n, _)| *n == field) {
-            Some((_, source)) => FieldError::new(source.clone(), e.message),
-            None => e,
-        }
-    })
+    from_value(&Value::Object(std::mem::take(&mut merged.values))).map_err(|e| merged.blame(e))
 }
 
 fn endpoint(r: &ObjReader<'_>, key: &str) -> Result<Option<Endpoint>, FieldError> {
@@ -304,18 +493,25 @@ fn gateway_keys(r: &ObjReader<'_>, field: &str) -> Result<Vec<(KeyHash, Environm
     Ok(out)
 }
 
-fn from_value(v: &Value, allowed: &'static [&'static str]) -> Result<AgentConfig, FieldError> {
-    let r = ObjReader::new("", v, allowed)?;
-    let listen_text = r.string("listen")?.unwrap_or("127.0.0.1:8787");
+fn from_value(v: &Value) -> Result<AgentConfig, FieldError> {
+    let r = ObjReader::new("", v, FIELD_NAMES)?;
+    let listen_text = match r.string(o::LISTEN.name)? {
+        Some(t) => t,
+        None => text(&r, &o::LISTEN)?.unwrap_or_default(),
+    };
     let listen: SocketAddr = listen_text.parse().map_err(|_| {
         FieldError::new(
             "listen",
             format!("must be an address like 127.0.0.1:8787, got {listen_text:?}"),
         )
     })?;
-    let data_dir = PathBuf::from(r.non_empty_string("data_dir")?.unwrap_or("./aforo-data"));
-    let environments = match r.array("environments")? {
-        None => vec![Environment::Sandbox],
+    let data_dir = PathBuf::from(text(&r, &o::DATA_DIR)?.unwrap_or_default());
+    let default_environments = match o::ENVIRONMENTS.default {
+        Default::Text(t) => text_value(Kind::List, t),
+        _ => Value::Array(Vec::new()),
+    };
+    let environments = match r.array("environments")?.or(default_environments.as_array()) {
+        None => Vec::new(),
         Some(list) => {
             let mut out = Vec::new();
             for (i, e) in list.iter().enumerate() {
@@ -363,8 +559,8 @@ fn from_value(v: &Value, allowed: &'static [&'static str]) -> Result<AgentConfig
         None => None,
         Some(ep) => Some(Upstream {
             endpoint: ep,
-            format: match r.choice("upstream_format", &["aforo", "cloudevents"])? {
-                Some("cloudevents") => IngestFormat::CloudEvents,
+            format: match choice(&r, &o::UPSTREAM_FORMAT)? {
+                "cloudevents" => IngestFormat::CloudEvents,
                 _ => IngestFormat::Aforo,
             },
             keys: [
@@ -388,24 +584,25 @@ fn from_value(v: &Value, allowed: &'static [&'static str]) -> Result<AgentConfig
             }
         }
     }
-    let product_id = r
-        .non_empty_string("product_id")?
-        .unwrap_or("default")
-        .to_string();
+    let product_id = text(&r, &o::PRODUCT_ID)?.unwrap_or_default().to_string();
     if !aforo_core::config::is_name(&product_id) {
         return Err(FieldError::new(
             "product_id",
             format!("must be 1..=128 letters, digits or _-.: characters, got {product_id:?}"),
         ));
     }
-    let state = match r.non_empty_string("state")? {
+    let state = match text(&r, &o::STATE)? {
         None | Some("embedded") => StateBackend::Embedded,
         Some(url)
             if url.starts_with("redis://")
                 || url.starts_with("rediss://")
                 || url.starts_with("redis+unix://") =>
         {
-            let prefix = r.string("redis_prefix")?.unwrap_or("aforo:").to_string();
+            let prefix = match r.string(o::REDIS_PREFIX.name)? {
+                Some(p) => p,
+                None => text(&r, &o::REDIS_PREFIX)?.unwrap_or_default(),
+            }
+            .to_string();
             if prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(FieldError::new(
                     "redis_prefix",
@@ -415,8 +612,8 @@ fn from_value(v: &Value, allowed: &'static [&'static str]) -> Result<AgentConfig
             StateBackend::Redis {
                 url: url.to_string(),
                 prefix,
-                timeout_ms: r.u64_in("redis_timeout_ms", 10, 2_000)?.unwrap_or(250),
-                dedup_days: r.u64_in("redis_dedup_days", 1, 730)?.unwrap_or(91),
+                timeout_ms: integer(&r, &o::REDIS_TIMEOUT_MS)?,
+                dedup_days: integer(&r, &o::REDIS_DEDUP_DAYS)?,
                 ca_file: match r.non_empty_string("redis_ca_file")? {
                     None => None,
                     Some(_) if !url.starts_with("rediss://") => {
@@ -453,10 +650,7 @@ fn from_value(v: &Value, allowed: &'static [&'static str]) -> Result<AgentConfig
             }
         }
     }
-    let fail_closed = matches!(
-        r.choice("failure_mode", &["open", "closed"])?,
-        Some("closed")
-    );
+    let fail_closed = choice(&r, &o::FAILURE_MODE)? == "closed";
     let node_id = match r.non_empty_string("node_id")? {
         None => None,
         Some(n) if aforo_core::config::is_name(n) => Some(n.to_string()),
@@ -481,49 +675,30 @@ fn from_value(v: &Value, allowed: &'static [&'static str]) -> Result<AgentConfig
         catalog: r.non_empty_string("catalog")?.map(PathBuf::from),
         component: r.non_empty_string("component")?.map(PathBuf::from),
         upstream,
-        batch_size: r.u64_in("batch_size", 1, 1000)?.unwrap_or(100) as usize,
-        flush_interval_ms: r
-            .u64_in("flush_interval_ms", 10, 3_600_000)?
-            .unwrap_or(1_000),
-        max_retry_time_ms: r
-            .u64_in("max_retry_time_ms", 0, 86_400_000)?
-            .unwrap_or(300_000),
+        batch_size: integer(&r, &o::BATCH_SIZE)? as usize,
+        flush_interval_ms: integer(&r, &o::FLUSH_INTERVAL_MS)?,
+        max_retry_time_ms: integer(&r, &o::MAX_RETRY_TIME_MS)?,
         events_per_hour: [
-            r.u64_in("sandbox_events_per_hour", 1, 1 << 40)?
-                .unwrap_or(10_000),
-            r.u64_in("production_events_per_hour", 1, 1 << 40)?
-                .unwrap_or(1_000_000),
+            integer(&r, &o::SANDBOX_EVENTS_PER_HOUR)?,
+            integer(&r, &o::PRODUCTION_EVENTS_PER_HOUR)?,
         ],
-        max_body_bytes: r
-            .u64_in("max_body_bytes", 1024, 64 << 20)?
-            .unwrap_or(1 << 20) as usize,
-        max_json_depth: r.u64_in("max_json_depth", 2, 128)?.unwrap_or(32) as usize,
-        pool_size: r.u64_in("pool_size", 1, 256)?.unwrap_or(8) as usize,
-        fuel_per_call: r
-            .u64_in("fuel_per_call", 1_000_000, u64::MAX)?
-            .unwrap_or(100_000_000),
+        max_body_bytes: integer(&r, &o::MAX_BODY_BYTES)? as usize,
+        max_json_depth: integer(&r, &o::MAX_JSON_DEPTH)? as usize,
+        pool_size: integer(&r, &o::POOL_SIZE)? as usize,
+        fuel_per_call: integer(&r, &o::FUEL_PER_CALL)?,
     })
 }
 
-/// The agent's configuration reference as a Markdown table, as the README carries it.
+/// The agent's configuration reference as a Markdown table, as `docs/agent.md` carries it.
 #[cfg(test)]
 fn reference_table() -> String {
-    let mut out = String::from(
-        "| option | environment variable | default | what it is for |\n|---|---|---|---|\n",
-    );
-    for o in AGENT_OPTIONS {
-        out.push_str(&format!(
-            "| `{}` | `{}` | `{}` | {} |\n",
-            o.name, o.env, o.default, o.doc
-        ));
-    }
-    out
+    aforo_core::option_table::reference_table(AGENT_OPTIONS)
 }
 
 #[cfg(test)]
 mod tests {
     /// The package directory at run time (cargo sets it), not the one baked in at compile time:
-    /// a build cache shared between clones must not read another clone's README.
+    /// a build cache shared between clones must not read another clone's docs.
     fn manifest_dir() -> String {
         std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
     }
@@ -532,22 +707,41 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
-    fn the_readme_documents_every_agent_option() {
-        let readme =
-            std::fs::read_to_string(format!("{}/../../README.md", manifest_dir())).unwrap();
-        let start = readme
+    fn the_docs_document_every_agent_option() {
+        let path = format!("{}/../../docs/agent.md", manifest_dir());
+        let docs = std::fs::read_to_string(&path).unwrap();
+        let start = docs
             .find("<!-- agent-options:begin -->")
-            .expect("README lacks <!-- agent-options:begin -->");
-        let end = readme
+            .expect("docs/agent.md lacks <!-- agent-options:begin -->");
+        let end = docs
             .find("<!-- agent-options:end -->")
-            .expect("README lacks <!-- agent-options:end -->");
-        let documented = readme[start + "<!-- agent-options:begin -->".len()..end].trim();
+            .expect("docs/agent.md lacks <!-- agent-options:end -->");
+        let documented = docs[start + "<!-- agent-options:begin -->".len()..end].trim();
         let expected = reference_table();
         assert_eq!(
             documented,
             expected.trim(),
-            "update the README's agent reference to:\n{expected}"
+            "update the reference in {path} to:\n{expected}"
         );
+    }
+
+    /// Every row is read by the parser with the type it declares: its default parses, and a
+    /// value past an integer's range is refused naming the option.
+    #[test]
+    fn every_row_is_read_as_declared() {
+        let c = parse(None, &env_of(&[]), &[]).unwrap();
+        assert_eq!(c.batch_size, o::BATCH_SIZE.default_integer() as usize);
+        for spec in AGENT_OPTIONS {
+            if let Kind::Integer { max, .. } = spec.kind {
+                if max == u64::MAX || spec.name.starts_with("redis_") {
+                    continue;
+                }
+                let flag = format!("--{}", spec.name.replace('_', "-"));
+                let e = parse(None, &env_of(&[]), &[(flag.clone(), (max + 1).to_string())])
+                    .unwrap_err();
+                assert_eq!(e.path, flag, "{e}");
+            }
+        }
     }
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

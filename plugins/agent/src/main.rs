@@ -30,7 +30,7 @@ fn command() -> clap::Command {
     let mut cmd = clap::Command::new("aforo-agent")
         .version(env!("CARGO_PKG_VERSION"))
         .about("The sidecar for gateways without proxy-wasm (Apigee, Azure APIM, Kong 3.10+), the local ingest proxy-wasm filters can send to, and the sandbox ledger")
-        .after_help("Every option also reads its AFORO_* environment variable; the README's agent reference has the table.")
+        .after_help("Every option also reads its AFORO_* environment variable; docs/agent.md has the table.")
         .arg(
             clap::Arg::new("config")
                 .long("config")
@@ -44,7 +44,9 @@ fn command() -> clap::Command {
                 .value_name("VALUE")
                 .help(format!(
                     "{} [env: {}] [default: {}]",
-                    o.doc, o.env, o.default
+                    o.doc,
+                    o.env.unwrap_or_default(),
+                    o.default.to_doc()
                 )),
         );
     }

@@ -3,11 +3,13 @@
 //! Explicit JSON wins over the environment; unknown fields are refused; every error names the
 //! field (or the variable) and says what is allowed.
 
-mod options;
+pub mod options;
 mod route;
 mod url;
 
-pub use options::{option, reference_table, Kind, OptionSpec, FIELD_NAMES, OPTIONS};
+#[cfg(not(target_arch = "wasm32"))]
+pub use options::reference_table;
+pub use options::{option, Default, Kind, OptionSpec, FIELD_NAMES, OPTIONS};
 pub use route::{is_name, path_has_prefix, MethodMatch, QuantitySource, Route, StatusRanges};
 pub use url::{Endpoint, UrlError};
 
@@ -16,7 +18,9 @@ use crate::entitlement::{FailureMode, Snapshot};
 use crate::environment::{ApiKey, Environment};
 use crate::event::IngestFormat;
 use crate::keys::Cidr;
+use crate::option_table::{choice, flag, integer, text, Merged};
 use crate::strict_json::{describe, index, FieldError, ObjReader};
+use options as o;
 use serde_json::{Map, Value};
 
 /// How outbound calls name their upstream.
@@ -198,34 +202,13 @@ impl Config {
     /// Empty bytes mean "everything from the environment".
     pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Self, FieldError> {
         let json = decode_host_config(bytes)?;
-        let mut from_env: Vec<&'static str> = Vec::new();
-        let mut merged = Map::new();
-        for spec in OPTIONS {
-            let Some(var) = spec.env else { continue };
-            let Some(text) = env(var).filter(|t| !t.trim().is_empty()) else {
-                continue;
-            };
-            merged.insert(spec.name.to_string(), env_value(spec.kind, text.trim()));
-            from_env.push(spec.name);
-        }
+        let mut merged = Merged::from_env(OPTIONS, env);
         if let Value::Object(obj) = json {
-            for (k, v) in obj {
-                if !v.is_null() {
-                    from_env.retain(|n| *n != k);
-                }
-                merged.insert(k, v);
-            }
+            merged.json(obj);
         }
-        let merged = Value::Object(merged);
-        parse_merged(&merged).map_err(|e| {
-            // Name the variable when the bad value came from the environment.
-            match option(e.path.split(['.', '[']).next().unwrap_or("")) {
-                Some(spec) if from_env.contains(&spec.name) => {
-                    FieldError::new(spec.env.unwrap_or(spec.name), e.message)
-                }
-                _ => e,
-            }
-        })
+        // Name the variable when the bad value came from the environment.
+        parse_merged(&Value::Object(std::mem::take(&mut merged.values)))
+            .map_err(|e| merged.blame(e))
     }
 }
 
@@ -257,35 +240,10 @@ pub fn decode_host_config(bytes: &[u8]) -> Result<Value, FieldError> {
     Ok(v)
 }
 
-fn env_value(kind: Kind, text: &str) -> Value {
-    match kind {
-        Kind::Integer => text
-            .parse::<u64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| Value::from(text)),
-        Kind::Bool => match text.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Value::Bool(true),
-            "false" | "0" | "no" | "off" => Value::Bool(false),
-            _ => Value::from(text),
-        },
-        Kind::List => Value::Array(
-            text.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(Value::from)
-                .collect(),
-        ),
-        Kind::Text | Kind::Json => Value::from(text),
-    }
-}
-
-fn header_name(
-    r: &ObjReader<'_>,
-    key: &str,
-    default: Option<&str>,
-) -> Result<Option<String>, FieldError> {
+fn header_name(r: &ObjReader<'_>, spec: &OptionSpec) -> Result<Option<String>, FieldError> {
+    let key = spec.name;
     let v = match r.get(key) {
-        None => return Ok(default.map(str::to_string)),
+        None => return Ok(text(r, spec)?.map(str::to_string)),
         Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
         Some(Value::String(s)) => s.trim(),
         Some(other) => {
@@ -328,19 +286,21 @@ fn endpoint(r: &ObjReader<'_>, key: &str) -> Result<Option<Endpoint>, FieldError
     }
 }
 
-fn cluster(r: &ObjReader<'_>, key: &str, default: &str) -> Result<String, FieldError> {
-    let v = r.non_empty_string(key)?.unwrap_or(default);
+fn cluster(r: &ObjReader<'_>, spec: &OptionSpec) -> Result<Option<String>, FieldError> {
+    let Some(v) = text(r, spec)? else {
+        return Ok(None);
+    };
     if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(FieldError::new(
-            r.field_path(key),
+            r.field_path(spec.name),
             format!("must be a cluster name without spaces, got {v:?}"),
         ));
     }
-    Ok(v.to_string())
+    Ok(Some(v.to_string()))
 }
 
 fn parse_merged(v: &Value) -> Result<Config, FieldError> {
-    let r = ObjReader::new("", v, FIELD_NAMES)?;
+    let r = ObjReader::new("", v, &FIELD_NAMES)?;
     let api_key = key_field(&r, "api_key")?.ok_or_else(|| {
         FieldError::new(
             "api_key",
@@ -371,22 +331,18 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
             format!("must be 1..=128 letters, digits or _-.: characters, got {product_id:?}"),
         ));
     }
-    let format = match r.choice("ingest_format", &["aforo", "cloudevents"])? {
-        Some("cloudevents") => IngestFormat::CloudEvents,
+    let format = match choice(&r, &o::INGEST_FORMAT)? {
+        "cloudevents" => IngestFormat::CloudEvents,
         _ => IngestFormat::Aforo,
     };
-    let dispatch_choice = r.choice("dispatch", &["cluster", "authority"])?;
-    let dispatch = match dispatch_choice {
-        Some("authority") => DispatchMode::Authority,
+    let dispatch = match choice(&r, &o::DISPATCH)? {
+        "authority" => DispatchMode::Authority,
         _ => DispatchMode::Cluster,
     };
     let ingest_url = endpoint(&r, "ingest_url")?;
-    let ingest_cluster = match r.non_empty_string("ingest_cluster")? {
-        Some(_) => Some(cluster(&r, "ingest_cluster", "")?),
-        None => None,
-    };
-    let sandbox_cluster = cluster(&r, "sandbox_cluster", "aforo_ingest_sandbox")?;
-    let production_cluster = cluster(&r, "production_cluster", "aforo_ingest_production")?;
+    let ingest_cluster = cluster(&r, &o::INGEST_CLUSTER)?;
+    let sandbox_cluster = cluster(&r, &o::SANDBOX_CLUSTER)?.unwrap_or_default();
+    let production_cluster = cluster(&r, &o::PRODUCTION_CLUSTER)?.unwrap_or_default();
     let ingest = Environment::ALL.map(|env| {
         let ep = ingest_url.clone().unwrap_or_else(|| {
             // The built-in URLs always parse.
@@ -403,27 +359,15 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
         });
         Target::new(&ep, ep.path_with("/v1/events"), dispatch, &cl)
     });
-    let batch_size = r.u64_in("batch_size", 1, 1_000)?.unwrap_or(100) as usize;
-    let flush_interval_ms = r
-        .u64_in("flush_interval_ms", 10, 3_600_000)?
-        .unwrap_or(5_000);
-    let request_timeout_ms = r
-        .u64_in("request_timeout_ms", 10, 600_000)?
-        .unwrap_or(5_000);
-    let max_buffer_events = r
-        .u64_in("max_buffer_events", 1, 10_000_000)?
-        .unwrap_or(10_000) as usize;
-    let max_buffer_bytes = r
-        .u64_in("max_buffer_bytes", 4_096, 1 << 32)?
-        .unwrap_or(8 << 20) as usize;
-    let max_dead_letters = r
-        .u64_in("max_dead_letters", 0, 10_000_000)?
-        .unwrap_or(10_000) as usize;
-    let initial_backoff_ms = r.u64_in("initial_backoff_ms", 1, 3_600_000)?.unwrap_or(500);
-    let max_backoff_ms = r.u64_in("max_backoff_ms", 1, 3_600_000)?.unwrap_or(30_000);
-    let max_retry_time_ms = r
-        .u64_in("max_retry_time_ms", 0, 86_400_000)?
-        .unwrap_or(120_000);
+    let batch_size = integer(&r, &o::BATCH_SIZE)? as usize;
+    let flush_interval_ms = integer(&r, &o::FLUSH_INTERVAL_MS)?;
+    let request_timeout_ms = integer(&r, &o::REQUEST_TIMEOUT_MS)?;
+    let max_buffer_events = integer(&r, &o::MAX_BUFFER_EVENTS)? as usize;
+    let max_buffer_bytes = integer(&r, &o::MAX_BUFFER_BYTES)? as usize;
+    let max_dead_letters = integer(&r, &o::MAX_DEAD_LETTERS)? as usize;
+    let initial_backoff_ms = integer(&r, &o::INITIAL_BACKOFF_MS)?;
+    let max_backoff_ms = integer(&r, &o::MAX_BACKOFF_MS)?;
+    let max_retry_time_ms = integer(&r, &o::MAX_RETRY_TIME_MS)?;
     if max_backoff_ms < initial_backoff_ms {
         return Err(FieldError::new(
             "max_backoff_ms",
@@ -454,24 +398,20 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
         None => Vec::new(),
         Some(list) => route::parse_routes("routes", list)?,
     };
-    let unmatched = match r.choice("unmatched", &["allow", "deny"])? {
-        Some("deny") => Unmatched::Deny,
+    let unmatched = match choice(&r, &o::UNMATCHED)? {
+        "deny" => Unmatched::Deny,
         _ => Unmatched::Allow,
     };
-    let sync_interval_ms = r
-        .u64_in("sync_interval_ms", 100, 86_400_000)?
-        .unwrap_or(5_000);
-    let max_snapshot_age_ms = r
-        .u64_in("max_snapshot_age_ms", 1_000, 604_800_000)?
-        .unwrap_or(60_000);
+    let sync_interval_ms = integer(&r, &o::SYNC_INTERVAL_MS)?;
+    let max_snapshot_age_ms = integer(&r, &o::MAX_SNAPSHOT_AGE_MS)?;
     if max_snapshot_age_ms < sync_interval_ms {
         return Err(FieldError::new(
             "max_snapshot_age_ms",
             format!("must be >= sync_interval_ms ({sync_interval_ms}), got {max_snapshot_age_ms}"),
         ));
     }
-    let failure_mode = match r.choice("failure_mode", &["open", "closed"])? {
-        Some("closed") => FailureMode::Closed,
+    let failure_mode = match choice(&r, &o::FAILURE_MODE)? {
+        "closed" => FailureMode::Closed,
         _ => FailureMode::Open,
     };
     let inline = match r.get("entitlements") {
@@ -479,7 +419,7 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
         Some(v) => Some(Snapshot::from_value("entitlements", v)?),
     };
     let sync_url = endpoint(&r, "entitlements_url")?;
-    let sync_cluster = cluster(&r, "entitlements_cluster", "aforo_agent")?;
+    let sync_cluster = cluster(&r, &o::ENTITLEMENTS_CLUSTER)?.unwrap_or_default();
     let entitlements = match (inline, sync_url) {
         (Some(_), Some(_)) => {
             return Err(FieldError::new(
@@ -503,19 +443,19 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
             }
         }
     }
-    let mode = match r.choice("mode", &["enforce", "shadow"])? {
-        Some("shadow") => EnforcementMode::Shadow,
+    let mode = match choice(&r, &o::MODE)? {
+        "shadow" => EnforcementMode::Shadow,
         _ => EnforcementMode::Enforce,
     };
     let billable_status = match r.string("billable_status")? {
-        None => StatusRanges(vec![(200, 399)]),
         Some(s) => StatusRanges::parse("billable_status", s)?,
+        None => match o::BILLABLE_STATUS.default {
+            Default::Text(d) => StatusRanges::parse("billable_status", d)?,
+            _ => StatusRanges(vec![(200, 399)]),
+        },
     };
-    let max_body_bytes = r.u64_in("max_body_bytes", 0, 64 << 20)?.unwrap_or(1 << 20) as usize;
-    let source = r
-        .non_empty_string("source")?
-        .unwrap_or("gateway")
-        .to_string();
+    let max_body_bytes = integer(&r, &o::MAX_BODY_BYTES)? as usize;
+    let source = text(&r, &o::SOURCE)?.unwrap_or_default().to_string();
     if !is_name(&source) {
         return Err(FieldError::new(
             "source",
@@ -539,12 +479,12 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
             request_timeout_ms,
             format,
         },
-        debug: r.bool("debug")?.unwrap_or(false),
+        debug: flag(&r, &o::DEBUG)?,
         dispatch,
-        dispatch_explicit: dispatch_choice.is_some(),
-        customer_header: header_name(&r, "customer_header", None)?,
-        consumer_key_header: header_name(&r, "consumer_key_header", Some("x-api-key"))?,
-        request_id_header: header_name(&r, "request_id_header", None)?,
+        dispatch_explicit: r.get(o::DISPATCH.name).is_some(),
+        customer_header: header_name(&r, &o::CUSTOMER_HEADER)?,
+        consumer_key_header: header_name(&r, &o::CONSUMER_KEY_HEADER)?,
+        request_id_header: header_name(&r, &o::REQUEST_ID_HEADER)?,
         trusted_proxies,
         routes,
         unmatched,
@@ -773,17 +713,18 @@ mod tests {
     #[test]
     fn every_documented_option_is_accepted_with_its_default() {
         for spec in OPTIONS {
-            if spec.default == "required"
-                || spec.default == "none"
-                || spec.default == "per environment"
+            if matches!(spec.default, Default::Required)
+                || (matches!(spec.default, Default::Unset(_)) && spec.kind == Kind::Text)
+                || spec.default == Default::Unset("none")
             {
                 continue;
             }
-            let value = match spec.kind {
-                Kind::Integer => Value::from(spec.default.parse::<u64>().unwrap()),
-                Kind::Bool => Value::from(spec.default == "true"),
-                Kind::List | Kind::Json => serde_json::from_str(spec.default).unwrap(),
-                Kind::Text => Value::from(spec.default),
+            let value = match (spec.kind, spec.default) {
+                (_, Default::Integer(n)) => Value::from(n),
+                (_, Default::Bool(b)) => Value::from(b),
+                (Kind::List | Kind::Json, Default::Unset(d)) => serde_json::from_str(d).unwrap(),
+                (_, Default::Text(t)) => Value::from(t),
+                _ => unreachable!(),
             };
             let mut explicit = parse(json!({ spec.name: value }), MIN)
                 .unwrap_or_else(|e| panic!("{}: {e}", spec.name));

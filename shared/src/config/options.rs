@@ -1,418 +1,416 @@
-//! The one table of configuration options: names, environment variables and defaults.
-//!
-//! The parser takes its allowed field names from here and the README's configuration
-//! reference is checked against it by a test, so the docs and the code cannot drift apart.
+//! The filter's option table: one row per option, from which the parser takes names, types,
+//! ranges and defaults, the environment its variables, and `docs/configuration.md` its
+//! reference (checked by a test), so the docs and the code cannot drift apart.
 
-/// One configuration option as a user sees it.
-#[derive(Clone, Copy, Debug)]
-pub struct OptionSpec {
-    /// JSON field name.
-    pub name: &'static str,
-    /// Environment variable that sets it when the JSON does not (`None`: JSON only).
-    pub env: Option<&'static str>,
-    /// The default, as written in the docs (`required` when there is none).
-    pub default: &'static str,
-    /// One line on what it is for.
-    pub doc: &'static str,
-    /// How an environment variable's text becomes a JSON value.
-    pub kind: Kind,
-}
+use crate::option_table::{names, row};
+pub use crate::option_table::{Default, Kind, OptionSpec};
 
-/// The JSON type of an option, which says how its environment variable is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// Text as is.
-    Text,
-    /// An unsigned integer.
-    Integer,
-    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
-    Bool,
-    /// A comma-separated list.
-    List,
-    /// JSON only, no environment variable.
-    Json,
-}
+/// `api_key`.
+pub static API_KEY: OptionSpec = row(
+    "api_key",
+    Some("AFORO_API_KEY"),
+    Kind::Text,
+    Default::Required,
+    "sk_test_… (sandbox) or sk_live_… (production); decides the environment",
+);
+/// `sandbox_api_key`.
+pub static SANDBOX_API_KEY: OptionSpec = row(
+    "sandbox_api_key",
+    Some("AFORO_SANDBOX_API_KEY"),
+    Kind::Text,
+    Default::Unset("none"),
+    "sk_test_… key for partners in sandbox_mode when api_key is live",
+);
+/// `product_id`.
+pub static PRODUCT_ID: OptionSpec = row(
+    "product_id",
+    Some("AFORO_PRODUCT_ID"),
+    Kind::Text,
+    Default::Required,
+    "product_id stamped on every event (a route may override it)",
+);
+/// `ingest_url`.
+pub static INGEST_URL: OptionSpec = row(
+    "ingest_url",
+    Some("AFORO_INGEST_URL"),
+    Kind::Text,
+    Default::Unset("per environment"),
+    "base URL of the ingest; /v1/events is appended",
+);
+/// `ingest_format`.
+pub static INGEST_FORMAT: OptionSpec = row(
+    "ingest_format",
+    Some("AFORO_INGEST_FORMAT"),
+    Kind::Choice(&["aforo", "cloudevents"]),
+    Default::Text("aforo"),
+    "aforo (ingest v1 JSON) or cloudevents (CloudEvents 1.0 batch)",
+);
+/// `batch_size`.
+pub static BATCH_SIZE: OptionSpec = row(
+    "batch_size",
+    Some("AFORO_BATCH_SIZE"),
+    Kind::Integer { min: 1, max: 1_000 },
+    Default::Integer(100),
+    "events per ingest request, 1..=1000",
+);
+/// `flush_interval_ms`.
+pub static FLUSH_INTERVAL_MS: OptionSpec = row(
+    "flush_interval_ms",
+    Some("AFORO_FLUSH_INTERVAL_MS"),
+    Kind::Integer {
+        min: 10,
+        max: 3_600_000,
+    },
+    Default::Integer(5000),
+    "longest wait of the oldest buffered event before a flush",
+);
+/// `debug`.
+pub static DEBUG: OptionSpec = row(
+    "debug",
+    Some("AFORO_DEBUG"),
+    Kind::Bool,
+    Default::Bool(false),
+    "log every outbound event (keys redacted)",
+);
+/// `dispatch`.
+pub static DISPATCH: OptionSpec = row(
+    "dispatch",
+    Some("AFORO_DISPATCH"),
+    Kind::Choice(&["cluster", "authority"]),
+    Default::Text("cluster"),
+    "cluster (Envoy, Istio, MuleSoft) or authority (Kong: host:port of the URL)",
+);
+/// `ingest_cluster`.
+pub static INGEST_CLUSTER: OptionSpec = row(
+    "ingest_cluster",
+    Some("AFORO_INGEST_CLUSTER"),
+    Kind::Text,
+    Default::Unset("none"),
+    "one Envoy cluster for both environments (overrides the two below)",
+);
+/// `sandbox_cluster`.
+pub static SANDBOX_CLUSTER: OptionSpec = row(
+    "sandbox_cluster",
+    Some("AFORO_SANDBOX_CLUSTER"),
+    Kind::Text,
+    Default::Text("aforo_ingest_sandbox"),
+    "Envoy cluster of the sandbox ingest",
+);
+/// `production_cluster`.
+pub static PRODUCTION_CLUSTER: OptionSpec = row(
+    "production_cluster",
+    Some("AFORO_PRODUCTION_CLUSTER"),
+    Kind::Text,
+    Default::Text("aforo_ingest_production"),
+    "Envoy cluster of the production ingest",
+);
+/// `request_timeout_ms`.
+pub static REQUEST_TIMEOUT_MS: OptionSpec = row(
+    "request_timeout_ms",
+    Some("AFORO_REQUEST_TIMEOUT_MS"),
+    Kind::Integer {
+        min: 10,
+        max: 600_000,
+    },
+    Default::Integer(5000),
+    "timeout of one ingest or sync call",
+);
+/// `max_buffer_events`.
+pub static MAX_BUFFER_EVENTS: OptionSpec = row(
+    "max_buffer_events",
+    Some("AFORO_MAX_BUFFER_EVENTS"),
+    Kind::Integer {
+        min: 1,
+        max: 10_000_000,
+    },
+    Default::Integer(10000),
+    "events held per environment before overflow is dead-lettered",
+);
+/// `max_buffer_bytes`.
+pub static MAX_BUFFER_BYTES: OptionSpec = row(
+    "max_buffer_bytes",
+    Some("AFORO_MAX_BUFFER_BYTES"),
+    Kind::Integer {
+        min: 4_096,
+        max: 1 << 32,
+    },
+    Default::Integer(8388608),
+    "bytes held per environment before overflow is dead-lettered",
+);
+/// `max_dead_letters`.
+pub static MAX_DEAD_LETTERS: OptionSpec = row(
+    "max_dead_letters",
+    Some("AFORO_MAX_DEAD_LETTERS"),
+    Kind::Integer {
+        min: 0,
+        max: 10_000_000,
+    },
+    Default::Integer(10000),
+    "dead letters kept in memory for replay; older ones spill to the log",
+);
+/// `initial_backoff_ms`.
+pub static INITIAL_BACKOFF_MS: OptionSpec = row(
+    "initial_backoff_ms",
+    Some("AFORO_INITIAL_BACKOFF_MS"),
+    Kind::Integer {
+        min: 1,
+        max: 3_600_000,
+    },
+    Default::Integer(500),
+    "first retry delay; doubles per attempt, with jitter",
+);
+/// `max_backoff_ms`.
+pub static MAX_BACKOFF_MS: OptionSpec = row(
+    "max_backoff_ms",
+    Some("AFORO_MAX_BACKOFF_MS"),
+    Kind::Integer {
+        min: 1,
+        max: 3_600_000,
+    },
+    Default::Integer(30000),
+    "longest retry delay",
+);
+/// `max_retry_time_ms`.
+pub static MAX_RETRY_TIME_MS: OptionSpec = row(
+    "max_retry_time_ms",
+    Some("AFORO_MAX_RETRY_TIME_MS"),
+    Kind::Integer {
+        min: 0,
+        max: 86_400_000,
+    },
+    Default::Integer(120000),
+    "time a batch is retried before it is dead-lettered",
+);
+/// `customer_header`.
+pub static CUSTOMER_HEADER: OptionSpec = row(
+    "customer_header",
+    Some("AFORO_CUSTOMER_HEADER"),
+    Kind::Text,
+    Default::Unset("none"),
+    "header carrying a customer id set by a trusted auth filter",
+);
+/// `consumer_key_header`.
+pub static CONSUMER_KEY_HEADER: OptionSpec = row(
+    "consumer_key_header",
+    Some("AFORO_CONSUMER_KEY_HEADER"),
+    Kind::Text,
+    Default::Text("x-api-key"),
+    "header carrying a consumer key, looked up by hash",
+);
+/// `request_id_header`.
+pub static REQUEST_ID_HEADER: OptionSpec = row(
+    "request_id_header",
+    Some("AFORO_REQUEST_ID_HEADER"),
+    Kind::Text,
+    Default::Unset("none"),
+    "header event ids derive from, so a retry counts once; set it only to a header your edge sets itself, never one a client controls (docs/security.md)",
+);
+/// `trusted_proxies`.
+pub static TRUSTED_PROXIES: OptionSpec = row(
+    "trusted_proxies",
+    Some("AFORO_TRUSTED_PROXIES"),
+    Kind::List,
+    Default::Unset("[]"),
+    "CIDRs whose X-Forwarded-For is believed (env: comma-separated)",
+);
+/// `routes`.
+pub static ROUTES: OptionSpec = row(
+    "routes",
+    None,
+    Kind::Json,
+    Default::Unset("[]"),
+    "method + path prefix to feature, metric and quantity; first match wins",
+);
+/// `unmatched`.
+pub static UNMATCHED: OptionSpec = row(
+    "unmatched",
+    Some("AFORO_UNMATCHED"),
+    Kind::Choice(&["allow", "deny"]),
+    Default::Text("allow"),
+    "requests no route matches: allow (not metered) or deny (403)",
+);
+/// `entitlements_url`.
+pub static ENTITLEMENTS_URL: OptionSpec = row(
+    "entitlements_url",
+    Some("AFORO_ENTITLEMENTS_URL"),
+    Kind::Text,
+    Default::Unset("none"),
+    "URL of the entitlement snapshot (GET), synced in the background",
+);
+/// `entitlements_cluster`.
+pub static ENTITLEMENTS_CLUSTER: OptionSpec = row(
+    "entitlements_cluster",
+    Some("AFORO_ENTITLEMENTS_CLUSTER"),
+    Kind::Text,
+    Default::Text("aforo_agent"),
+    "Envoy cluster serving entitlements_url",
+);
+/// `sync_interval_ms`.
+pub static SYNC_INTERVAL_MS: OptionSpec = row(
+    "sync_interval_ms",
+    Some("AFORO_SYNC_INTERVAL_MS"),
+    Kind::Integer {
+        min: 100,
+        max: 86_400_000,
+    },
+    Default::Integer(5000),
+    "how often the snapshot is refreshed",
+);
+/// `max_snapshot_age_ms`.
+pub static MAX_SNAPSHOT_AGE_MS: OptionSpec = row(
+    "max_snapshot_age_ms",
+    Some("AFORO_MAX_SNAPSHOT_AGE_MS"),
+    Kind::Integer {
+        min: 1_000,
+        max: 604_800_000,
+    },
+    Default::Integer(60000),
+    "snapshot age past which failure_mode applies",
+);
+/// `failure_mode`.
+pub static FAILURE_MODE: OptionSpec = row(
+    "failure_mode",
+    Some("AFORO_FAILURE_MODE"),
+    Kind::Choice(&["open", "closed"]),
+    Default::Text("open"),
+    "open (allow, still meter) or closed (503) without a fresh snapshot",
+);
+/// `entitlements`.
+pub static ENTITLEMENTS: OptionSpec = row(
+    "entitlements",
+    None,
+    Kind::Json,
+    Default::Unset("none"),
+    "an inline snapshot, for static plans and tests (never stale)",
+);
+/// `mode`.
+pub static MODE: OptionSpec = row(
+    "mode",
+    Some("AFORO_MODE"),
+    Kind::Choice(&["enforce", "shadow"]),
+    Default::Text("enforce"),
+    "enforce, or shadow (decide and count, never block)",
+);
+/// `billable_status`.
+pub static BILLABLE_STATUS: OptionSpec = row(
+    "billable_status",
+    Some("AFORO_BILLABLE_STATUS"),
+    Kind::Text,
+    Default::Text("200-399"),
+    "upstream statuses that are metered, e.g. 200-299,304",
+);
+/// `max_body_bytes`.
+pub static MAX_BODY_BYTES: OptionSpec = row(
+    "max_body_bytes",
+    Some("AFORO_MAX_BODY_BYTES"),
+    Kind::Integer {
+        min: 0,
+        max: 64 << 20,
+    },
+    Default::Integer(1048576),
+    "largest response body read for a JSON-pointer quantity",
+);
+/// `source`.
+pub static SOURCE: OptionSpec = row(
+    "source",
+    Some("AFORO_SOURCE"),
+    Kind::Text,
+    Default::Text("gateway"),
+    "name of this gateway node, stamped on events and used in usage sync; unset, Envoy's node id (--service-node) when it has one",
+);
 
-const fn opt(
-    name: &'static str,
-    env: Option<&'static str>,
-    default: &'static str,
-    doc: &'static str,
-) -> OptionSpec {
-    let kind = if env.is_none() {
-        Kind::Json
-    } else if is_integer(name) {
-        Kind::Integer
-    } else if eq(name, "debug") {
-        Kind::Bool
-    } else if eq(name, "trusted_proxies") {
-        Kind::List
-    } else {
-        Kind::Text
-    };
-    // Defaults and docs are for people and for the tests that check the README; the Wasm
-    // builds never read them, so they are left out there (a few KB of a proxy module).
-    let docs = !cfg!(target_arch = "wasm32");
-    OptionSpec {
-        name,
-        env,
-        default: if docs { default } else { "" },
-        doc: if docs { doc } else { "" },
-        kind,
-    }
-}
-
-const fn eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
-const fn ends_with(a: &str, suffix: &str) -> bool {
-    let (a, s) = (a.as_bytes(), suffix.as_bytes());
-    if s.len() > a.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < s.len() {
-        if a[a.len() - s.len() + i] != s[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
-const fn is_integer(name: &str) -> bool {
-    ends_with(name, "_ms")
-        || ends_with(name, "_size")
-        || ends_with(name, "_events")
-        || ends_with(name, "_bytes")
-        || ends_with(name, "_letters")
-}
-
-/// Every option of the gateway filter, in the order the README lists them.
-pub const OPTIONS: &[OptionSpec] = &[
-    opt(
-        "api_key",
-        Some("AFORO_API_KEY"),
-        "required",
-        "sk_test_… (sandbox) or sk_live_… (production); decides the environment",
-    ),
-    opt(
-        "sandbox_api_key",
-        Some("AFORO_SANDBOX_API_KEY"),
-        "none",
-        "sk_test_… key for partners in sandbox_mode when api_key is live",
-    ),
-    opt(
-        "product_id",
-        Some("AFORO_PRODUCT_ID"),
-        "required",
-        "product_id stamped on every event (a route may override it)",
-    ),
-    opt(
-        "ingest_url",
-        Some("AFORO_INGEST_URL"),
-        "per environment",
-        "base URL of the ingest; /v1/events is appended",
-    ),
-    opt(
-        "ingest_format",
-        Some("AFORO_INGEST_FORMAT"),
-        "aforo",
-        "aforo (ingest v1 JSON) or cloudevents (CloudEvents 1.0 batch)",
-    ),
-    opt(
-        "batch_size",
-        Some("AFORO_BATCH_SIZE"),
-        "100",
-        "events per ingest request, 1..=1000",
-    ),
-    opt(
-        "flush_interval_ms",
-        Some("AFORO_FLUSH_INTERVAL_MS"),
-        "5000",
-        "longest wait of the oldest buffered event before a flush",
-    ),
-    opt(
-        "debug",
-        Some("AFORO_DEBUG"),
-        "false",
-        "log every outbound event (keys redacted)",
-    ),
-    opt(
-        "dispatch",
-        Some("AFORO_DISPATCH"),
-        "cluster",
-        "cluster (Envoy, Istio, MuleSoft) or authority (Kong: host:port of the URL)",
-    ),
-    opt(
-        "ingest_cluster",
-        Some("AFORO_INGEST_CLUSTER"),
-        "none",
-        "one Envoy cluster for both environments (overrides the two below)",
-    ),
-    opt(
-        "sandbox_cluster",
-        Some("AFORO_SANDBOX_CLUSTER"),
-        "aforo_ingest_sandbox",
-        "Envoy cluster of the sandbox ingest",
-    ),
-    opt(
-        "production_cluster",
-        Some("AFORO_PRODUCTION_CLUSTER"),
-        "aforo_ingest_production",
-        "Envoy cluster of the production ingest",
-    ),
-    opt(
-        "request_timeout_ms",
-        Some("AFORO_REQUEST_TIMEOUT_MS"),
-        "5000",
-        "timeout of one ingest or sync call",
-    ),
-    opt(
-        "max_buffer_events",
-        Some("AFORO_MAX_BUFFER_EVENTS"),
-        "10000",
-        "events held per environment before overflow is dead-lettered",
-    ),
-    opt(
-        "max_buffer_bytes",
-        Some("AFORO_MAX_BUFFER_BYTES"),
-        "8388608",
-        "bytes held per environment before overflow is dead-lettered",
-    ),
-    opt(
-        "max_dead_letters",
-        Some("AFORO_MAX_DEAD_LETTERS"),
-        "10000",
-        "dead letters kept in memory for replay; older ones spill to the log",
-    ),
-    opt(
-        "initial_backoff_ms",
-        Some("AFORO_INITIAL_BACKOFF_MS"),
-        "500",
-        "first retry delay; doubles per attempt, with jitter",
-    ),
-    opt(
-        "max_backoff_ms",
-        Some("AFORO_MAX_BACKOFF_MS"),
-        "30000",
-        "longest retry delay",
-    ),
-    opt(
-        "max_retry_time_ms",
-        Some("AFORO_MAX_RETRY_TIME_MS"),
-        "120000",
-        "time a batch is retried before it is dead-lettered",
-    ),
-    opt(
-        "customer_header",
-        Some("AFORO_CUSTOMER_HEADER"),
-        "none",
-        "header carrying a customer id set by a trusted auth filter",
-    ),
-    opt(
-        "consumer_key_header",
-        Some("AFORO_CONSUMER_KEY_HEADER"),
-        "x-api-key",
-        "header carrying a consumer key, looked up by hash",
-    ),
-    opt(
-        "request_id_header",
-        Some("AFORO_REQUEST_ID_HEADER"),
-        "none",
-        "header event ids derive from, so a retry counts once; set it only to a header your edge sets itself, never one a client controls (README: Security model)",
-    ),
-    opt(
-        "trusted_proxies",
-        Some("AFORO_TRUSTED_PROXIES"),
-        "[]",
-        "CIDRs whose X-Forwarded-For is believed (env: comma-separated)",
-    ),
-    opt(
-        "routes",
-        None,
-        "[]",
-        "method + path prefix to feature, metric and quantity; first match wins",
-    ),
-    opt(
-        "unmatched",
-        Some("AFORO_UNMATCHED"),
-        "allow",
-        "requests no route matches: allow (not metered) or deny (403)",
-    ),
-    opt(
-        "entitlements_url",
-        Some("AFORO_ENTITLEMENTS_URL"),
-        "none",
-        "URL of the entitlement snapshot (GET), synced in the background",
-    ),
-    opt(
-        "entitlements_cluster",
-        Some("AFORO_ENTITLEMENTS_CLUSTER"),
-        "aforo_agent",
-        "Envoy cluster serving entitlements_url",
-    ),
-    opt(
-        "sync_interval_ms",
-        Some("AFORO_SYNC_INTERVAL_MS"),
-        "5000",
-        "how often the snapshot is refreshed",
-    ),
-    opt(
-        "max_snapshot_age_ms",
-        Some("AFORO_MAX_SNAPSHOT_AGE_MS"),
-        "60000",
-        "snapshot age past which failure_mode applies",
-    ),
-    opt(
-        "failure_mode",
-        Some("AFORO_FAILURE_MODE"),
-        "open",
-        "open (allow, still meter) or closed (503) without a fresh snapshot",
-    ),
-    opt(
-        "entitlements",
-        None,
-        "none",
-        "an inline snapshot, for static plans and tests (never stale)",
-    ),
-    opt(
-        "mode",
-        Some("AFORO_MODE"),
-        "enforce",
-        "enforce, or shadow (decide and count, never block)",
-    ),
-    opt(
-        "billable_status",
-        Some("AFORO_BILLABLE_STATUS"),
-        "200-399",
-        "upstream statuses that are metered, e.g. 200-299,304",
-    ),
-    opt(
-        "max_body_bytes",
-        Some("AFORO_MAX_BODY_BYTES"),
-        "1048576",
-        "largest response body read for a JSON-pointer quantity",
-    ),
-    opt(
-        "source",
-        Some("AFORO_SOURCE"),
-        "gateway",
-        "name of this gateway node, stamped on events and used in usage sync; unset, Envoy's node id (--service-node) when it has one",
-    ),
+/// Every option of the gateway filter, in the order `docs/configuration.md` lists them.
+pub const OPTIONS: &[&OptionSpec] = &[
+    &API_KEY,
+    &SANDBOX_API_KEY,
+    &PRODUCT_ID,
+    &INGEST_URL,
+    &INGEST_FORMAT,
+    &BATCH_SIZE,
+    &FLUSH_INTERVAL_MS,
+    &DEBUG,
+    &DISPATCH,
+    &INGEST_CLUSTER,
+    &SANDBOX_CLUSTER,
+    &PRODUCTION_CLUSTER,
+    &REQUEST_TIMEOUT_MS,
+    &MAX_BUFFER_EVENTS,
+    &MAX_BUFFER_BYTES,
+    &MAX_DEAD_LETTERS,
+    &INITIAL_BACKOFF_MS,
+    &MAX_BACKOFF_MS,
+    &MAX_RETRY_TIME_MS,
+    &CUSTOMER_HEADER,
+    &CONSUMER_KEY_HEADER,
+    &REQUEST_ID_HEADER,
+    &TRUSTED_PROXIES,
+    &ROUTES,
+    &UNMATCHED,
+    &ENTITLEMENTS_URL,
+    &ENTITLEMENTS_CLUSTER,
+    &SYNC_INTERVAL_MS,
+    &MAX_SNAPSHOT_AGE_MS,
+    &FAILURE_MODE,
+    &ENTITLEMENTS,
+    &MODE,
+    &BILLABLE_STATUS,
+    &MAX_BODY_BYTES,
+    &SOURCE,
 ];
 
 /// The JSON field names, for the strict reader.
-pub const FIELD_NAMES: &[&str] = &[
-    "api_key",
-    "sandbox_api_key",
-    "product_id",
-    "ingest_url",
-    "ingest_format",
-    "batch_size",
-    "flush_interval_ms",
-    "debug",
-    "dispatch",
-    "ingest_cluster",
-    "sandbox_cluster",
-    "production_cluster",
-    "request_timeout_ms",
-    "max_buffer_events",
-    "max_buffer_bytes",
-    "max_dead_letters",
-    "initial_backoff_ms",
-    "max_backoff_ms",
-    "max_retry_time_ms",
-    "customer_header",
-    "consumer_key_header",
-    "request_id_header",
-    "trusted_proxies",
-    "routes",
-    "unmatched",
-    "entitlements_url",
-    "entitlements_cluster",
-    "sync_interval_ms",
-    "max_snapshot_age_ms",
-    "failure_mode",
-    "entitlements",
-    "mode",
-    "billable_status",
-    "max_body_bytes",
-    "source",
-];
+pub static FIELD_NAMES: [&str; OPTIONS.len()] = names::<{ OPTIONS.len() }>(OPTIONS);
 
-/// The configuration reference as a Markdown table, exactly as the README carries it.
+/// The configuration reference as a Markdown table, exactly as `docs/configuration.md` carries it.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn reference_table() -> String {
-    let mut out = String::from(
-        "| option | environment variable | default | what it is for |\n|---|---|---|---|\n",
-    );
-    for o in OPTIONS {
-        let env = o.env.map_or("—".to_string(), |e| format!("`{e}`"));
-        out.push_str(&format!(
-            "| `{}` | {env} | `{}` | {} |\n",
-            o.name,
-            o.default,
-            o.doc.replace('|', "\\|")
-        ));
-    }
-    out
+    crate::option_table::reference_table(OPTIONS)
 }
 
 /// The spec of one option by name.
 pub fn option(name: &str) -> Option<&'static OptionSpec> {
-    OPTIONS.iter().find(|o| o.name == name)
+    crate::option_table::find(OPTIONS, name)
 }
 
 #[cfg(test)]
 mod tests {
     /// The package directory at run time (cargo sets it), not the one baked in at compile time:
-    /// a build cache shared between clones must not read another clone's README.
+    /// a build cache shared between clones must not read another clone's docs.
     fn manifest_dir() -> String {
         std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
     }
 
     use super::*;
 
-    /// The README's configuration reference is this table, between its markers; when an option
+    /// `docs/configuration.md`'s reference is this table, between its markers; when an option
     /// changes, this test prints the table to paste.
     #[test]
-    fn the_readme_documents_exactly_the_options_the_parser_accepts() {
-        let readme = std::fs::read_to_string(format!("{}/../README.md", manifest_dir())).unwrap();
-        let start = readme
+    fn the_docs_document_exactly_the_options_the_parser_accepts() {
+        let path = format!("{}/../docs/configuration.md", manifest_dir());
+        let docs = std::fs::read_to_string(&path).unwrap();
+        let start = docs
             .find("<!-- options:begin -->")
-            .expect("README lacks <!-- options:begin -->");
-        let end = readme
+            .expect("docs/configuration.md lacks <!-- options:begin -->");
+        let end = docs
             .find("<!-- options:end -->")
-            .expect("README lacks <!-- options:end -->");
-        let documented = readme[start + "<!-- options:begin -->".len()..end].trim();
+            .expect("docs/configuration.md lacks <!-- options:end -->");
+        let documented = docs[start + "<!-- options:begin -->".len()..end].trim();
         let expected = reference_table();
         assert_eq!(
             documented,
             expected.trim(),
-            "update the README's configuration reference to:\n{expected}"
+            "update the reference in {path} to:\n{expected}"
         );
     }
 
     #[test]
-    fn field_names_and_option_table_agree() {
-        let names: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
-        assert_eq!(names, FIELD_NAMES);
+    fn every_variable_is_its_option_upper_cased() {
         for o in OPTIONS {
             if let Some(env) = o.env {
                 assert_eq!(env, format!("AFORO_{}", o.name.to_ascii_uppercase()));
             }
+            assert!(o.env.is_some() || o.kind == Kind::Json, "{}", o.name);
         }
+        assert_eq!(FIELD_NAMES.len(), OPTIONS.len());
     }
 }

@@ -34,17 +34,19 @@ pub struct DeliveryConfig {
 }
 
 impl Default for DeliveryConfig {
+    /// The filter's documented defaults (its option table).
     fn default() -> Self {
+        use crate::config::options as o;
         DeliveryConfig {
-            batch_size: 100,
-            flush_interval_ms: 5_000,
-            max_buffer_events: 10_000,
-            max_buffer_bytes: 8 << 20,
-            max_dead_letters: 10_000,
-            initial_backoff_ms: 500,
-            max_backoff_ms: 30_000,
-            max_retry_time_ms: 120_000,
-            request_timeout_ms: 5_000,
+            batch_size: o::BATCH_SIZE.default_integer() as usize,
+            flush_interval_ms: o::FLUSH_INTERVAL_MS.default_integer(),
+            max_buffer_events: o::MAX_BUFFER_EVENTS.default_integer() as usize,
+            max_buffer_bytes: o::MAX_BUFFER_BYTES.default_integer() as usize,
+            max_dead_letters: o::MAX_DEAD_LETTERS.default_integer() as usize,
+            initial_backoff_ms: o::INITIAL_BACKOFF_MS.default_integer(),
+            max_backoff_ms: o::MAX_BACKOFF_MS.default_integer(),
+            max_retry_time_ms: o::MAX_RETRY_TIME_MS.default_integer(),
+            request_timeout_ms: o::REQUEST_TIMEOUT_MS.default_integer(),
             format: IngestFormat::Aforo,
         }
     }
