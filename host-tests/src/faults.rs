@@ -65,6 +65,18 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// Parses a signed duration such as `+6m` or `-90s` (how far the gateway's clock runs ahead of
+/// the ingest's; negative: behind).
+pub fn parse_skew_ms(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let (neg, d) = match t.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let ms = i64::try_from(parse_duration_ms(d)?).ok()?;
+    Some(if neg { -ms } else { ms })
+}
+
 /// Parses a comma-separated fault spec.
 pub fn parse_faults(spec: &str) -> Result<Vec<Fault>, FaultSpecError> {
     let mut out = Vec::new();

@@ -13,7 +13,7 @@ use aforo_core::rating::{Invoice, Plan, Rater};
 use aforo_core::time::NANOS_PER_DAY;
 use aforo_core::{Environment, Timestamp};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What the ingest says to one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +73,38 @@ pub struct StoredEvent {
     pub properties: String,
 }
 
+/// What the ingest made of one event it received.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    /// Newly stored.
+    Stored,
+    /// Already stored under this id: not counted again.
+    Duplicate,
+    /// Refused, with the code the ingest answered.
+    Rejected(String),
+}
+
+/// One event as it reached the ingest, with its fate: what ties a stored or refused event back
+/// to the request that made it (recorded with `track_deliveries`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Event id.
+    pub id: String,
+    /// Customer.
+    pub customer_id: String,
+    /// Event time.
+    pub timestamp: Timestamp,
+    /// `properties.method`, when the event has it.
+    pub method: Option<String>,
+    /// `properties.endpoint` (the path without its query), when the event has it.
+    pub endpoint: Option<String>,
+    /// `properties.status` (the upstream's answer), when the event has it.
+    pub status: Option<u16>,
+    /// What the ingest made of it.
+    pub fate: Fate,
+}
+
 /// The simulated ingest.
 #[derive(Debug)]
 pub struct SimIngest {
@@ -84,6 +116,8 @@ pub struct SimIngest {
     stats: IngestStats,
     record: bool,
     stored: Vec<StoredEvent>,
+    track: bool,
+    deliveries: Vec<Delivery>,
     rater: Option<Rater>,
     snapshot: Option<Vec<u8>>,
     partial_flip: bool,
@@ -107,6 +141,8 @@ impl SimIngest {
             stats: IngestStats::default(),
             record: false,
             stored: Vec::new(),
+            track: false,
+            deliveries: Vec::new(),
             rater: None,
             snapshot: None,
             partial_flip: false,
@@ -117,6 +153,17 @@ impl SimIngest {
     pub fn record_events(mut self) -> Self {
         self.record = true;
         self
+    }
+
+    /// Keeps every event received with its fate (stored, duplicate, refused and why).
+    pub fn track_deliveries(mut self) -> Self {
+        self.track = true;
+        self
+    }
+
+    /// Every event received with its fate, in arrival order (when tracking).
+    pub fn deliveries(&self) -> &[Delivery] {
+        &self.deliveries
     }
 
     /// Rates stored events with `plan`.
@@ -272,24 +319,43 @@ impl SimIngest {
         }
         let mut parsed = parsed;
         let mut injected: Vec<RejectedEvent> = Vec::new();
+        let mut injected_events: Vec<UsageEvent> = Vec::new();
         if partial {
             let mut kept = Vec::with_capacity(parsed.len());
             for item in parsed {
                 self.partial_flip = !self.partial_flip;
                 match (&item, self.partial_flip) {
-                    (Ok(e), true) => injected.push(RejectedEvent {
-                        id: e.id.clone(),
-                        code: "fault_injected".into(),
-                        field: None,
-                        message: Some("scripted partial rejection".into()),
-                    }),
+                    (Ok(e), true) => {
+                        injected.push(RejectedEvent {
+                            id: e.id.clone(),
+                            code: "fault_injected".into(),
+                            field: None,
+                            message: Some("scripted partial rejection".into()),
+                        });
+                        if self.track {
+                            injected_events.push(e.clone());
+                        }
+                    }
                     _ => kept.push(item),
                 }
             }
             parsed = kept;
         }
+        let arrived: Vec<Delivery> = if self.track {
+            parsed
+                .iter()
+                .flatten()
+                .chain(injected_events.iter())
+                .map(arrival)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut out = accept_batch(parsed, env, now, &mut self.seen);
         out.answer.rejected.extend(injected);
+        if self.track {
+            self.settle(arrived, &out);
+        }
         self.stats.accepted += out.answer.accepted;
         self.stats.duplicates += out.answer.duplicates;
         self.stats.late += out.answer.flagged.len() as u64;
@@ -301,6 +367,28 @@ impl SimIngest {
         }
         let headers = vec![("content-type".to_string(), "application/json".to_string())];
         self.reply(202, headers, out.answer.to_json(), delay_ms)
+    }
+
+    /// Gives each arrived event its fate from the batch's outcome.
+    fn settle(&mut self, arrived: Vec<Delivery>, out: &aforo_core::ingest::BatchOutcome) {
+        let mut stored: HashSet<&str> = out.accepted.iter().map(|(e, _)| e.id.as_str()).collect();
+        let refused: HashMap<&str, &str> = out
+            .answer
+            .rejected
+            .iter()
+            .map(|r| (r.id.as_str(), r.code.as_str()))
+            .collect();
+        for mut d in arrived {
+            // An id stored by this batch is stored once: a second event with it is a duplicate.
+            d.fate = if stored.remove(d.id.as_str()) {
+                Fate::Stored
+            } else if let Some(code) = refused.get(d.id.as_str()) {
+                Fate::Rejected((*code).to_string())
+            } else {
+                Fate::Duplicate
+            };
+            self.deliveries.push(d);
+        }
     }
 
     fn store(&mut self, e: &UsageEvent) {
@@ -331,6 +419,29 @@ impl SimIngest {
             .map(Quantity::decimal)
             .sum();
         Quantity::from_decimal(sum).unwrap_or(Quantity::ZERO)
+    }
+}
+
+/// An event as it arrived, before its fate is known.
+fn arrival(e: &UsageEvent) -> Delivery {
+    let text = |k: &str| {
+        e.properties
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    Delivery {
+        id: e.id.clone(),
+        customer_id: e.customer_id.clone(),
+        timestamp: e.timestamp,
+        method: text("method"),
+        endpoint: text("endpoint"),
+        status: e
+            .properties
+            .get("status")
+            .and_then(|v| v.as_u64())
+            .and_then(|s| u16::try_from(s).ok()),
+        fate: Fate::Duplicate,
     }
 }
 

@@ -141,3 +141,52 @@ fn a_configuration_the_module_refuses_is_an_error_with_the_field() {
     let e = run(&o).unwrap_err().to_string();
     assert!(e.contains("batch_size: must be 1..=1000, got 0"), "{e}");
 }
+
+/// A browser recording (HAR) carries no customer labels: the report names customers from what
+/// the module billed, and a denied request by the customer its key was billed to elsewhere.
+#[test]
+fn har_requests_are_labelled_with_the_customer_they_resolved_to() {
+    let entry = |second: u32, key: &str| {
+        format!(
+            r#"{{"startedDateTime": "2026-03-15T12:00:0{second}Z", "request": {{"method": "GET", "url": "https://api.example.com/v1/search?q={second}", "headers": [{{"name": "X-Api-Key", "value": "{key}"}}]}}, "response": {{"status": 200, "headers": [], "content": {{"text": "{{}}"}}}}}}"#
+        )
+    };
+    let har = format!(
+        r#"{{"log": {{"version": "1.2", "entries": [{}, {}, {}, {}]}}}}"#,
+        entry(1, "ck_harness"),
+        entry(2, "ck_harness"),
+        entry(3, "ck_harness"),
+        entry(4, "ck_wrong")
+    );
+    let traffic = aforo_host_tests::traffic::Traffic::from_entries(
+        aforo_host_tests::traffic::parse_har("t.har", &har).unwrap(),
+    );
+    let cfg = config(json!({"entitlements": {
+        "customers": {"cust_a": {"features": {"search": {"quota": 2}}}},
+        "consumer_keys": [{"key_id": "k1", "hash": hash_key("ck_harness").to_text(), "customer_id": "cust_a"}]
+    }}));
+    let mut o = RunOptions::new(filter_module().unwrap(), cfg, traffic);
+    o.record_events = true;
+    o.per_request = true;
+    let r = run(&o).unwrap();
+    assert_eq!(
+        serde_json::to_value(&r.by_customer).unwrap(),
+        json!({"cust_a": {"allowed": 2, "quota_exhausted": 1}})
+    );
+    let customers: Vec<Option<&str>> = r.results.iter().map(|x| x.customer.as_deref()).collect();
+    assert_eq!(
+        customers,
+        [Some("cust_a"), Some("cust_a"), Some("cust_a"), None]
+    );
+    assert_eq!(r.results[3].decision, "invalid_key");
+    assert_eq!(r.results[3].status, 401);
+    // Each served request names the one event the ingest stored for it.
+    for x in &r.results[..2] {
+        assert_eq!(x.events.len(), 1);
+        assert!(r
+            .stored
+            .iter()
+            .any(|e| e.id == x.events[0].id && e.customer_id == "cust_a"));
+    }
+    assert!(r.results[2].events.is_empty());
+}

@@ -244,3 +244,133 @@ fn every_command_answers_help_and_version_and_lists_its_flags() {
     assert_eq!(code, 2);
     assert!(err.contains("--module"), "a suggestion: {err}");
 }
+
+/// The published schema of the run report, as a validator (of the report, or of one of its
+/// `$defs` for the lines of `--format jsonl`).
+fn report_validator(def: Option<&str>) -> jsonschema::Validator {
+    let text = std::fs::read_to_string(repo_root().join("docs/replay-report.schema.json")).unwrap();
+    let mut schema: Value = serde_json::from_str(&text).unwrap();
+    if let Some(d) = def {
+        schema = serde_json::json!({
+            "$schema": schema["$schema"],
+            "$defs": schema["$defs"],
+            "$ref": format!("#/$defs/{d}"),
+        });
+    }
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+fn assert_valid(v: &jsonschema::Validator, doc: &Value, what: &str) {
+    let errors: Vec<String> = v
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{what} breaks the schema: {errors:#?}");
+}
+
+/// `run` on a scenario's files, with its gateway clock skew.
+fn run_scenario_files(name: &str, skew: &str, format: &str) -> String {
+    let dir = repo_root().join("host-tests/scenarios").join(name);
+    let module = filter_module().unwrap();
+    let file = |f: &str| dir.join(f).display().to_string();
+    let (code, out, err) = replay(&[
+        "run",
+        "--module",
+        module.to_str().unwrap(),
+        "--config",
+        &file("config.json"),
+        "--traffic",
+        &file("traffic.jsonl"),
+        "--plan",
+        &file("plan.json"),
+        "--gateway-clock-skew",
+        skew,
+        "--format",
+        format,
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+#[test]
+fn the_json_report_lists_every_request_with_its_outcome_and_every_stored_event() {
+    // The clock-skew scenario: the gateway runs 6 minutes ahead, so every request is served
+    // (200, allowed) and every event is refused by the ingest as timestamp_in_future.
+    let report: Value =
+        serde_json::from_str(&run_scenario_files("clock-skew", "+6m", "json")).unwrap();
+    assert_valid(&report_validator(None), &report, "the clock-skew report");
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 20);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["index"], i as u64);
+        assert_eq!(r["method"], "GET");
+        assert_eq!(r["path"], "/v1/search");
+        assert_eq!(r["customer"], "cust_a");
+        assert_eq!(r["status"], 200);
+        assert_eq!(r["decision"], "allowed");
+        let events = r["events"].as_array().unwrap();
+        assert_eq!(events.len(), 1, "request {i}: {r}");
+        assert_eq!(events[0]["outcome"], "rejected");
+        assert_eq!(events[0]["code"], "timestamp_in_future");
+    }
+    let ids: std::collections::BTreeSet<&str> = results
+        .iter()
+        .map(|r| r["events"][0]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 20, "one distinct event per request");
+    assert_eq!(report["stored_events"], serde_json::json!([]));
+
+    // The same traffic with clocks in step: every event stored, each listed once, each tied to
+    // the request that made it.
+    let report: Value =
+        serde_json::from_str(&run_scenario_files("clock-skew", "0s", "json")).unwrap();
+    assert_valid(&report_validator(None), &report, "the report without skew");
+    let stored = report["stored_events"].as_array().unwrap();
+    assert_eq!(stored.len(), 20);
+    let results = report["results"].as_array().unwrap();
+    for (r, time) in results.iter().zip(0..) {
+        let event = &r["events"][0];
+        assert_eq!(event["outcome"], "stored", "{r}");
+        let e = stored.iter().find(|e| e["id"] == event["id"]).unwrap();
+        assert_eq!(e["customer_id"], "cust_a");
+        assert_eq!(e["metric"], "api_calls");
+        // Request n arrives at 09:00:00 + n × 500 ms; its event carries that time.
+        let at = aforo_core::time::parse_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
+        let start = aforo_core::time::parse_rfc3339("2026-03-02T09:00:00Z").unwrap();
+        assert_eq!(at.millis_since(start), time * 500, "{e} for request {time}");
+    }
+}
+
+#[test]
+fn jsonl_streams_requests_then_events_then_the_summary() {
+    let out = run_scenario_files("clock-skew", "0s", "jsonl");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.len(), 41);
+    assert!(kinds[..20].iter().all(|k| *k == "request"), "{kinds:?}");
+    assert!(kinds[20..40].iter().all(|k| *k == "event"), "{kinds:?}");
+    assert_eq!(kinds[40], "summary");
+    let request = report_validator(Some("request_result"));
+    let event = report_validator(Some("stored_event"));
+    let whole = report_validator(None);
+    for l in &lines {
+        match l["type"].as_str().unwrap() {
+            "request" => assert_valid(&request, l, "a request line"),
+            "event" => assert_valid(&event, l, "an event line"),
+            _ => {
+                // The summary is the report without the lines above.
+                let mut s = l.clone();
+                let m = s.as_object_mut().unwrap();
+                m.remove("type");
+                m.insert("results".into(), Value::Array(Vec::new()));
+                m.insert("stored_events".into(), Value::Array(Vec::new()));
+                assert_valid(&whole, &s, "the summary line");
+                assert_eq!(l["ingest"]["accepted"], 20);
+            }
+        }
+    }
+}

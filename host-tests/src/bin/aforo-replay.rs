@@ -7,8 +7,8 @@ use aforo_core::rating::Plan;
 use aforo_core::time::parse_rfc3339;
 use aforo_core::Timestamp;
 use aforo_host_tests::abi::{Profile, VmError};
-use aforo_host_tests::faults::{parse_duration_ms, parse_faults};
-use aforo_host_tests::replay::{rate::rate, run, RunError, RunOptions};
+use aforo_host_tests::faults::{parse_duration_ms, parse_faults, parse_skew_ms};
+use aforo_host_tests::replay::{rate::rate, run, RunError, RunOptions, RunReport};
 use aforo_host_tests::{send, traffic};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -45,6 +45,18 @@ enum Format {
     Json,
     /// A table (for people).
     Table,
+}
+
+/// How a replay's report is printed.
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum RunFormat {
+    /// One JSON document with every request and stored event (for tools).
+    #[default]
+    Json,
+    /// A table of totals (for people).
+    Table,
+    /// JSON lines: every request, every stored event, then the summary (for streams and jq).
+    Jsonl,
 }
 
 /// The proxy the harness imitates.
@@ -88,6 +100,9 @@ struct RunArgs {
     /// Virtual time to keep running after the last request, for retries (e.g. 10m).
     #[arg(long, value_name = "DURATION")]
     drain: Option<String>,
+    /// How far the gateway's clock runs ahead of the ingest's, e.g. +6m (negative: behind).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    gateway_clock_skew: Option<String>,
     /// Seed of the module's randomness (the same seed gives the same report).
     #[arg(long)]
     seed: Option<u64>,
@@ -96,7 +111,7 @@ struct RunArgs {
     chunk: Option<usize>,
     /// The report's format.
     #[arg(long, value_enum, default_value = "json")]
-    format: Format,
+    format: RunFormat,
     /// Print the module's log lines to stderr.
     #[arg(long)]
     log_module: bool,
@@ -149,7 +164,7 @@ struct ScenarioArgs {
     module: Option<PathBuf>,
     /// The report's format.
     #[arg(long, value_enum, default_value = "json")]
-    format: Format,
+    format: RunFormat,
     /// No progress on stderr.
     #[arg(long)]
     quiet: bool,
@@ -212,6 +227,13 @@ fn cmd_run(a: RunArgs) -> Result<(), Fail> {
         opts.drain_ms = parse_duration_ms(d)
             .ok_or_else(|| invalid(format!("--drain must be a duration like 10m, got {d:?}")))?;
     }
+    if let Some(s) = &a.gateway_clock_skew {
+        opts.gateway_skew_ms = parse_skew_ms(s).ok_or_else(|| {
+            invalid(format!(
+                "--gateway-clock-skew must be a duration like +6m or -90s, got {s:?}"
+            ))
+        })?;
+    }
     if let Some(s) = a.seed {
         opts.seed = s;
     }
@@ -231,6 +253,8 @@ fn cmd_run(a: RunArgs) -> Result<(), Fail> {
     }
     opts.echo_logs = a.log_module;
     opts.quiet = a.quiet;
+    opts.record_events = !matches!(a.format, RunFormat::Table);
+    opts.per_request = per_request(a.format, &opts.traffic);
     let config_path = a.config.display();
     let report = run(&opts).map_err(|e| match e {
         RunError::Vm(VmError::ConfigRefused(m)) => invalid(format!(
@@ -239,7 +263,29 @@ fn cmd_run(a: RunArgs) -> Result<(), Fail> {
         RunError::Vm(VmError::Load(m)) => invalid(format!("cannot load the module: {m}")),
         other => Fail(1, other.to_string()),
     })?;
-    print_report(a.format, &report, |r| r.to_table())
+    print_run_report(a.format, report)
+}
+
+/// Whether a run lists every request: for JSON (which prints them), and for a table when some
+/// request has no customer label (a HAR recording), so its customer comes from what it billed.
+fn per_request(format: RunFormat, traffic: &traffic::Traffic) -> bool {
+    !matches!(format, RunFormat::Table) || !traffic.all_labelled()
+}
+
+/// A replay's report: as a table, one JSON document, or JSON lines.
+fn print_run_report(format: RunFormat, report: RunReport) -> Result<(), Fail> {
+    match format {
+        RunFormat::Jsonl => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            report
+                .write_jsonl(&mut out)
+                .and_then(|()| std::io::Write::flush(&mut out))
+                .map_err(|e| Fail(1, format!("cannot write the report: {e}")))
+        }
+        RunFormat::Json => print_report(Format::Json, &report, |r| r.to_table()),
+        RunFormat::Table => print_report(Format::Table, &report, |r| r.to_table()),
+    }
 }
 
 fn cmd_rate(a: RateArgs) -> Result<(), Fail> {
@@ -286,12 +332,14 @@ fn cmd_scenario(a: ScenarioArgs) -> Result<(), Fail> {
     let dir = a.dir.display().to_string();
     let mut sc = aforo_host_tests::replay::scenario::load(&a.dir, &module).map_err(invalid)?;
     sc.options.quiet = a.quiet;
+    sc.options.record_events |= !matches!(a.format, RunFormat::Table);
+    sc.options.per_request = per_request(a.format, &sc.options.traffic);
     let report = run(&sc.options).map_err(|e| Fail(1, e.to_string()))?;
-    if let Format::Table = a.format {
+    if let RunFormat::Table = a.format {
         println!("Scenario {dir}: {}\n", sc.description);
     }
-    print_report(a.format, &report, |r| r.to_table())?;
     let diffs = aforo_host_tests::replay::scenario::check(&report, &sc.expected);
+    print_run_report(a.format, report)?;
     if diffs.is_empty() {
         eprintln!("scenario {dir}: as expected");
         Ok(())

@@ -4,9 +4,10 @@
 mod progress;
 pub mod rate;
 pub mod report;
+pub mod results;
 mod run;
 pub mod scenario;
 
 pub use progress::Progress;
-pub use report::{decision_of, Decisions, RunReport};
+pub use report::{decision_of, Decisions, EventOutcome, RequestResult, RunReport};
 pub use run::{run, RunError, RunOptions};

@@ -58,6 +58,41 @@ pub struct EventStats {
     pub balanced: bool,
 }
 
+/// What became of one event a request made, as the ingest answered it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventOutcome {
+    /// The event's id.
+    pub id: String,
+    /// `stored`, `duplicate` (already stored: counted once) or `rejected`.
+    pub outcome: &'static str,
+    /// Why it was rejected (`timestamp_in_future`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// One request of the traffic and what it got: the answer a client saw and the events billed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RequestResult {
+    /// Position in the traffic (0-based, after `repeat` expansion).
+    pub index: u64,
+    /// When it arrived (virtual time, RFC 3339).
+    pub time: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path with query.
+    pub path: String,
+    /// The customer: the traffic's label, else the one its events were billed to, else the one
+    /// another request with the same credential was billed to.
+    pub customer: Option<String>,
+    /// Status the client got.
+    pub status: u16,
+    /// `allowed`, or the error code of the filter's own reply (`quota_exhausted`, …).
+    pub decision: String,
+    /// Its events that reached the ingest, and what became of each (events still buffered or
+    /// dead-lettered when the run ended are in the `events` totals only).
+    pub events: Vec<EventOutcome>,
+}
+
 /// The whole report.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunReport {
@@ -69,7 +104,8 @@ pub struct RunReport {
     pub workers: usize,
     /// Requests.
     pub requests: RequestStats,
-    /// Decisions by the traffic's customer label.
+    /// Decisions by customer: the traffic's label, else the customer the request was billed to
+    /// or its credential was billed to elsewhere in the run.
     pub by_customer: BTreeMap<String, Decisions>,
     /// Module counters.
     pub events: EventStats,
@@ -91,18 +127,33 @@ pub struct RunReport {
     /// Invoices, with `--plan`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invoices: Option<Vec<Invoice>>,
+    /// Every request with its status, decision and events, in traffic order.
+    pub results: Vec<RequestResult>,
     /// Status of each request, in traffic order (not printed; for tests).
     #[serde(skip)]
     pub statuses: Vec<u16>,
     /// Decision of each request (`allowed` or the error code), in traffic order (for tests).
     #[serde(skip)]
     pub decisions: Vec<String>,
-    /// Events the ingest stored, when recording (not printed; for tests).
-    #[serde(skip)]
+    /// Events the ingest stored, when recording (`RunOptions::record_events`).
+    #[serde(rename = "stored_events")]
     pub stored: Vec<StoredEvent>,
     /// Module log lines kept (not printed; for tests).
     #[serde(skip)]
     pub logs: Vec<LogLine>,
+}
+
+mod erased {
+    /// A line that writes itself as compact JSON (lets one closure take lines of any item).
+    pub trait Line {
+        fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
+    }
+
+    impl<T: serde::Serialize> Line for super::Line<'_, T> {
+        fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+            serde_json::to_writer(out, self).map_err(std::io::Error::other)
+        }
+    }
 }
 
 fn row(out: &mut String, cells: &[String], widths: &[usize]) {
@@ -210,7 +261,78 @@ pub fn invoices_table(invoices: &[Invoice]) -> String {
     out
 }
 
+/// One line of `--format jsonl`: its kind, then the item's own fields.
+#[derive(Serialize)]
+struct Line<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    item: &'a T,
+}
+
 impl RunReport {
+    /// The totals alone: every field but the per-request and per-event lists (what scenario
+    /// checks compare and the JSON-lines summary holds, without copying 100,000 results).
+    pub fn totals(&self) -> RunReport {
+        RunReport {
+            module: self.module.clone(),
+            profile: self.profile.clone(),
+            workers: self.workers,
+            requests: self.requests.clone(),
+            by_customer: self.by_customer.clone(),
+            events: self.events.clone(),
+            ingest: self.ingest.clone(),
+            started_at: self.started_at.clone(),
+            ended_at: self.ended_at.clone(),
+            traps: self.traps,
+            memory_bytes_configured: self.memory_bytes_configured,
+            memory_bytes_peak: self.memory_bytes_peak,
+            log_counts: self.log_counts,
+            invoices: self.invoices.clone(),
+            ..RunReport::default()
+        }
+    }
+
+    /// The report as JSON lines: every request (`"type": "request"`), every stored event
+    /// (`"type": "event"`), then the rest of the report (`"type": "summary"`), one object per
+    /// line so tools can read it as it comes.
+    pub fn write_jsonl(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let line = |out: &mut dyn std::io::Write, v: &dyn erased::Line| -> std::io::Result<()> {
+            v.write_to(out)?;
+            out.write_all(b"\n")
+        };
+        for r in &self.results {
+            line(
+                out,
+                &Line {
+                    kind: "request",
+                    item: r,
+                },
+            )?;
+        }
+        for e in &self.stored {
+            line(
+                out,
+                &Line {
+                    kind: "event",
+                    item: e,
+                },
+            )?;
+        }
+        let mut summary = serde_json::to_value(self.totals()).map_err(std::io::Error::other)?;
+        if let Some(m) = summary.as_object_mut() {
+            m.remove("results");
+            m.remove("stored_events");
+        }
+        line(
+            out,
+            &Line {
+                kind: "summary",
+                item: &summary,
+            },
+        )
+    }
+
     /// The report for a person.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
@@ -280,5 +402,59 @@ impl RunReport {
             out.push_str(&invoices_table(inv));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `totals` keeps every field but the two lists: a field added to the report and forgotten
+    /// there would vanish from scenario checks.
+    #[test]
+    fn totals_are_the_report_without_its_lists() {
+        // Every field set away from its default, so a field `totals` forgot would differ.
+        let mut r = RunReport {
+            module: "m.wasm".into(),
+            profile: "kong".into(),
+            workers: 2,
+            started_at: "a".into(),
+            ended_at: "b".into(),
+            traps: 1,
+            memory_bytes_configured: 7,
+            memory_bytes_peak: 8,
+            invoices: Some(Vec::new()),
+            log_counts: [1, 2, 3, 4, 5, 6],
+            ..RunReport::default()
+        };
+        r.requests.total = 3;
+        r.by_customer.insert("c".into(), Decisions::new());
+        r.events.received = 4;
+        r.ingest.accepted = 5;
+        let keys = serde_json::to_value(&r).unwrap().as_object().unwrap().len();
+        let defaults = serde_json::to_value(RunReport::default()).unwrap();
+        for (k, v) in serde_json::to_value(r.totals())
+            .unwrap()
+            .as_object()
+            .unwrap()
+        {
+            if k != "results" && k != "stored_events" {
+                assert_ne!(
+                    Some(v),
+                    defaults.get(k),
+                    "{k} is left at its default in this test"
+                );
+            }
+        }
+        assert_eq!(
+            keys,
+            defaults.as_object().unwrap().len() + 1,
+            "invoices is the only optional field"
+        );
+        let mut full = serde_json::to_value(&r).unwrap();
+        let totals = serde_json::to_value(r.totals()).unwrap();
+        full["results"] = serde_json::json!([]);
+        full["stored_events"] = serde_json::json!([]);
+        assert_eq!(full, totals);
     }
 }

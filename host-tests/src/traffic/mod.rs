@@ -121,6 +121,11 @@ impl Traffic {
         self.len == 0
     }
 
+    /// Whether every request carries a customer label (HAR recordings carry none).
+    pub fn all_labelled(&self) -> bool {
+        self.lines.iter().all(|l| l.entry.customer.is_some())
+    }
+
     /// When the first request arrives.
     pub fn first_time(&self) -> Option<Timestamp> {
         self.lines.first().map(|l| l.entry.time)
