@@ -283,6 +283,17 @@ fn the_mulesoft_policy_binding_configuration_is_accepted_by_the_filter() {
             "{k} is not declared in aforo-definition.yaml"
         );
     }
+    // Flex names a Service's Envoy cluster <name>.<namespace>.svc, namespace `default` when
+    // unset (pdk-classy's Service::from; SOURCES.md): the clusters the binding calls are the
+    // agent Service's, or every ingest and sync call fails.
+    let service = docs.iter().find(|d| d["kind"] == "Service").unwrap();
+    let cluster = format!(
+        "{}.{}.svc",
+        service["metadata"]["name"].as_str().unwrap(),
+        service["metadata"]["namespace"].as_str().unwrap_or("default")
+    );
+    assert_eq!(config["ingest_cluster"], Value::from(cluster.as_str()));
+    assert_eq!(config["entitlements_cluster"], Value::from(cluster.as_str()));
 }
 
 fn kong_filter_config() -> Value {
