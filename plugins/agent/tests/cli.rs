@@ -17,10 +17,10 @@ fn agent(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// The options of the README's agent reference (a unit test keeps it equal to the parser's).
+/// The options of `docs/agent.md`'s reference (a unit test keeps it equal to the parser's).
 fn documented_options() -> Vec<String> {
     let readme = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/agent.md"),
     )
     .unwrap();
     let start = readme.find("<!-- agent-options:begin -->").unwrap();

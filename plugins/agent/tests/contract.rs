@@ -429,7 +429,7 @@ fn one_request_id_header_repeated_by_a_client_is_still_one_event_per_served_requ
 fn an_unreachable_agent_lets_apigee_requests_through_unmetered() {
     // The refusals of the table reach the client through the shared flows above (with the
     // model's reading that a non-success status leaves no response variable). Here: an agent
-    // that cannot be reached lets the request through unmetered, as the README documents.
+    // that cannot be reached lets the request through unmetered, as deploy-examples/apigee/README.md documents.
     let (agent, _) = start_agent("apigee-down", false);
     let mut apigee = policies::apigee::Apigee::load(
         &repo_root().join("deploy-examples/apigee"),

@@ -258,7 +258,7 @@ fn node(tag: &str, redis: &RedisServer, quota: u64, upstream: &Upstream, by_node
         "initial_backoff_ms": 200,
         "max_backoff_ms": 1000,
         // The nodes sit behind a load balancer that sets x-request-id, so a client's retry
-        // through another node is the same event (README, "Several nodes").
+        // through another node is the same event (docs/several-nodes.md).
         "request_id_header": "x-request-id",
         "routes": [{"method": "GET", "path_prefix": "/v1/search", "feature": "search", "metric": "api_calls"}]
     });
@@ -341,7 +341,7 @@ fn quota_across_nodes(tag: &str, count: usize, q: u64, rounds: usize) {
         std::thread::sleep(Duration::from_millis(25));
     }
     let elapsed = started.elapsed().as_secs_f64();
-    // The bound (README, "Several nodes"): each node can miss what the others admitted during
+    // The bound (docs/several-nodes.md): each node can miss what the others admitted during
     // its blind time S = sync interval + flush interval + delivery and claim (~100 ms here),
     // so the overshoot is at most (N - 1) x r x S with r the per-node admission rate.
     let rate = rounds as f64 / elapsed;

@@ -115,7 +115,7 @@ impl RootContext for Root {
             Err(e) => {
                 host::log(
                     LogLevel::Error,
-                    &format!("aforo: invalid configuration: {e} — the plugin refuses to start (see the configuration reference in the README)"),
+                    &format!("aforo: invalid configuration: {e} — the plugin refuses to start (see docs/configuration.md)"),
                 );
                 return false;
             }

@@ -25,7 +25,7 @@ const ID_KEY: [u8; 16] = *b"aforo-event-id-1";
 /// The same request always yields the same id (so a replayed or re-sent request is counted once),
 /// while two customers or two metrics never share one: 128 bits of SipHash-2-4 over the
 /// length-prefixed fields, hex. (Request ids that clients choose are a separate matter: see the
-/// README on `request_id_header`.)
+/// `request_id_header` in docs/security.md.)
 pub fn derive_event_id(
     environment: Environment,
     customer_id: &str,
