@@ -290,10 +290,15 @@ fn the_mulesoft_policy_binding_configuration_is_accepted_by_the_filter() {
     let cluster = format!(
         "{}.{}.svc",
         service["metadata"]["name"].as_str().unwrap(),
-        service["metadata"]["namespace"].as_str().unwrap_or("default")
+        service["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
     );
     assert_eq!(config["ingest_cluster"], Value::from(cluster.as_str()));
-    assert_eq!(config["entitlements_cluster"], Value::from(cluster.as_str()));
+    assert_eq!(
+        config["entitlements_cluster"],
+        Value::from(cluster.as_str())
+    );
 }
 
 fn kong_filter_config() -> Value {
