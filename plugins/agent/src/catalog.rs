@@ -165,6 +165,25 @@ impl Catalog {
         self.base.get("customers").and_then(|c| c.get(id)).is_some()
     }
 
+    /// A customer's `sandbox_mode` as the catalog sets it (false when it does not).
+    pub fn sandbox_default(&self, id: &str) -> bool {
+        self.customer_field(id, "sandbox_mode")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// A customer's status as the catalog sets it (`active` when it does not).
+    pub fn status(&self, id: &str) -> String {
+        self.customer_field(id, "status")
+            .and_then(Value::as_str)
+            .unwrap_or("active")
+            .to_string()
+    }
+
+    fn customer_field(&self, id: &str, field: &str) -> Option<&Value> {
+        self.base.get("customers")?.get(id)?.get(field)
+    }
+
     /// The features of `customer` that count `metric`.
     pub fn features_for<'a>(
         &'a self,

@@ -270,6 +270,18 @@ pub mod options {
         "this agent's name, written with each event it claims in Redis (which agent holds an event)",
     );
 
+    /// `rotation_grace_secs`.
+    pub static ROTATION_GRACE_SECS: OptionSpec = row(
+        "rotation_grace_secs",
+        Some("AFORO_AGENT_ROTATION_GRACE_SECS"),
+        Kind::Integer {
+            min: 0,
+            max: 2_592_000,
+        },
+        Default::Integer(86_400),
+        "how long a rotated key keeps working beside its replacement (0: revoked at once); a rotation may ask for another with grace_period_secs",
+    );
+
     /// Every agent option, in `docs/agent.md`'s order.
     pub const AGENT_OPTIONS: &[&OptionSpec] = &[
         &LISTEN,
@@ -278,6 +290,7 @@ pub mod options {
         &API_KEYS,
         &TENANT_KEYS,
         &ADMIN_KEY,
+        &ROTATION_GRACE_SECS,
         &PRODUCT_ID,
         &CATALOG,
         &COMPONENT,
@@ -355,6 +368,8 @@ pub struct AgentConfig {
     pub fail_closed: bool,
     /// This agent's name in Redis (none: generated and kept in the data directory).
     pub node_id: Option<String>,
+    /// Seconds a rotated key keeps working beside its replacement.
+    pub rotation_grace_secs: u64,
 }
 
 /// Where quota counters, rate-limit buckets and the dedup window live.
@@ -665,6 +680,7 @@ fn from_value(v: &Value) -> Result<AgentConfig, FieldError> {
         state,
         fail_closed,
         node_id,
+        rotation_grace_secs: integer(&r, &o::ROTATION_GRACE_SECS)?,
         listen,
         data_dir,
         environments,

@@ -96,14 +96,18 @@ pub fn revoke(c: &Mutex<Connection>, key_id: &str) -> Result<bool, String> {
     .map(|n| n == 1)
 }
 
-/// Replaces a key by a new one with the same customer, scopes and allowlist; the old one is revoked.
+/// Replaces an active key by a new one with the same customer, scopes and allowlist. The old
+/// one keeps working for `grace_secs` (never past its own expiry), so callers can switch without
+/// downtime; 0 revokes it at once. Returns the new key and when the old one stops (`None`:
+/// revoked now); `None` when there is no active key `key_id`.
 pub fn rotate(
     c: &Mutex<Connection>,
     key_id: &str,
+    grace_secs: u64,
     now: Timestamp,
-) -> Result<Option<NewKey>, String> {
+) -> Result<Option<(NewKey, Option<Timestamp>)>, String> {
     let row: Option<(String, String, String, Option<i64>)> = db(c, |c| {
-        c.query_row("SELECT customer_id, scopes, ip_allowlist, expires_at FROM keys WHERE key_id = ?1 AND revoked = 0", params![key_id], |r| {
+        c.query_row("SELECT customer_id, scopes, ip_allowlist, expires_at FROM keys WHERE key_id = ?1 AND revoked = 0 AND (expires_at IS NULL OR expires_at > ?2)", params![key_id, now.unix_nanos()], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()
@@ -121,26 +125,52 @@ pub fn rotate(
         expires.map(Timestamp::from_unix_nanos),
         now,
     )?;
-    revoke(c, key_id)?;
-    Ok(Some(new))
+    if grace_secs == 0 {
+        revoke(c, key_id)?;
+        return Ok(Some((new, None)));
+    }
+    let grace_ns = i64::try_from(grace_secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000_000);
+    let until = now.unix_nanos().saturating_add(grace_ns);
+    let until = expires.map_or(until, |e| e.min(until));
+    db(c, |c| {
+        c.execute(
+            "UPDATE keys SET expires_at = ?2 WHERE key_id = ?1",
+            params![key_id, until],
+        )
+    })?;
+    Ok(Some((new, Some(Timestamp::from_unix_nanos(until)))))
 }
 
-/// Sets (or flips, with `None`) a partner's sandbox mode; returns the new value.
+/// A partner's sandbox mode: its own row, else what the catalog says (`catalog_default`).
+pub fn sandbox_mode(
+    c: &Mutex<Connection>,
+    customer_id: &str,
+    catalog_default: bool,
+) -> Result<bool, String> {
+    db(c, |c| {
+        c.query_row(
+            "SELECT sandbox_mode FROM partners WHERE customer_id = ?1",
+            params![customer_id],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+    })
+    .map(|v| v.map_or(catalog_default, |v| v != 0))
+}
+
+/// Sets (or flips, with `None`) a partner's sandbox mode; returns the new value. A partner
+/// without a row of its own flips from what the catalog says (`catalog_default`).
 pub fn set_sandbox(
     c: &Mutex<Connection>,
     customer_id: &str,
     value: Option<bool>,
+    catalog_default: bool,
     now: Timestamp,
 ) -> Result<bool, String> {
+    let current = sandbox_mode(c, customer_id, catalog_default)?;
     db(c, |c| {
-        let current: bool = c
-            .query_row(
-                "SELECT sandbox_mode FROM partners WHERE customer_id = ?1",
-                params![customer_id],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            .is_some_and(|v| v != 0);
         let next = value.unwrap_or(!current);
         c.execute(
             "INSERT INTO partners (customer_id, sandbox_mode, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT(customer_id) DO UPDATE SET sandbox_mode = ?2, updated_at = ?3",

@@ -127,7 +127,7 @@ fn bad_input_is_refused_with_the_contract() {
         );
         assert_eq!(r.status, 400, "{path}");
     }
-    // Unknown partner: 403; unknown field: 400 naming it.
+    // Unknown partner: 403; unknown field in well-formed JSON: 422 naming it.
     let r = a.call(
         "POST",
         "/v1/canAccess",
@@ -141,7 +141,9 @@ fn bad_input_is_refused_with_the_contract() {
         SANDBOX,
         &json!({"tenantId": "acme", "featurekey": "search"}),
     );
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 422);
+    assert_eq!(body(&r)["error"]["field"], "featurekey");
+    assert_eq!(body(&r)["error"]["status"], 422);
     assert!(body(&r)["error"]["message"]
         .as_str()
         .unwrap()
@@ -221,12 +223,12 @@ fn revoked_and_rotated_keys_and_the_admin_api() {
     // Listing never shows a secret.
     let list = a.call("GET", "/v1/admin/keys", ADMIN, &serde_json::Value::Null);
     assert!(!String::from_utf8_lossy(&list.body).contains(&key));
-    // Rotate: the old key stops, the new one works.
+    // Rotate with no grace: the old key stops, the new one works.
     let r = a.call(
         "POST",
         &format!("/v1/admin/keys/{key_id}/rotate"),
         ADMIN,
-        &serde_json::Value::Null,
+        &json!({"grace_period_secs": 0}),
     );
     assert_eq!(r.status, 201);
     let new_key = body(&r)["new"]["api_key"].as_str().unwrap().to_string();
@@ -356,7 +358,8 @@ fn a_partner_toggled_to_sandbox_keeps_its_keys_and_is_no_longer_billed() {
         ADMIN,
         &serde_json::Value::Null,
     );
-    assert_eq!(body(&r)["sandbox_mode"], true);
+    assert_eq!(body(&r)["data"]["sandbox_mode"], true);
+    assert_eq!(body(&r)["message"], "Sandbox mode enabled.");
     // The same key still works; its usage now goes to the sandbox.
     let r = a.call(
         "POST",
@@ -821,4 +824,187 @@ fn events_the_upstream_refused_are_requeued_by_a_replay_and_delivered_once() {
     ids.sort();
     assert_eq!(ids, ["up-0", "up-1", "up-2", "up-3"], "each once");
     assert!(dead_letters(&a).is_empty());
+}
+
+/// The partner API: one partner's status, the toggle's `{data, message}`, a catalog's own
+/// `sandbox_mode` honoured by the first toggle, 404 for unknown customers, 422 for invalid
+/// values, 405 in the same error body.
+#[test]
+fn a_partner_can_be_read_and_toggled_with_the_documented_messages() {
+    let mut cat = catalog();
+    cat["customers"]["globex"]["sandbox_mode"] = json!(true);
+    let a = Agent::start("partners", &cat, &["--environments", "sandbox,production"]);
+    let get = |id: &str| {
+        a.call(
+            "GET",
+            &format!("/v1/partners/{id}"),
+            ADMIN,
+            &serde_json::Value::Null,
+        )
+    };
+    let toggle = |id: &str, b: serde_json::Value| {
+        a.call(
+            "POST",
+            &format!("/v1/admin/partners/{id}/toggle-sandbox"),
+            ADMIN,
+            &b,
+        )
+    };
+    let r = get("acme");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        body(&r)["data"],
+        json!({"customer_id": "acme", "status": "active", "sandbox_mode": false, "active_keys": 0})
+    );
+    // globex is in sandbox mode by the catalog: the first flip takes it to production.
+    assert_eq!(body(&get("globex"))["data"]["sandbox_mode"], true);
+    let r = toggle("globex", serde_json::Value::Null);
+    assert_eq!(r.status, 200);
+    assert_eq!(body(&r)["data"]["sandbox_mode"], false);
+    assert_eq!(
+        body(&r)["message"],
+        "Sandbox mode disabled — partner is now in production."
+    );
+    let r = toggle("globex", json!({"sandbox_mode": true}));
+    assert_eq!(
+        (
+            body(&r)["data"]["sandbox_mode"].clone(),
+            body(&r)["message"].clone()
+        ),
+        (json!(true), json!("Sandbox mode enabled."))
+    );
+    // A key counts while it is active.
+    let k = a.call(
+        "POST",
+        "/v1/admin/partners",
+        ADMIN,
+        &json!({"customer_id": "acme"}),
+    );
+    assert_eq!(k.status, 201);
+    assert_eq!(body(&get("acme"))["data"]["active_keys"], 1);
+    // Unknown customer: 404; a value of the wrong type or an unknown field: 422 naming it;
+    // bytes that are not JSON: 400.
+    let r = get("nobody");
+    assert_eq!((r.status, code(&r).as_str()), (404, "unknown_customer"));
+    let r = toggle("acme", json!({"sandbox_mode": 1}));
+    assert_eq!(
+        (r.status, body(&r)["error"]["field"].clone()),
+        (422, json!("sandbox_mode"))
+    );
+    let r = toggle("acme", json!({"sandbox": true}));
+    assert_eq!(
+        (r.status, body(&r)["error"]["field"].clone()),
+        (422, json!("sandbox"))
+    );
+    let r = a.call_with(
+        "POST",
+        "/v1/admin/partners/acme/toggle-sandbox",
+        &[("authorization", &format!("Bearer {ADMIN}"))],
+        b"{sandbox_mode",
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        body(&get("acme"))["data"]["sandbox_mode"],
+        false,
+        "refusals change nothing"
+    );
+    // Without the admin key: refused.
+    let r = a.call(
+        "GET",
+        "/v1/partners/acme",
+        SANDBOX,
+        &serde_json::Value::Null,
+    );
+    assert!(r.status == 401 || r.status == 403, "{}", r.status);
+    // A method the route does not serve: 405 with the error body.
+    let r = a.call(
+        "DELETE",
+        "/v1/partners/acme",
+        ADMIN,
+        &serde_json::Value::Null,
+    );
+    assert_eq!((r.status, code(&r).as_str()), (405, "method_not_allowed"));
+    // Query values: 422 naming the parameter.
+    let r = a.call(
+        "GET",
+        "/v1/usage?environment=staging",
+        LIVE,
+        &serde_json::Value::Null,
+    );
+    assert_eq!(
+        (r.status, body(&r)["error"]["field"].clone()),
+        (422, json!("environment"))
+    );
+    let r = a.call(
+        "GET",
+        "/v1/usage?from=yesterday",
+        LIVE,
+        &serde_json::Value::Null,
+    );
+    assert_eq!(
+        (r.status, body(&r)["error"]["field"].clone()),
+        (422, json!("from"))
+    );
+}
+
+/// Rotation without downtime: the old key keeps working beside the new one for the grace
+/// period, then answers 401; rotating it again after that is 404.
+#[test]
+fn a_rotated_key_keeps_working_for_its_grace_period_then_stops() {
+    let a = Agent::start("rotate-grace", &catalog(), &[]);
+    let r = a.call(
+        "POST",
+        "/v1/admin/partners",
+        ADMIN,
+        &json!({"customer_id": "globex"}),
+    );
+    let old = body(&r)["api_key"].as_str().unwrap().to_string();
+    let old_id = body(&r)["key_id"].as_str().unwrap().to_string();
+    let check = |k: &str| {
+        a.call(
+            "POST",
+            "/v1/canAccess",
+            SANDBOX,
+            &json!({"apiKey": k, "featureKey": "search"}),
+        )
+        .status
+    };
+    let r = a.call(
+        "POST",
+        &format!("/v1/admin/keys/{old_id}/rotate"),
+        ADMIN,
+        &json!({"grace_period_secs": 2}),
+    );
+    assert_eq!(r.status, 201);
+    assert!(body(&r)["old"]["expires_at"].is_string(), "{:?}", body(&r));
+    let new = body(&r)["new"]["api_key"].as_str().unwrap().to_string();
+    assert_eq!(
+        (check(&old), check(&new)),
+        (200, 200),
+        "both work during the grace"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while check(&old) == 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old key still works after its grace"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(check(&old), 401);
+    assert_eq!(check(&new), 200);
+    let r = a.call(
+        "POST",
+        &format!("/v1/admin/keys/{old_id}/rotate"),
+        ADMIN,
+        &serde_json::Value::Null,
+    );
+    assert_eq!((r.status, code(&r).as_str()), (404, "unknown_key"));
+    let r = a.call(
+        "POST",
+        &format!("/v1/admin/keys/{old_id}/rotate"),
+        ADMIN,
+        &json!({"grace_period_secs": -1}),
+    );
+    assert_eq!(r.status, 422);
 }

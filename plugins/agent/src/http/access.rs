@@ -60,8 +60,7 @@ pub async fn can_access(
     let started = Instant::now();
     let t = app.now();
     let v = parse_json(&read_body(&app, body, SMALL_BODY).await?)?;
-    let bad =
-        |e: aforo_core::strict_json::FieldError| ApiError::new(400, "invalid_body", e.to_string());
+    let bad = |e: aforo_core::strict_json::FieldError| ApiError::from_field("invalid_body", e);
     let r = ObjReader::new("", &v, FIELDS).map_err(bad)?;
     let nonempty = |s: Option<&str>| s.filter(|x| !x.is_empty()).map(str::to_string);
     let (api_key, tenant_id) = credential(

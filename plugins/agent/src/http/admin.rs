@@ -27,8 +27,7 @@ pub async fn create_partner_key(
     body: Body,
 ) -> Result<Response, ApiError> {
     let v = parse_json(&read_body(&app, body, SMALL_BODY).await?)?;
-    let bad =
-        |e: aforo_core::strict_json::FieldError| ApiError::new(400, "invalid_body", e.to_string());
+    let bad = |e: aforo_core::strict_json::FieldError| ApiError::from_field("invalid_body", e);
     let r = ObjReader::new("", &v, FIELDS).map_err(bad)?;
     let customer = r.required_string("customer_id").map_err(bad)?.to_string();
     let known = app
@@ -50,11 +49,7 @@ pub async fn create_partner_key(
                 .iter()
                 .map(|x| {
                     x.as_str().map(str::to_string).ok_or_else(|| {
-                        ApiError::new(
-                            400,
-                            "invalid_body",
-                            format!("{k}: must be a list of strings"),
-                        )
+                        ApiError::invalid("invalid_body", k, "must be a list of strings")
                     })
                 })
                 .collect(),
@@ -63,15 +58,14 @@ pub async fn create_partner_key(
     let scopes = list("scopes")?;
     let ips = list("ip_allowlist")?;
     for (i, ip) in ips.iter().enumerate() {
-        Cidr::parse(ip).map_err(|e| {
-            ApiError::new(400, "invalid_body", format!("ip_allowlist[{i}]: {}", e.0))
-        })?;
+        Cidr::parse(ip)
+            .map_err(|e| ApiError::invalid("invalid_body", format!("ip_allowlist[{i}]"), e.0))?;
     }
     let expires = match r.string("expires_at").map_err(bad)? {
         None => None,
         Some(t) => Some(
             parse_rfc3339(t)
-                .map_err(|e| ApiError::new(400, "invalid_body", format!("expires_at: {e}")))?,
+                .map_err(|e| ApiError::invalid("invalid_body", "expires_at", e.to_string()))?,
         ),
     };
     let key = keys::create(
@@ -94,17 +88,34 @@ pub async fn list_keys(State(app): State<Arc<App>>, _: Admin) -> Result<Response
     Ok(json(200, &json!({"keys": keys, "partners": partners})))
 }
 
-/// Replaces a key by a new one (the old one is revoked).
+/// Replaces a key by a new one; the old one keeps working for the grace period
+/// (`{"grace_period_secs": n}`, default `rotation_grace_secs`; 0 revokes it at once).
 pub async fn rotate_key(
     State(app): State<Arc<App>>,
     _: Admin,
     Path(key_id): Path<String>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let new = keys::rotate(&app.stores.control, &key_id, app.now())
+    let bytes = read_body(&app, body, SMALL_BODY).await?;
+    let grace = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let v = parse_json(&bytes)?;
+        let r = ObjReader::new("", &v, &["grace_period_secs"])
+            .map_err(|e| ApiError::from_field("invalid_body", e))?;
+        r.u64_in("grace_period_secs", 0, 2_592_000)
+            .map_err(|e| ApiError::from_field("invalid_body", e))?
+    };
+    let grace = grace.unwrap_or(app.config.rotation_grace_secs);
+    let (new, old_until) = keys::rotate(&app.stores.control, &key_id, grace, app.now())
         .map_err(ApiError::unavailable)?
         .ok_or_else(|| ApiError::new(404, "unknown_key", format!("no active key {key_id:?}")))?;
     refresh(&app)?;
-    Ok(json(201, &json!({"revoked": key_id, "new": new})))
+    let old = match old_until {
+        None => json!({"key_id": key_id, "revoked": true}),
+        Some(t) => json!({"key_id": key_id, "expires_at": t.to_rfc3339()}),
+    };
+    Ok(json(201, &json!({"old": old, "new": new})))
 }
 
 /// Revokes a key.
@@ -135,17 +146,11 @@ pub async fn toggle_sandbox(
     let value = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        match parse_json(&bytes)?.get("sandbox_mode") {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(*b),
-            Some(_) => {
-                return Err(ApiError::new(
-                    400,
-                    "invalid_body",
-                    "sandbox_mode: must be true or false",
-                ))
-            }
-        }
+        let v = parse_json(&bytes)?;
+        let r = ObjReader::new("", &v, &["sandbox_mode"])
+            .map_err(|e| ApiError::from_field("invalid_body", e))?;
+        r.bool("sandbox_mode")
+            .map_err(|e| ApiError::from_field("invalid_body", e))?
     };
     let known = app
         .catalog
@@ -159,11 +164,78 @@ pub async fn toggle_sandbox(
             format!("customer {customer:?} is not in the catalog"),
         ));
     }
-    let now_value = keys::set_sandbox(&app.stores.control, &customer, value, app.now())
-        .map_err(ApiError::unavailable)?;
+    let catalog_default = app
+        .catalog
+        .read()
+        .map(|c| c.sandbox_default(&customer))
+        .unwrap_or(false);
+    let now_value = keys::set_sandbox(
+        &app.stores.control,
+        &customer,
+        value,
+        catalog_default,
+        app.now(),
+    )
+    .map_err(ApiError::unavailable)?;
     refresh(&app)?;
+    let message = if now_value {
+        "Sandbox mode enabled."
+    } else {
+        "Sandbox mode disabled — partner is now in production."
+    };
     Ok(json(
         200,
-        &json!({"customer_id": customer, "sandbox_mode": now_value}),
+        &json!({"data": partner_view(&app, &customer)?, "message": message}),
     ))
+}
+
+/// One partner: its status, sandbox mode and active keys.
+pub async fn get_partner(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Path(customer): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(json(200, &json!({"data": partner_view(&app, &customer)?})))
+}
+
+/// A partner as the partner API shows it; 404 for a customer the catalog does not know.
+fn partner_view(app: &App, customer: &str) -> Result<Value, ApiError> {
+    let (known, status, catalog_default) = app
+        .catalog
+        .read()
+        .map(|c| {
+            (
+                c.has_customer(customer),
+                c.status(customer),
+                c.sandbox_default(customer),
+            )
+        })
+        .map_err(|_| ApiError::unavailable("the catalog lock was poisoned"))?;
+    if !known {
+        return Err(ApiError::new(
+            404,
+            "unknown_customer",
+            format!("customer {customer:?} is not in the catalog"),
+        ));
+    }
+    let sandbox = keys::sandbox_mode(&app.stores.control, customer, catalog_default)
+        .map_err(ApiError::unavailable)?;
+    let now = app.now();
+    let active = keys::list(&app.stores.control)
+        .map_err(ApiError::unavailable)?
+        .into_iter()
+        .filter(|k| k.customer_id == customer && !k.revoked)
+        .filter(|k| {
+            k.expires_at
+                .as_deref()
+                .and_then(|t| parse_rfc3339(t).ok())
+                .is_none_or(|t| t > now)
+        })
+        .count();
+    Ok(json!({
+        "customer_id": customer,
+        "status": status,
+        "sandbox_mode": sandbox,
+        "active_keys": active,
+    }))
 }

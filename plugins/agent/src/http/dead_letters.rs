@@ -44,12 +44,25 @@ pub async fn replay(
     };
     let seqs: Option<Vec<i64>> = match v.get("seqs") {
         None | Some(Value::Null) => None,
-        Some(Value::Array(a)) => Some(a.iter().filter_map(Value::as_i64).collect()),
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    s.as_i64().ok_or_else(|| {
+                        ApiError::invalid(
+                            "invalid_body",
+                            format!("seqs[{i}]"),
+                            "must be a dead-letter number",
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
         Some(_) => {
-            return Err(ApiError::new(
-                400,
+            return Err(ApiError::invalid(
                 "invalid_body",
-                "seqs: must be a list of dead-letter numbers",
+                "seqs",
+                "must be a list of dead-letter numbers",
             ))
         }
     };

@@ -164,10 +164,10 @@ impl<D: DefaultEnvironment + Send + Sync> FromRequestParts<Arc<App>> for Scoped<
         let env = match asked {
             None => D::default_for(gateway.env),
             Some(e) => Environment::from_wire(e).ok_or_else(|| {
-                ApiError::new(
-                    400,
+                ApiError::invalid(
                     "invalid_query",
-                    format!("environment must be sandbox or production, got {e:?}"),
+                    "environment",
+                    format!("must be sandbox or production, got {e:?}"),
                 )
             })?,
         };

@@ -53,8 +53,7 @@ pub async fn meter(
 ) -> Result<Response, ApiError> {
     let t = app.now();
     let v = parse_json(&read_body(&app, body, SMALL_BODY).await?)?;
-    let bad =
-        |e: aforo_core::strict_json::FieldError| ApiError::new(400, "invalid_body", e.to_string());
+    let bad = |e: aforo_core::strict_json::FieldError| ApiError::from_field("invalid_body", e);
     let r = ObjReader::new("", &v, FIELDS).map_err(bad)?;
     let tenant = r.required_string("tenantId").map_err(bad)?.to_string();
     let metric = match (
@@ -65,10 +64,10 @@ pub async fn meter(
         // Gateway policies know the feature; the catalog knows which metric it counts.
         (None, Some(f)) => metric_of_feature(&app, &tenant, f),
         (None, None) => {
-            return Err(ApiError::new(
-                400,
+            return Err(ApiError::invalid(
                 "invalid_body",
-                "metricKey: required (or featureKey, to meter the metric the catalog gives that feature)",
+                "metricKey",
+                "required (or featureKey, to meter the metric the catalog gives that feature)",
             ))
         }
     };
@@ -77,10 +76,10 @@ pub async fn meter(
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         Some(other) => {
-            return Err(ApiError::new(
-                400,
+            return Err(ApiError::invalid(
                 "invalid_body",
-                format!("quantity: must be a decimal >= 0, got {other}"),
+                "quantity",
+                format!("must be a decimal >= 0, got {other}"),
             ))
         }
     };

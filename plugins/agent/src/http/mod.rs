@@ -14,7 +14,6 @@ mod reports;
 
 use crate::app::{App, OverRate};
 use crate::store::StoreError;
-use aforo_core::entitlement::error_body;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,12 +25,18 @@ use std::sync::Arc;
 /// Largest body of endpoints other than `/v1/events`.
 pub const SMALL_BODY: usize = 64 << 10;
 
-/// An error answer: status, `error.code`, message, extra headers.
+/// An error answer: status, `error.code`, message, the field at fault, extra headers.
+///
+/// The body is `{"error": {"code", "message", "field"?, "status"}}`: the filter's error body
+/// (`code`, `message`) that every gateway policy already reads, with the field and the status
+/// added. Bytes that are not well-formed JSON (or a query string that does not parse) are 400;
+/// a well-formed body or query whose values break a rule is 422 and names the field.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    field: Option<String>,
     headers: Vec<(&'static str, String)>,
 }
 
@@ -42,7 +47,32 @@ impl ApiError {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             code,
             message: message.into(),
+            field: None,
             headers: Vec::new(),
+        }
+    }
+
+    /// A well-formed request whose `field` holds a value the rules refuse: 422.
+    pub fn invalid(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        let field = field.into();
+        let message = format!("{field}: {}", message.into());
+        ApiError {
+            field: Some(field),
+            ..ApiError::new(422, code, message)
+        }
+    }
+
+    /// A strict reader's refusal of a parsed body (unknown field, wrong type, out of range):
+    /// 422 naming the field.
+    pub fn from_field(code: &'static str, e: aforo_core::strict_json::FieldError) -> Self {
+        let field = (!e.path.is_empty()).then(|| e.path.clone());
+        ApiError {
+            field,
+            ..ApiError::new(422, code, e.to_string())
         }
     }
 
@@ -60,7 +90,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = Response::new(Body::from(error_body(self.code, &self.message)));
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), Value::from(self.code));
+        error.insert("message".into(), Value::from(self.message));
+        if let Some(f) = self.field {
+            error.insert("field".into(), Value::from(f));
+        }
+        error.insert("status".into(), Value::from(self.status.as_u16()));
+        let body = serde_json::json!({ "error": error }).to_string();
+        let mut r = Response::new(Body::from(body));
         *r.status_mut() = self.status;
         r.headers_mut()
             .insert("content-type", HeaderValue::from_static("application/json"));
@@ -184,6 +222,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/dead-letters/replay", post(dead_letters::replay))
         .route("/v1/admin/partners", post(admin::create_partner_key))
         .route("/v1/admin/keys", get(admin::list_keys))
+        .route("/v1/partners/{customer_id}", get(admin::get_partner))
         .route("/v1/admin/keys/{key_id}/rotate", post(admin::rotate_key))
         .route("/v1/admin/keys/{key_id}/revoke", post(admin::revoke_key))
         .route(
@@ -193,6 +232,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(app)
 }
 

@@ -1,10 +1,10 @@
 //! `/healthz`, Prometheus `/metrics`, and the answer to unknown paths.
 
-use super::{json, App};
+use super::{json, ApiError, App};
 use aforo_core::Environment;
 use axum::extract::State;
 use axum::http::HeaderValue;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,8 +41,15 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
 
 /// 404 with the list of endpoints.
 pub async fn not_found() -> Response {
-    json(
-        404,
-        &json!({"error": {"code": "not_found", "message": "see /v1/canAccess, /v1/meter, /v1/events, /v1/entitlements, /v1/usage, /v1/invoices/preview, /v1/dead-letters, /v1/admin/…, /healthz, /metrics"}}),
+    ApiError::new(404, "not_found", "see /v1/canAccess, /v1/meter, /v1/events, /v1/entitlements, /v1/usage, /v1/invoices/preview, /v1/dead-letters, /v1/admin/…, /healthz, /metrics").into_response()
+}
+
+/// 405 in the same error body as every other refusal (axum's own has none).
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    ApiError::new(
+        405,
+        "method_not_allowed",
+        format!("{method} is not served at {}", uri.path()),
     )
+    .into_response()
 }

@@ -28,8 +28,9 @@ fn period(app: &App, scoped: Scoped<ProductionUnlessAsked>) -> Result<ReportPeri
     let time = |k: &str, default: Timestamp| -> Result<Timestamp, ApiError> {
         match q.get(k) {
             None => Ok(default),
-            Some(s) => parse_rfc3339(s)
-                .map_err(|e| ApiError::new(400, "invalid_query", format!("{k}: {e}"))),
+            Some(s) => {
+                parse_rfc3339(s).map_err(|e| ApiError::invalid("invalid_query", k, e.to_string()))
+            }
         }
     };
     Ok(ReportPeriod {
