@@ -1008,3 +1008,85 @@ fn a_rotated_key_keeps_working_for_its_grace_period_then_stops() {
     );
     assert_eq!(r.status, 422);
 }
+
+/// `/v1/usage?period=daily|monthly`: one row per customer, metric and day (or month), UTC unless
+/// `tz` gives an offset; any other period or zone is 422 naming the parameter.
+#[test]
+fn usage_is_summed_per_day_or_month_when_asked() {
+    let a = Agent::start(
+        "usage-period",
+        &catalog(),
+        &["--environments", "sandbox,production"],
+    );
+    let now = aforo_host_tests::servers::wall_now();
+    let day = 86_400_000_000_000i64;
+    let at = |id: &str, q: u64, t: aforo_core::Timestamp| json!({"id": id, "customer_id": "acme", "metric": "api_calls", "quantity": q, "timestamp": t.to_rfc3339(), "product_id": "p", "environment": "production"});
+    let yesterday = aforo_core::Timestamp::from_unix_nanos(now.unix_nanos() - day);
+    let r = a.call(
+        "POST",
+        "/v1/events",
+        LIVE,
+        &json!({"events": [at("d1", 3, yesterday), at("d2", 4, now), at("d3", 5, now)]}),
+    );
+    assert_eq!(body(&r)["accepted"], 3, "{:?}", body(&r));
+    let range = format!(
+        "from={}&to={}",
+        aforo_core::Timestamp::from_unix_nanos(now.unix_nanos() - 2 * day).to_rfc3339(),
+        aforo_core::Timestamp::from_unix_nanos(now.unix_nanos() + day).to_rfc3339()
+    )
+    .replace('+', "%2B");
+    let get = |q: &str| {
+        a.call(
+            "GET",
+            &format!("/v1/usage?{range}&{q}"),
+            LIVE,
+            &serde_json::Value::Null,
+        )
+    };
+    let r = get("period=daily");
+    assert_eq!(r.status, 200, "{:?}", body(&r));
+    let rows = body(&r)["usage"].as_array().unwrap().clone();
+    let midnight = |t: aforo_core::Timestamp| {
+        aforo_core::Timestamp::from_unix_nanos(t.unix_nanos().div_euclid(day) * day).to_rfc3339()
+    };
+    let got: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["period_start"].as_str().unwrap().to_string(),
+                r["quantity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (midnight(yesterday), "3".to_string()),
+            (midnight(now), "9".to_string())
+        ]
+    );
+    // Without a period: one row over the whole range, as before.
+    let r = get("customer=acme");
+    assert_eq!(body(&r)["usage"].as_array().unwrap().len(), 1);
+    assert_eq!(body(&r)["usage"][0]["quantity"], "12");
+    assert!(body(&r)["usage"][0].get("period_start").is_none());
+    // A fixed offset moves the boundaries with it.
+    let r = get("period=daily&tz=%2B05:30");
+    assert_eq!(r.status, 200);
+    let start = body(&r)["usage"][0]["period_start"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(start.ends_with("T18:30:00Z"), "{start}");
+    for (q, field) in [
+        ("period=weekly", "period"),
+        ("period=daily&tz=Europe/Paris", "tz"),
+    ] {
+        let r = get(q);
+        assert_eq!(
+            (r.status, body(&r)["error"]["field"].clone()),
+            (422, json!(field)),
+            "{q}"
+        );
+    }
+}

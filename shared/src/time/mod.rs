@@ -2,9 +2,11 @@
 //!
 //! The core never reads a clock; hosts pass `Timestamp`s in, so every rule is deterministic in tests.
 
+mod buckets;
 mod civil;
 mod rfc3339;
 
+pub use buckets::{parse_utc_offset, period_of, Granularity};
 pub use civil::{add_months, civil_from_days, days_from_civil, days_in_month, CivilDateTime};
 pub use rfc3339::{parse_rfc3339, TimeError};
 

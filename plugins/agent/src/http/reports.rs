@@ -7,7 +7,7 @@ use crate::app::App;
 use aforo_core::entitlement::{Period, QuotaWindow};
 use aforo_core::event::Quantity;
 use aforo_core::rating::Rater;
-use aforo_core::time::parse_rfc3339;
+use aforo_core::time::{parse_rfc3339, parse_utc_offset, period_of, Granularity};
 use aforo_core::{Environment, Timestamp};
 use axum::extract::State;
 use axum::response::Response;
@@ -20,6 +20,10 @@ struct ReportPeriod {
     from: Timestamp,
     to: Timestamp,
     customer: Option<String>,
+    /// `?period=daily|monthly`: sums per day or month instead of over the whole range.
+    buckets: Option<Granularity>,
+    /// `?tz=±HH:MM` (default UTC): the calendar the buckets follow.
+    offset_secs: i64,
 }
 
 fn period(app: &App, scoped: Scoped<ProductionUnlessAsked>) -> Result<ReportPeriod, ApiError> {
@@ -33,15 +37,46 @@ fn period(app: &App, scoped: Scoped<ProductionUnlessAsked>) -> Result<ReportPeri
             }
         }
     };
+    let buckets = match q.get("period") {
+        None => None,
+        Some(p) => Some(Granularity::parse(p).ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_query",
+                "period",
+                format!("must be daily or monthly, got {p:?}"),
+            )
+        })?),
+    };
+    let offset_secs = match q.get("tz") {
+        None => 0,
+        Some(z) => parse_utc_offset(z).ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_query",
+                "tz",
+                format!("must be UTC or an offset like +05:30, got {z:?}"),
+            )
+        })?,
+    };
+    let (from, to) = (time("from", month_start)?, time("to", month_end)?);
+    if from > to {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            "from",
+            "must not be after to",
+        ));
+    }
     Ok(ReportPeriod {
         env,
-        from: time("from", month_start)?,
-        to: time("to", month_end)?,
+        from,
+        to,
         customer: q.get("customer").cloned(),
+        buckets,
+        offset_secs,
     })
 }
 
-/// Usage per customer and metric in a period (default: the current calendar month).
+/// Usage per customer and metric in a period (default: the current calendar month); with
+/// `?period=daily|monthly`, per day or month too (UTC, or `?tz=±HH:MM`).
 pub async fn usage(
     State(app): State<Arc<App>>,
     scoped: Scoped<ProductionUnlessAsked>,
@@ -51,10 +86,12 @@ pub async fn usage(
         .stores
         .events_between(p.env, p.from, p.to, p.customer.as_deref())
         .map_err(ApiError::unavailable)?;
-    let mut totals: BTreeMap<(String, String), (Quantity, u64)> = BTreeMap::new();
+    type Bucket = Option<(Timestamp, Timestamp)>;
+    let mut totals: BTreeMap<(Bucket, String, String), (Quantity, u64)> = BTreeMap::new();
     for e in &events {
+        let bucket = p.buckets.map(|g| period_of(e.timestamp, g, p.offset_secs));
         let t = totals
-            .entry((e.customer_id.clone(), e.metric.clone()))
+            .entry((bucket, e.customer_id.clone(), e.metric.clone()))
             .or_insert((Quantity::ZERO, 0));
         t.0 = t
             .0
@@ -64,7 +101,15 @@ pub async fn usage(
     }
     let rows: Vec<_> = totals
         .into_iter()
-        .map(|((c, m), (q, n))| json!({"customer_id": c, "metric": m, "quantity": q.to_text(), "events": n}))
+        .map(|((b, c, m), (q, n))| {
+            let mut row =
+                json!({"customer_id": c, "metric": m, "quantity": q.to_text(), "events": n});
+            if let Some((start, end)) = b {
+                row["period_start"] = json!(start.to_rfc3339());
+                row["period_end"] = json!(end.to_rfc3339());
+            }
+            row
+        })
         .collect();
     Ok(json(
         200,
