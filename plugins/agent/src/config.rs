@@ -282,6 +282,18 @@ pub mod options {
         "how long a rotated key keeps working beside its replacement (0: revoked at once); a rotation may ask for another with grace_period_secs",
     );
 
+    /// `retention_interval_secs`.
+    pub static RETENTION_INTERVAL_SECS: OptionSpec = row(
+        "retention_interval_secs",
+        Some("AFORO_AGENT_RETENTION_INTERVAL_SECS"),
+        Kind::Integer {
+            min: 60,
+            max: 604_800,
+        },
+        Default::Integer(3_600),
+        "how often events past their retention (sandbox 30 days, production 730) are removed; also once at start",
+    );
+
     /// Every agent option, in `docs/agent.md`'s order.
     pub const AGENT_OPTIONS: &[&OptionSpec] = &[
         &LISTEN,
@@ -291,6 +303,7 @@ pub mod options {
         &TENANT_KEYS,
         &ADMIN_KEY,
         &ROTATION_GRACE_SECS,
+        &RETENTION_INTERVAL_SECS,
         &PRODUCT_ID,
         &CATALOG,
         &COMPONENT,
@@ -370,6 +383,8 @@ pub struct AgentConfig {
     pub node_id: Option<String>,
     /// Seconds a rotated key keeps working beside its replacement.
     pub rotation_grace_secs: u64,
+    /// Seconds between retention sweeps.
+    pub retention_interval_secs: u64,
 }
 
 /// Where quota counters, rate-limit buckets and the dedup window live.
@@ -681,6 +696,7 @@ fn from_value(v: &Value) -> Result<AgentConfig, FieldError> {
         fail_closed,
         node_id,
         rotation_grace_secs: integer(&r, &o::ROTATION_GRACE_SECS)?,
+        retention_interval_secs: integer(&r, &o::RETENTION_INTERVAL_SECS)?,
         listen,
         data_dir,
         environments,

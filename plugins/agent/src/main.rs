@@ -17,6 +17,7 @@ mod node_id;
 mod reconcile;
 mod redis_state;
 mod replay;
+mod retention;
 mod store;
 mod usage;
 
@@ -151,13 +152,6 @@ async fn serve(
         .map_err(|e| e.to_string())?;
     let t = clock.now();
     for env in Environment::ALL {
-        let purged = stores.purge(env, t).map_err(|e| e.to_string())?;
-        if purged > 0 {
-            eprintln!(
-                "aforo-agent: {purged} {env} events past the {}-day retention removed",
-                env.retention_days()
-            );
-        }
         // Counters of the current windows, from what is stored (at most a year back).
         let since = t.plus_nanos(-366 * aforo_core::time::NANOS_PER_DAY);
         let events = stores
@@ -190,6 +184,7 @@ async fn serve(
         forward_wake,
     ));
     app.refresh_policy_snapshot()?;
+    retention::start(app.clone())?;
     forwarder::start(app.clone(), wake);
     reconcile::start(app.clone());
     let listener = tokio::net::TcpListener::bind(app.config.listen)
