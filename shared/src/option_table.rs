@@ -188,7 +188,8 @@ impl Merged {
         m
     }
 
-    /// JSON fields over what is there (a `null` leaves the environment's value in place).
+    /// JSON fields over what is there; a `null` unsets the field (the default applies), and the
+    /// environment is then no longer named in its errors.
     pub fn json(&mut self, obj: Map<String, Value>) {
         for (k, v) in obj {
             if !v.is_null() {

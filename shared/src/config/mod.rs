@@ -363,7 +363,9 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
     let flush_interval_ms = integer(&r, &o::FLUSH_INTERVAL_MS)?;
     let request_timeout_ms = integer(&r, &o::REQUEST_TIMEOUT_MS)?;
     let max_buffer_events = integer(&r, &o::MAX_BUFFER_EVENTS)? as usize;
-    let max_buffer_bytes = integer(&r, &o::MAX_BUFFER_BYTES)? as usize;
+    // At most u32::MAX (the table's maximum), so it fits a Wasm32 usize.
+    let max_buffer_bytes =
+        usize::try_from(integer(&r, &o::MAX_BUFFER_BYTES)?).unwrap_or(usize::MAX);
     let max_dead_letters = integer(&r, &o::MAX_DEAD_LETTERS)? as usize;
     let initial_backoff_ms = integer(&r, &o::INITIAL_BACKOFF_MS)?;
     let max_backoff_ms = integer(&r, &o::MAX_BACKOFF_MS)?;
@@ -739,5 +741,15 @@ mod tests {
                 spec.name
             );
         }
+    }
+
+    /// The largest buffer the table accepts fits a 32-bit `usize` (Wasm): one more is refused,
+    /// where it once wrapped to 0 there and dead-lettered every event.
+    #[test]
+    fn the_largest_buffer_accepted_fits_wasm32() {
+        let c = parse(json!({"max_buffer_bytes": 4_294_967_295u64}), MIN).unwrap();
+        assert_eq!(c.delivery.max_buffer_bytes as u64, 4_294_967_295);
+        let e = parse(json!({"max_buffer_bytes": 4_294_967_296u64}), MIN).unwrap_err();
+        assert_eq!(e.path, "max_buffer_bytes");
     }
 }

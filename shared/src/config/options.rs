@@ -132,7 +132,7 @@ pub static MAX_BUFFER_BYTES: OptionSpec = row(
     Some("AFORO_MAX_BUFFER_BYTES"),
     Kind::Integer {
         min: 4_096,
-        max: 1 << 32,
+        max: 4_294_967_295,
     },
     Default::Integer(8388608),
     "bytes held per environment before overflow is dead-lettered",

@@ -38,7 +38,8 @@ pub fn parse_utc_offset(s: &str) -> Option<i64> {
         _ => return None,
     };
     let (h, m) = rest.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
+    let digits = |x: &str| x.len() == 2 && x.bytes().all(|b| b.is_ascii_digit());
+    if !digits(h) || !digits(m) {
         return None;
     }
     let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
@@ -108,7 +109,16 @@ mod tests {
         assert_eq!(parse_utc_offset("UTC"), Some(0));
         assert_eq!(parse_utc_offset("+05:30"), Some(19_800));
         assert_eq!(parse_utc_offset("-08:00"), Some(-28_800));
-        for bad in ["Europe/Paris", "+5", "+05:60", "+19:00", "05:00", ""] {
+        for bad in [
+            "Europe/Paris",
+            "+5",
+            "+05:60",
+            "+19:00",
+            "05:00",
+            "",
+            "+-5:00",
+            "+-0:-5",
+        ] {
             assert_eq!(parse_utc_offset(bad), None, "{bad}");
         }
         assert_eq!(Granularity::parse("weekly"), None);
