@@ -772,6 +772,7 @@ mod tests {
                 let e = parse(None, &env_of(&[]), &[(flag.clone(), (max + 1).to_string())])
                     .unwrap_err();
                 assert_eq!(e.path, flag, "{e}");
+                assert!(e.message.contains(&format!("..={max}")), "{e}");
             }
         }
     }

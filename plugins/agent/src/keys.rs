@@ -69,13 +69,11 @@ pub fn create(
     let scopes_json = serde_json::to_string(scopes).map_err(|e| e.to_string())?;
     let ips_json = serde_json::to_string(ip_allowlist).map_err(|e| e.to_string())?;
     db(c, |c| {
+        // No partners row: a partner's row is its toggle's; without one the catalog's
+        // sandbox_mode decides (a row written here once overrode a catalog sandbox partner).
         c.execute(
             "INSERT INTO keys (key_id, customer_id, hash, scopes, ip_allowlist, expires_at, revoked, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
             params![key_id, customer_id, hash_key(&secret).to_text(), scopes_json, ips_json, expires_at.map(|t| t.unix_nanos()), now.unix_nanos()],
-        )?;
-        c.execute(
-            "INSERT INTO partners (customer_id, sandbox_mode, updated_at) VALUES (?1, 0, ?2) ON CONFLICT(customer_id) DO NOTHING",
-            params![customer_id, now.unix_nanos()],
         )
     })?;
     Ok(NewKey {
@@ -106,8 +104,10 @@ pub fn rotate(
     grace_secs: u64,
     now: Timestamp,
 ) -> Result<Option<(NewKey, Option<Timestamp>)>, String> {
+    // A key already replaced (in its grace period) is not rotated again: its expiry is now the
+    // grace deadline, which a second successor would inherit.
     let row: Option<(String, String, String, Option<i64>)> = db(c, |c| {
-        c.query_row("SELECT customer_id, scopes, ip_allowlist, expires_at FROM keys WHERE key_id = ?1 AND revoked = 0 AND (expires_at IS NULL OR expires_at > ?2)", params![key_id, now.unix_nanos()], |r| {
+        c.query_row("SELECT customer_id, scopes, ip_allowlist, expires_at FROM keys WHERE key_id = ?1 AND revoked = 0 AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > ?2)", params![key_id, now.unix_nanos()], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()
@@ -125,6 +125,12 @@ pub fn rotate(
         expires.map(Timestamp::from_unix_nanos),
         now,
     )?;
+    db(c, |c| {
+        c.execute(
+            "UPDATE keys SET replaced_by = ?2 WHERE key_id = ?1",
+            params![key_id, new.key_id],
+        )
+    })?;
     if grace_secs == 0 {
         revoke(c, key_id)?;
         return Ok(Some((new, None)));
@@ -169,8 +175,16 @@ pub fn set_sandbox(
     catalog_default: bool,
     now: Timestamp,
 ) -> Result<bool, String> {
-    let current = sandbox_mode(c, customer_id, catalog_default)?;
     db(c, |c| {
+        // Read and written under one lock, so two flips at once are two flips.
+        let current = c
+            .query_row(
+                "SELECT sandbox_mode FROM partners WHERE customer_id = ?1",
+                params![customer_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map_or(catalog_default, |v| v != 0);
         let next = value.unwrap_or(!current);
         c.execute(
             "INSERT INTO partners (customer_id, sandbox_mode, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT(customer_id) DO UPDATE SET sandbox_mode = ?2, updated_at = ?3",

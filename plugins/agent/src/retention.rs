@@ -43,10 +43,11 @@ pub fn sweep(
     stores: &Stores,
     envs: &[Environment],
     now: Timestamp,
+    forwarding: bool,
 ) -> Result<[usize; 2], StoreError> {
     let mut removed = [0; 2];
     for env in envs {
-        removed[env.index()] = stores.purge(*env, now)?;
+        removed[env.index()] = stores.purge(*env, now, forwarding)?;
     }
     Ok(removed)
 }
@@ -58,7 +59,8 @@ pub fn start(app: Arc<App>) -> Result<(), String> {
         if !schedule.due(app.now()) {
             return;
         }
-        match sweep(&app.stores, &Environment::ALL, app.now()) {
+        let forwarding = app.config.upstream.is_some();
+        match sweep(&app.stores, &Environment::ALL, app.now(), forwarding) {
             Ok(removed) => {
                 for env in &Environment::ALL {
                     let n = removed[env.index()];
@@ -127,7 +129,7 @@ mod tests {
         }
         let mut schedule = Schedule::new(start, 3600);
         assert!(schedule.due(clock.now()), "the first sweep is at start");
-        let removed = sweep(&stores, &Environment::ALL, clock.now()).unwrap();
+        let removed = sweep(&stores, &Environment::ALL, clock.now(), false).unwrap();
         // Sandbox keeps 30 days, production two years.
         assert_eq!(removed, [2, 1]);
         assert_eq!(stores.count(Environment::Sandbox).unwrap(), 1);
@@ -139,10 +141,32 @@ mod tests {
         clock.advance_ms(2 * 86_400_000);
         assert!(schedule.due(clock.now()));
         assert_eq!(
-            sweep(&stores, &Environment::ALL, clock.now()).unwrap(),
+            sweep(&stores, &Environment::ALL, clock.now(), false).unwrap(),
             [1, 0]
         );
         assert_eq!(stores.count(Environment::Sandbox).unwrap(), 0);
+        // Forwarding to an upstream: an old event not yet forwarded is kept until it is.
+        stores
+            .read(Environment::Sandbox, |c| {
+                c.execute(
+                    "INSERT INTO events (id, customer_id, metric, quantity, ts, body, received_at) VALUES ('late', 'c', 'm', '1', ?1, '{}', ?1)",
+                    params![ago(45)],
+                )
+            })
+            .unwrap();
+        assert_eq!(
+            sweep(&stores, &Environment::ALL, clock.now(), true).unwrap(),
+            [0, 0]
+        );
+        stores
+            .read(Environment::Sandbox, |c| {
+                c.execute("UPDATE events SET forwarded = 1", [])
+            })
+            .unwrap();
+        assert_eq!(
+            sweep(&stores, &Environment::ALL, clock.now(), true).unwrap(),
+            [1, 0]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -856,8 +856,24 @@ fn a_partner_can_be_read_and_toggled_with_the_documented_messages() {
         body(&r)["data"],
         json!({"customer_id": "acme", "status": "active", "sandbox_mode": false, "active_keys": 0})
     );
-    // globex is in sandbox mode by the catalog: the first flip takes it to production.
+    // globex is in sandbox mode by the catalog, also once it has a key of its own, and what it
+    // meters goes to the sandbox.
+    let k = a.call(
+        "POST",
+        "/v1/admin/partners",
+        ADMIN,
+        &json!({"customer_id": "globex"}),
+    );
+    assert_eq!(k.status, 201);
     assert_eq!(body(&get("globex"))["data"]["sandbox_mode"], true);
+    let m = a.call(
+        "POST",
+        "/v1/meter",
+        LIVE,
+        &json!({"tenantId": "globex", "metricKey": "api_calls"}),
+    );
+    assert_eq!(body(&m)["environment"], "sandbox", "{:?}", body(&m));
+    // The first flip takes it to production.
     let r = toggle("globex", serde_json::Value::Null);
     assert_eq!(r.status, 200);
     assert_eq!(body(&r)["data"]["sandbox_mode"], false);
@@ -945,6 +961,27 @@ fn a_partner_can_be_read_and_toggled_with_the_documented_messages() {
         (r.status, body(&r)["error"]["field"].clone()),
         (422, json!("from"))
     );
+    let r = a.call(
+        "GET",
+        "/v1/invoices/preview?period=daily",
+        LIVE,
+        &serde_json::Value::Null,
+    );
+    assert_eq!(
+        (r.status, body(&r)["error"]["field"].clone()),
+        (422, json!("period"))
+    );
+    // A replay body with a misspelt field is refused, not read as "replay everything".
+    let r = a.call(
+        "POST",
+        "/v1/dead-letters/replay",
+        SANDBOX,
+        &json!({"seq": [1]}),
+    );
+    assert_eq!(
+        (r.status, body(&r)["error"]["field"].clone()),
+        (422, json!("seq"))
+    );
 }
 
 /// Rotation without downtime: the old key keeps working beside the new one for the grace
@@ -973,7 +1010,7 @@ fn a_rotated_key_keeps_working_for_its_grace_period_then_stops() {
         "POST",
         &format!("/v1/admin/keys/{old_id}/rotate"),
         ADMIN,
-        &json!({"grace_period_secs": 2}),
+        &json!({"grace_period_secs": 6}),
     );
     assert_eq!(r.status, 201);
     assert!(body(&r)["old"]["expires_at"].is_string(), "{:?}", body(&r));
@@ -983,6 +1020,15 @@ fn a_rotated_key_keeps_working_for_its_grace_period_then_stops() {
         (200, 200),
         "both work during the grace"
     );
+    // A key in its grace period is not rotated again (a second successor would inherit the
+    // grace deadline as its expiry).
+    let again = a.call(
+        "POST",
+        &format!("/v1/admin/keys/{old_id}/rotate"),
+        ADMIN,
+        &serde_json::Value::Null,
+    );
+    assert_eq!((again.status, code(&again).as_str()), (404, "unknown_key"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while check(&old) == 200 {
         assert!(
@@ -1070,14 +1116,31 @@ fn usage_is_summed_per_day_or_month_when_asked() {
     assert_eq!(body(&r)["usage"].as_array().unwrap().len(), 1);
     assert_eq!(body(&r)["usage"][0]["quantity"], "12");
     assert!(body(&r)["usage"][0].get("period_start").is_none());
-    // A fixed offset moves the boundaries with it.
-    let r = get("period=daily&tz=%2B05:30");
-    assert_eq!(r.status, 200);
-    let start = body(&r)["usage"][0]["period_start"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(start.ends_with("T18:30:00Z"), "{start}");
+    // A fixed offset moves the boundaries with it: each event lands in its local day. The `+`
+    // also works unencoded (a query string turns it into a space).
+    let mut want: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for (t, q) in [(yesterday, 3), (now, 9)] {
+        let (start, _) =
+            aforo_core::time::period_of(t, aforo_core::time::Granularity::Daily, 19_800);
+        *want.entry(start.to_rfc3339()).or_default() += q;
+    }
+    for tz in ["%2B05:30", "+05:30"] {
+        let r = get(&format!("period=daily&tz={tz}"));
+        assert_eq!(r.status, 200, "{tz}: {:?}", body(&r));
+        let got: std::collections::BTreeMap<String, u64> = body(&r)["usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["period_start"].as_str().unwrap().to_string(),
+                    r["quantity"].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "{tz}");
+        assert!(got.keys().all(|k| k.ends_with("T18:30:00Z")), "{got:?}");
+    }
     for (q, field) in [
         ("period=weekly", "period"),
         ("period=daily&tz=Europe/Paris", "tz"),

@@ -109,7 +109,13 @@ pub async fn rotate_key(
     let grace = grace.unwrap_or(app.config.rotation_grace_secs);
     let (new, old_until) = keys::rotate(&app.stores.control, &key_id, grace, app.now())
         .map_err(ApiError::unavailable)?
-        .ok_or_else(|| ApiError::new(404, "unknown_key", format!("no active key {key_id:?}")))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                404,
+                "unknown_key",
+                format!("no active key {key_id:?} that has not been rotated already"),
+            )
+        })?;
     refresh(&app)?;
     let old = match old_until {
         None => json!({"key_id": key_id, "revoked": true}),

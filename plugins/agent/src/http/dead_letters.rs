@@ -4,6 +4,7 @@
 use super::extract::{KeysOwn, Scoped};
 use super::{json, parse_json, read_body, ApiError, SMALL_BODY};
 use crate::app::App;
+use aforo_core::strict_json::ObjReader;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
@@ -42,7 +43,9 @@ pub async fn replay(
     } else {
         parse_json(&bytes)?
     };
-    let seqs: Option<Vec<i64>> = match v.get("seqs") {
+    let r =
+        ObjReader::new("", &v, &["seqs"]).map_err(|e| ApiError::from_field("invalid_body", e))?;
+    let seqs: Option<Vec<i64>> = match r.get("seqs") {
         None | Some(Value::Null) => None,
         Some(Value::Array(a)) => Some(
             a.iter()

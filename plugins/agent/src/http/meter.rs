@@ -85,10 +85,13 @@ pub async fn meter(
     };
     let properties = r.get("properties").map(Value::to_string);
     // A partner in sandbox mode is tracked in the sandbox, never billed.
-    let sandbox_partner = keys::partners(&app.stores.control)
-        .ok()
-        .and_then(|p| p.get(&tenant).copied())
+    let catalog_default = app
+        .catalog
+        .read()
+        .map(|c| c.sandbox_default(&tenant))
         .unwrap_or(false);
+    let sandbox_partner = keys::sandbox_mode(&app.stores.control, &tenant, catalog_default)
+        .unwrap_or(catalog_default);
     let env = if sandbox_partner {
         Environment::Sandbox
     } else {

@@ -49,13 +49,20 @@ fn period(app: &App, scoped: Scoped<ProductionUnlessAsked>) -> Result<ReportPeri
     };
     let offset_secs = match q.get("tz") {
         None => 0,
-        Some(z) => parse_utc_offset(z).ok_or_else(|| {
+        // A `+` left unencoded in a query string arrives as a space.
+        Some(z) => parse_utc_offset(&z.replace(' ', "+")).ok_or_else(|| {
             ApiError::invalid(
                 "invalid_query",
                 "tz",
                 format!("must be UTC or an offset like +05:30, got {z:?}"),
             )
         })?,
+    };
+    // Without from/to, the current month of the calendar the report follows (the tz's).
+    let (month_start, month_end) = if offset_secs == 0 {
+        (month_start, month_end)
+    } else {
+        period_of(app.now(), Granularity::Monthly, offset_secs)
     };
     let (from, to) = (time("from", month_start)?, time("to", month_end)?);
     if from > to {
@@ -123,6 +130,13 @@ pub async fn invoice_preview(
     scoped: Scoped<ProductionUnlessAsked>,
 ) -> Result<Response, ApiError> {
     let p = period(&app, scoped)?;
+    if p.buckets.is_some() {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            "period",
+            "invoices cover from..to as one period; ask for each period with from and to",
+        ));
+    }
     let plan = app
         .catalog
         .read()

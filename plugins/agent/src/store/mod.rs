@@ -94,6 +94,17 @@ fn open_settler(path: &Path) -> Result<Connection, StoreError> {
 /// Creates the schema, and adds what older stores lack.
 fn migrate(c: &Connection, path: &Path, schema: &str) -> Result<(), StoreError> {
     c.execute_batch(schema).map_err(err(path))?;
+    if schema == CONTROL_SCHEMA {
+        // Keys rotated before rotation had a grace period have no successor recorded.
+        let has: bool = c
+            .prepare("SELECT 1 FROM pragma_table_info('keys') WHERE name = 'replaced_by'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(err(path))?;
+        if !has {
+            c.execute_batch("ALTER TABLE keys ADD COLUMN replaced_by TEXT;")
+                .map_err(err(path))?;
+        }
+    }
     if schema == EVENTS_SCHEMA {
         dead_letters::migrate(c).map_err(err(path))?;
         // Stores written before the Redis backend existed lack `claimed`: every event in them
@@ -378,14 +389,21 @@ impl Stores {
         tx.commit().map_err(|e| StoreError(e.to_string()))
     }
 
-    /// Deletes events older than the environment's retention.
-    pub fn purge(&self, env: Environment, now: Timestamp) -> Result<usize, StoreError> {
+    /// Deletes events older than the environment's retention, except, when `forwarding`, those
+    /// not yet forwarded, and those still waiting for their claim in Redis: an event is never
+    /// removed before it has gone where it is billed.
+    pub fn purge(
+        &self,
+        env: Environment,
+        now: Timestamp,
+        forwarding: bool,
+    ) -> Result<usize, StoreError> {
         let cutoff =
             now.plus_nanos(-(env.retention_days() as i64) * aforo_core::time::NANOS_PER_DAY);
         self.read(env, |c| {
             c.execute(
-                "DELETE FROM events WHERE ts < ?1",
-                params![cutoff.unix_nanos()],
+                "DELETE FROM events WHERE ts < ?1 AND claimed = 1 AND (forwarded = 1 OR ?2 = 0)",
+                params![cutoff.unix_nanos(), i64::from(forwarding)],
             )
         })
     }
