@@ -101,6 +101,8 @@ pub struct Delivery {
     pub endpoint: Option<String>,
     /// `properties.status` (the upstream's answer), when the event has it.
     pub status: Option<u16>,
+    /// Which sender (the replay's worker VM) delivered it, when the caller said.
+    pub origin: Option<usize>,
     /// What the ingest made of it.
     pub fate: Fate,
 }
@@ -118,6 +120,7 @@ pub struct SimIngest {
     stored: Vec<StoredEvent>,
     track: bool,
     deliveries: Vec<Delivery>,
+    origin: Option<usize>,
     rater: Option<Rater>,
     snapshot: Option<Vec<u8>>,
     partial_flip: bool,
@@ -143,6 +146,7 @@ impl SimIngest {
             stored: Vec::new(),
             track: false,
             deliveries: Vec::new(),
+            origin: None,
             rater: None,
             snapshot: None,
             partial_flip: false,
@@ -159,6 +163,11 @@ impl SimIngest {
     pub fn track_deliveries(mut self) -> Self {
         self.track = true;
         self
+    }
+
+    /// Names the sender of the next requests (recorded on their deliveries).
+    pub fn set_origin(&mut self, origin: usize) {
+        self.origin = Some(origin);
     }
 
     /// Every event received with its fate, in arrival order (when tracking).
@@ -346,7 +355,10 @@ impl SimIngest {
                 .iter()
                 .flatten()
                 .chain(injected_events.iter())
-                .map(arrival)
+                .map(|e| Delivery {
+                    origin: self.origin,
+                    ..arrival(e)
+                })
                 .collect()
         } else {
             Vec::new()
@@ -441,6 +453,7 @@ fn arrival(e: &UsageEvent) -> Delivery {
             .get("status")
             .and_then(|v| v.as_u64())
             .and_then(|s| u16::try_from(s).ok()),
+        origin: None,
         fate: Fate::Duplicate,
     }
 }

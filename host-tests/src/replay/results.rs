@@ -60,6 +60,8 @@ impl Credentials {
 /// What the run remembers of each request beyond its result.
 #[derive(Clone, Debug)]
 pub struct Arrival {
+    /// The worker VM that served it (its events leave from that VM).
+    pub worker: usize,
     /// When the module saw it (the gateway's clock, nanoseconds).
     pub at_nanos: i64,
     /// The endpoint its events carry: the path without query or fragment.
@@ -74,9 +76,10 @@ pub struct Arrival {
 /// customer they were billed to, or that their credential was billed to elsewhere in the run.
 ///
 /// A delivery matches the metered requests that arrived in its millisecond with its method,
-/// endpoint and status; a retry joins the request already holding its id; otherwise the
-/// matching request with the fewest events takes it (the earliest on a tie), so requests
-/// that cannot be told apart get one event each.
+/// endpoint and status, served by the worker that delivered it; a retry joins the request
+/// already holding its id; otherwise the matching request with the fewest events takes it
+/// (one labelled with another customer last, the earliest on a tie), so requests that cannot
+/// be told apart get one event each.
 pub fn attach(results: &mut [RequestResult], arrivals: &[Arrival], deliveries: &[Delivery]) {
     let mut by_ms: HashMap<i64, Vec<usize>> = HashMap::new();
     for (i, a) in arrivals.iter().enumerate() {
@@ -98,6 +101,7 @@ pub fn attach(results: &mut [RequestResult], arrivals: &[Arrival], deliveries: &
             d.method.as_deref().is_none_or(|m| m == r.method)
                 && d.endpoint.as_deref().is_none_or(|e| e == a.endpoint)
                 && d.status.is_none_or(|s| s == r.status)
+                && d.origin.is_none_or(|w| w == a.worker)
         };
         // A retry joins the request that already holds its id.
         let holder = candidates
@@ -110,7 +114,14 @@ pub fn attach(results: &mut [RequestResult], arrivals: &[Arrival], deliveries: &
                 .iter()
                 .copied()
                 .filter(fits)
-                .min_by_key(|i| results[*i].events.len())
+                // A request labelled with another customer is the last choice.
+                .min_by_key(|i| {
+                    let other = results[*i]
+                        .customer
+                        .as_deref()
+                        .is_some_and(|c| c != d.customer_id);
+                    (other, results[*i].events.len())
+                })
         }) else {
             continue;
         };
@@ -177,6 +188,7 @@ mod tests {
 
     fn arrival(ms: i64, credential: &str, billable: bool) -> Arrival {
         Arrival {
+            worker: 0,
             at_nanos: ms * 1_000_000 + 123,
             endpoint: "/v1/search".into(),
             credential: Some(credential.into()),
@@ -192,6 +204,7 @@ mod tests {
             method: Some("GET".into()),
             endpoint: Some("/v1/search".into()),
             status: Some(200),
+            origin: None,
             fate,
         }
     }

@@ -160,6 +160,7 @@ impl Sim {
                     .unwrap_or("GET")
                     .to_string();
                 let path = header(&call.headers, ":path").unwrap_or("/").to_string();
+                self.ingest.set_origin(vm);
                 match self.ingest.handle(
                     &method,
                     &path,
@@ -305,6 +306,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         if opts.per_request {
             let path = &entry.request.path;
             arrivals.push(Arrival {
+                worker: w,
                 at_nanos,
                 endpoint: path[..path.find(['?', '#']).unwrap_or(path.len())].to_string(),
                 credential: credentials.of_request(&entry.request),
