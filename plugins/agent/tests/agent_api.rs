@@ -873,6 +873,14 @@ fn a_partner_can_be_read_and_toggled_with_the_documented_messages() {
         &json!({"tenantId": "globex", "metricKey": "api_calls"}),
     );
     assert_eq!(body(&m)["environment"], "sandbox", "{:?}", body(&m));
+    // The production snapshot counts globex's quota where its usage is: the sandbox.
+    let s = a.call("GET", "/v1/entitlements", LIVE, &serde_json::Value::Null);
+    assert_eq!(
+        body(&s)["customers"]["globex"]["features"]["search"]["used"],
+        1,
+        "{:?}",
+        body(&s)["customers"]["globex"]
+    );
     // The first flip takes it to production.
     let r = toggle("globex", serde_json::Value::Null);
     assert_eq!(r.status, 200);
@@ -1152,4 +1160,75 @@ fn usage_is_summed_per_day_or_month_when_asked() {
             "{q}"
         );
     }
+}
+
+/// `GET /v1/customers`: each catalog customer with quota, used and remaining per feature in the
+/// key's environment, the usage the gateways enforce.
+#[test]
+fn customers_list_usage_against_quota_per_feature() {
+    let a = Agent::start(
+        "customers",
+        &catalog(),
+        &["--environments", "sandbox,production"],
+    );
+    for i in 0..2 {
+        let r = a.call(
+            "POST",
+            "/v1/events",
+            SANDBOX,
+            &json!({"events": [ev(&format!("c{i}"), "acme", 1, "sandbox")]}),
+        );
+        assert_eq!(body(&r)["accepted"], 1);
+    }
+    let list = |key: &str, q: &str| {
+        a.call(
+            "GET",
+            &format!("/v1/customers{q}"),
+            key,
+            &serde_json::Value::Null,
+        )
+    };
+    let r = list(SANDBOX, "");
+    assert_eq!(r.status, 200, "{:?}", body(&r));
+    assert_eq!(body(&r)["environment"], "sandbox");
+    let data = body(&r)["data"].as_array().unwrap().clone();
+    let acme = data.iter().find(|c| c["customer_id"] == "acme").unwrap();
+    let search = acme["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["feature"] == "search")
+        .unwrap();
+    assert_eq!(
+        (
+            search["quota"].clone(),
+            search["used"].clone(),
+            search["remaining"].clone()
+        ),
+        (json!(5), json!(2), json!(3))
+    );
+    assert!(
+        search["window_start"].is_string() && search["window_end"].is_string(),
+        "{search}"
+    );
+    let export = acme["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["feature"] == "export")
+        .unwrap();
+    assert_eq!(export["allowed"], false);
+    // Production holds none of it; a sandbox key cannot read production.
+    let r = list(LIVE, "");
+    let prod = body(&r)["data"].as_array().unwrap().clone();
+    let acme = prod.iter().find(|c| c["customer_id"] == "acme").unwrap();
+    let search = acme["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["feature"] == "search")
+        .unwrap();
+    assert_eq!(search["used"], 0);
+    let r = list(SANDBOX, "?environment=production");
+    assert_eq!(r.status, 403);
 }

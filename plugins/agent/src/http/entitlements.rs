@@ -22,8 +22,69 @@ pub async fn snapshot(
     State(app): State<Arc<App>>,
     Scoped { env, query, .. }: Scoped<KeysOwn>,
 ) -> Result<Response, ApiError> {
-    let t = app.now();
     let source = query.get("source").cloned();
+    Ok(json(200, &snapshot_with_usage(&app, env, source)?))
+}
+
+/// `GET /v1/customers`: every catalog customer with its status, sandbox mode and, per feature,
+/// quota, usage of the current window and what remains, as the gateways enforce them.
+pub async fn customers(
+    State(app): State<Arc<App>>,
+    Scoped { env, .. }: Scoped<KeysOwn>,
+) -> Result<Response, ApiError> {
+    let v = snapshot_with_usage(&app, env, None)?;
+    let t = app.now();
+    let windows = app
+        .catalog
+        .read()
+        .map_err(|_| ApiError::unavailable("catalog"))?
+        .features
+        .clone();
+    let mut out = Vec::new();
+    if let Some(Value::Object(customers)) = v.get("customers") {
+        for (cid, c) in customers {
+            let mut features = Vec::new();
+            if let Some(Value::Object(fs)) = c.get("features") {
+                for (name, f) in fs {
+                    let quota = f.get("quota").and_then(Value::as_u64);
+                    let used = f.get("used").and_then(Value::as_u64).unwrap_or(0);
+                    let window_end = windows
+                        .get(cid)
+                        .and_then(|l| l.iter().find(|u| &u.feature == name))
+                        .filter(|u| u.has_quota)
+                        .map(|u| u.window.current(t).1.to_rfc3339());
+                    features.push(serde_json::json!({
+                        "feature": name,
+                        "allowed": f.get("allowed").and_then(Value::as_bool).unwrap_or(true),
+                        "quota": quota,
+                        "used": quota.map(|_| used),
+                        "remaining": quota.map(|q| q.saturating_sub(used)),
+                        "window_start": f.get("window_start"),
+                        "window_end": window_end,
+                    }));
+                }
+            }
+            out.push(serde_json::json!({
+                "customer_id": cid,
+                "status": c.get("status").and_then(Value::as_str).unwrap_or("active"),
+                "sandbox_mode": c.get("sandbox_mode").and_then(Value::as_bool).unwrap_or(false),
+                "features": features,
+            }));
+        }
+    }
+    Ok(json(
+        200,
+        &serde_json::json!({"environment": env.as_str(), "data": out}),
+    ))
+}
+
+/// The snapshot of `env` with the usage of every quota's current window (and `source`'s share).
+fn snapshot_with_usage(
+    app: &App,
+    env: Environment,
+    source: Option<String>,
+) -> Result<Value, ApiError> {
+    let t = app.now();
     if app.usage.redis().is_some()
         && source.as_deref() == Some("gateway")
         && !DEFAULT_SOURCE_WARNED.swap(true, Ordering::Relaxed)
@@ -45,8 +106,12 @@ pub async fn snapshot(
     let mut wanted: Vec<(&str, &str, Timestamp)> = Vec::new();
     let mut queries = Vec::new();
     for (cid, features) in &catalog.features {
-        // A partner in sandbox mode has its usage in the sandbox.
-        let customer_env = if partners.get(cid).copied().unwrap_or(false) {
+        // A partner in sandbox mode (its toggle, else the catalog's) has its usage in the sandbox.
+        let in_sandbox = partners
+            .get(cid)
+            .copied()
+            .unwrap_or_else(|| catalog.sandbox_default(cid));
+        let customer_env = if in_sandbox {
             Environment::Sandbox
         } else {
             env
@@ -84,5 +149,5 @@ pub async fn snapshot(
             with_usage(fo, used, mine, &start.to_rfc3339());
         }
     }
-    Ok(json(200, &v))
+    Ok(v)
 }

@@ -216,6 +216,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/meter", post(meter::meter))
         .route("/v1/events", post(events::ingest))
         .route("/v1/entitlements", get(entitlements::snapshot))
+        .route("/v1/customers", get(entitlements::customers))
         .route("/v1/usage", get(reports::usage))
         .route("/v1/invoices/preview", get(reports::invoice_preview))
         .route("/v1/dead-letters", get(dead_letters::list))
