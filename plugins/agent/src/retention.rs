@@ -101,15 +101,7 @@ mod tests {
 
     #[test]
     fn the_schedule_sweeps_events_past_retention_when_due_and_only_then() {
-        let dir = std::env::temp_dir().join(format!(
-            "aforo-retention-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::store::test_dir("retention");
         let stores = Stores::open(&dir, &Environment::ALL, false, Arc::new(|_, _| {})).unwrap();
         let clock = FixedClock::at(Timestamp::from_unix_secs(1_800_000_000));
         let start = clock.now();

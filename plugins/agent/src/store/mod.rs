@@ -512,21 +512,29 @@ fn insert_all(
     Ok(out)
 }
 
+/// A fresh directory for a unit test's stores (the caller removes it).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub fn test_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "aforo-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_store_written_before_claims_existed_opens_with_every_event_its_own() {
-        let dir = std::env::temp_dir().join(format!(
-            "aforo-store-migrate-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir("store-migrate");
         {
             let c = Connection::open(env_path(&dir, Environment::Sandbox)).unwrap();
             c.execute_batch(
