@@ -196,6 +196,12 @@ pub fn code(r: &Response) -> String {
     body(r)["error"]["code"].as_str().unwrap_or("").to_string()
 }
 
+/// The field an error names (`null` when it names none).
+#[allow(dead_code)]
+pub fn field(r: &Response) -> Value {
+    body(r)["error"]["field"].clone()
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
