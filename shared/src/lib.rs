@@ -23,6 +23,7 @@ pub mod redact;
 pub mod strict_json;
 pub mod time;
 pub mod validate;
+pub mod webhook_signature;
 
 pub use environment::Environment;
 pub use time::Timestamp;

@@ -2,14 +2,16 @@
 
 use std::borrow::Cow;
 
-/// Prefixes of secrets this product issues or accepts: API keys, consumer keys, admin keys.
-pub const SECRET_PREFIXES: [&str; 4] = ["sk_test_", "sk_live_", "ck_", "adm_"];
+/// Prefixes of secrets this product issues or accepts: API keys, consumer keys, admin keys,
+/// webhook signing secrets.
+pub const SECRET_PREFIXES: [&str; 5] = ["sk_test_", "sk_live_", "ck_", "adm_", "whsec_"];
 
 fn is_secret_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
-/// Replaces the secret part of every `sk_test_…`, `sk_live_…`, `ck_…` and `adm_…` token with `***`.
+/// Replaces the secret part of every `sk_test_…`, `sk_live_…`, `ck_…`, `adm_…` and `whsec_…` token
+/// with `***`.
 ///
 /// Applied by hosts to every log line (debug included), as a last line of defence.
 pub fn redact_secrets(text: &str) -> Cow<'_, str> {
@@ -58,9 +60,12 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_wherever_they_appear() {
-        let line = "auth=Bearer sk_live_abcDEF123 key:ck_9f8e7d admin adm_x-y_z end";
+        let line = "auth=Bearer sk_live_abcDEF123 key:ck_9f8e7d admin adm_x-y_z hook whsec_0a1b end";
         let r = redact_secrets(line);
-        assert_eq!(r, "auth=Bearer sk_live_*** key:ck_*** admin adm_*** end");
+        assert_eq!(
+            r,
+            "auth=Bearer sk_live_*** key:ck_*** admin adm_*** hook whsec_*** end"
+        );
     }
 
     #[test]
