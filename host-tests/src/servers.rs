@@ -153,3 +153,81 @@ impl IngestServer {
         }
     }
 }
+
+/// One request a [`WebhookReceiver`] got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// `Aforo-Signature`.
+    pub signature: Option<String>,
+    /// `Aforo-Webhook-Id`.
+    pub webhook_id: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// What the receiver answered.
+    pub status: u16,
+}
+
+/// A webhook receiver on loopback: records every request and answers with a status the test
+/// switches (a 500 makes the sender retry).
+pub struct WebhookReceiver {
+    server: Server,
+    got: Arc<Mutex<Vec<Received>>>,
+    status: Arc<AtomicU64>,
+}
+
+impl WebhookReceiver {
+    /// Starts it on a free port, answering 200.
+    pub fn start() -> std::io::Result<WebhookReceiver> {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(AtomicU64::new(200));
+        let (g, s) = (got.clone(), status.clone());
+        let handler: Handler = Arc::new(move |req: Request| {
+            let answer = s.load(Ordering::SeqCst) as u16;
+            if let Ok(mut list) = g.lock() {
+                list.push(Received {
+                    signature: req.header("aforo-signature").map(str::to_string),
+                    webhook_id: req.header("aforo-webhook-id").map(str::to_string),
+                    body: req.body.clone(),
+                    status: answer,
+                });
+            }
+            Response::json(answer, b"{}".to_vec())
+        });
+        Ok(WebhookReceiver {
+            server: serve(handler)?,
+            got,
+            status,
+        })
+    }
+
+    /// Where to point an endpoint.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hooks", self.server.port())
+    }
+
+    /// The status every following request is answered with.
+    pub fn set_status(&self, status: u16) {
+        self.status.store(u64::from(status), Ordering::SeqCst);
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Waits until `done` holds for what was received, or `timeout`; returns what was.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let got = self.received();
+            if done(&got) || std::time::Instant::now() >= deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -11,6 +11,7 @@ use crate::keys;
 use crate::metrics::Metrics;
 use crate::store::Stores;
 use crate::usage::Usage;
+use crate::webhooks::Notifier;
 use aforo_core::keys::KeyHash;
 use aforo_core::ratelimit::{Per, RateLimit, WindowCounter};
 use aforo_core::{Environment, Timestamp};
@@ -40,6 +41,8 @@ pub struct App {
     control_version: AtomicU64,
     /// Wakes the forwarders when events are stored.
     forward_wake: Option<Arc<(Mutex<bool>, Condvar)>>,
+    /// Webhook notices: the sender's wake-up and the marks already made.
+    pub webhooks: Notifier,
 }
 
 /// A key over its hourly event budget.
@@ -75,6 +78,7 @@ impl App {
             limits: Mutex::new(HashMap::new()),
             control_version: AtomicU64::new(0),
             forward_wake,
+            webhooks: Notifier::default(),
         }
     }
 

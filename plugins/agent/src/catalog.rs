@@ -180,6 +180,14 @@ impl Catalog {
             .to_string()
     }
 
+    /// A customer's quota of a feature, as the catalog sets it.
+    pub fn quota(&self, id: &str, feature: &str) -> Option<u64> {
+        self.customer_field(id, "features")?
+            .get(feature)?
+            .get("quota")?
+            .as_u64()
+    }
+
     fn customer_field(&self, id: &str, field: &str) -> Option<&Value> {
         self.base.get("customers")?.get(id)?.get(field)
     }

@@ -5,9 +5,10 @@
 use crate::app::App;
 use crate::reconcile;
 use crate::store::{NewEvent, StoreError};
+use crate::webhooks;
 use aforo_core::event::UsageEvent;
 use aforo_core::{Environment, Timestamp};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 
 /// Stores events durably and, with the Redis backend, claims them (shared dedup and
@@ -23,6 +24,10 @@ pub async fn store_events(
         Some(_) => events.iter().map(|n| n.event.clone()).collect(),
         None => Vec::new(),
     };
+    let offered: Vec<(String, String)> = events
+        .iter()
+        .map(|n| (n.event.customer_id.clone(), n.event.metric.clone()))
+        .collect();
     let mut flags = app.stores.insert(env, events, t).await?;
     if !shared.is_empty() {
         // Stored now, at `t` (the time in the claim's token).
@@ -51,6 +56,13 @@ pub async fn store_events(
     }
     if flags.iter().any(|new| *new) {
         app.wake_forwarders();
+        let stored: BTreeSet<(String, String)> = offered
+            .into_iter()
+            .zip(&flags)
+            .filter(|(_, new)| **new)
+            .map(|(k, _)| k)
+            .collect();
+        webhooks::after_store(app, env, &stored, t);
     }
     Ok(flags)
 }

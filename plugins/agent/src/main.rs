@@ -9,6 +9,7 @@ mod component;
 mod config;
 mod counters;
 mod forwarder;
+mod histogram;
 mod http;
 mod ingest;
 mod keys;
@@ -20,6 +21,7 @@ mod replay;
 mod retention;
 mod store;
 mod usage;
+mod webhooks;
 
 use aforo_core::Environment;
 use std::process::ExitCode;
@@ -185,6 +187,7 @@ async fn serve(
     ));
     app.refresh_policy_snapshot()?;
     retention::start(app.clone())?;
+    webhooks::start(app.clone())?;
     forwarder::start(app.clone(), wake);
     reconcile::start(app.clone());
     let listener = tokio::net::TcpListener::bind(app.config.listen)

@@ -1,5 +1,6 @@
 //! The agent's own counters, rendered as Prometheus text at `/metrics`.
 
+use crate::histogram::Histogram;
 use aforo_core::Environment;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -8,17 +9,22 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds (µs) of the canAccess latency histogram.
-const BUCKETS_US: [u64; 8] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000];
+const BUCKETS_US: &[u64] = &[100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000];
+
+/// Upper bounds (µs) of the ingest latency histogram (a request answers after its fsync).
+const INGEST_BUCKETS_US: &[u64] = &[
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
 
 /// Counters.
-#[derive(Default)]
 pub struct Metrics {
     accepted: [AtomicU64; 2],
     duplicates: [AtomicU64; 2],
     rejected: Mutex<BTreeMap<(usize, String), u64>>,
     decisions: Mutex<BTreeMap<String, u64>>,
-    latency: [AtomicU64; 9],
-    latency_sum_us: AtomicU64,
+    latency: Histogram,
+    /// Ingest requests (`/v1/events`, `/v1/meter`) answered, per environment.
+    ingest: [Histogram; 2],
     /// Forwarding counters per environment: delivered, dead-lettered, buffered.
     pub forwarded: [AtomicU64; 2],
     /// Events dead-lettered by forwarding.
@@ -35,7 +41,41 @@ pub struct Metrics {
     pub claims_pending: [AtomicU64; 2],
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            accepted: Default::default(),
+            duplicates: Default::default(),
+            rejected: Default::default(),
+            decisions: Default::default(),
+            latency: Histogram::new(BUCKETS_US),
+            ingest: [
+                Histogram::new(INGEST_BUCKETS_US),
+                Histogram::new(INGEST_BUCKETS_US),
+            ],
+            forwarded: Default::default(),
+            forward_dead: Default::default(),
+            forward_buffered: Default::default(),
+            stored: Default::default(),
+            claims: Default::default(),
+            claims_resumed: Default::default(),
+            claims_pending: Default::default(),
+        }
+    }
+}
+
 impl Metrics {
+    /// An ingest request answered in `took`.
+    pub fn ingest(&self, env: Environment, took: Duration) {
+        self.ingest[env.index()].observe(took);
+    }
+
+    /// Ingest requests of `env` answered so far, and the bound of their p95 (ms).
+    pub fn ingest_p95_ms(&self, env: Environment) -> (u64, Option<f64>) {
+        let h = &self.ingest[env.index()];
+        (h.count(), h.quantile_ms(0.95))
+    }
+
     /// Events stored and duplicates seen.
     pub fn events_stored(&self, env: Environment, accepted: u64, duplicates: u64) {
         self.accepted[env.index()].fetch_add(accepted, Ordering::Relaxed);
@@ -62,13 +102,7 @@ impl Metrics {
         if let Ok(mut m) = self.decisions.lock() {
             *m.entry(code.to_string()).or_default() += 1;
         }
-        let us = took.as_micros() as u64;
-        let i = BUCKETS_US
-            .iter()
-            .position(|b| us <= *b)
-            .unwrap_or(BUCKETS_US.len());
-        self.latency[i].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.latency.observe(took);
     }
 
     /// Prometheus exposition text.
@@ -150,26 +184,16 @@ impl Metrics {
             }
         }
         let _ = writeln!(out, "# TYPE aforo_agent_can_access_seconds histogram");
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS_US.iter().enumerate() {
-            cumulative += self.latency[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "aforo_agent_can_access_seconds_bucket{{le=\"{}\"}} {cumulative}",
-                *b as f64 / 1e6
+        self.latency
+            .render(&mut out, "aforo_agent_can_access_seconds", "");
+        let _ = writeln!(out, "# TYPE aforo_agent_ingest_seconds histogram");
+        for env in Environment::ALL {
+            self.ingest[env.index()].render(
+                &mut out,
+                "aforo_agent_ingest_seconds",
+                &format!("environment=\"{env}\""),
             );
         }
-        cumulative += self.latency[BUCKETS_US.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "aforo_agent_can_access_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-        );
-        let _ = writeln!(
-            out,
-            "aforo_agent_can_access_seconds_sum {}",
-            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "aforo_agent_can_access_seconds_count {cumulative}");
         out
     }
 }

@@ -85,6 +85,7 @@ pub async fn replay(
                 fresh.push(NewEvent {
                     body: String::from_utf8_lossy(&encode_v1(&e)).into_owned(),
                     event: e,
+                    late: false,
                 });
             }
         }

@@ -175,6 +175,8 @@ pub async fn toggle_sandbox(
         .read()
         .map(|c| c.sandbox_default(&customer))
         .unwrap_or(false);
+    let before = keys::sandbox_mode(&app.stores.control, &customer, catalog_default)
+        .map_err(ApiError::unavailable)?;
     let now_value = keys::set_sandbox(
         &app.stores.control,
         &customer,
@@ -184,6 +186,9 @@ pub async fn toggle_sandbox(
     )
     .map_err(ApiError::unavailable)?;
     refresh(&app)?;
+    if before != now_value {
+        crate::webhooks::sandbox_toggled(&app, &customer, now_value, app.now());
+    }
     let message = if now_value {
         "Sandbox mode enabled."
     } else {

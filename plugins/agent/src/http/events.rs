@@ -20,6 +20,7 @@ pub async fn ingest(
     Gateway { env, key }: Gateway,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let t = app.now();
     let bytes = read_body(&app, body, app.config.max_body_bytes).await?;
     let parsed = parse_batch_with_text(&bytes)
@@ -44,7 +45,11 @@ pub async fn ingest(
                         late.push(event.id.clone());
                     }
                     let body = String::from_utf8_lossy(&encode_v1(&event)).into_owned();
-                    valid.push(NewEvent { event, body });
+                    valid.push(NewEvent {
+                        event,
+                        body,
+                        late: flag.is_some(),
+                    });
                     continue;
                 }
                 Err(r) => {
@@ -92,6 +97,7 @@ pub async fn ingest(
     }
     app.metrics
         .events_stored(env, answer.accepted, answer.duplicates);
+    app.metrics.ingest(env, started.elapsed());
     let v = serde_json::to_value(&answer).unwrap_or_default();
     Ok(json(202, &v))
 }

@@ -186,3 +186,54 @@ impl<D: DefaultEnvironment + Send + Sync> FromRequestParts<Arc<App>> for Scoped<
         })
     }
 }
+
+impl<D> Scoped<D> {
+    /// 422 naming a query parameter the endpoint does not take (a typo is not silently
+    /// ignored); `environment` is always taken.
+    pub fn only(&self, names: &[&str]) -> Result<(), ApiError> {
+        match self
+            .query
+            .keys()
+            .find(|k| k.as_str() != "environment" && !names.contains(&k.as_str()))
+        {
+            None => Ok(()),
+            Some(k) => Err(ApiError::invalid(
+                "invalid_query",
+                k.clone(),
+                format!(
+                    "is not a parameter of this endpoint; it takes {}",
+                    names.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// `?name=` as a whole number in `min..=max`, or `default` when absent.
+    pub fn number(&self, name: &str, default: u64, min: u64, max: u64) -> Result<u64, ApiError> {
+        match self.query.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "invalid_query",
+                        name,
+                        format!("must be a whole number from {min} to {max}, got {v:?}"),
+                    )
+                }),
+        }
+    }
+
+    /// `?name=` as an RFC 3339 time.
+    pub fn time(&self, name: &str) -> Result<Option<aforo_core::Timestamp>, ApiError> {
+        self.query
+            .get(name)
+            .map(|v| {
+                aforo_core::time::parse_rfc3339(v)
+                    .map_err(|e| ApiError::invalid("invalid_query", name, e.to_string()))
+            })
+            .transpose()
+    }
+}

@@ -51,6 +51,7 @@ pub async fn meter(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let t = app.now();
     let v = parse_json(&read_body(&app, body, SMALL_BODY).await?)?;
     let bad = |e: aforo_core::strict_json::FieldError| ApiError::from_field("invalid_body", e);
@@ -161,10 +162,21 @@ pub async fn meter(
         serde_json::value::RawValue::from_string(body.clone()).map_err(ApiError::unavailable)?;
     let event = parse_wire_event(&raw).map_err(|e| ApiError::unavailable(e.rejection))?;
     let id = event.id.clone();
-    let flags = ingest::store_events(&app, env, vec![NewEvent { event, body }], t).await?;
+    let flags = ingest::store_events(
+        &app,
+        env,
+        vec![NewEvent {
+            event,
+            body,
+            late: false,
+        }],
+        t,
+    )
+    .await?;
     let new = flags.first().copied().unwrap_or(false);
     app.metrics
         .events_stored(env, u64::from(new), u64::from(!new));
+    app.metrics.ingest(env, started.elapsed());
     Ok(json(
         202,
         &json!({"id": id, "environment": env.as_str(), "accepted": u64::from(new), "duplicates": u64::from(!new), "rejected": [], "flagged": []}),

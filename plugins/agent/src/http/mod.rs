@@ -6,11 +6,14 @@ mod access;
 mod admin;
 mod dead_letters;
 mod entitlements;
+mod event_log;
 mod events;
 mod extract;
 mod meter;
 mod ops;
+mod overview;
 mod reports;
+mod webhooks;
 
 use crate::app::{App, OverRate};
 use crate::store::StoreError;
@@ -219,6 +222,18 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/customers", get(entitlements::customers))
         .route("/v1/usage", get(reports::usage))
         .route("/v1/invoices/preview", get(reports::invoice_preview))
+        .route("/v1/event-log", get(event_log::list))
+        .route("/v1/event-log/{seq}", get(event_log::one))
+        .route("/v1/overview", get(overview::overview))
+        .route(
+            "/v1/webhooks/endpoints",
+            get(webhooks::list_endpoints).post(webhooks::create_endpoint),
+        )
+        .route(
+            "/v1/webhooks/endpoints/{id}",
+            axum::routing::delete(webhooks::delete_endpoint),
+        )
+        .route("/v1/webhooks/deliveries", get(webhooks::deliveries))
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/replay", post(dead_letters::replay))
         .route("/v1/admin/partners", post(admin::create_partner_key))

@@ -2,7 +2,7 @@
 //! reason, so that a replay can store each once its reason has cleared. A replay removes only
 //! the entries it stored, re-queued or found already stored; every other entry stays.
 
-use super::{StoreError, Stores};
+use super::{event_log, webhooks, StoreError, Stores};
 use aforo_core::{Environment, Timestamp};
 use rusqlite::{params, Connection};
 use serde::Serialize;
@@ -142,13 +142,24 @@ impl Stores {
         dl: &DeadLetter<'_>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.read(env, |c| {
-            c.execute(
-                "INSERT INTO dead_letters (event_id, reason, detail, body, at, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![dl.event_id, dl.reason, dl.detail, dl.body, now.unix_nanos(), dl.origin.as_str()],
-            )
-            .map(|_| ())
-        })
+        let mut c = self.reader(env)?;
+        let tx = c.transaction().map_err(sql)?;
+        tx.execute(
+            "INSERT INTO dead_letters (event_id, reason, detail, body, at, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![dl.event_id, dl.reason, dl.detail, dl.body, now.unix_nanos(), dl.origin.as_str()],
+        )
+        .map_err(sql)?;
+        let seq = tx.last_insert_rowid();
+        event_log::record_dead_letter(&tx, dl, seq, now).map_err(sql)?;
+        let notice = serde_json::json!({
+            "dead_letter_seq": seq,
+            "event_id": dl.event_id,
+            "origin": dl.origin.as_str(),
+            "reason": dl.reason,
+            "detail": dl.detail,
+        });
+        webhooks::dead_letter_notice(&tx, env, seq, notice, now).map_err(sql)?;
+        tx.commit().map_err(sql)
     }
 
     /// Dead letters, newest first.
@@ -233,12 +244,14 @@ impl Stores {
                 ReplayOutcome::Stored => {
                     tx.execute("DELETE FROM dead_letters WHERE seq = ?1", params![seq])
                         .map_err(sql)?;
+                    event_log::forget_dead_letter(&tx, *seq).map_err(sql)?;
                 }
                 ReplayOutcome::Requeued(id) => {
                     tx.execute("DELETE FROM dead_letters WHERE seq = ?1", params![seq])
                         .map_err(sql)?;
                     tx.execute("UPDATE events SET forwarded = 0 WHERE id = ?1", params![id])
                         .map_err(sql)?;
+                    event_log::forget_dead_letter(&tx, *seq).map_err(sql)?;
                 }
                 ReplayOutcome::Refused(reason, detail) => {
                     tx.execute(

@@ -7,8 +7,12 @@
 //! one transaction (group commit), so many small batches share one fsync.
 
 mod dead_letters;
+mod event_log;
+mod webhooks;
 
 pub use dead_letters::{DeadLetter, DeadLetterOrigin, ReplayOutcome};
+pub use event_log::{LogQuery, Outcome};
+pub use webhooks::{Attempt, DueDelivery, EVENT_TYPES};
 
 use aforo_core::event::{parse_wire_event, UsageEvent};
 use aforo_core::{Environment, Timestamp};
@@ -107,6 +111,8 @@ fn migrate(c: &Connection, path: &Path, schema: &str) -> Result<(), StoreError> 
     }
     if schema == EVENTS_SCHEMA {
         dead_letters::migrate(c).map_err(err(path))?;
+        event_log::migrate(c).map_err(err(path))?;
+        webhooks::migrate(c).map_err(err(path))?;
         // Stores written before the Redis backend existed lack `claimed`: every event in them
         // is this node's.
         let has: bool = c
@@ -132,6 +138,8 @@ pub struct NewEvent {
     pub event: UsageEvent,
     /// Ingest v1 JSON of it.
     pub body: String,
+    /// Accepted with the `late` flag (the event log says so).
+    pub late: bool,
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<Vec<bool>, StoreError>>;
@@ -366,6 +374,9 @@ impl Stores {
                 let n = st
                     .execute(params![id])
                     .map_err(|e| StoreError(e.to_string()))?;
+                if !*ours && n == 1 {
+                    event_log::claimed_elsewhere(&tx, id).map_err(|e| StoreError(e.to_string()))?;
+                }
                 changed.push(n == 1);
             }
         }
@@ -401,6 +412,8 @@ impl Stores {
         let cutoff =
             now.plus_nanos(-(env.retention_days() as i64) * aforo_core::time::NANOS_PER_DAY);
         self.read(env, |c| {
+            event_log::purge(c, cutoff)?;
+            webhooks::purge(c, cutoff)?;
             c.execute(
                 "DELETE FROM events WHERE ts < ?1 AND claimed = 1 AND (forwarded = 1 OR ?2 = 0)",
                 params![cutoff.unix_nanos(), i64::from(forwarding)],
@@ -502,6 +515,8 @@ fn insert_all(
                         now.unix_nanos(),
                         claimed as i64
                     ])
+                    .map_err(|e| StoreError(e.to_string()))?;
+                event_log::record_stored(&tx, e, changed == 1, n.late, *now)
                     .map_err(|e| StoreError(e.to_string()))?;
                 flags.push(changed == 1);
             }
