@@ -9,9 +9,9 @@ use crate::component::PolicyHost;
 use crate::config::AgentConfig;
 use crate::keys;
 use crate::metrics::Metrics;
+use crate::notifier::Notifier;
 use crate::store::Stores;
 use crate::usage::Usage;
-use crate::webhooks::Notifier;
 use aforo_core::keys::KeyHash;
 use aforo_core::ratelimit::{Per, RateLimit, WindowCounter};
 use aforo_core::{Environment, Timestamp};
@@ -43,6 +43,8 @@ pub struct App {
     forward_wake: Option<Arc<(Mutex<bool>, Condvar)>>,
     /// Webhook notices: the sender's wake-up and the marks already made.
     pub webhooks: Notifier,
+    /// When consumer keys were last used.
+    pub key_use: keys::KeyUse,
 }
 
 /// A key over its hourly event budget.
@@ -79,6 +81,7 @@ impl App {
             control_version: AtomicU64::new(0),
             forward_wake,
             webhooks: Notifier::default(),
+            key_use: keys::KeyUse::default(),
         }
     }
 

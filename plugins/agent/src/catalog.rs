@@ -172,6 +172,14 @@ impl Catalog {
             .unwrap_or(false)
     }
 
+    /// The mode a new partner starts in: sandbox, unless the catalog sets `sandbox_mode`
+    /// (`false` marks a customer that is live from its first key).
+    pub fn new_partner_sandbox(&self, id: &str) -> bool {
+        self.customer_field(id, "sandbox_mode")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    }
+
     /// A customer's status as the catalog sets it (`active` when it does not).
     pub fn status(&self, id: &str) -> String {
         self.customer_field(id, "status")

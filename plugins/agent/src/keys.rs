@@ -1,7 +1,7 @@
 //! Partners and their consumer keys, kept in the control store: create, rotate, revoke, and
 //! the `sandbox_mode` toggle (which moves a partner's usage to the sandbox without touching keys).
 
-use aforo_core::keys::{generate_consumer_key, hash_key};
+use aforo_core::keys::{generate_consumer_key, hash_key, KeyHash};
 use aforo_core::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -32,6 +32,12 @@ pub struct KeyInfo {
     pub revoked: bool,
     /// Expiry, RFC 3339.
     pub expires_at: Option<String>,
+    /// Created, RFC 3339.
+    pub created_at: String,
+    /// Last presented to `/v1/canAccess`, RFC 3339 (to the minute).
+    pub last_used_at: Option<String>,
+    /// `active`, `rotating` (replaced, working until `expires_at`), `expired` or `revoked`.
+    pub status: &'static str,
 }
 
 /// A key just created: the secret is shown once.
@@ -55,10 +61,13 @@ fn db<T>(
     f(&g).map_err(|e| format!("control store: {e}"))
 }
 
-/// Creates a key for a customer.
+/// Creates a key for a customer. With `new_partner_mode`, a customer without a partner row
+/// becomes a partner in that mode (sandbox unless the catalog says otherwise); an existing
+/// partner keeps its mode, and a rotation (`None`) never changes one.
 pub fn create(
     c: &Mutex<Connection>,
     customer_id: &str,
+    new_partner_mode: Option<bool>,
     scopes: &[String],
     ip_allowlist: &[String],
     expires_at: Option<Timestamp>,
@@ -69,8 +78,12 @@ pub fn create(
     let scopes_json = serde_json::to_string(scopes).map_err(|e| e.to_string())?;
     let ips_json = serde_json::to_string(ip_allowlist).map_err(|e| e.to_string())?;
     db(c, |c| {
-        // No partners row: a partner's row is its toggle's; without one the catalog's
-        // sandbox_mode decides (a row written here once overrode a catalog sandbox partner).
+        if let Some(sandbox) = new_partner_mode {
+            c.execute(
+                "INSERT INTO partners (customer_id, sandbox_mode, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT(customer_id) DO NOTHING",
+                params![customer_id, i64::from(sandbox), now.unix_nanos()],
+            )?;
+        }
         c.execute(
             "INSERT INTO keys (key_id, customer_id, hash, scopes, ip_allowlist, expires_at, revoked, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
             params![key_id, customer_id, hash_key(&secret).to_text(), scopes_json, ips_json, expires_at.map(|t| t.unix_nanos()), now.unix_nanos()],
@@ -120,6 +133,7 @@ pub fn rotate(
     let new = create(
         c,
         &customer,
+        None,
         &scopes,
         &ips,
         expires.map(Timestamp::from_unix_nanos),
@@ -227,17 +241,71 @@ pub fn snapshot_keys(c: &Mutex<Connection>) -> Result<Vec<Value>, String> {
     })
 }
 
-/// Keys as listed.
-pub fn list(c: &Mutex<Connection>) -> Result<Vec<KeyInfo>, String> {
-    let keys = snapshot_keys(c)?;
-    Ok(keys
-        .into_iter()
-        .map(|k| KeyInfo {
-            key_id: k["key_id"].as_str().unwrap_or_default().to_string(),
-            customer_id: k["customer_id"].as_str().unwrap_or_default().to_string(),
-            scopes: serde_json::from_value(k["scopes"].clone()).unwrap_or_default(),
-            revoked: k["revoked"].as_bool().unwrap_or(false),
-            expires_at: k["expires_at"].as_str().map(str::to_string),
-        })
-        .collect())
+/// Keys as listed, with their state at `now`.
+pub fn list(c: &Mutex<Connection>, now: Timestamp) -> Result<Vec<KeyInfo>, String> {
+    db(c, |c| {
+        let mut st = c.prepare("SELECT key_id, customer_id, scopes, revoked, expires_at, created_at, last_used_at, replaced_by FROM keys ORDER BY created_at")?;
+        let rows = st.query_map([], |r| {
+            let scopes: String = r.get(2)?;
+            let revoked = r.get::<_, i64>(3)? != 0;
+            let expires: Option<i64> = r.get(4)?;
+            let replaced: Option<String> = r.get(7)?;
+            let expired = expires.is_some_and(|t| t <= now.unix_nanos());
+            let status = match (revoked, expired, replaced.is_some()) {
+                (true, _, _) => "revoked",
+                (false, true, _) => "expired",
+                (false, false, true) => "rotating",
+                (false, false, false) => "active",
+            };
+            let rfc = |n: Option<i64>| n.map(|t| Timestamp::from_unix_nanos(t).to_rfc3339());
+            Ok(KeyInfo {
+                key_id: r.get(0)?,
+                customer_id: r.get(1)?,
+                scopes: serde_json::from_str(&scopes).unwrap_or_default(),
+                revoked,
+                expires_at: rfc(expires),
+                created_at: rfc(r.get(5)?).unwrap_or_default(),
+                last_used_at: rfc(r.get(6)?),
+                status,
+            })
+        })?;
+        rows.collect()
+    })
+}
+
+/// When each key was last presented to `/v1/canAccess`, written at most once a minute per key
+/// (gateways that decide from their snapshot, like the Envoy filter, do not report key use).
+#[derive(Default)]
+pub struct KeyUse {
+    written: Mutex<HashMap<KeyHash, Timestamp>>,
+}
+
+impl KeyUse {
+    /// Records a use of the key with hash `hash` at `now`.
+    pub fn touch(&self, c: &Mutex<Connection>, hash: KeyHash, now: Timestamp) {
+        const EVERY_NS: i64 = 60 * 1_000_000_000;
+        let due = match self.written.lock() {
+            Ok(mut w) => {
+                let due = w
+                    .get(&hash)
+                    .is_none_or(|last| now.unix_nanos() - last.unix_nanos() >= EVERY_NS);
+                if due {
+                    if w.len() > 100_000 {
+                        w.clear();
+                    }
+                    w.insert(hash, now);
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if due {
+            let _ = db(c, |c| {
+                c.execute(
+                    "UPDATE keys SET last_used_at = ?1 WHERE hash = ?2",
+                    params![now.unix_nanos(), hash.to_text()],
+                )
+            });
+        }
+    }
 }

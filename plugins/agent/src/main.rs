@@ -15,6 +15,7 @@ mod ingest;
 mod keys;
 mod metrics;
 mod node_id;
+mod notifier;
 mod reconcile;
 mod redis_state;
 mod replay;
@@ -207,6 +208,17 @@ async fn serve(
         envs.join(" and "),
         app.config.data_dir.display()
     );
+    let at = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    if http::CONSOLE_BUILT {
+        eprintln!("aforo-agent: console at http://{at}/console/ (sign in with an environment's key; changes need the admin key)");
+    } else {
+        eprintln!(
+            "aforo-agent: this build has no console (Node was not run): scripts/setup.sh builds it"
+        );
+    }
     if app.config.api_keys.is_empty() {
         eprintln!("aforo-agent: no api_keys configured: any well-formed key of a served environment is accepted");
     }

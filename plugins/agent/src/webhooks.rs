@@ -12,8 +12,8 @@ use aforo_core::rating::Rater;
 use aforo_core::webhook_signature::{hmac_sha256, signature_header};
 use aforo_core::{Environment, Timestamp};
 use serde_json::{json, Value};
-use std::collections::{BTreeSet, HashSet};
-use std::sync::{Arc, Condvar, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Quota shares that send a notice, in percent.
@@ -24,49 +24,6 @@ pub const MAX_ATTEMPTS: u32 = 12;
 
 const FIRST_RETRY_MS: u64 = 1_000;
 const LONGEST_RETRY_MS: u64 = 3_600_000;
-
-/// The sender's wake-up and the marks this process already knows are made (so a hot
-/// customer past 80% does not cost a write per request).
-#[derive(Default)]
-pub struct Notifier {
-    wake: (Mutex<bool>, Condvar),
-    known_marks: Mutex<HashSet<String>>,
-}
-
-impl Notifier {
-    /// Wakes the sender: a notice was recorded.
-    pub fn wake(&self) {
-        if let Ok(mut w) = self.wake.0.lock() {
-            *w = true;
-            self.wake.1.notify_all();
-        }
-    }
-
-    fn wait(&self, at_most: Duration) {
-        if let Ok(w) = self.wake.0.lock() {
-            if let Ok((mut w, _)) = self.wake.1.wait_timeout_while(w, at_most, |w| !*w) {
-                *w = false;
-            }
-        }
-    }
-
-    fn knows(&self, mark: &str) -> bool {
-        self.known_marks
-            .lock()
-            .map(|m| m.contains(mark))
-            .unwrap_or(false)
-    }
-
-    fn learn(&self, mark: String) {
-        if let Ok(mut m) = self.known_marks.lock() {
-            // Marks of past windows are never asked for again; keep the set small.
-            if m.len() > 100_000 {
-                m.clear();
-            }
-            m.insert(mark);
-        }
-    }
-}
 
 /// The stable id of the notice a mark stands for.
 fn notice_id(mark: &str) -> String {

@@ -897,7 +897,8 @@ fn a_partner_can_be_read_and_toggled_with_the_documented_messages() {
         ),
         (json!(true), json!("Sandbox mode enabled."))
     );
-    // A key counts while it is active.
+    // A key counts while it is active; a customer's first key makes it a partner, which starts
+    // in sandbox mode (the catalog does not say otherwise for acme).
     let k = a.call(
         "POST",
         "/v1/admin/partners",
@@ -905,7 +906,9 @@ fn a_partner_can_be_read_and_toggled_with_the_documented_messages() {
         &json!({"customer_id": "acme"}),
     );
     assert_eq!(k.status, 201);
+    assert_eq!(body(&k)["partner"]["sandbox_mode"], true, "{}", body(&k));
     assert_eq!(body(&get("acme"))["data"]["active_keys"], 1);
+    assert_eq!(body(&get("acme"))["data"]["sandbox_mode"], true);
     // Unknown customer: 404; a value of the wrong type or an unknown field: 422 naming it;
     // bytes that are not JSON: 400.
     let r = get("nobody");
@@ -923,7 +926,7 @@ fn a_partner_can_be_read_and_toggled_with_the_documented_messages() {
     assert_eq!(r.status, 400);
     assert_eq!(
         body(&get("acme"))["data"]["sandbox_mode"],
-        false,
+        true,
         "refusals change nothing"
     );
     // Without the admin key: refused.
@@ -1209,4 +1212,120 @@ fn customers_list_usage_against_quota_per_feature() {
     assert_eq!(search["used"], 0);
     let r = list(SANDBOX, "?environment=production");
     assert_eq!(r.status, 403);
+}
+
+/// Every partner starts in sandbox mode: a customer's first key makes it a partner whose usage
+/// goes to the sandbox until it is toggled live; the catalog's explicit `"sandbox_mode": false`
+/// marks a customer live from its first key; a partner's mode never moves with a new key.
+#[test]
+fn new_partners_start_in_sandbox_unless_the_catalog_says_live() {
+    let mut cat = catalog();
+    cat["customers"]["initech"] =
+        json!({"sandbox_mode": false, "features": {"search": {"metric": "api_calls"}}});
+    let a = Agent::start(
+        "new-partners",
+        &cat,
+        &["--environments", "sandbox,production"],
+    );
+    let create = |id: &str| {
+        let k = a.call(
+            "POST",
+            "/v1/admin/partners",
+            ADMIN,
+            &json!({"customer_id": id}),
+        );
+        assert_eq!(k.status, 201, "{}", body(&k));
+        body(&k)
+    };
+    let meter_env = |id: &str| {
+        let m = a.call(
+            "POST",
+            "/v1/meter",
+            LIVE,
+            &json!({"tenantId": id, "metricKey": "api_calls"}),
+        );
+        body(&m)["environment"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // Before any key, acme is the catalog's: live.
+    assert_eq!(meter_env("acme"), "production");
+    assert_eq!(create("acme")["partner"]["sandbox_mode"], true);
+    assert_eq!(meter_env("acme"), "sandbox");
+    assert_eq!(create("initech")["partner"]["sandbox_mode"], false);
+    assert_eq!(meter_env("initech"), "production");
+    // Going live, then a second key: still live.
+    let r = a.call(
+        "POST",
+        "/v1/admin/partners/acme/toggle-sandbox",
+        ADMIN,
+        &json!({"sandbox_mode": false}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(create("acme")["partner"]["sandbox_mode"], false);
+    assert_eq!(meter_env("acme"), "production");
+}
+
+/// The key list says what the console's Keys page shows: created, last used (by a decision
+/// here), and the state: active, rotating (replaced, working until its expiry), revoked.
+#[test]
+fn keys_are_listed_with_their_state_and_last_use() {
+    let a = Agent::start("key-list", &catalog(), &[]);
+    let k = body(&a.call(
+        "POST",
+        "/v1/admin/partners",
+        ADMIN,
+        &json!({"customer_id": "acme"}),
+    ));
+    let (id, secret) = (
+        k["key_id"].as_str().unwrap().to_string(),
+        k["api_key"].as_str().unwrap().to_string(),
+    );
+    let find = |id: &str| -> serde_json::Value {
+        let l = body(&a.call("GET", "/v1/admin/keys", ADMIN, &serde_json::Value::Null));
+        l["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["key_id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let k0 = find(&id);
+    assert_eq!(
+        (k0["status"].clone(), k0["last_used_at"].clone()),
+        (json!("active"), serde_json::Value::Null)
+    );
+    assert!(k0["created_at"].as_str().unwrap().ends_with('Z'));
+    let r = a.call(
+        "POST",
+        "/v1/canAccess",
+        SANDBOX,
+        &json!({"apiKey": secret, "featureKey": "search"}),
+    );
+    assert_eq!(r.status, 200);
+    assert!(find(&id)["last_used_at"].is_string(), "{}", find(&id));
+    let r = body(&a.call(
+        "POST",
+        &format!("/v1/admin/keys/{id}/rotate"),
+        ADMIN,
+        &json!({"grace_period_secs": 600}),
+    ));
+    assert_eq!(find(&id)["status"], "rotating");
+    let new_id = r["new"]["key_id"].as_str().unwrap().to_string();
+    assert_eq!(find(&new_id)["status"], "active");
+    a.call(
+        "POST",
+        &format!("/v1/admin/keys/{new_id}/revoke"),
+        ADMIN,
+        &serde_json::Value::Null,
+    );
+    assert_eq!(find(&new_id)["status"], "revoked");
+    assert!(
+        !body(&a.call("GET", "/v1/admin/keys", ADMIN, &serde_json::Value::Null))
+            .to_string()
+            .contains(&secret[5..]),
+        "no secret listed"
+    );
 }

@@ -70,6 +70,7 @@ pub async fn can_access(
         r.string("tenantId").map_err(bad)?,
     )
     .inspect_err(|e| app.metrics.decision(e.code, started.elapsed()))?;
+    let presented = api_key.as_deref().map(aforo_core::keys::hash_key);
     let req = AccessRequest {
         tenant_id,
         api_key,
@@ -86,6 +87,9 @@ pub async fn can_access(
     let decided = tokio::task::block_in_place(|| app.policy.can_access(&req))
         .map_err(ApiError::unavailable)?;
     let d = decided.decision;
+    if let Some(h) = presented.filter(|_| d.status != 401) {
+        app.key_use.touch(&app.stores.control, h, t);
+    }
     if app.config.fail_closed && shared.is_some() && decided.on_fallback {
         app.metrics.decision("state_unavailable", started.elapsed());
         return Err(ApiError::new(

@@ -30,11 +30,11 @@ pub async fn create_partner_key(
     let bad = |e: aforo_core::strict_json::FieldError| ApiError::from_field("invalid_body", e);
     let r = ObjReader::new("", &v, FIELDS).map_err(bad)?;
     let customer = r.required_string("customer_id").map_err(bad)?.to_string();
-    let known = app
+    let (known, start_in_sandbox) = app
         .catalog
         .read()
-        .map(|c| c.has_customer(&customer))
-        .unwrap_or(false);
+        .map(|c| (c.has_customer(&customer), c.new_partner_sandbox(&customer)))
+        .unwrap_or((false, true));
     if !known {
         return Err(ApiError::new(
             404,
@@ -71,6 +71,7 @@ pub async fn create_partner_key(
     let key = keys::create(
         &app.stores.control,
         &customer,
+        Some(start_in_sandbox),
         &scopes,
         &ips,
         expires,
@@ -78,12 +79,14 @@ pub async fn create_partner_key(
     )
     .map_err(ApiError::unavailable)?;
     refresh(&app)?;
-    Ok(json(201, &serde_json::to_value(&key).unwrap_or_default()))
+    let mut answer = serde_json::to_value(&key).unwrap_or_default();
+    answer["partner"] = partner_view(&app, &customer)?;
+    Ok(json(201, &answer))
 }
 
 /// Lists keys (never secrets).
 pub async fn list_keys(State(app): State<Arc<App>>, _: Admin) -> Result<Response, ApiError> {
-    let keys = keys::list(&app.stores.control).map_err(ApiError::unavailable)?;
+    let keys = keys::list(&app.stores.control, app.now()).map_err(ApiError::unavailable)?;
     let partners = keys::partners(&app.stores.control).map_err(ApiError::unavailable)?;
     Ok(json(200, &json!({"keys": keys, "partners": partners})))
 }
@@ -232,16 +235,10 @@ fn partner_view(app: &App, customer: &str) -> Result<Value, ApiError> {
     let sandbox = keys::sandbox_mode(&app.stores.control, customer, catalog_default)
         .map_err(ApiError::unavailable)?;
     let now = app.now();
-    let active = keys::list(&app.stores.control)
+    let active = keys::list(&app.stores.control, now)
         .map_err(ApiError::unavailable)?
         .into_iter()
-        .filter(|k| k.customer_id == customer && !k.revoked)
-        .filter(|k| {
-            k.expires_at
-                .as_deref()
-                .and_then(|t| parse_rfc3339(t).ok())
-                .is_none_or(|t| t > now)
-        })
+        .filter(|k| k.customer_id == customer && matches!(k.status, "active" | "rotating"))
         .count();
     Ok(json!({
         "customer_id": customer,

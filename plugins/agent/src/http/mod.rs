@@ -4,6 +4,7 @@
 
 mod access;
 mod admin;
+mod console;
 mod dead_letters;
 mod entitlements;
 mod event_log;
@@ -212,6 +213,9 @@ pub fn json_depth(b: &[u8]) -> usize {
     max
 }
 
+/// Whether the web console is bundled in this binary.
+pub const CONSOLE_BUILT: bool = console::BUILT;
+
 /// The router.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -245,6 +249,9 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/admin/partners/{customer_id}/toggle-sandbox",
             post(admin::toggle_sandbox),
         )
+        .route("/console", get(console::root_redirect))
+        .route("/console/", get(console::index))
+        .route("/console/{*path}", get(console::file))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)

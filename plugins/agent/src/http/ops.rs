@@ -17,7 +17,7 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
         .collect();
     json(
         200,
-        &json!({"status": "ok", "forwarding": app.config.upstream.is_some(), "stores": counts}),
+        &json!({"status": "ok", "forwarding": app.config.upstream.is_some(), "console": super::CONSOLE_BUILT, "stores": counts}),
     )
 }
 

@@ -108,6 +108,15 @@ fn migrate(c: &Connection, path: &Path, schema: &str) -> Result<(), StoreError> 
             c.execute_batch("ALTER TABLE keys ADD COLUMN replaced_by TEXT;")
                 .map_err(err(path))?;
         }
+        // Keys made before the console listed when they were last used.
+        let has: bool = c
+            .prepare("SELECT 1 FROM pragma_table_info('keys') WHERE name = 'last_used_at'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(err(path))?;
+        if !has {
+            c.execute_batch("ALTER TABLE keys ADD COLUMN last_used_at INTEGER;")
+                .map_err(err(path))?;
+        }
     }
     if schema == EVENTS_SCHEMA {
         dead_letters::migrate(c).map_err(err(path))?;
