@@ -13,7 +13,7 @@
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 # The demo needs Envoy, the filter and the agent, not the AWS Lambda package.
-[ "${AFORO_DEMO_SKIP_SETUP:-0}" = 1 ] || AFORO_SETUP_LAMBDA=0 AFORO_SETUP_REDIS=0 AFORO_SETUP_LINTERS=0 "$ROOT/scripts/setup.sh"
+[ "${AFORO_DEMO_SKIP_SETUP:-0}" = 1 ] || AFORO_SETUP_LAMBDA=0 AFORO_SETUP_REDIS=0 AFORO_SETUP_LINTERS=0 AFORO_SETUP_BROWSER=0 "$ROOT/scripts/setup.sh"
 
 BIN="$CARGO_TARGET_DIR/debug"
 for b in aforo-agent aforo-replay; do

