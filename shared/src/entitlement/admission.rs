@@ -2,8 +2,11 @@
 //! may they use the feature from here, is there room in the short rate windows and the quota;
 //! and when there is, the units are reserved atomically in the counter store.
 
+use super::counter_contract::DAILY_CREDITS;
 use super::counters::{update, CounterBackend, Update};
-use super::decision::{check_access, check_quota_in, check_rate, Allowance, Credential, Deny};
+use super::decision::{
+    check_access, check_quota_in, check_rate, Allowance, Credential, Deny, DenyCode,
+};
 use super::snapshot::Snapshot;
 use crate::environment::Environment;
 use crate::time::Timestamp;
@@ -56,8 +59,9 @@ pub struct Admission {
     pub allowance: Option<Allowance>,
     /// Units reserved (rate windows, quota).
     pub reservations: Vec<Reservation>,
-    /// The quota counter to add the real quantity to after the response (`cost: None`).
-    pub usage_counter: Option<(String, Timestamp)>,
+    /// The counters to add the real quantity to after the response (`cost: None`): the
+    /// feature's quota, and the customer's daily credits.
+    pub usage_counters: Vec<(String, Timestamp)>,
 }
 
 /// A refused request, with its identity when it got that far (shadow mode still meters it).
@@ -157,7 +161,7 @@ pub fn admit(
             }
         }
     }
-    let mut usage_counter = None;
+    let mut usage_counters = Vec::new();
     if entitlement.quota.is_some() {
         let window = entitlement.window.current(now);
         let key = quota_key(env, &identity.customer_id, req.feature);
@@ -174,7 +178,42 @@ pub fn admit(
                         units,
                     });
                 }
-                usage_counter = Some((key, window.0));
+                usage_counters.push((key, window.0));
+            }
+            Update::Refused(d) | Update::Unshared(Err(d)) => {
+                return refuse(d, counters, &reservations, &identity)
+            }
+        }
+    }
+    // Daily credits: counted in both environments, refused in production only.
+    if let Some(daily) = grant.daily_credits {
+        let window = daily.window.current(now);
+        let key = quota_key(env, &identity.customer_id, DAILY_CREDITS);
+        let units = req.cost.unwrap_or(0);
+        let enforced = env == Environment::Production;
+        match update(counters, &key, window.0, units as i64, |local| {
+            if !enforced {
+                return Ok(None);
+            }
+            check_quota_in(daily, window, local, units, now).map_err(|mut d| {
+                d.code = DenyCode::DailyCreditLimit;
+                d.message = format!(
+                    "the daily credit limit of {} is used up; it renews at midnight UTC",
+                    daily.quota.unwrap_or(0)
+                );
+                d
+            })
+        }) {
+            Update::Done(a) | Update::Unshared(Ok(a)) => {
+                allowance = Allowance::tighter(allowance, a);
+                if units > 0 {
+                    reservations.push(Reservation {
+                        key: key.clone(),
+                        window_start: window.0,
+                        units,
+                    });
+                }
+                usage_counters.push((key, window.0));
             }
             Update::Refused(d) | Update::Unshared(Err(d)) => {
                 return refuse(d, counters, &reservations, &identity)
@@ -185,7 +224,7 @@ pub fn admit(
         identity,
         allowance,
         reservations,
-        usage_counter,
+        usage_counters,
     })
 }
 
@@ -307,7 +346,7 @@ mod tests {
         )
         .unwrap();
         assert!(a.reservations.is_empty());
-        add_usage(&mut m, a.usage_counter.as_ref().unwrap(), 10);
+        add_usage(&mut m, &a.usage_counters[0], 10);
         let r = admit(
             &s,
             &req(Credential::Customer("c"), "tokens", None),
@@ -330,5 +369,111 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.identity.environment, Environment::Sandbox);
+    }
+
+    fn daily_snapshot(used: u64, window_start: Option<&str>) -> Snapshot {
+        let mut daily = json!({"limit": 5, "used": used});
+        if let Some(ws) = window_start {
+            daily["window_start"] = json!(ws);
+        }
+        Snapshot::from_value(
+            "",
+            &json!({"customers": {
+                "d": {"daily_credits": daily, "features": {"search": {}, "tokens": {"quota": 100}}},
+                "ds": {"sandbox_mode": true, "daily_credits": {"limit": 2}, "features": {"search": {}}}
+            }}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn daily_credits_refuse_in_production_until_utc_midnight_across_features() {
+        let s = daily_snapshot(0, None);
+        let mut m = MemoryCounters::new();
+        // 2026-03-15T12:00:00Z: twelve hours to the next UTC midnight.
+        let t = Timestamp::from_unix_secs(1_773_576_000);
+        let ask = |f, cost| req(Credential::Customer("d"), f, cost);
+        admit(&s, &ask("search", Some(2)), t, &mut m).unwrap();
+        let a = admit(&s, &ask("tokens", None), t, &mut m).unwrap();
+        assert_eq!(
+            a.usage_counters.len(),
+            2,
+            "the feature's quota and the daily credits"
+        );
+        add_usage(&mut m, &a.usage_counters[1], 2);
+        admit(&s, &ask("search", Some(1)), t, &mut m).unwrap();
+        let r = admit(&s, &ask("search", Some(1)), t, &mut m).unwrap_err();
+        assert_eq!(r.deny.code, DenyCode::DailyCreditLimit);
+        assert_eq!(
+            (r.deny.code.status(), r.deny.code.as_str()),
+            (429, "daily_credit_limit")
+        );
+        assert_eq!(r.deny.retry_after_secs, Some(12 * 3600));
+        assert_eq!(r.deny.allowance.map(|a| a.remaining), Some(0));
+        // A refusal takes nothing; the next UTC day starts afresh.
+        let tomorrow = t.plus_millis(12 * 3_600_000);
+        admit(&s, &ask("search", Some(5)), tomorrow, &mut m).unwrap();
+    }
+
+    #[test]
+    fn daily_credits_in_the_sandbox_are_counted_and_never_refused() {
+        let s = daily_snapshot(0, None);
+        let mut m = MemoryCounters::new();
+        let t = Timestamp::from_unix_secs(1_773_576_000);
+        for _ in 0..4 {
+            let a = admit(
+                &s,
+                &req(Credential::Customer("ds"), "search", Some(1)),
+                t,
+                &mut m,
+            )
+            .unwrap();
+            assert_eq!(a.identity.environment, Environment::Sandbox);
+        }
+        let key = quota_key(Environment::Sandbox, "ds", DAILY_CREDITS);
+        let day = crate::entitlement::QuotaWindow {
+            period: crate::entitlement::Period::Day,
+            anchor: Timestamp::EPOCH,
+        }
+        .current(t)
+        .0;
+        assert_eq!(
+            crate::entitlement::read_counter(&m, &key, day),
+            4,
+            "tracked over the limit of 2"
+        );
+        // A live gateway's sandbox key for the production customer "d": not refused either.
+        let mut sandbox_req = req(Credential::Customer("d"), "search", Some(9));
+        sandbox_req.default_environment = Environment::Sandbox;
+        admit(&s, &sandbox_req, t, &mut m).unwrap();
+    }
+
+    #[test]
+    fn the_snapshots_daily_usage_counts_in_its_own_day_only() {
+        let t = Timestamp::from_unix_secs(1_773_576_000);
+        let mut m = MemoryCounters::new();
+        let today = daily_snapshot(5, Some("2026-03-15T00:00:00Z"));
+        let r = admit(
+            &today,
+            &req(Credential::Customer("d"), "search", Some(1)),
+            t,
+            &mut m,
+        )
+        .unwrap_err();
+        assert_eq!(r.deny.code, DenyCode::DailyCreditLimit);
+        let yesterday = daily_snapshot(5, Some("2026-03-14T00:00:00Z"));
+        admit(
+            &yesterday,
+            &req(Credential::Customer("d"), "search", Some(1)),
+            t,
+            &mut m,
+        )
+        .unwrap();
+        // Round trip through the snapshot's JSON keeps the daily credits.
+        let again = Snapshot::from_value("", &today.to_value()).unwrap();
+        assert_eq!(
+            again.customers["d"].daily_credits,
+            today.customers["d"].daily_credits
+        );
     }
 }

@@ -104,6 +104,11 @@ pub struct CounterTarget {
     pub units: u64,
 }
 
+/// The feature name of a customer's daily credits counter: a quota counter of the UTC day
+/// that every unit of every metered event of the customer adds to (reserved: catalog feature
+/// names may not start with `*`).
+pub const DAILY_CREDITS: &str = "*daily_credits";
+
 /// The quota counters `event` adds to, given the features of its customer that count its
 /// metric (name and window): one per feature whose current window holds the event's time, with
 /// the event's quantity rounded up to whole units. No quota exceeds `MAX_UNITS`, so a larger

@@ -41,12 +41,14 @@ pub enum DenyCode {
     QuotaExhausted,
     /// Too many requests in the short window (429).
     RateLimited,
+    /// The customer's credits for the UTC day are used up (429; production only).
+    DailyCreditLimit,
     /// No fresh snapshot and the failure mode is closed (503).
     EntitlementsUnavailable,
 }
 
 /// Every deny code, for reports that count by code.
-pub const ALL_DENY_CODES: [DenyCode; 9] = [
+pub const ALL_DENY_CODES: [DenyCode; 10] = [
     DenyCode::InvalidKey,
     DenyCode::UnknownCustomer,
     DenyCode::CustomerSuspended,
@@ -55,6 +57,7 @@ pub const ALL_DENY_CODES: [DenyCode; 9] = [
     DenyCode::IpNotAllowed,
     DenyCode::QuotaExhausted,
     DenyCode::RateLimited,
+    DenyCode::DailyCreditLimit,
     DenyCode::EntitlementsUnavailable,
 ];
 
@@ -63,7 +66,7 @@ impl DenyCode {
     pub const fn status(self) -> u16 {
         match self {
             DenyCode::InvalidKey => 401,
-            DenyCode::QuotaExhausted | DenyCode::RateLimited => 429,
+            DenyCode::QuotaExhausted | DenyCode::RateLimited | DenyCode::DailyCreditLimit => 429,
             DenyCode::EntitlementsUnavailable => 503,
             _ => 403,
         }
@@ -80,6 +83,7 @@ impl DenyCode {
             DenyCode::IpNotAllowed => "ip_not_allowed",
             DenyCode::QuotaExhausted => "quota_exhausted",
             DenyCode::RateLimited => "rate_limited",
+            DenyCode::DailyCreditLimit => "daily_credit_limit",
             DenyCode::EntitlementsUnavailable => "entitlements_unavailable",
         }
     }
@@ -167,6 +171,8 @@ pub struct Grant<'s> {
     pub key: Option<&'s ConsumerKey>,
     /// The customer's entitlement to the feature.
     pub entitlement: &'s Entitlement,
+    /// The customer's credits per UTC day, when it has a limit.
+    pub daily_credits: Option<&'s Entitlement>,
 }
 
 /// Who is calling and may they use `feature` from `client_ip`: 401 / 403 or a grant.
@@ -222,6 +228,7 @@ pub fn check_access<'s>(
             sandbox_mode: customer.sandbox_mode,
             key,
             entitlement: e,
+            daily_credits: customer.daily_credits.as_ref(),
         }),
         _ => Err(Deny::new(
             DenyCode::NoAccess,

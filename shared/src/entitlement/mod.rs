@@ -13,7 +13,7 @@ pub use admission::{
     add_usage, admit, quota_key, release, AccessRequest, Admission, Identity, Refusal, Reservation,
 };
 pub use counter_contract::{
-    counters_of, CounterKey, CounterKind, CounterTarget, CounterValue, KEY_PREFIX,
+    counters_of, CounterKey, CounterKind, CounterTarget, CounterValue, DAILY_CREDITS, KEY_PREFIX,
     VALUE_HEADER_BYTES,
 };
 pub use counters::{

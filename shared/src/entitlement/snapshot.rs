@@ -56,6 +56,9 @@ pub struct Customer {
     pub ip_allowlist: Vec<Cidr>,
     /// Feature name → entitlement.
     pub features: HashMap<String, Entitlement>,
+    /// Credits per UTC day (every unit of every metered feature counts one), enforced in
+    /// production only: a quota on [`DAILY_CREDITS`](super::DAILY_CREDITS).
+    pub daily_credits: Option<Entitlement>,
 }
 
 /// Everything a gateway needs to decide locally.
@@ -82,7 +85,14 @@ pub(super) const TOP: &[&str] = &[
     "customers",
     "consumer_keys",
 ];
-const CUSTOMER: &[&str] = &["status", "sandbox_mode", "ip_allowlist", "features"];
+const CUSTOMER: &[&str] = &[
+    "status",
+    "sandbox_mode",
+    "ip_allowlist",
+    "features",
+    "daily_credits",
+];
+const DAILY: &[&str] = &["limit", "used", "used_by_source", "window_start"];
 const FEATURE: &[&str] = &[
     "allowed",
     "quota",
@@ -268,15 +278,23 @@ impl Snapshot {
                 }
                 features.insert(name.clone(), Value::Object(f));
             }
-            customers.insert(
-                id.clone(),
-                json!({
-                    "status": if c.active { "active" } else { "suspended" },
-                    "sandbox_mode": c.sandbox_mode,
-                    "ip_allowlist": c.ip_allowlist.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
-                    "features": features,
-                }),
-            );
+            let mut customer = json!({
+                "status": if c.active { "active" } else { "suspended" },
+                "sandbox_mode": c.sandbox_mode,
+                "ip_allowlist": c.ip_allowlist.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+                "features": features,
+            });
+            if let Some(d) = &c.daily_credits {
+                let mut v = json!({"limit": d.quota.unwrap_or(0), "used": d.used});
+                if let Some(s) = d.used_by_source {
+                    v["used_by_source"] = Value::from(s);
+                }
+                if let Some(ws) = d.used_window_start {
+                    v["window_start"] = Value::from(ws.to_rfc3339());
+                }
+                customer["daily_credits"] = v;
+            }
+            customers.insert(id.clone(), customer);
         }
         let keys: Vec<Value> = self
             .keys
@@ -378,14 +396,54 @@ fn parse_customer(path: &str, v: &Value) -> Result<Customer, FieldError> {
             .as_object()
             .ok_or_else(|| FieldError::new(&fpath, "must be an object of feature → entitlement"))?;
         for (name, fv) in map {
+            if name.starts_with('*') {
+                return Err(FieldError::new(
+                    join(&fpath, name),
+                    "feature names starting with * are reserved (daily credits count as *daily_credits)",
+                ));
+            }
             features.insert(name.clone(), parse_feature(&join(&fpath, name), fv)?);
         }
     }
+    let daily_credits = match r.get("daily_credits") {
+        None | Some(Value::Null) => None,
+        Some(d) => Some(parse_daily(&r.field_path("daily_credits"), d)?),
+    };
     Ok(Customer {
         active,
         sandbox_mode,
         ip_allowlist,
         features,
+        daily_credits,
+    })
+}
+
+/// `daily_credits`: `{"limit": n, "used"?, "used_by_source"?, "window_start"?}`, a quota whose
+/// window is the UTC day.
+fn parse_daily(path: &str, v: &Value) -> Result<Entitlement, FieldError> {
+    let r = ObjReader::new(path, v, DAILY)?;
+    let limit = r.u64_in("limit", 0, MAX_UNITS)?.ok_or_else(|| {
+        FieldError::new(r.field_path("limit"), "is required: credits per UTC day")
+    })?;
+    let used = r.u64_in("used", 0, MAX_UNITS)?.unwrap_or(0);
+    let used_by_source = r.u64_in("used_by_source", 0, MAX_UNITS)?;
+    if used_by_source.is_some_and(|s| s > used) {
+        return Err(FieldError::new(
+            r.field_path("used_by_source"),
+            format!("must not exceed used ({used})"),
+        ));
+    }
+    Ok(Entitlement {
+        allowed: true,
+        quota: Some(limit),
+        used,
+        used_by_source,
+        used_window_start: opt_time(&r, "window_start")?,
+        window: QuotaWindow {
+            period: Period::Day,
+            anchor: Timestamp::EPOCH,
+        },
+        rate_limit: None,
     })
 }
 

@@ -26,8 +26,9 @@ pub struct Exchange {
     pub(crate) key_id: Option<String>,
     pub(crate) allowance: Option<Allowance>,
     pub(crate) reservations: Vec<Reservation>,
-    /// Shared usage counter to add the real quantity to after the response.
-    pub(crate) usage_counter: Option<(String, Timestamp)>,
+    /// Shared usage counters (the quota, the daily credits) to add the real quantity to after
+    /// the response.
+    pub(crate) usage_counters: Vec<(String, Timestamp)>,
     pub(crate) counts_after_response: bool,
     pub(crate) status: Option<u16>,
     pub(crate) request_bytes: u64,
@@ -65,7 +66,7 @@ impl Exchange {
             key_id: None,
             allowance: None,
             reservations: Vec::new(),
-            usage_counter: None,
+            usage_counters: Vec::new(),
             counts_after_response: false,
             status: None,
             request_bytes: 0,

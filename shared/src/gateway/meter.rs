@@ -203,9 +203,9 @@ impl Gateway {
             );
         }
         if ex.counts_after_response {
-            if let Some((key, ws)) = &ex.usage_counter {
-                let units = quantity.ceil_units();
-                add_usage(&mut HostCounters(host), &(key.clone(), *ws), units);
+            let units = quantity.ceil_units();
+            for counter in &ex.usage_counters {
+                add_usage(&mut HostCounters(host), counter, units);
             }
         }
         match pipeline.enqueue(event.id, bytes, now) {

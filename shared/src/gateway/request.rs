@@ -188,7 +188,7 @@ impl Gateway {
                 exchange.identify(customer_id, environment, key_id);
                 exchange.allowance = a.allowance;
                 exchange.reservations = a.reservations;
-                exchange.usage_counter = a.usage_counter;
+                exchange.usage_counters = a.usage_counters;
                 exchange.counts_after_response = cost.is_none();
                 self.count_decision(Metric::DecisionsAllowed);
                 self.continue_with(exchange, Vec::new())
