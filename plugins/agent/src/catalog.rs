@@ -9,7 +9,7 @@
 //! A key may be given as `key` (hashed at load, for local demos) or as `hash` (`sha256:…`).
 //! `plan` is a pricing plan object or a path relative to the catalog file.
 
-use aforo_core::entitlement::{QuotaWindow, Snapshot};
+use aforo_core::entitlement::{QuotaWindow, Snapshot, DAILY_CREDITS};
 use aforo_core::keys::hash_key;
 use aforo_core::rating::Plan;
 use aforo_core::strict_json::{parse_json, FieldError};
@@ -28,6 +28,8 @@ pub struct FeatureUse {
     pub window: QuotaWindow,
     /// Whether it has a quota at all.
     pub has_quota: bool,
+    /// The customer's daily credits (`DAILY_CREDITS`): every metric counts.
+    pub every_metric: bool,
 }
 
 /// The loaded catalog.
@@ -151,7 +153,21 @@ impl Catalog {
                 metric,
                 window: ent.window,
                 has_quota: ent.quota.is_some(),
+                every_metric: false,
             });
+        }
+        // A daily credit limit counts every unit of every metric of the customer, in a quota
+        // counter of the UTC day (the core's `DAILY_CREDITS`).
+        for (cid, c) in &snapshot.customers {
+            if let Some(daily) = &c.daily_credits {
+                features.entry(cid.clone()).or_default().push(FeatureUse {
+                    feature: DAILY_CREDITS.to_string(),
+                    metric: String::new(),
+                    window: daily.window,
+                    has_quota: true,
+                    every_metric: true,
+                });
+            }
         }
         Ok(Catalog {
             base: v,
@@ -170,6 +186,17 @@ impl Catalog {
         self.customer_field(id, "sandbox_mode")
             .and_then(Value::as_bool)
             .unwrap_or(false)
+    }
+
+    /// Whether the catalog gives the customer consumer keys of its own.
+    pub fn has_keys_for(&self, id: &str) -> bool {
+        self.base
+            .get("consumer_keys")
+            .and_then(Value::as_array)
+            .is_some_and(|keys| {
+                keys.iter()
+                    .any(|k| k.get("customer_id").and_then(Value::as_str) == Some(id))
+            })
     }
 
     /// The mode a new partner starts in: sandbox, unless the catalog sets `sandbox_mode`
@@ -210,7 +237,7 @@ impl Catalog {
             .get(customer)
             .into_iter()
             .flatten()
-            .filter(move |f| f.metric == metric)
+            .filter(move |f| f.every_metric || f.metric == metric)
     }
 
     /// The snapshot JSON with partners' sandbox flags and extra keys applied.

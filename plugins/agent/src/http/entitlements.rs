@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::catalog::with_usage;
 use crate::keys;
 use crate::usage::UsageQuery;
+use aforo_core::entitlement::{Period, QuotaWindow, DAILY_CREDITS};
 use aforo_core::{Environment, Timestamp};
 use axum::extract::State;
 use axum::response::Response;
@@ -64,10 +65,34 @@ pub async fn customers(
                     }));
                 }
             }
+            let sandbox_mode = c
+                .get("sandbox_mode")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            // Enforced where the customer's usage is production: a partner in sandbox mode is
+            // tracked, never refused.
+            let daily = c.get("daily_credits").map(|d| {
+                let limit = d.get("limit").and_then(Value::as_u64).unwrap_or(0);
+                let used = d.get("used").and_then(Value::as_u64).unwrap_or(0);
+                let (start, end) = QuotaWindow {
+                    period: Period::Day,
+                    anchor: Timestamp::EPOCH,
+                }
+                .current(t);
+                serde_json::json!({
+                    "limit": limit,
+                    "used": used,
+                    "remaining": limit.saturating_sub(used),
+                    "day_start": start.to_rfc3339(),
+                    "day_end": end.to_rfc3339(),
+                    "enforced": env == Environment::Production && !sandbox_mode,
+                })
+            });
             out.push(serde_json::json!({
                 "customer_id": cid,
                 "status": c.get("status").and_then(Value::as_str).unwrap_or("active"),
-                "sandbox_mode": c.get("sandbox_mode").and_then(Value::as_bool).unwrap_or(false),
+                "sandbox_mode": sandbox_mode,
+                "daily_credits": daily,
                 "features": features,
             }));
         }
@@ -138,12 +163,15 @@ fn snapshot_with_usage(
         })?;
     if let Some(Value::Object(customers)) = v.get_mut("customers") {
         for ((cid, fname, start), (used, mine)) in wanted.iter().zip(usage) {
-            let Some(fo) = customers
-                .get_mut(*cid)
-                .and_then(|c| c.get_mut("features"))
-                .and_then(|f| f.get_mut(*fname))
-                .and_then(|f| f.as_object_mut())
-            else {
+            let Some(c) = customers.get_mut(*cid) else {
+                continue;
+            };
+            let entry = if *fname == DAILY_CREDITS {
+                c.get_mut("daily_credits")
+            } else {
+                c.get_mut("features").and_then(|f| f.get_mut(*fname))
+            };
+            let Some(fo) = entry.and_then(|f| f.as_object_mut()) else {
                 continue;
             };
             with_usage(fo, used, mine, &start.to_rfc3339());
