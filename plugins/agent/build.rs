@@ -37,10 +37,21 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
     let dist = manifest.join("console").join("dist");
-    println!("cargo:rerun-if-changed={}", dist.display());
+    // Watch dist/ once it exists; until then the console directory, where a build makes it
+    // (watching a missing path would rerun this on every build).
+    if dist.is_dir() {
+        println!("cargo:rerun-if-changed={}", dist.display());
+    } else {
+        println!(
+            "cargo:rerun-if-changed={}",
+            manifest.join("console").display()
+        );
+    }
     println!("cargo:rerun-if-changed=build.rs");
     let mut files = Vec::new();
     walk(&dist, &mut files);
+    // include_bytes! needs the path as a string: a name that is not UTF-8 cannot be bundled.
+    files.retain(|f| f.to_str().is_some());
     let mut code = String::from("/// The console's files: path under `/console/`, content type, bytes.\npub static ASSETS: &[(&str, &str, &[u8])] = &[\n");
     let built = files.iter().any(|f| f.ends_with("index.html"));
     if built {

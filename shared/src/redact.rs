@@ -60,7 +60,8 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_wherever_they_appear() {
-        let line = "auth=Bearer sk_live_abcDEF123 key:ck_9f8e7d admin adm_x-y_z hook whsec_0a1b end";
+        let line =
+            "auth=Bearer sk_live_abcDEF123 key:ck_9f8e7d admin adm_x-y_z hook whsec_0a1b end";
         let r = redact_secrets(line);
         assert_eq!(
             r,

@@ -80,7 +80,7 @@ pub fn verify(
     if sigs.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now_unix - t).abs() > tolerance_secs {
+    if now_unix.abs_diff(t) > tolerance_secs.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     let expected = signature_header(secret, t, body);

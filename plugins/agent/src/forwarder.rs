@@ -129,7 +129,7 @@ fn run(
             for dl in d.take_dead_letters() {
                 let body = String::from_utf8_lossy(&dl.bytes).into_owned();
                 let reason = dl.reason.to_string();
-                let _ = app.stores.dead_letter(
+                let kept = app.stores.dead_letter(
                     env,
                     &DeadLetter {
                         event_id: &dl.id,
@@ -140,7 +140,17 @@ fn run(
                     },
                     app.now(),
                 );
-                let _ = app.stores.mark(env, std::slice::from_ref(&dl.id), 2);
+                // Marked done only once its dead letter is kept: otherwise it stays pending and
+                // is offered again, never dropped without a trace.
+                match kept {
+                    Ok(()) => {
+                        let _ = app.stores.mark(env, std::slice::from_ref(&dl.id), 2);
+                    }
+                    Err(e) => eprintln!(
+                        "aforo-agent: the {env} dead letter of {} could not be stored ({e}); the event stays pending",
+                        dl.id
+                    ),
+                }
                 app.metrics.forward_dead[env.index()].fetch_add(1, Ordering::Relaxed);
             }
             app.metrics.forward_buffered[env.index()]

@@ -42,23 +42,26 @@ impl Histogram {
     }
 
     /// The upper bound (ms) of the bucket holding the `q` quantile, as Prometheus's
-    /// `histogram_quantile` would bound it: the true value is at most this. `None` before any
-    /// observation; past the last bound, the last bound (the value is at least that).
-    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+    /// `histogram_quantile` would bound it, and whether the quantile is past the last bound
+    /// (then the value is at least that bound). `None` before any observation.
+    pub fn quantile_ms(&self, q: f64) -> Option<(f64, bool)> {
         let total = self.count();
         if total == 0 {
             return None;
         }
         let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let last = *self.bounds_us.last()? as f64 / 1000.0;
         let mut seen = 0;
         for (i, c) in self.counts.iter().enumerate() {
             seen += c.load(Ordering::Relaxed);
             if seen >= rank {
-                let bound = self.bounds_us.get(i).or(self.bounds_us.last())?;
-                return Some(*bound as f64 / 1000.0);
+                return Some(match self.bounds_us.get(i) {
+                    Some(b) => (*b as f64 / 1000.0, false),
+                    None => (last, true),
+                });
             }
         }
-        self.bounds_us.last().map(|b| *b as f64 / 1000.0)
+        Some((last, true))
     }
 
     /// Prometheus text for `name` (in seconds) with `labels` (`environment="sandbox"` or empty).
@@ -66,7 +69,7 @@ impl Histogram {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
         for (i, b) in self.bounds_us.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
+            cumulative += self.counts.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
             let _ = writeln!(
                 out,
                 "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cumulative}",
@@ -112,16 +115,16 @@ mod tests {
         for _ in 0..5 {
             h.observe(Duration::from_micros(4_000));
         }
-        assert_eq!(h.quantile_ms(0.95), Some(1.0));
+        assert_eq!(h.quantile_ms(0.95), Some((1.0, false)));
         h.observe(Duration::from_micros(4_000));
-        assert_eq!(h.quantile_ms(0.95), Some(5.0));
+        assert_eq!(h.quantile_ms(0.95), Some((5.0, false)));
         h.observe(Duration::from_secs(3));
         for _ in 0..200 {
             h.observe(Duration::from_secs(1));
         }
         assert_eq!(
             h.quantile_ms(0.95),
-            Some(5.0),
+            Some((5.0, true)),
             "past the last bound: at least it"
         );
         assert_eq!(h.count(), 302);

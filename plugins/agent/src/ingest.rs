@@ -62,7 +62,8 @@ pub async fn store_events(
             .filter(|(_, new)| **new)
             .map(|(k, _)| k)
             .collect();
-        webhooks::after_store(app, env, &stored, t);
+        // Reads counters (Redis with that backend) and may write a notice: off the async workers.
+        tokio::task::block_in_place(|| webhooks::after_store(app, env, &stored, t));
     }
     Ok(flags)
 }

@@ -78,16 +78,20 @@ pub fn create(
     let scopes_json = serde_json::to_string(scopes).map_err(|e| e.to_string())?;
     let ips_json = serde_json::to_string(ip_allowlist).map_err(|e| e.to_string())?;
     db(c, |c| {
+        // The partner row and the key commit together: a key never exists without the mode
+        // its partner was given.
+        let tx = c.unchecked_transaction()?;
         if let Some(sandbox) = new_partner_mode {
-            c.execute(
+            tx.execute(
                 "INSERT INTO partners (customer_id, sandbox_mode, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT(customer_id) DO NOTHING",
                 params![customer_id, i64::from(sandbox), now.unix_nanos()],
             )?;
         }
-        c.execute(
+        tx.execute(
             "INSERT INTO keys (key_id, customer_id, hash, scopes, ip_allowlist, expires_at, revoked, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
             params![key_id, customer_id, hash_key(&secret).to_text(), scopes_json, ips_json, expires_at.map(|t| t.unix_nanos()), now.unix_nanos()],
-        )
+        )?;
+        tx.commit()
     })?;
     Ok(NewKey {
         key_id,
@@ -205,6 +209,17 @@ pub fn set_sandbox(
             params![customer_id, i64::from(next), now.unix_nanos()],
         )?;
         Ok(next)
+    })
+}
+
+/// Whether the customer already has a partner row or a key made here.
+pub fn is_known_partner(c: &Mutex<Connection>, customer_id: &str) -> Result<bool, String> {
+    db(c, |c| {
+        c.query_row(
+            "SELECT EXISTS(SELECT 1 FROM partners WHERE customer_id = ?1) OR EXISTS(SELECT 1 FROM keys WHERE customer_id = ?1)",
+            params![customer_id],
+            |r| r.get::<_, bool>(0),
+        )
     })
 }
 

@@ -70,8 +70,9 @@ impl Metrics {
         self.ingest[env.index()].observe(took);
     }
 
-    /// Ingest requests of `env` answered so far, and the bound of their p95 (ms).
-    pub fn ingest_p95_ms(&self, env: Environment) -> (u64, Option<f64>) {
+    /// Ingest requests of `env` answered so far, and the bound of their p95 (ms) with whether
+    /// it is past the last bucket (at least that much).
+    pub fn ingest_p95_ms(&self, env: Environment) -> (u64, Option<(f64, bool)>) {
         let h = &self.ingest[env.index()];
         (h.count(), h.quantile_ms(0.95))
     }

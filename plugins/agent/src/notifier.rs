@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-/// The sender's wake-up and the marks this process already knows are made (so a hot
+/// The sender's wake-up and the marks (per environment) this process already knows are made (so a hot
 /// customer past 80% does not cost a write per request).
 #[derive(Default)]
 pub struct Notifier {

@@ -159,7 +159,7 @@ mod tests {
         (app, dir)
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn an_event_refused_for_its_timestamp_is_stored_once_its_time_has_come() {
         let t0 = Timestamp::from_unix_secs(1_773_576_000); // 2026-03-15T12:00:00Z
         let clock = Arc::new(FixedClock::at(t0));

@@ -5,9 +5,12 @@
 //! the notice's `id`, which every attempt repeats.
 
 use crate::app::App;
+use crate::notifier::Notifier;
+use crate::store::Stores;
 use aforo_core::delivery::{backoff_delay_ms, SplitMix64};
 use aforo_core::entitlement::{Period, QuotaWindow};
 use aforo_core::event::to_hex;
+use aforo_core::rating::Plan;
 use aforo_core::rating::Rater;
 use aforo_core::webhook_signature::{hmac_sha256, signature_header};
 use aforo_core::{Environment, Timestamp};
@@ -19,8 +22,9 @@ use std::time::Duration;
 /// Quota shares that send a notice, in percent.
 pub const THRESHOLDS: [u64; 2] = [80, 100];
 
-/// Attempts before a delivery is given up (about four hours of backoff in all).
-pub const MAX_ATTEMPTS: u32 = 12;
+/// Attempts before a delivery is given up: waits of 1 s doubling to an hour, with equal
+/// jitter, about 2 to 4 hours in all.
+pub const MAX_ATTEMPTS: u32 = 16;
 
 const FIRST_RETRY_MS: u64 = 1_000;
 const LONGEST_RETRY_MS: u64 = 3_600_000;
@@ -33,26 +37,25 @@ fn notice_id(mark: &str) -> String {
     )
 }
 
-/// Records a notice once per `mark` (false when it was recorded before).
+/// Records a notice once per `mark` in `env` (false when it was recorded before).
 fn emit_once(
-    app: &App,
+    stores: &Stores,
+    notifier: &Notifier,
     env: Environment,
     mark: String,
     kind: &str,
     data: Value,
     t: Timestamp,
 ) -> bool {
-    if app.webhooks.knows(&mark) {
+    let remembered = format!("{env}:{mark}");
+    if notifier.knows(&remembered) {
         return false;
     }
-    match app
-        .stores
-        .emit_webhook(env, Some(&mark), &notice_id(&mark), kind, data, t)
-    {
+    match stores.emit_webhook(env, Some(&mark), &notice_id(&remembered), kind, data, t) {
         Ok(new) => {
-            app.webhooks.learn(mark);
+            notifier.learn(remembered);
             if new {
-                app.webhooks.wake();
+                notifier.wake();
             }
             new
         }
@@ -110,7 +113,15 @@ pub fn after_store(app: &App, env: Environment, stored: &BTreeSet<(String, Strin
             "window_start": start.to_rfc3339(),
             "window_end": end.to_rfc3339(),
         });
-        emit_once(app, env, mark, "quota.threshold_reached", data, t);
+        emit_once(
+            &app.stores,
+            &app.webhooks,
+            env,
+            mark,
+            "quota.threshold_reached",
+            data,
+            t,
+        );
     }
 }
 
@@ -141,27 +152,49 @@ pub fn sandbox_toggled(app: &App, customer: &str, sandbox_mode: bool, t: Timesta
 }
 
 /// Once a calendar month (UTC) has ended: its invoice previews, once, for every environment
-/// that stored events in it.
+/// that stored events in it. Not with the Redis backend: each agent holds only the events it
+/// took, so no one agent's preview is the invoice (rate the deployment's events upstream).
 pub fn invoices_closed(app: &App, t: Timestamp) {
-    let (this_month, _) = QuotaWindow::calendar(Period::Month).current(t);
-    let (last_month, _) = QuotaWindow::calendar(Period::Month).current(this_month.plus_nanos(-1));
+    if app.usage.redis().is_some() {
+        return;
+    }
     let Some(plan) = app.catalog.read().ok().and_then(|c| c.plan.clone()) else {
         return;
     };
-    for env in app.config.environments.iter().copied() {
+    close_invoices(
+        &app.stores,
+        &app.webhooks,
+        &plan,
+        &app.config.environments,
+        t,
+    );
+}
+
+/// `invoices_closed` over its parts (the clock's `t` decides which month has ended).
+fn close_invoices(
+    stores: &Stores,
+    notifier: &Notifier,
+    plan: &Plan,
+    envs: &[Environment],
+    t: Timestamp,
+) {
+    let (this_month, _) = QuotaWindow::calendar(Period::Month).current(t);
+    let (last_month, _) = QuotaWindow::calendar(Period::Month).current(this_month.plus_nanos(-1));
+    for env in envs.iter().copied() {
         let mark = format!("invoices:{}", last_month.unix_nanos());
-        if app.webhooks.knows(&mark) {
+        let remembered = format!("{env}:{mark}");
+        if notifier.knows(&remembered) {
             continue;
         }
-        match app.stores.has_webhook_mark(env, &mark) {
+        match stores.has_webhook_mark(env, &mark) {
             Ok(true) => {
-                app.webhooks.learn(mark);
+                notifier.learn(remembered);
                 continue;
             }
             Ok(false) => {}
             Err(_) => continue,
         }
-        let Ok(events) = app.stores.events_between(env, last_month, this_month, None) else {
+        let Ok(events) = stores.events_between(env, last_month, this_month, None) else {
             continue;
         };
         if events.is_empty() {
@@ -179,7 +212,15 @@ pub fn invoices_closed(app: &App, t: Timestamp) {
             "period_end": this_month.to_rfc3339(),
             "invoices": invoices,
         });
-        emit_once(app, env, mark, "invoice.preview_closed", data, t);
+        emit_once(
+            stores,
+            notifier,
+            env,
+            mark,
+            "invoice.preview_closed",
+            data,
+            t,
+        );
     }
 }
 
@@ -249,6 +290,8 @@ pub fn start(app: Arc<App>) -> Result<(), String> {
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
+        // A redirect is an answer (not 2xx): never followed to an address nobody configured.
+        .max_redirects(0)
         .build()
         .new_agent();
     std::thread::Builder::new()
@@ -269,4 +312,121 @@ pub fn start(app: Arc<App>) -> Result<(), String> {
         })
         .map(|_| ())
         .map_err(|e| format!("cannot start the webhook sender: {e}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::{test_dir, NewEvent};
+    use aforo_core::event::{encode_v1, parse_wire_event};
+    use std::sync::Arc;
+
+    fn event(id: &str, customer: &str, env: Environment, t: Timestamp) -> NewEvent {
+        let body = json!({"id": id, "customer_id": customer, "metric": "api_calls", "quantity": "2", "timestamp": t.to_rfc3339(), "environment": env.as_str(), "product_id": "p", "properties": {}}).to_string();
+        let raw = serde_json::value::RawValue::from_string(body).unwrap();
+        let event = parse_wire_event(&raw).unwrap();
+        let body = String::from_utf8_lossy(&encode_v1(&event)).into_owned();
+        NewEvent {
+            event,
+            body,
+            late: false,
+        }
+    }
+
+    fn notices(stores: &Stores, env: Environment) -> Vec<Value> {
+        stores
+            .read(env, |c| {
+                let mut st = c.prepare("SELECT body FROM webhook_deliveries ORDER BY seq")?;
+                let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .unwrap()
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect()
+    }
+
+    /// A month's previews are noticed once the month has ended, once per environment, each
+    /// with its own environment's invoices, and not again after a restart (a new notifier).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_months_invoices_are_noticed_once_in_each_environment() {
+        let dir = test_dir("invoices-closed");
+        let envs = [Environment::Sandbox, Environment::Production];
+        let stores = Stores::open(&dir, &envs, false, Arc::new(|_, _| {})).unwrap();
+        let nov = aforo_core::time::parse_rfc3339("2026-11-20T10:00:00Z").unwrap();
+        for env in envs {
+            stores
+                .add_endpoint(
+                    env,
+                    "we_1",
+                    "http://127.0.0.1:9/h",
+                    "whsec_x",
+                    &["invoice.preview_closed".to_string()],
+                    nov,
+                )
+                .unwrap();
+        }
+        stores
+            .insert(
+                Environment::Sandbox,
+                vec![event("s1", "acme", Environment::Sandbox, nov)],
+                nov,
+            )
+            .await
+            .unwrap();
+        stores
+            .insert(
+                Environment::Production,
+                vec![
+                    event("p1", "acme", Environment::Production, nov),
+                    event("p2", "globex", Environment::Production, nov),
+                ],
+                nov,
+            )
+            .await
+            .unwrap();
+        let plan = Plan::from_json(br#"{"currency": "USD", "charges": [{"id": "calls", "metric": "api_calls", "model": "unit", "unit_amount": "0.50"}]}"#).unwrap();
+        let notifier = Notifier::default();
+        // November is not over on the 30th.
+        let nov30 = aforo_core::time::parse_rfc3339("2026-11-30T23:59:59Z").unwrap();
+        close_invoices(&stores, &notifier, &plan, &envs, nov30);
+        assert!(notices(&stores, Environment::Production).is_empty());
+        let dec1 = aforo_core::time::parse_rfc3339("2026-12-01T00:00:01Z").unwrap();
+        close_invoices(&stores, &notifier, &plan, &envs, dec1);
+        close_invoices(
+            &stores,
+            &Notifier::default(),
+            &plan,
+            &envs,
+            dec1.plus_millis(60_000),
+        );
+        let live = notices(&stores, Environment::Production);
+        let sandbox = notices(&stores, Environment::Sandbox);
+        assert_eq!((live.len(), sandbox.len()), (1, 1), "{live:?} {sandbox:?}");
+        assert_eq!(live[0]["type"], "invoice.preview_closed");
+        assert_eq!(live[0]["data"]["period_start"], "2026-11-01T00:00:00Z");
+        assert_eq!(live[0]["data"]["period_end"], "2026-12-01T00:00:00Z");
+        let totals: Vec<(String, String)> = live[0]["data"]["invoices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["customer_id"].as_str().unwrap().to_string(),
+                    i["total"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            totals,
+            [
+                ("acme".to_string(), "1.00".to_string()),
+                ("globex".to_string(), "1.00".to_string())
+            ]
+        );
+        assert_eq!(sandbox[0]["data"]["invoices"].as_array().unwrap().len(), 1);
+        assert_ne!(live[0]["id"], sandbox[0]["id"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

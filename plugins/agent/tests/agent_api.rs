@@ -897,8 +897,8 @@ fn a_partner_can_be_read_and_toggled_with_the_documented_messages() {
         ),
         (json!(true), json!("Sandbox mode enabled."))
     );
-    // A key counts while it is active; a customer's first key makes it a partner, which starts
-    // in sandbox mode (the catalog does not say otherwise for acme).
+    // A key counts while it is active; acme has a key in the catalog, so it is in use and its
+    // first key here does not move it to the sandbox.
     let k = a.call(
         "POST",
         "/v1/admin/partners",
@@ -906,9 +906,8 @@ fn a_partner_can_be_read_and_toggled_with_the_documented_messages() {
         &json!({"customer_id": "acme"}),
     );
     assert_eq!(k.status, 201);
-    assert_eq!(body(&k)["partner"]["sandbox_mode"], true, "{}", body(&k));
+    assert_eq!(body(&k)["partner"]["sandbox_mode"], false, "{}", body(&k));
     assert_eq!(body(&get("acme"))["data"]["active_keys"], 1);
-    assert_eq!(body(&get("acme"))["data"]["sandbox_mode"], true);
     // Unknown customer: 404; a value of the wrong type or an unknown field: 422 naming it;
     // bytes that are not JSON: 400.
     let r = get("nobody");
@@ -926,7 +925,7 @@ fn a_partner_can_be_read_and_toggled_with_the_documented_messages() {
     assert_eq!(r.status, 400);
     assert_eq!(
         body(&get("acme"))["data"]["sandbox_mode"],
-        true,
+        false,
         "refusals change nothing"
     );
     // Without the admin key: refused.
@@ -1215,13 +1214,20 @@ fn customers_list_usage_against_quota_per_feature() {
 }
 
 /// Every partner starts in sandbox mode: a customer's first key makes it a partner whose usage
-/// goes to the sandbox until it is toggled live; the catalog's explicit `"sandbox_mode": false`
+/// goes to the sandbox until it is toggled live. A customer already in use (production events,
+/// keys in the catalog) keeps the mode it has; the catalog's explicit `"sandbox_mode": false`
 /// marks a customer live from its first key; a partner's mode never moves with a new key.
 #[test]
-fn new_partners_start_in_sandbox_unless_the_catalog_says_live() {
+fn new_partners_start_in_sandbox_and_customers_in_use_keep_their_mode() {
     let mut cat = catalog();
+    for c in ["umbrella", "hooli"] {
+        cat["customers"][c] = json!({"features": {"search": {"metric": "api_calls"}}});
+    }
     cat["customers"]["initech"] =
         json!({"sandbox_mode": false, "features": {"search": {"metric": "api_calls"}}});
+    cat["consumer_keys"].as_array_mut().unwrap().push(
+        json!({"key_id": "hooli-static", "key": "ck_static_hooli_key", "customer_id": "hooli"}),
+    );
     let a = Agent::start(
         "new-partners",
         &cat,
@@ -1249,22 +1255,28 @@ fn new_partners_start_in_sandbox_unless_the_catalog_says_live() {
             .unwrap_or_default()
             .to_string()
     };
-    // Before any key, acme is the catalog's: live.
+    // A new customer: sandbox until toggled.
+    assert_eq!(create("umbrella")["partner"]["sandbox_mode"], true);
+    assert_eq!(meter_env("umbrella"), "sandbox");
+    // acme is already billed in production: a key does not move it.
     assert_eq!(meter_env("acme"), "production");
-    assert_eq!(create("acme")["partner"]["sandbox_mode"], true);
-    assert_eq!(meter_env("acme"), "sandbox");
+    assert_eq!(create("acme")["partner"]["sandbox_mode"], false);
+    assert_eq!(meter_env("acme"), "production");
+    // hooli has a key in the catalog: in use, stays live.
+    assert_eq!(create("hooli")["partner"]["sandbox_mode"], false);
+    // The catalog says initech is live.
     assert_eq!(create("initech")["partner"]["sandbox_mode"], false);
     assert_eq!(meter_env("initech"), "production");
     // Going live, then a second key: still live.
     let r = a.call(
         "POST",
-        "/v1/admin/partners/acme/toggle-sandbox",
+        "/v1/admin/partners/umbrella/toggle-sandbox",
         ADMIN,
         &json!({"sandbox_mode": false}),
     );
     assert_eq!(r.status, 200);
-    assert_eq!(create("acme")["partner"]["sandbox_mode"], false);
-    assert_eq!(meter_env("acme"), "production");
+    assert_eq!(create("umbrella")["partner"]["sandbox_mode"], false);
+    assert_eq!(meter_env("umbrella"), "production");
 }
 
 /// The key list says what the console's Keys page shows: created, last used (by a decision

@@ -356,3 +356,51 @@ fn endpoints_are_managed_by_the_admin_with_clear_refusals() {
         json!([])
     );
 }
+
+/// The same customer id reaching 80% in the sandbox does not use up its production notice:
+/// each environment's threshold is its own.
+#[test]
+fn each_environment_notices_its_own_thresholds() {
+    let sandbox_hooks = WebhookReceiver::start().unwrap();
+    let live_hooks = WebhookReceiver::start().unwrap();
+    let a = Agent::start(
+        "webhook-env-thresholds",
+        &catalog(),
+        &["--environments", "sandbox,production"],
+    );
+    let s_secret = endpoint(&a, "sandbox", &sandbox_hooks.url());
+    let l_secret = endpoint(&a, "production", &live_hooks.url());
+    for i in 0..4 {
+        a.call(
+            "POST",
+            "/v1/events",
+            SANDBOX,
+            &json!({"events": [ev(&format!("s{i}"), "sandbox")]}),
+        );
+    }
+    let s = delivered(
+        &sandbox_hooks.wait_until(WAIT, |g| !g.is_empty()),
+        &s_secret,
+    );
+    assert_eq!(of_type(&s, "quota.threshold_reached").len(), 1);
+    for i in 0..4 {
+        a.call(
+            "POST",
+            "/v1/events",
+            LIVE,
+            &json!({"events": [ev(&format!("p{i}"), "production")]}),
+        );
+    }
+    let l = delivered(&live_hooks.wait_until(WAIT, |g| !g.is_empty()), &l_secret);
+    let t = of_type(&l, "quota.threshold_reached");
+    assert_eq!(t.len(), 1, "{l:?}");
+    assert_eq!(
+        (
+            t[0]["environment"].clone(),
+            t[0]["data"]["threshold_percent"].clone()
+        ),
+        (json!("production"), json!(80))
+    );
+    let s_id = of_type(&s, "quota.threshold_reached")[0]["id"].clone();
+    assert_ne!(t[0]["id"], s_id, "two notices, two ids");
+}

@@ -88,7 +88,7 @@ pub async fn can_access(
         .map_err(ApiError::unavailable)?;
     let d = decided.decision;
     if let Some(h) = presented.filter(|_| d.status != 401) {
-        app.key_use.touch(&app.stores.control, h, t);
+        tokio::task::block_in_place(|| app.key_use.touch(&app.stores.control, h, t));
     }
     if app.config.fail_closed && shared.is_some() && decided.on_fallback {
         app.metrics.decision("state_unavailable", started.elapsed());

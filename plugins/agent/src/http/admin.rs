@@ -30,11 +30,18 @@ pub async fn create_partner_key(
     let bad = |e: aforo_core::strict_json::FieldError| ApiError::from_field("invalid_body", e);
     let r = ObjReader::new("", &v, FIELDS).map_err(bad)?;
     let customer = r.required_string("customer_id").map_err(bad)?.to_string();
-    let (known, start_in_sandbox) = app
+    let (known, start_in_sandbox, sandbox_now, catalog_keys) = app
         .catalog
         .read()
-        .map(|c| (c.has_customer(&customer), c.new_partner_sandbox(&customer)))
-        .unwrap_or((false, true));
+        .map(|c| {
+            (
+                c.has_customer(&customer),
+                c.new_partner_sandbox(&customer),
+                c.sandbox_default(&customer),
+                c.has_keys_for(&customer),
+            )
+        })
+        .unwrap_or((false, true, false, false));
     if !known {
         return Err(ApiError::new(
             404,
@@ -68,10 +75,24 @@ pub async fn create_partner_key(
                 .map_err(|e| ApiError::invalid("invalid_body", "expires_at", e.to_string()))?,
         ),
     };
+    // A new partner starts in sandbox. A customer already in use (keys here or in the catalog,
+    // or production events) is not new: its row pins the mode it has now, so a new key never
+    // moves a paying customer out of production.
+    let in_use = keys::is_known_partner(&app.stores.control, &customer)
+        .map_err(ApiError::unavailable)?
+        || catalog_keys
+        || app
+            .stores
+            .has_customer_events(aforo_core::Environment::Production, &customer);
+    let mode = if in_use {
+        sandbox_now
+    } else {
+        start_in_sandbox
+    };
     let key = keys::create(
         &app.stores.control,
         &customer,
-        Some(start_in_sandbox),
+        Some(mode),
         &scopes,
         &ips,
         expires,
@@ -190,7 +211,9 @@ pub async fn toggle_sandbox(
     .map_err(ApiError::unavailable)?;
     refresh(&app)?;
     if before != now_value {
-        crate::webhooks::sandbox_toggled(&app, &customer, now_value, app.now());
+        tokio::task::block_in_place(|| {
+            crate::webhooks::sandbox_toggled(&app, &customer, now_value, app.now())
+        });
     }
     let message = if now_value {
         "Sandbox mode enabled."

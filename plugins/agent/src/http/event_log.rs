@@ -56,20 +56,20 @@ pub async fn list(
         to: scoped.time("to")?,
         before_seq,
         after_seq,
-        limit,
+        // One more than asked: whether another page (or more of the tail) is waiting.
+        limit: limit + 1,
     };
-    let rows = app
-        .stores
-        .event_log(scoped.env, &query)
+    let mut rows = tokio::task::block_in_place(|| app.stores.event_log(scoped.env, &query))
         .map_err(ApiError::unavailable)?;
-    // A full page may have more behind it; the tail is read again from its last row.
-    let next_cursor = match (after_seq, rows.len() == limit, rows.last()) {
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = match (after_seq, has_more, rows.last()) {
         (None, true, Some(last)) => Some(last.seq.to_string()),
         _ => None,
     };
     Ok(json(
         200,
-        &json!({"environment": scoped.env.as_str(), "data": rows, "next_cursor": next_cursor}),
+        &json!({"environment": scoped.env.as_str(), "data": rows, "next_cursor": next_cursor, "has_more": has_more}),
     ))
 }
 

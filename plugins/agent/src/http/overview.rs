@@ -39,7 +39,8 @@ pub async fn overview(
             "events_today": counts.iter().map(|(_, n)| n).sum::<u64>(),
             "by_outcome": by_outcome,
             "ingest_requests": ingest_requests,
-            "ingest_p95_ms": p95,
+            "ingest_p95_ms": p95.map(|(ms, _)| ms),
+            "ingest_p95_above": p95.is_some_and(|(_, above)| above),
             "webhooks": webhooks,
         }),
     ))

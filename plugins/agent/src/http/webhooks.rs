@@ -158,11 +158,13 @@ pub async fn deliveries(
         None => None,
         Some(_) => Some(scoped.number("cursor", 0, 0, i64::MAX as u64)? as i64),
     };
-    let rows = app
+    let mut rows = app
         .stores
-        .deliveries(scoped.env, cursor, limit)
+        .deliveries(scoped.env, cursor, limit + 1)
         .map_err(ApiError::unavailable)?;
-    let next_cursor = (rows.len() == limit)
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = has_more
         .then(|| rows.last().map(|d| d.seq.to_string()))
         .flatten();
     Ok(json(

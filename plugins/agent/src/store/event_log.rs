@@ -27,6 +27,9 @@ CREATE TABLE IF NOT EXISTS event_log (
 );
 CREATE INDEX IF NOT EXISTS event_log_at ON event_log(at);
 CREATE INDEX IF NOT EXISTS event_log_event ON event_log(event_id);
+CREATE INDEX IF NOT EXISTS event_log_customer ON event_log(customer_id, seq);
+CREATE INDEX IF NOT EXISTS event_log_metric ON event_log(metric, seq);
+CREATE INDEX IF NOT EXISTS event_log_outcome ON event_log(outcome, seq);
 ";
 
 /// Creates the table (stores written before it existed start an empty log).

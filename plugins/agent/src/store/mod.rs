@@ -422,12 +422,21 @@ impl Stores {
             now.plus_nanos(-(env.retention_days() as i64) * aforo_core::time::NANOS_PER_DAY);
         self.read(env, |c| {
             event_log::purge(c, cutoff)?;
-            webhooks::purge(c, cutoff)?;
+            webhooks::purge(c, cutoff, now)?;
             c.execute(
                 "DELETE FROM events WHERE ts < ?1 AND claimed = 1 AND (forwarded = 1 OR ?2 = 0)",
                 params![cutoff.unix_nanos(), i64::from(forwarding)],
             )
         })
+    }
+
+    /// Whether `env` holds any event of `customer` (an environment not served holds none).
+    pub fn has_customer_events(&self, env: Environment, customer: &str) -> bool {
+        self.read(env, |c| {
+            c.prepare_cached("SELECT EXISTS(SELECT 1 FROM events WHERE customer_id = ?1)")?
+                .query_row(params![customer], |r| r.get::<_, bool>(0))
+        })
+        .unwrap_or(false)
     }
 
     /// Number of stored events.

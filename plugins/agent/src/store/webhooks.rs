@@ -315,11 +315,11 @@ impl Stores {
     ) -> Result<(), StoreError> {
         self.read(env, |c| match attempt {
             Attempt::Delivered(status) => c.execute(
-                "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1, last_status = ?2, last_error = NULL, delivered_at = ?3 WHERE seq = ?1",
+                "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1, last_status = ?2, last_error = NULL, delivered_at = ?3 WHERE seq = ?1 AND state = 'pending'",
                 params![seq, status, now.unix_nanos()],
             ),
             Attempt::Failed { status, error, next_at } => c.execute(
-                "UPDATE webhook_deliveries SET state = ?2, attempts = attempts + 1, last_status = ?3, last_error = ?4, next_at = COALESCE(?5, next_at) WHERE seq = ?1",
+                "UPDATE webhook_deliveries SET state = ?2, attempts = attempts + 1, last_status = ?3, last_error = ?4, next_at = COALESCE(?5, next_at) WHERE seq = ?1 AND state = 'pending'",
                 params![
                     seq,
                     if next_at.is_some() { "pending" } else { "failed" },
@@ -418,15 +418,21 @@ fn record_notice(
     Ok(())
 }
 
-/// Removes finished deliveries and marks made before `cutoff` (retention); pending ones stay.
-pub(super) fn purge(c: &Connection, cutoff: Timestamp) -> rusqlite::Result<()> {
+/// Days a once-only mark is kept: longer than the longest quota window (a year), so a
+/// notice is never sent twice in one window, whatever the environment's retention.
+const MARK_DAYS: i64 = 400;
+
+/// Removes finished deliveries made before `cutoff` (retention; pending ones stay), and marks
+/// older than `MARK_DAYS` at `now`.
+pub(super) fn purge(c: &Connection, cutoff: Timestamp, now: Timestamp) -> rusqlite::Result<()> {
     c.execute(
         "DELETE FROM webhook_deliveries WHERE created_at < ?1 AND state != 'pending'",
         params![cutoff.unix_nanos()],
     )?;
+    let marks_cutoff = now.plus_nanos(-MARK_DAYS * aforo_core::time::NANOS_PER_DAY);
     c.execute(
         "DELETE FROM webhook_marks WHERE at < ?1",
-        params![cutoff.unix_nanos()],
+        params![marks_cutoff.unix_nanos()],
     )
     .map(|_| ())
 }

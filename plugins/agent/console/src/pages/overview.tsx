@@ -10,6 +10,8 @@ interface OverviewData {
   by_outcome: Record<'accepted' | 'duplicate' | 'late' | 'rejected' | 'dead_lettered', number>;
   ingest_requests: number;
   ingest_p95_ms: number | null;
+  /** The p95 is past the histogram's last bound: at least ingest_p95_ms. */
+  ingest_p95_above: boolean;
   webhooks: { pending: number; delivered: number; failed: number };
 }
 
@@ -68,7 +70,7 @@ export function Overview() {
                     value={
                       d.ingest_p95_ms === null
                         ? 'no requests yet'
-                        : `${d.ingest_p95_ms.toLocaleString(undefined, { maximumFractionDigits: 2 })} ms`
+                        : `${d.ingest_p95_above ? '> ' : '≤ '}${d.ingest_p95_ms.toLocaleString(undefined, { maximumFractionDigits: 2 })} ms`
                     }
                   />
                 </dl>
