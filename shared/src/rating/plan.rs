@@ -107,6 +107,19 @@ pub struct Charge {
     pub minimum: Option<Decimal>,
     /// Largest amount of the line.
     pub maximum: Option<Decimal>,
+    /// Units taken off the quantity before pricing (Orb's usage discount).
+    pub usage_discount: Decimal,
+    /// Amount taken off the priced line.
+    pub amount_discount: Decimal,
+    /// Percent taken off the priced line after the amount discount, 0..=100.
+    pub percentage_discount: Decimal,
+    /// A flat charge billed for the part of the period the subscription covers.
+    pub prorated: bool,
+    /// Unused included units carried into the next period, at most this many (`Some(None)`:
+    /// no cap); `None`: no rollover.
+    pub rollover: Option<Option<Decimal>>,
+    /// What one unit costs the seller (margin figures).
+    pub unit_cost: Option<Decimal>,
 }
 
 /// A validated pricing plan.
@@ -120,9 +133,24 @@ pub struct Plan {
     pub charges: Vec<Charge>,
     /// Commitment topped up at the end.
     pub minimum: Option<Decimal>,
+    /// Tax in percent, unless the customer has its own.
+    pub tax_rate_percent: Option<Decimal>,
+    /// Tax included in the prices (backed out) rather than added on top.
+    pub tax_inclusive: bool,
+    /// Least margin (percent of the net revenue) before an invoice is flagged `margin_guard`.
+    pub min_margin_percent: Option<Decimal>,
 }
 
-const PLAN_FIELDS: &[&str] = &["currency", "charges", "minimum", "name", "description"];
+const PLAN_FIELDS: &[&str] = &[
+    "currency",
+    "charges",
+    "minimum",
+    "name",
+    "description",
+    "tax_rate_percent",
+    "tax_behavior",
+    "min_margin_percent",
+];
 const CHARGE_FIELDS: &[&str] = &[
     "id",
     "metric",
@@ -142,6 +170,17 @@ const CHARGE_FIELDS: &[&str] = &[
     "free_events",
     "free_amount",
     "description",
+    "adjustments",
+    "proration",
+    "rollover",
+    "unit_cost",
+];
+const ADJUSTMENTS: &[&str] = &[
+    "usage_discount",
+    "amount_discount",
+    "percentage_discount",
+    "minimum",
+    "maximum",
 ];
 const TIER_FIELDS: &[&str] = &["up_to", "unit_amount", "flat_amount"];
 const MODELS: &[&str] = &[
@@ -177,7 +216,8 @@ const MODEL_SPECIFIC: &[&str] = &[
     "free_amount",
 ];
 
-fn decimal_at(path: &str, v: &Value) -> Result<Decimal, FieldError> {
+/// A non-negative decimal written as a string (numbers are read as strings, every digit kept).
+pub(super) fn decimal_at(path: &str, v: &Value) -> Result<Decimal, FieldError> {
     let text = match v {
         Value::String(s) => s.as_str(),
         other => {
@@ -207,7 +247,7 @@ fn decimal_at(path: &str, v: &Value) -> Result<Decimal, FieldError> {
     Ok(d.normalize())
 }
 
-fn decimal(r: &ObjReader<'_>, key: &str) -> Result<Option<Decimal>, FieldError> {
+pub(super) fn decimal(r: &ObjReader<'_>, key: &str) -> Result<Option<Decimal>, FieldError> {
     match r.get(key) {
         None => Ok(None),
         Some(v) => decimal_at(&r.field_path(key), v).map(Some),
@@ -265,6 +305,10 @@ impl Plan {
             minor_units: minor,
             charges,
             minimum: decimal(&r, "minimum")?,
+            tax_rate_percent: percent(&r, "tax_rate_percent")?,
+            tax_inclusive: r.choice("tax_behavior", &["exclusive", "inclusive"])?
+                == Some("inclusive"),
+            min_margin_percent: percent(&r, "min_margin_percent")?,
         })
     }
 }
@@ -388,8 +432,40 @@ fn parse_charge(path: &str, v: &Value) -> Result<Charge, FieldError> {
             ),
         ));
     }
-    let minimum = decimal(&r, "minimum")?;
-    let maximum = decimal(&r, "maximum")?;
+    let adj = adjustments(&r)?;
+    let shorthand = |k: &str, from_list: Option<Decimal>| -> Result<Option<Decimal>, FieldError> {
+        match (decimal(&r, k)?, from_list) {
+            (Some(_), Some(_)) => Err(FieldError::new(
+                r.field_path(k),
+                format!("is given twice: here and as an adjustment of type {k}; keep one"),
+            )),
+            (a, b) => Ok(a.or(b)),
+        }
+    };
+    let minimum = shorthand("minimum", adj.minimum)?;
+    let maximum = shorthand("maximum", adj.maximum)?;
+    let prorated = match r.choice("proration", &["none", "by_duration"])? {
+        Some("by_duration") if !matches!(model, Model::Flat { .. }) => {
+            return Err(FieldError::new(
+                r.field_path("proration"),
+                format!("by_duration prorates flat fees only, not model {model_name}"),
+            ))
+        }
+        p => p == Some("by_duration"),
+    };
+    let rollover = match r.get("rollover") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            if included.is_zero() {
+                return Err(FieldError::new(
+                    r.field_path("rollover"),
+                    "rolls unused included units over: set included too",
+                ));
+            }
+            let rr = ObjReader::new(&r.field_path("rollover"), v, &["max"])?;
+            Some(decimal(&rr, "max")?)
+        }
+    };
     if let (Some(lo), Some(hi)) = (minimum, maximum) {
         if hi < lo {
             return Err(FieldError::new(
@@ -407,7 +483,83 @@ fn parse_charge(path: &str, v: &Value) -> Result<Charge, FieldError> {
         included,
         minimum,
         maximum,
+        usage_discount: adj.usage_discount,
+        amount_discount: adj.amount_discount,
+        percentage_discount: adj.percentage_discount,
+        prorated,
+        rollover,
+        unit_cost: decimal(&r, "unit_cost")?,
     })
+}
+
+/// A percent, 0..=100.
+pub(super) fn percent(r: &ObjReader<'_>, key: &str) -> Result<Option<Decimal>, FieldError> {
+    match decimal(r, key)? {
+        Some(p) if p > Decimal::ONE_HUNDRED => Err(FieldError::new(
+            r.field_path(key),
+            format!("is a percentage and must be 0..=100, got {p}"),
+        )),
+        p => Ok(p),
+    }
+}
+
+/// A charge's `adjustments`, each type at most once; applied in one fixed order whatever the
+/// list's (Orb's): usage discount, amount discount, percentage discount, minimum, maximum.
+#[derive(Default)]
+struct Adjustments {
+    usage_discount: Decimal,
+    amount_discount: Decimal,
+    percentage_discount: Decimal,
+    minimum: Option<Decimal>,
+    maximum: Option<Decimal>,
+}
+
+fn adjustments(r: &ObjReader<'_>) -> Result<Adjustments, FieldError> {
+    let mut out = Adjustments::default();
+    let Some(list) = r.array("adjustments")? else {
+        return Ok(out);
+    };
+    let mut seen = HashSet::new();
+    for (i, a) in list.iter().enumerate() {
+        let path = index(&r.field_path("adjustments"), i);
+        let probe = ObjReader::new(&path, a, &["type", "quantity", "amount", "percent"])?;
+        let kind = probe.choice("type", ADJUSTMENTS)?.ok_or_else(|| {
+            FieldError::new(
+                probe.field_path("type"),
+                format!("is required: one of {}", ADJUSTMENTS.join(", ")),
+            )
+        })?;
+        if !seen.insert(kind) {
+            return Err(FieldError::new(
+                probe.field_path("type"),
+                format!("{kind} is given twice; each adjustment type applies once"),
+            ));
+        }
+        let field = match kind {
+            "usage_discount" => "quantity",
+            "percentage_discount" => "percent",
+            _ => "amount",
+        };
+        let fields: &'static [&'static str] = match field {
+            "quantity" => &["type", "quantity"],
+            "percent" => &["type", "percent"],
+            _ => &["type", "amount"],
+        };
+        let ar = ObjReader::new(&path, a, fields)?;
+        let value = decimal(&ar, field)?.ok_or_else(|| {
+            FieldError::new(ar.field_path(field), format!("is required for {kind}"))
+        })?;
+        match kind {
+            "usage_discount" => out.usage_discount = value,
+            "amount_discount" => out.amount_discount = value,
+            "percentage_discount" => {
+                out.percentage_discount = percent(&ar, field)?.unwrap_or(value);
+            }
+            "minimum" => out.minimum = Some(value),
+            _ => out.maximum = Some(value),
+        }
+    }
+    Ok(out)
 }
 
 fn tiers(r: &ObjReader<'_>, model: &str) -> Result<Vec<Tier>, FieldError> {

@@ -1,16 +1,22 @@
 //! The rater: feed validated, deduplicated events; get one invoice per customer and environment.
 
 use super::aggregate::Accumulator;
-use super::invoice::{assemble, rate_charge, Invoice, RatingError};
+use super::invoice::{rate_line, LineTerms, RatingError};
+use super::pipeline::{finish, Invoice, Usage};
 use super::plan::Plan;
+use super::terms::Terms;
 use crate::environment::Environment;
 use crate::event::UsageEvent;
+use crate::time::Timestamp;
+use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug)]
 struct CustomerState {
     accumulators: Vec<Accumulator>,
     skipped: Vec<u64>,
+    events: u64,
+    terms: Option<Terms>,
 }
 
 /// Aggregates events for a plan, customer by customer.
@@ -20,6 +26,8 @@ pub struct Rater {
     by_metric: HashMap<String, Vec<usize>>,
     /// Per environment (sandbox, production): customer → state.
     customers: [BTreeMap<String, CustomerState>; 2],
+    /// The invoice period `[start, end)`, for proration.
+    period: Option<(Timestamp, Timestamp)>,
 }
 
 impl Rater {
@@ -35,6 +43,22 @@ impl Rater {
             plan,
             by_metric,
             customers: [BTreeMap::new(), BTreeMap::new()],
+            period: None,
+        }
+    }
+
+    /// Sets the invoice period `[start, end)`: a prorated flat fee is billed for the part of
+    /// it a customer's service period covers.
+    pub fn set_period(&mut self, start: Timestamp, end: Timestamp) {
+        self.period = Some((start, end));
+    }
+
+    /// Bills a customer on its terms, with or without events.
+    pub fn subscribe(&mut self, terms: Terms) {
+        let env = terms.environment;
+        self.add_customer(env, &terms.id);
+        if let Some(st) = self.customers[env.index()].get_mut(terms.id.as_str()) {
+            st.terms = Some(terms);
         }
     }
 
@@ -42,6 +66,8 @@ impl Rater {
         CustomerState {
             accumulators: plan.charges.iter().map(Accumulator::for_charge).collect(),
             skipped: vec![0; plan.charges.len()],
+            events: 0,
+            terms: None,
         }
     }
 
@@ -52,15 +78,17 @@ impl Rater {
             plan,
             by_metric,
             customers,
+            ..
         } = self;
         let per_env = &mut customers[e.environment.index()];
         if !per_env.contains_key(e.customer_id.as_str()) {
             per_env.insert(e.customer_id.clone(), Self::new_state(plan));
         }
-        let (Some(state), Some(indices)) = (
-            per_env.get_mut(e.customer_id.as_str()),
-            by_metric.get(&e.metric),
-        ) else {
+        let Some(state) = per_env.get_mut(e.customer_id.as_str()) else {
+            return;
+        };
+        state.events += 1;
+        let Some(indices) = by_metric.get(&e.metric) else {
             return;
         };
         for &i in indices {
@@ -90,17 +118,52 @@ impl Rater {
         let mut out = Vec::new();
         for env in Environment::ALL {
             for (customer, st) in &self.customers[env.index()] {
+                let terms = st.terms.as_ref();
+                let rollover_in = |charge: &str| {
+                    terms
+                        .and_then(|t| t.rollover_in.get(charge).copied())
+                        .unwrap_or(Decimal::ZERO)
+                };
+                let covered = self.covered(terms);
                 let lines = self
                     .plan
                     .charges
                     .iter()
                     .zip(&st.accumulators)
                     .zip(&st.skipped)
-                    .map(|((c, acc), skipped)| rate_charge(&self.plan, c, acc, *skipped))
+                    .map(|((c, acc), skipped)| {
+                        let lt = LineTerms {
+                            rollover_in: rollover_in(&c.id),
+                            covered,
+                        };
+                        rate_line(&self.plan, c, acc, *skipped, lt)
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
-                out.push(assemble(&self.plan, env, customer, lines));
+                out.push(finish(
+                    &self.plan,
+                    env,
+                    customer,
+                    lines,
+                    terms,
+                    Usage { events: st.events },
+                    &rollover_in,
+                ));
             }
         }
         Ok(out)
+    }
+
+    /// The part of the invoice period a customer's service period covers, exactly (days of
+    /// the period's real length, to the nanosecond); `None` when either is not known.
+    fn covered(&self, terms: Option<&Terms>) -> Option<Decimal> {
+        let (ps, pe) = self.period?;
+        let (ss, se) = terms?.service_period?;
+        let whole = pe.unix_nanos() - ps.unix_nanos();
+        if whole <= 0 {
+            return None;
+        }
+        let overlap =
+            (se.unix_nanos().min(pe.unix_nanos()) - ss.unix_nanos().max(ps.unix_nanos())).max(0);
+        Some(Decimal::from(overlap) / Decimal::from(whole))
     }
 }
