@@ -164,7 +164,7 @@ fn run_prints_a_report_and_scenario_checks_expectations() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("minimum true-up 75.00   total 100.00"),
+        out.contains("minimum true-up 75.00   discounts 0.00   tax 0.00   total 100.00"),
         "{out}"
     );
     assert!(err.contains("as expected"), "{err}");
@@ -203,7 +203,17 @@ fn every_command_answers_help_and_version_and_lists_its_flags() {
                 "--quiet",
             ][..],
         ),
-        ("rate", &["--plan", "--events", "--now", "--format"][..]),
+        (
+            "rate",
+            &[
+                "--plan",
+                "--events",
+                "--now",
+                "--customers",
+                "--period",
+                "--format",
+            ][..],
+        ),
         (
             "send",
             &[
@@ -373,4 +383,112 @@ fn jsonl_streams_requests_then_events_then_the_summary() {
             }
         }
     }
+}
+
+/// The billing pipeline from the command line: every customer listed is invoiced (an idle one
+/// its flat fee and the first tier's flat fee), the period prorates and bounds the events, and
+/// coupons, tax and prepaid credits make the amount due.
+#[test]
+fn rate_with_customers_and_a_period_invoices_the_idle_and_runs_every_stage() {
+    let billing = |f: &str| sample(&format!("billing/{f}"));
+    let (code, out, err) = replay(&[
+        "rate",
+        "--plan",
+        &billing("plan.json"),
+        "--events",
+        &billing("events.jsonl"),
+        "--customers",
+        &billing("customers.json"),
+        "--period",
+        "2026-03-01T00:00:00Z/2026-04-01T00:00:00Z",
+        "--now",
+        "2026-04-01T12:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let got: Value = serde_json::from_str(&out).unwrap();
+    let inv = |id: &str| {
+        got["invoices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["customer_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no invoice for {id}: {got}"))
+    };
+    let summary = |i: &Value| {
+        [
+            "subtotal",
+            "discounts",
+            "tax",
+            "total",
+            "credits_applied",
+            "amount_due",
+        ]
+        .map(|k| i[k].as_str().unwrap().to_string())
+    };
+    let idle = inv("idle");
+    let lines: Vec<(&str, &str)> = idle["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["charge"].as_str().unwrap(), l["amount"].as_str().unwrap()))
+        .collect();
+    assert_eq!(lines, [("platform", "49.00"), ("api", "10.00")]);
+    assert_eq!(
+        summary(&idle),
+        ["59.00", "0.00", "11.80", "70.80", "0.00", "70.80"]
+    );
+    // acme: 22 of March's 31 days of 49.00 = 34.77; 3,000 calls (February's are outside the
+    // period) = 10.00 + 2,000 × 0.01 = 30.00; 10% coupon = 6.48; 20% tax on 58.29 = 11.66;
+    // 20.00 of credits.
+    let acme = inv("acme");
+    assert_eq!(acme["lines"][0]["amount"], "34.77");
+    assert_eq!(acme["lines"][1]["amount"], "30.00");
+    assert_eq!(
+        summary(&acme),
+        ["64.77", "6.48", "11.66", "69.95", "20.00", "49.95"]
+    );
+    let names: Vec<&str> = acme["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "usage",
+            "rollover",
+            "aggregation",
+            "rating",
+            "adjustments",
+            "commitment",
+            "coupons",
+            "tax",
+            "credits",
+            "settlement"
+        ]
+    );
+    assert_eq!(got["events"]["outside_period"], 1);
+    // A customers file with a mistake says where.
+    let bad = std::env::temp_dir().join(format!("aforo-bad-customers-{}.json", std::process::id()));
+    std::fs::write(
+        &bad,
+        r#"{"customers": [{"id": "x", "coupons": [{"id": "c"}]}]}"#,
+    )
+    .unwrap();
+    let (code, _, err) = replay(&[
+        "rate",
+        "--plan",
+        &billing("plan.json"),
+        "--events",
+        &billing("events.jsonl"),
+        "--customers",
+        &bad.display().to_string(),
+        "--period",
+        "2026-03-01T00:00:00Z",
+    ]);
+    let _ = std::fs::remove_file(&bad);
+    assert_ne!(code, 0);
+    assert!(err.contains("customers[0].coupons[0]"), "{err}");
 }

@@ -3,12 +3,15 @@
 //!
 //! Exit status: 0 success, 2 invalid input (with a message that says where), 1 other failures.
 
+use aforo_core::entitlement::{Period, QuotaWindow};
 use aforo_core::rating::Plan;
+use aforo_core::rating::Terms;
 use aforo_core::time::parse_rfc3339;
 use aforo_core::Timestamp;
 use aforo_host_tests::abi::{Profile, VmError};
 use aforo_host_tests::faults::{parse_duration_ms, parse_faults, parse_skew_ms};
-use aforo_host_tests::replay::{rate::rate, run, RunError, RunOptions, RunReport};
+use aforo_host_tests::replay::rate::{rate_for, Billing};
+use aforo_host_tests::replay::{run, RunError, RunOptions, RunReport};
 use aforo_host_tests::{send, traffic};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -131,6 +134,15 @@ struct RateArgs {
     /// The time the invoices are made at (RFC 3339; default: now).
     #[arg(long, value_name = "RFC3339")]
     now: Option<String>,
+    /// The customers billed, with their terms (`{"customers": [{"id", "environment", …}]}`):
+    /// each is invoiced, with or without events.
+    #[arg(long, value_name = "CUSTOMERS.json")]
+    customers: Option<PathBuf>,
+    /// The invoice period START/END (RFC 3339): only its events are rated, and flat fees with
+    /// proration are billed for the part a customer's service period covers (default: the
+    /// calendar month of --now, for proration only).
+    #[arg(long, value_name = "START/END")]
+    period: Option<String>,
     /// The report's format.
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
@@ -297,7 +309,36 @@ fn cmd_rate(a: RateArgs) -> Result<(), Fail> {
         Some(n) => parse_rfc3339(n).map_err(|e| invalid(format!("--now: {e}")))?,
         None => now_wall(),
     };
-    let report = rate(plan, &events_path, &text, now).map_err(invalid)?;
+    let customers = match &a.customers {
+        None => Vec::new(),
+        Some(p) => Terms::list_from_json(&read(p, "customers")?)
+            .map_err(|e| invalid(format!("{}: {e}", p.display())))?,
+    };
+    let (period, only_in_period) = match &a.period {
+        Some(text) => {
+            let (s, e) = text.split_once('/').ok_or_else(|| {
+                invalid(format!(
+                    "--period: expected START/END in RFC 3339, e.g. 2026-11-01T00:00:00Z/2026-12-01T00:00:00Z, got {text:?}"
+                ))
+            })?;
+            let start = parse_rfc3339(s).map_err(|e| invalid(format!("--period start: {e}")))?;
+            let end = parse_rfc3339(e).map_err(|e| invalid(format!("--period end: {e}")))?;
+            if end <= start {
+                return Err(invalid("--period: END must be after START".to_string()));
+            }
+            (Some((start, end)), true)
+        }
+        None => (
+            Some(QuotaWindow::calendar(Period::Month).current(now)),
+            false,
+        ),
+    };
+    let billing = Billing {
+        customers,
+        period,
+        only_in_period,
+    };
+    let report = rate_for(plan, &events_path, &text, now, &billing).map_err(invalid)?;
     print_report(a.format, &report, |r| r.to_table())
 }
 

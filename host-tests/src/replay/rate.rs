@@ -4,7 +4,7 @@
 use crate::replay::report::invoices_table;
 use aforo_core::dedup::{DedupWindow, Seen};
 use aforo_core::event::parse_wire_event;
-use aforo_core::rating::{Invoice, Plan, Rater};
+use aforo_core::rating::{Invoice, Plan, Rater, Terms};
 use aforo_core::time::NANOS_PER_DAY;
 use aforo_core::validate::validate_event;
 use aforo_core::Timestamp;
@@ -24,6 +24,13 @@ pub struct EventCounts {
     pub rejected: BTreeMap<String, u64>,
     /// Accepted events older than 24 hours.
     pub late: u64,
+    /// Valid events outside `--period` (not rated).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub outside_period: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The output of `rate`.
@@ -47,7 +54,7 @@ impl RateReport {
             .collect();
         let _ = writeln!(
             out,
-            "Events: accepted {}, duplicates {}, rejected {}, late {}",
+            "Events: accepted {}, duplicates {}, rejected {}, late {}{}",
             self.events.accepted,
             self.events.duplicates,
             if rejected.is_empty() {
@@ -55,7 +62,12 @@ impl RateReport {
             } else {
                 rejected.join(", ")
             },
-            self.events.late
+            self.events.late,
+            if self.events.outside_period > 0 {
+                format!(", outside the period {}", self.events.outside_period)
+            } else {
+                String::new()
+            }
         );
         out
     }
@@ -63,7 +75,36 @@ impl RateReport {
 
 /// Rates the events of a JSONL text; `Err` says which line is not JSON.
 pub fn rate(plan: Plan, file: &str, text: &str, now: Timestamp) -> Result<RateReport, String> {
+    rate_for(plan, file, text, now, &Billing::default())
+}
+
+/// Who is billed and for which period (`aforo-replay rate --customers --period`).
+#[derive(Clone, Debug, Default)]
+pub struct Billing {
+    /// Customers invoiced on their terms, with or without events.
+    pub customers: Vec<Terms>,
+    /// The invoice period `[start, end)`: prorates flat fees; with `only_in_period`, events
+    /// outside it are not rated.
+    pub period: Option<(Timestamp, Timestamp)>,
+    /// Rate only the events whose timestamp is in the period (`--period` given).
+    pub only_in_period: bool,
+}
+
+/// As `rate`, for the customers and period of `billing`.
+pub fn rate_for(
+    plan: Plan,
+    file: &str,
+    text: &str,
+    now: Timestamp,
+    billing: &Billing,
+) -> Result<RateReport, String> {
     let mut rater = Rater::new(plan);
+    if let Some((start, end)) = billing.period {
+        rater.set_period(start, end);
+    }
+    for t in &billing.customers {
+        rater.subscribe(t.clone());
+    }
     let mut seen = [
         DedupWindow::new(usize::MAX, 90 * NANOS_PER_DAY),
         DedupWindow::new(usize::MAX, 90 * NANOS_PER_DAY),
@@ -91,6 +132,14 @@ pub fn rate(plan: Plan, file: &str, text: &str, now: Timestamp) -> Result<RateRe
             Ok(flag) => match seen[event.environment.index()].check_and_insert(&event.id, now) {
                 Seen::Duplicate => counts.duplicates += 1,
                 Seen::New => {
+                    if billing.only_in_period
+                        && billing
+                            .period
+                            .is_some_and(|(s, e)| event.timestamp < s || event.timestamp >= e)
+                    {
+                        counts.outside_period += 1;
+                        continue;
+                    }
                     counts.accepted += 1;
                     if flag.is_some() {
                         counts.late += 1;

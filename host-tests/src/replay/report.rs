@@ -254,9 +254,19 @@ pub fn invoices_table(invoices: &[Invoice]) -> String {
         ));
         let _ = writeln!(
             out,
-            "  subtotal {}   minimum true-up {}   total {}\n",
-            inv.subtotal, inv.minimum_true_up, inv.total
+            "  subtotal {}   minimum true-up {}   discounts {}   tax {}   total {}   credits {}   amount due {}",
+            inv.subtotal,
+            inv.minimum_true_up,
+            inv.discounts,
+            inv.tax,
+            inv.total,
+            inv.credits_applied,
+            inv.amount_due
         );
+        for f in &inv.flags {
+            let _ = writeln!(out, "  {}: {}", f.code, f.message);
+        }
+        out.push('\n');
     }
     out
 }
