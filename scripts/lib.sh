@@ -5,6 +5,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${AFORO_CACHE:-$HOME/.cache/aforo-gateway}"
 # Builds live outside the clone, so CI on this machine reuses them (wasmtime takes minutes).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+# CI builds each fresh clone once: incremental caches (gigabytes per clone path) only fill the disk.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"; fi
 VENV="$CACHE/venv"
 export AFORO_ENVOY="${AFORO_ENVOY:-$VENV/bin/envoy}"
 export AFORO_CFN_LINT="${AFORO_CFN_LINT:-$VENV/bin/cfn-lint}"

@@ -21,7 +21,15 @@ interface Invoice {
   lines: Line[];
   subtotal: string;
   minimum_true_up: string;
+  discounts: string;
+  tax: string;
+  tax_rate_percent?: string;
+  tax_inclusive?: boolean;
   total: string;
+  credits_applied: string;
+  amount_due: string;
+  margin_percent?: string;
+  flags?: { code: string; message: string }[];
 }
 
 interface Preview {
@@ -92,17 +100,54 @@ function InvoiceTable({ inv, sandbox }: { inv: Invoice; sandbox: boolean }) {
               </th>
               <td class="num">{inv.minimum_true_up}</td>
             </tr>
+            <tr>
+              <th scope="row" colSpan={5}>
+                Discounts (coupons)
+              </th>
+              <td class="num">{inv.discounts}</td>
+            </tr>
+            <tr>
+              <th scope="row" colSpan={5}>
+                Tax{inv.tax_rate_percent ? ` (${inv.tax_rate_percent}%${inv.tax_inclusive ? ', included' : ''})` : ''}
+              </th>
+              <td class="num">{inv.tax}</td>
+            </tr>
+            <tr>
+              <th scope="row" colSpan={5}>
+                Total
+              </th>
+              <td class="num">{inv.total}</td>
+            </tr>
+            <tr>
+              <th scope="row" colSpan={5}>
+                Prepaid credits applied
+              </th>
+              <td class="num">{inv.credits_applied}</td>
+            </tr>
             <tr class="total">
               <th scope="row" colSpan={5}>
-                Total{sandbox ? ' (simulated)' : ''}
+                Amount due{sandbox ? ' (simulated)' : ''}
               </th>
               <td class="num">
-                {inv.total} {cur}
+                {inv.amount_due} {cur}
               </td>
             </tr>
+            {inv.margin_percent !== undefined && (
+              <tr>
+                <th scope="row" colSpan={5}>
+                  Margin
+                </th>
+                <td class="num">{inv.margin_percent}%</td>
+              </tr>
+            )}
           </tfoot>
         </table>
       </TableWrap>
+      {(inv.flags ?? []).map((f) => (
+        <p class="notice" key={f.code}>
+          <strong>{f.code}</strong>: {f.message}
+        </p>
+      ))}
     </section>
   );
 }
