@@ -65,3 +65,27 @@ fn every_scenario_directory_has_a_test() {
         ]
     );
 }
+
+/// The sandbox's limit is real in the replay: the minimum-spend scenario's traffic, packed as
+/// 12,000 requests into 20 minutes instead of spread over hours, is answered 429 once the key
+/// has sent 10,000 events in the hour (the scenarios spread theirs, and assert no 429).
+#[test]
+fn the_sandbox_limit_answers_429_past_10_000_events_an_hour() {
+    let dir = repo_root().join("host-tests/scenarios/minimum-spend");
+    let mut sc = load(&dir, &filter_module().unwrap()).unwrap();
+    let packed = r#"{"time": "2026-03-02T09:00:00Z", "repeat": 12000, "interval_ms": 100, "request": {"method": "GET", "path": "/v1/search", "headers": {"x-customer-id": "cust_a", "x-request-id": "packed-{n}"}}, "customer": "cust_a"}"#;
+    sc.options.traffic = aforo_host_tests::traffic::parse_jsonl(
+        "packed.jsonl",
+        packed,
+        aforo_core::Timestamp::from_unix_secs(0),
+    )
+    .unwrap();
+    let report = run(&sc.options).unwrap();
+    let by_status = &report.ingest.by_status;
+    assert!(
+        by_status.get(&429).copied().unwrap_or(0) > 0,
+        "{by_status:?}\n{}",
+        report.to_table()
+    );
+    assert!(report.ingest.accepted <= 12_000);
+}
