@@ -11,8 +11,9 @@
 
 use aforo_core::entitlement::{QuotaWindow, Snapshot, DAILY_CREDITS};
 use aforo_core::keys::hash_key;
-use aforo_core::rating::Plan;
+use aforo_core::rating::{Plan, Terms};
 use aforo_core::strict_json::{parse_json, FieldError};
+use aforo_core::Environment;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,6 +42,9 @@ pub struct Catalog {
     pub features: HashMap<String, Vec<FeatureUse>>,
     /// The pricing plan, for invoice previews.
     pub plan: Option<Plan>,
+    /// Customers' billing terms (`customers.<id>.billing`: coupons, tax, credits, service
+    /// period), validated; invoice previews bill them, with or without events.
+    pub billing: HashMap<String, Value>,
 }
 
 fn fail(path: &str, msg: impl Into<String>) -> FieldError {
@@ -54,6 +58,7 @@ impl Catalog {
             base: json!({"customers": {}, "consumer_keys": []}),
             features: HashMap::new(),
             plan: None,
+            billing: HashMap::new(),
         }
     }
 
@@ -96,8 +101,19 @@ impl Catalog {
         };
         let mut features: HashMap<String, Vec<FeatureUse>> = HashMap::new();
         let mut metrics: Vec<(String, String, String)> = Vec::new();
+        let mut billing = HashMap::new();
         if let Some(Value::Object(customers)) = obj.get_mut("customers") {
             for (cid, c) in customers.iter_mut() {
+                if let Some(b) = c.as_object_mut().and_then(|o| o.remove("billing")) {
+                    // Checked now, with the catalog's path; billed per environment later.
+                    Terms::from_billing(
+                        &format!("customers.{cid}.billing"),
+                        cid,
+                        Environment::Production,
+                        &b,
+                    )?;
+                    billing.insert(cid.clone(), b);
+                }
                 let Some(Value::Object(fs)) = c.get_mut("features") else {
                     continue;
                 };
@@ -173,6 +189,7 @@ impl Catalog {
             base: v,
             features,
             plan,
+            billing,
         })
     }
 
@@ -327,6 +344,18 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.path, "customers.a.features.f.quota");
+        let e = Catalog::from_bytes(
+            br#"{"customers": {"a": {"billing": {"coupons": [{"id": "x", "percent_off": 120}]}}}}"#,
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "customers.a.billing.coupons[0].percent_off");
+        let e = Catalog::from_bytes(
+            br#"{"customers": {"a": {"billing": {"id": "b"}}}}"#,
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "customers.a.billing.id");
         let e = Catalog::from_bytes(br#"{"customer": {}}"#, Path::new(".")).unwrap_err();
         assert_eq!(e.path, "customer");
         let e = Catalog::from_bytes(

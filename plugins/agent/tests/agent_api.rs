@@ -1341,3 +1341,71 @@ fn keys_are_listed_with_their_state_and_last_use() {
         "no secret listed"
     );
 }
+
+/// The invoice preview bills the catalog's customers on their `billing` terms (coupons, tax,
+/// prepaid credits), a customer without events included.
+#[test]
+fn invoice_previews_follow_each_customers_billing_terms() {
+    let mut cat = catalog();
+    cat["plan"] = json!({"currency": "USD", "charges": [
+        {"id": "platform", "model": "flat", "amount": "10.00"},
+        {"id": "calls", "metric": "api_calls", "model": "unit", "unit_amount": "0.01"}]});
+    cat["customers"]["acme"]["billing"] = json!({"tax_rate_percent": 20, "prepaid_credits": "5",
+        "coupons": [{"id": "launch", "percent_off": "10", "duration": "forever"}]});
+    cat["customers"]["initech"] = json!({"features": {}, "billing": {"tax_rate_percent": "20"}});
+    let a = Agent::start(
+        "preview-terms",
+        &cat,
+        &[
+            "--environments",
+            "sandbox,production",
+            "--tenant-keys",
+            LIVE,
+        ],
+    );
+    for i in 0..3 {
+        let r = a.call(
+            "POST",
+            "/v1/meter",
+            LIVE,
+            &json!({"tenantId": "acme", "metricKey": "api_calls", "id": format!("pv-{i}")}),
+        );
+        assert_eq!(body(&r)["environment"], "production", "{}", body(&r));
+    }
+    let r = a.call(
+        "GET",
+        "/v1/invoices/preview",
+        LIVE,
+        &serde_json::Value::Null,
+    );
+    assert_eq!(r.status, 200, "{}", body(&r));
+    let invoices = body(&r)["invoices"].as_array().unwrap().clone();
+    let of = |id: &str| {
+        invoices
+            .iter()
+            .find(|i| i["customer_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id}: {invoices:?}"))
+    };
+    let sum = |i: &serde_json::Value| {
+        [
+            "subtotal",
+            "discounts",
+            "tax",
+            "total",
+            "credits_applied",
+            "amount_due",
+        ]
+        .map(|k| i[k].as_str().unwrap().to_string())
+    };
+    // acme: 10.00 + 3 × 0.01 = 10.03; 10% off = 1.00; 20% tax on 9.03 = 1.81; 5.00 of credits.
+    assert_eq!(
+        sum(&of("acme")),
+        ["10.03", "1.00", "1.81", "10.84", "5.00", "5.84"]
+    );
+    // initech has no events and is invoiced its flat fee, with tax.
+    assert_eq!(
+        sum(&of("initech")),
+        ["10.00", "0.00", "2.00", "12.00", "0.00", "12.00"]
+    );
+}

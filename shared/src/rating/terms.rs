@@ -142,6 +142,31 @@ impl Terms {
         Ok(out)
     }
 
+    /// A catalog customer's `billing` object as its terms in `environment` (numbers may be
+    /// JSON numbers or strings; every digit is kept).
+    pub fn from_billing(
+        path: &str,
+        id: &str,
+        environment: Environment,
+        billing: &Value,
+    ) -> Result<Terms, FieldError> {
+        let text = numbers_as_strings(&billing.to_string());
+        let mut v = parse_json("the billing terms", text.as_bytes())?;
+        if let Some(o) = v.as_object_mut() {
+            for k in ["id", "environment"] {
+                if o.contains_key(k) {
+                    return Err(FieldError::new(
+                        crate::strict_json::join(path, k),
+                        "is the customer's own: leave it out of billing",
+                    ));
+                }
+            }
+            o.insert("id".into(), Value::from(id));
+            o.insert("environment".into(), Value::from(environment.as_str()));
+        }
+        Terms::from_value(path, &v)
+    }
+
     /// One customer's terms (numbers as strings).
     pub fn from_value(path: &str, v: &Value) -> Result<Terms, FieldError> {
         let r = ObjReader::new(path, v, CUSTOMER)?;

@@ -6,7 +6,7 @@ use super::{json, ApiError};
 use crate::app::App;
 use aforo_core::entitlement::{Period, QuotaWindow};
 use aforo_core::event::Quantity;
-use aforo_core::rating::Rater;
+use aforo_core::rating::{Rater, Terms};
 use aforo_core::time::{parse_rfc3339, parse_utc_offset, period_of, Granularity};
 use aforo_core::{Environment, Timestamp};
 use axum::extract::State;
@@ -137,25 +137,37 @@ pub async fn invoice_preview(
             "invoices cover from..to as one period; ask for each period with from and to",
         ));
     }
-    let plan = app
+    let catalog = app
         .catalog
         .read()
-        .map_err(|_| ApiError::unavailable("catalog"))?
-        .plan
-        .clone()
-        .ok_or_else(|| {
-            ApiError::new(
-                404,
-                "no_plan",
-                "no pricing plan is configured: add \"plan\" to the catalog",
-            )
-        })?;
+        .map_err(|_| ApiError::unavailable("catalog"))?;
+    // Customers with billing terms are invoiced on them, with or without events.
+    let mut terms = Vec::new();
+    for (cid, b) in &catalog.billing {
+        if p.customer.as_ref().is_none_or(|c| c == cid) {
+            let t = Terms::from_billing(&format!("customers.{cid}.billing"), cid, p.env, b)
+                .map_err(|e| ApiError::new(500, "rating_failed", e.to_string()))?;
+            terms.push(t);
+        }
+    }
+    let plan = catalog.plan.clone().ok_or_else(|| {
+        ApiError::new(
+            404,
+            "no_plan",
+            "no pricing plan is configured: add \"plan\" to the catalog",
+        )
+    })?;
     let currency = plan.currency.clone();
     let events = app
         .stores
         .events_between(p.env, p.from, p.to, p.customer.as_deref())
         .map_err(ApiError::unavailable)?;
+    drop(catalog);
     let mut rater = Rater::new(plan);
+    rater.set_period(p.from, p.to);
+    for t in terms {
+        rater.subscribe(t);
+    }
     for e in &events {
         rater.add(e);
     }
