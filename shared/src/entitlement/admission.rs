@@ -161,49 +161,41 @@ pub fn admit(
             }
         }
     }
+    // The feature's quota, then the customer's daily credits (counted in both environments,
+    // refused in production only): each reserves the request's units and is added to after.
     let mut usage_counters = Vec::new();
-    if entitlement.quota.is_some() {
-        let window = entitlement.window.current(now);
-        let key = quota_key(env, &identity.customer_id, req.feature);
+    let quotas = [
+        entitlement
+            .quota
+            .is_some()
+            .then_some((req.feature, entitlement, None)),
+        grant
+            .daily_credits
+            .map(|d| (DAILY_CREDITS, d, Some(env == Environment::Production))),
+    ];
+    for (name, ent, daily_enforced) in quotas.into_iter().flatten() {
+        let window = ent.window.current(now);
+        let key = quota_key(env, &identity.customer_id, name);
         let units = req.cost.unwrap_or(0);
-        match update(counters, &key, window.0, units as i64, |local| {
-            check_quota_in(entitlement, window, local, units, now)
-        }) {
-            Update::Done(a) | Update::Unshared(Ok(a)) => {
-                allowance = Allowance::tighter(allowance, a);
-                if units > 0 {
-                    reservations.push(Reservation {
-                        key: key.clone(),
-                        window_start: window.0,
-                        units,
-                    });
-                }
-                usage_counters.push((key, window.0));
-            }
-            Update::Refused(d) | Update::Unshared(Err(d)) => {
-                return refuse(d, counters, &reservations, &identity)
-            }
-        }
-    }
-    // Daily credits: counted in both environments, refused in production only.
-    if let Some(daily) = grant.daily_credits {
-        let window = daily.window.current(now);
-        let key = quota_key(env, &identity.customer_id, DAILY_CREDITS);
-        let units = req.cost.unwrap_or(0);
-        let enforced = env == Environment::Production;
-        match update(counters, &key, window.0, units as i64, |local| {
-            if !enforced {
-                return Ok(None);
-            }
-            check_quota_in(daily, window, local, units, now).map_err(|mut d| {
-                d.code = DenyCode::DailyCreditLimit;
-                d.message = format!(
-                    "the daily credit limit of {} is used up; it renews at midnight UTC",
-                    daily.quota.unwrap_or(0)
-                );
-                d
-            })
-        }) {
+        let checked = update(
+            counters,
+            &key,
+            window.0,
+            units as i64,
+            |local| match daily_enforced {
+                None => check_quota_in(ent, window, local, units, now),
+                Some(false) => Ok(None),
+                Some(true) => check_quota_in(ent, window, local, units, now).map_err(|mut d| {
+                    d.code = DenyCode::DailyCreditLimit;
+                    d.message = format!(
+                        "the daily credit limit of {} is used up; it renews at midnight UTC",
+                        ent.quota.unwrap_or(0)
+                    );
+                    d
+                }),
+            },
+        );
+        match checked {
             Update::Done(a) | Update::Unshared(Ok(a)) => {
                 allowance = Allowance::tighter(allowance, a);
                 if units > 0 {
