@@ -22,6 +22,27 @@ export interface Loaded<T> {
 }
 
 /** Runs `fn` when `deps` change (and on reload()); `fn` null means "nothing to load". */
+/** A change the admin makes: one at a time, its status line and its error, then a reload. */
+export function useAction(reload: () => void) {
+  const [busy, setBusy] = useState(false);
+  const [status, setStatus] = useState('');
+  const [actionError, setActionError] = useState<ApiError | null>(null);
+  const run = async (f: () => Promise<void>) => {
+    setBusy(true);
+    setStatus('');
+    setActionError(null);
+    try {
+      await f();
+      reload();
+    } catch (e) {
+      setActionError(toApiError(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { busy, status, setStatus, actionError, setActionError, run };
+}
+
 export function useLoad<T>(fn: (() => Promise<T>) | null, deps: unknown[]): Loaded<T> {
   const [state, setState] = useState<{ data?: T; error?: ApiError; loading: boolean }>({
     loading: fn !== null,

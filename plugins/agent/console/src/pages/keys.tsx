@@ -1,5 +1,5 @@
 import { useId, useState } from 'preact/hooks';
-import { ApiError, call, toApiError } from '../api';
+import { ApiError, call } from '../api';
 import { localToRfc3339 } from '../format';
 import {
   Badge,
@@ -12,6 +12,7 @@ import {
   StatusLine,
   TableWrap,
   Time,
+  useAction,
   useConsole,
   useLoad,
 } from '../ui';
@@ -55,24 +56,9 @@ export function KeysPage() {
   const [expires, setExpires] = useState('');
   const [grace, setGrace] = useState('86400');
   const [shown, setShown] = useState<Shown | null>(null);
-  const [busy, setBusy] = useState(false);
-  const [status, setStatus] = useState('');
-  const [actionError, setActionError] = useState<ApiError | null>(null);
   const [revoking, setRevoking] = useState<KeyRow | null>(null);
 
-  const run = async (f: () => Promise<void>) => {
-    setBusy(true);
-    setStatus('');
-    setActionError(null);
-    try {
-      await f();
-      list.reload();
-    } catch (e) {
-      setActionError(toApiError(e));
-    } finally {
-      setBusy(false);
-    }
-  };
+  const { busy, status, setStatus, actionError, setActionError, run } = useAction(list.reload);
 
   const create = (e: Event) => {
     e.preventDefault();

@@ -12,6 +12,7 @@ import {
   StatusLine,
   TableWrap,
   Time,
+  useAction,
   useConsole,
   useLoad,
 } from '../ui';
@@ -56,24 +57,9 @@ function Endpoints() {
   const [url, setUrl] = useState('');
   const [events, setEvents] = useState<string[]>(EVENT_TYPES);
   const [created, setCreated] = useState<(Endpoint & { secret: string }) | null>(null);
-  const [busy, setBusy] = useState(false);
-  const [status, setStatus] = useState('');
-  const [actionError, setActionError] = useState<ApiError | null>(null);
   const [deleting, setDeleting] = useState<Endpoint | null>(null);
 
-  const run = async (f: () => Promise<void>) => {
-    setBusy(true);
-    setStatus('');
-    setActionError(null);
-    try {
-      await f();
-      list.reload();
-    } catch (e) {
-      setActionError(toApiError(e));
-    } finally {
-      setBusy(false);
-    }
-  };
+  const { busy, status, setStatus, actionError, setActionError, run } = useAction(list.reload);
 
   const create = (e: Event) => {
     e.preventDefault();
