@@ -110,6 +110,15 @@ pub fn admit(
         environment: env,
         key_id: grant.key.map(|k| k.key_id.clone()),
     };
+    if grant.margin_guard && env == Environment::Production {
+        return Err(Refusal {
+            deny: Deny::new(
+                DenyCode::MarginGuard,
+                "the customer's margin this period is below its plan's floor; requests are refused until it is reviewed",
+            ),
+            identity: Some(Box::new(identity)),
+        });
+    }
     let entitlement = grant.entitlement;
     let mut allowance: Option<Allowance> = None;
     let mut reservations: Vec<Reservation> = Vec::new();
@@ -376,6 +385,28 @@ mod tests {
             }}),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_margin_guard_refuses_production_and_never_the_sandbox() {
+        let s = Snapshot::from_value(
+            "",
+            &json!({"customers": {"m": {"margin_guard": true, "features": {"f": {}}}}}),
+        )
+        .unwrap();
+        let mut m = MemoryCounters::new();
+        let t = Timestamp::from_unix_secs(1_773_576_000);
+        let r = admit(&s, &req(Credential::Customer("m"), "f", Some(1)), t, &mut m).unwrap_err();
+        assert_eq!(
+            (r.deny.code.status(), r.deny.code.as_str()),
+            (403, "margin_guard")
+        );
+        assert_eq!(r.identity.unwrap().customer_id, "m");
+        let mut sandbox = req(Credential::Customer("m"), "f", Some(1));
+        sandbox.default_environment = Environment::Sandbox;
+        admit(&s, &sandbox, t, &mut m).unwrap();
+        let again = Snapshot::from_value("", &s.to_value()).unwrap();
+        assert!(again.customers["m"].margin_guard);
     }
 
     #[test]

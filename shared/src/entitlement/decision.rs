@@ -43,12 +43,15 @@ pub enum DenyCode {
     RateLimited,
     /// The customer's credits for the UTC day are used up (429; production only).
     DailyCreditLimit,
+    /// The customer's margin this period is below its plan's floor with `margin_action:
+    /// block` (403; production only).
+    MarginGuard,
     /// No fresh snapshot and the failure mode is closed (503).
     EntitlementsUnavailable,
 }
 
 /// Every deny code, for reports that count by code.
-pub const ALL_DENY_CODES: [DenyCode; 10] = [
+pub const ALL_DENY_CODES: [DenyCode; 11] = [
     DenyCode::InvalidKey,
     DenyCode::UnknownCustomer,
     DenyCode::CustomerSuspended,
@@ -58,6 +61,7 @@ pub const ALL_DENY_CODES: [DenyCode; 10] = [
     DenyCode::QuotaExhausted,
     DenyCode::RateLimited,
     DenyCode::DailyCreditLimit,
+    DenyCode::MarginGuard,
     DenyCode::EntitlementsUnavailable,
 ];
 
@@ -84,6 +88,7 @@ impl DenyCode {
             DenyCode::QuotaExhausted => "quota_exhausted",
             DenyCode::RateLimited => "rate_limited",
             DenyCode::DailyCreditLimit => "daily_credit_limit",
+            DenyCode::MarginGuard => "margin_guard",
             DenyCode::EntitlementsUnavailable => "entitlements_unavailable",
         }
     }
@@ -140,7 +145,7 @@ pub struct Deny {
 }
 
 impl Deny {
-    fn new(code: DenyCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: DenyCode, message: impl Into<String>) -> Self {
         Deny {
             code,
             message: message.into(),
@@ -173,6 +178,8 @@ pub struct Grant<'s> {
     pub entitlement: &'s Entitlement,
     /// The customer's credits per UTC day, when it has a limit.
     pub daily_credits: Option<&'s Entitlement>,
+    /// The customer's margin is below its plan's floor and the plan blocks.
+    pub margin_guard: bool,
 }
 
 /// Who is calling and may they use `feature` from `client_ip`: 401 / 403 or a grant.
@@ -229,6 +236,7 @@ pub fn check_access<'s>(
             key,
             entitlement: e,
             daily_credits: customer.daily_credits.as_ref(),
+            margin_guard: customer.margin_guard,
         }),
         _ => Err(Deny::new(
             DenyCode::NoAccess,

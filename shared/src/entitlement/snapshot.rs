@@ -59,6 +59,9 @@ pub struct Customer {
     /// Credits per UTC day (every unit of every metered feature counts one), enforced in
     /// production only: a quota on [`DAILY_CREDITS`](super::DAILY_CREDITS).
     pub daily_credits: Option<Entitlement>,
+    /// Its margin this period is below its plan's floor and the plan blocks: production
+    /// requests are refused `margin_guard` (the agent sets it; the sandbox is never refused).
+    pub margin_guard: bool,
 }
 
 /// Everything a gateway needs to decide locally.
@@ -91,6 +94,7 @@ const CUSTOMER: &[&str] = &[
     "ip_allowlist",
     "features",
     "daily_credits",
+    "margin_guard",
 ];
 const DAILY: &[&str] = &["limit", "used", "used_by_source", "window_start"];
 const FEATURE: &[&str] = &[
@@ -284,6 +288,9 @@ impl Snapshot {
                 "ip_allowlist": c.ip_allowlist.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
                 "features": features,
             });
+            if c.margin_guard {
+                customer["margin_guard"] = Value::from(true);
+            }
             if let Some(d) = &c.daily_credits {
                 let mut v = json!({"limit": d.quota.unwrap_or(0), "used": d.used});
                 if let Some(s) = d.used_by_source {
@@ -415,6 +422,7 @@ fn parse_customer(path: &str, v: &Value) -> Result<Customer, FieldError> {
         ip_allowlist,
         features,
         daily_credits,
+        margin_guard: r.bool("margin_guard")?.unwrap_or(false),
     })
 }
 
