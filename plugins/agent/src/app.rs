@@ -15,7 +15,7 @@ use crate::usage::Usage;
 use aforo_core::keys::KeyHash;
 use aforo_core::ratelimit::{Per, RateLimit, WindowCounter};
 use aforo_core::{Environment, Timestamp};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
@@ -45,6 +45,8 @@ pub struct App {
     pub webhooks: Notifier,
     /// When consumer keys were last used.
     pub key_use: keys::KeyUse,
+    /// Customers whose margin this month is below their plan's floor, with a plan that blocks.
+    pub margin_blocked: RwLock<HashSet<String>>,
 }
 
 /// A key over its hourly event budget.
@@ -82,6 +84,7 @@ impl App {
             forward_wake,
             webhooks: Notifier::default(),
             key_use: keys::KeyUse::default(),
+            margin_blocked: RwLock::new(HashSet::new()),
         }
     }
 
@@ -99,9 +102,18 @@ impl App {
             .catalog
             .read()
             .map_err(|_| "catalog lock poisoned".to_string())?;
-        let v = catalog.snapshot_value(&partners, &extra, version);
+        let blocked = self.margin_blocked_now();
+        let v = catalog.snapshot_value(&partners, &extra, &blocked, version);
         self.policy.set_snapshot(version, v.to_string());
         Ok(())
+    }
+
+    /// The customers refused `margin_guard` now.
+    pub fn margin_blocked_now(&self) -> HashSet<String> {
+        self.margin_blocked
+            .read()
+            .map(|b| b.clone())
+            .unwrap_or_default()
     }
 
     /// The version of the control data the last snapshot was built from.

@@ -262,10 +262,16 @@ impl Catalog {
         &self,
         partners: &HashMap<String, bool>,
         extra_keys: &[Value],
+        margin_blocked: &std::collections::HashSet<String>,
         version: u64,
     ) -> Value {
         let mut v = self.base.clone();
         if let Some(Value::Object(customers)) = v.get_mut("customers") {
+            for cid in margin_blocked {
+                if let Some(Value::Object(c)) = customers.get_mut(cid) {
+                    c.insert("margin_guard".into(), Value::from(true));
+                }
+            }
             for (cid, sandbox) in partners {
                 if let Some(Value::Object(c)) = customers.get_mut(cid) {
                     c.insert("sandbox_mode".into(), Value::from(*sandbox));
@@ -323,7 +329,7 @@ mod tests {
             "the metric defaults to the feature name"
         );
         assert!(c.plan.is_some());
-        let v = c.snapshot_value(&HashMap::new(), &[], 3);
+        let v = c.snapshot_value(&HashMap::new(), &[], &Default::default(), 3);
         let s = Snapshot::from_value("", &v).unwrap();
         assert_eq!(s.version, 3);
         assert!(s

@@ -294,6 +294,15 @@ pub mod options {
         "how often events past their retention (sandbox 30 days, production 730) are removed; also once at start",
     );
 
+    /// `margin_check_interval_secs`.
+    pub static MARGIN_CHECK_INTERVAL_SECS: OptionSpec = row(
+        "margin_check_interval_secs",
+        Some("AFORO_AGENT_MARGIN_CHECK_INTERVAL_SECS"),
+        Kind::Integer { min: 1, max: 86_400 },
+        Default::Integer(60),
+        "how often each customer's margin this month is checked against its plan's min_margin_percent (margin_action block refuses production requests margin_guard)",
+    );
+
     /// Every agent option, in `docs/agent.md`'s order.
     pub const AGENT_OPTIONS: &[&OptionSpec] = &[
         &LISTEN,
@@ -304,6 +313,7 @@ pub mod options {
         &ADMIN_KEY,
         &ROTATION_GRACE_SECS,
         &RETENTION_INTERVAL_SECS,
+        &MARGIN_CHECK_INTERVAL_SECS,
         &PRODUCT_ID,
         &CATALOG,
         &COMPONENT,
@@ -385,6 +395,8 @@ pub struct AgentConfig {
     pub rotation_grace_secs: u64,
     /// Seconds between retention sweeps.
     pub retention_interval_secs: u64,
+    /// Seconds between margin checks.
+    pub margin_check_interval_secs: u64,
 }
 
 /// Where quota counters, rate-limit buckets and the dedup window live.
@@ -697,6 +709,7 @@ fn from_value(v: &Value) -> Result<AgentConfig, FieldError> {
         node_id,
         rotation_grace_secs: integer(&r, &o::ROTATION_GRACE_SECS)?,
         retention_interval_secs: integer(&r, &o::RETENTION_INTERVAL_SECS)?,
+        margin_check_interval_secs: integer(&r, &o::MARGIN_CHECK_INTERVAL_SECS)?,
         listen,
         data_dir,
         environments,

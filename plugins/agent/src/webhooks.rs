@@ -10,12 +10,12 @@ use crate::store::Stores;
 use aforo_core::delivery::{backoff_delay_ms, SplitMix64};
 use aforo_core::entitlement::{Period, QuotaWindow};
 use aforo_core::event::to_hex;
-use aforo_core::rating::Plan;
 use aforo_core::rating::Rater;
+use aforo_core::rating::{Plan, Terms};
 use aforo_core::webhook_signature::{hmac_sha256, signature_header};
 use aforo_core::{Environment, Timestamp};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -224,6 +224,89 @@ fn close_invoices(
     }
 }
 
+/// Each production customer's margin this month, rated as its invoice preview would be: an
+/// invoice flagged `margin_guard` is noticed once a month (`invoice.margin_flagged`), and with
+/// the plan's `margin_action: block` the customer is refused production requests (`margin_guard`)
+/// until a later check finds its margin back. Not with the Redis backend (no one agent holds
+/// every event). Returns whether the blocked set changed.
+pub fn check_margins(app: &App, t: Timestamp) -> bool {
+    if app.usage.redis().is_some() || !app.config.serves(Environment::Production) {
+        return false;
+    }
+    let env = Environment::Production;
+    let (plan, terms) = {
+        let Ok(catalog) = app.catalog.read() else {
+            return false;
+        };
+        let Some(plan) = catalog.plan.clone() else {
+            return false;
+        };
+        let terms: Vec<Terms> = catalog
+            .billing
+            .iter()
+            .filter_map(|(cid, b)| {
+                Terms::from_billing(&format!("customers.{cid}.billing"), cid, env, b).ok()
+            })
+            .collect();
+        (plan, terms)
+    };
+    let floors =
+        plan.min_margin_percent.is_some() || terms.iter().any(|t| t.min_margin_percent.is_some());
+    if !floors {
+        return false;
+    }
+    let (start, end) = QuotaWindow::calendar(Period::Month).current(t);
+    let Ok(events) = app.stores.events_between(env, start, end, None) else {
+        return false;
+    };
+    let mut rater = Rater::new(plan.clone());
+    rater.set_period(start, end);
+    for tm in terms {
+        rater.subscribe(tm);
+    }
+    for e in &events {
+        rater.add(e);
+    }
+    let Ok(invoices) = rater.invoices() else {
+        return false;
+    };
+    let mut blocked = HashSet::new();
+    for inv in invoices
+        .iter()
+        .filter(|i| i.flags.iter().any(|f| f.code == "margin_guard"))
+    {
+        if plan.margin_blocks {
+            blocked.insert(inv.customer_id.clone());
+        }
+        let mark = format!("margin:{}:{}", inv.customer_id, start.unix_nanos());
+        let data = json!({
+            "customer_id": inv.customer_id,
+            "period_start": start.to_rfc3339(),
+            "margin_percent": inv.margin_percent,
+            "cost": inv.cost,
+            "flags": inv.flags,
+            "blocked": plan.margin_blocks,
+        });
+        emit_once(
+            &app.stores,
+            &app.webhooks,
+            env,
+            mark,
+            "invoice.margin_flagged",
+            data,
+            t,
+        );
+    }
+    let Ok(mut current) = app.margin_blocked.write() else {
+        return false;
+    };
+    if *current == blocked {
+        return false;
+    }
+    *current = blocked;
+    true
+}
+
 /// One attempt at a delivery.
 fn send(
     agent: &ureq::Agent,
@@ -299,11 +382,25 @@ pub fn start(app: Arc<App>) -> Result<(), String> {
         .spawn(move || {
             let mut rng = SplitMix64::new(app.now().unix_nanos() as u64);
             let mut next_close_check = Timestamp::from_unix_nanos(0);
+            let margin_every = i64::try_from(app.config.margin_check_interval_secs)
+                .unwrap_or(60)
+                .saturating_mul(1_000_000_000);
+            let mut next_margin_check = Timestamp::from_unix_nanos(0);
             loop {
                 let t = app.now();
                 if t >= next_close_check {
                     invoices_closed(&app, t);
                     next_close_check = t.plus_nanos(60 * 1_000_000_000);
+                }
+                if t >= next_margin_check {
+                    if check_margins(&app, t) {
+                        if let Err(e) = app.refresh_policy_snapshot() {
+                            eprintln!(
+                                "aforo-agent: the margin guard could not reach the decisions: {e}"
+                            );
+                        }
+                    }
+                    next_margin_check = t.plus_nanos(margin_every);
                 }
                 if deliver_due(&app, &agent, &mut rng) == 0 {
                     app.webhooks.wait(Duration::from_millis(500));

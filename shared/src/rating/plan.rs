@@ -139,6 +139,9 @@ pub struct Plan {
     pub tax_inclusive: bool,
     /// Least margin (percent of the net revenue) before an invoice is flagged `margin_guard`.
     pub min_margin_percent: Option<Decimal>,
+    /// A customer flagged `margin_guard` is also refused production requests until its margin
+    /// is back (`"margin_action": "block"`; default `flag`).
+    pub margin_blocks: bool,
 }
 
 const PLAN_FIELDS: &[&str] = &[
@@ -150,6 +153,7 @@ const PLAN_FIELDS: &[&str] = &[
     "tax_rate_percent",
     "tax_behavior",
     "min_margin_percent",
+    "margin_action",
 ];
 const CHARGE_FIELDS: &[&str] = &[
     "id",
@@ -309,6 +313,7 @@ impl Plan {
             tax_inclusive: r.choice("tax_behavior", &["exclusive", "inclusive"])?
                 == Some("inclusive"),
             min_margin_percent: percent(&r, "min_margin_percent")?,
+            margin_blocks: r.choice("margin_action", &["flag", "block"])? == Some("block"),
         })
     }
 }

@@ -122,7 +122,12 @@ fn snapshot_with_usage(
         .catalog
         .read()
         .map_err(|_| ApiError::unavailable("catalog"))?;
-    let mut v = catalog.snapshot_value(&partners, &extra, app.control_version());
+    let mut v = catalog.snapshot_value(
+        &partners,
+        &extra,
+        &app.margin_blocked_now(),
+        app.control_version(),
+    );
     if let Some(obj) = v.as_object_mut() {
         obj.insert("environment".into(), Value::from(env.as_str()));
         obj.insert("generated_at".into(), Value::from(t.to_rfc3339()));

@@ -46,11 +46,12 @@ pub(super) fn migrate(c: &Connection) -> rusqlite::Result<()> {
 }
 
 /// The notices an endpoint can subscribe to.
-pub const EVENT_TYPES: [&str; 4] = [
+pub const EVENT_TYPES: [&str; 5] = [
     "quota.threshold_reached",
     "dead_letter.created",
     "partner.sandbox_mode_changed",
     "invoice.preview_closed",
+    "invoice.margin_flagged",
 ];
 
 /// An endpoint as listed (never its secret).

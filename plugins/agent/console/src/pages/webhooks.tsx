@@ -22,6 +22,7 @@ const EVENT_TYPES = [
   'dead_letter.created',
   'partner.sandbox_mode_changed',
   'invoice.preview_closed',
+  'invoice.margin_flagged',
 ];
 
 interface Endpoint {
