@@ -38,6 +38,18 @@ fn check(a: &Agent, key: &str, feature: &str) -> aforo_host_tests::http1::Respon
     )
 }
 
+/// globex as `GET /v1/customers` lists it for the key's environment.
+fn globex_in_customers(a: &Agent, key: &str) -> Value {
+    let c = body(&a.call("GET", "/v1/customers", key, &Value::Null));
+    c["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["customer_id"] == "globex")
+        .cloned()
+        .unwrap_or_else(|| panic!("no globex in {c}"))
+}
+
 fn meter(a: &Agent, key: &str, metric: &str, quantity: u64) {
     let r = a.call(
         "POST",
@@ -79,14 +91,7 @@ fn production_refuses_past_the_daily_limit_and_the_sandbox_only_counts() {
     );
     let retry: i64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((retry - seconds_to_utc_midnight()).abs() <= 2, "{retry}");
-    let c = body(&a.call("GET", "/v1/customers", LIVE, &Value::Null));
-    let g = c["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["customer_id"] == "globex")
-        .unwrap()
-        .clone();
+    let g = globex_in_customers(&a, LIVE);
     assert_eq!(
         (
             g["daily_credits"]["limit"].clone(),
@@ -102,14 +107,7 @@ fn production_refuses_past_the_daily_limit_and_the_sandbox_only_counts() {
         assert_eq!(check(&a, SANDBOX, "search").status, 200);
         meter(&a, SANDBOX, "api_calls", 1);
     }
-    let c = body(&a.call("GET", "/v1/customers", SANDBOX, &Value::Null));
-    let g = c["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["customer_id"] == "globex")
-        .unwrap()
-        .clone();
+    let g = globex_in_customers(&a, SANDBOX);
     assert_eq!(
         (
             g["daily_credits"]["used"].clone(),

@@ -404,3 +404,37 @@ fn each_environment_notices_its_own_thresholds() {
     let s_id = of_type(&s, "quota.threshold_reached")[0]["id"].clone();
     assert_ne!(t[0]["id"], s_id, "two notices, two ids");
 }
+
+/// Ids and customer ids a client sends reach the event log and a webhook notice as data, never
+/// as JSON: quotes, `","key":"x`, backslashes and line breaks come back exactly as sent.
+#[test]
+fn hostile_values_reach_the_event_log_and_notices_as_data() {
+    let hooks = WebhookReceiver::start().unwrap();
+    let a = Agent::start("webhook-hostile", &catalog(), &[]);
+    let secret = endpoint(&a, "sandbox", &hooks.url());
+    let id = "evil\",\"type\":\"quota.threshold_reached\",\"x\":\"\r\n\\";
+    let customer = "acme\",\"key\":\"x";
+    let mut e = future(id, "sandbox");
+    e["customer_id"] = json!(customer);
+    let r = a.call("POST", "/v1/events", SANDBOX, &json!({"events": [e]}));
+    assert_eq!(r.status, 202, "{}", body(&r));
+    let got = hooks.wait_until(WAIT, |g| !g.is_empty());
+    let n = delivered(&got, &secret);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0]["type"], "dead_letter.created");
+    assert_eq!(n[0]["data"]["event_id"], id);
+    let r = a.call("GET", "/v1/event-log", SANDBOX, &Value::Null);
+    let row = body(&r)["data"][0].clone();
+    assert_eq!(
+        (row["event_id"].clone(), row["customer_id"].clone()),
+        (json!(id), json!(customer)),
+        "{row}"
+    );
+    let r = a.call(
+        "GET",
+        &format!("/v1/event-log/{}", row["seq"]),
+        SANDBOX,
+        &Value::Null,
+    );
+    assert_eq!(body(&r)["data"]["event"]["customer_id"], customer);
+}
