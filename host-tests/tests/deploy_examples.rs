@@ -117,21 +117,26 @@ fn every_envoy_config_passes_envoy_validate_with_the_real_module() {
     let configs = files("yaml")
         .into_iter()
         .filter(|p| {
-            p.starts_with(examples().join("envoy")) || p.starts_with(examples().join("multi-node"))
+            p.starts_with(examples().join("envoy"))
+                || p.starts_with(examples().join("multi-node"))
+                || p.starts_with(examples().join("quickstart"))
         })
         .collect::<Vec<_>>();
-    assert!(configs.len() >= 3, "{configs:?}");
+    assert!(configs.len() >= 4, "{configs:?}");
     for p in configs {
         let text = std::fs::read_to_string(&p).unwrap();
+        // The quick start runs from the clone, with the module setup.sh puts in bin/.
+        let placeholder = if p.starts_with(examples().join("quickstart")) {
+            "bin/aforo_metering.wasm"
+        } else {
+            "/etc/envoy/aforo_metering.wasm"
+        };
         assert!(
-            text.contains("/etc/envoy/aforo_metering.wasm"),
+            text.contains(placeholder),
             "{}: the module path the docs tell users to replace",
             p.display()
         );
-        let text = text.replace(
-            "/etc/envoy/aforo_metering.wasm",
-            &module.display().to_string(),
-        );
+        let text = text.replace(placeholder, &module.display().to_string());
         validate_with_env(&text, &[("AFORO_API_KEY", KEY)])
             .unwrap_or_else(|e| panic!("{}: envoy --mode validate failed:\n{e}", p.display()));
         // Without the key in Envoy's environment the filter refuses to start: validation did
@@ -370,6 +375,19 @@ fn kongs_meta_json_lists_exactly_the_options_the_filter_accepts() {
     documented.sort_unstable();
     accepted.sort_unstable();
     assert_eq!(documented, accepted);
+    // Kong refuses a configuration without a required field: exactly the filter's.
+    let required: Vec<&str> = meta["config_schema"]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let filter_required: Vec<&str> = OPTIONS
+        .iter()
+        .filter(|o| matches!(o.default, aforo_core::config::Default::Required))
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(required, filter_required);
     for o in OPTIONS {
         let t = props[o.name]["type"].as_str().unwrap();
         let expected = match o.kind {

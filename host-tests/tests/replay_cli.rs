@@ -496,3 +496,74 @@ fn rate_with_customers_and_a_period_invoices_the_idle_and_runs_every_stage() {
     assert_ne!(code, 0);
     assert!(err.contains("customers[0].coupons[0]"), "{err}");
 }
+
+/// The quick start's promise, in the harness: a configuration of only the key meters every
+/// 2xx/3xx request of the traffic as one `api_calls`, each event with a product id (the
+/// snapshot's, else `default`), whatever the path or method.
+#[test]
+fn a_key_alone_meters_every_billable_request_with_a_product() {
+    let dir = std::env::temp_dir().join(format!("aforo-cli-key-only-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.json");
+    std::fs::write(&config, r#"{"api_key": "sk_test_only_a_key"}"#).unwrap();
+    let traffic = dir.join("traffic.jsonl");
+    std::fs::write(
+        &traffic,
+        [
+            // Served before the first sync (fail open): metered once the snapshot names the key.
+            r#"{"time": "2026-03-15T12:00:00Z", "repeat": 3, "request": {"path": "/v1/anything?n={n}", "headers": {"x-api-key": "ck_acme"}}}"#,
+            r#"{"request": {"method": "POST", "path": "/orders", "headers": {"x-api-key": "ck_acme"}}, "response": {"status": 201}}"#,
+            r#"{"request": {"method": "DELETE", "path": "/orders/7", "headers": {"x-api-key": "ck_acme"}}, "response": {"status": 404}}"#,
+            r#"{"request": {"path": "/health", "headers": {"x-api-key": "ck_acme"}}, "response": {"status": 500}}"#,
+            // Once synced, an unknown key is refused.
+            r#"{"time": "2026-03-15T12:00:05Z", "request": {"path": "/v1/anything", "headers": {"x-api-key": "ck_unknown"}}}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let module = filter_module().unwrap();
+    for (product, expected) in [
+        (Some("prod_from_snapshot"), "prod_from_snapshot"),
+        (None, "default"),
+    ] {
+        let mut snapshot = serde_json::json!({
+            "customers": {"acme": {"features": {"api_calls": {}}}},
+            "consumer_keys": [{"key_id": "k", "hash": aforo_core::keys::hash_key("ck_acme").to_text(), "customer_id": "acme"}]
+        });
+        if let Some(p) = product {
+            snapshot["product_id"] = Value::from(p);
+        }
+        let snap = dir.join("snapshot.json");
+        std::fs::write(&snap, snapshot.to_string()).unwrap();
+        let (code, out, err) = replay(&[
+            "run",
+            "--module",
+            module.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--traffic",
+            traffic.to_str().unwrap(),
+            "--snapshot",
+            snap.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let report: Value = serde_json::from_str(&out).unwrap();
+        let statuses: Vec<u64> = report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["status"].as_u64().unwrap())
+            .collect();
+        assert_eq!(statuses, vec![200, 200, 200, 201, 404, 500, 401]);
+        let stored = report["stored_events"].as_array().unwrap();
+        assert_eq!(stored.len(), 4, "the 2xx requests: {stored:?}");
+        for e in stored {
+            assert_eq!(e["metric"], "api_calls");
+            assert_eq!(e["quantity"], "1");
+            assert_eq!(e["customer_id"], "acme");
+            assert_eq!(e["product_id"], expected, "{e}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

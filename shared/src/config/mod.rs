@@ -23,6 +23,12 @@ use crate::strict_json::{describe, index, FieldError, ObjReader};
 use options as o;
 use serde_json::{Map, Value};
 
+/// The product stamped on events when neither the configuration nor the snapshot names one.
+pub const DEFAULT_PRODUCT_ID: &str = "default";
+
+/// Feature and metric of the built-in route, when no routes are configured.
+pub const DEFAULT_METRIC: &str = "api_calls";
+
 /// How outbound calls name their upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DispatchMode {
@@ -99,8 +105,8 @@ pub struct Config {
     pub api_key: ApiKey,
     /// A sandbox key for partners in sandbox mode when `api_key` is live.
     pub sandbox_api_key: Option<ApiKey>,
-    /// Product id stamped on events.
-    pub product_id: String,
+    /// Product id stamped on events; `None`: the snapshot's, else [`DEFAULT_PRODUCT_ID`].
+    pub product_id: Option<String>,
     /// Ingest target per environment (index by `Environment::index`).
     pub ingest: [Target; 2],
     /// Delivery limits and timings (shared by both environments).
@@ -123,6 +129,8 @@ pub struct Config {
     pub trusted_proxies: Vec<Cidr>,
     /// Routes, first match wins.
     pub routes: Vec<Route>,
+    /// Whether `routes` is the built-in one (none configured: every request is `api_calls`).
+    pub routes_defaulted: bool,
     /// Requests no route matches.
     pub unmatched: Unmatched,
     /// Where the snapshot comes from.
@@ -185,7 +193,7 @@ impl Config {
         };
         format!(
             "environment={env} product_id={} ingest={}{} ({}) routes={} entitlements={source} failure_mode={:?} mode={:?} batch_size={} flush_interval_ms={}",
-            self.product_id,
+            self.product_id.as_deref().unwrap_or("(from the snapshot, else default)"),
             self.ingest[env.index()].upstream,
             self.ingest[env.index()].path,
             self.delivery.format.content_type(),
@@ -194,7 +202,11 @@ impl Config {
             self.mode,
             self.delivery.batch_size,
             self.delivery.flush_interval_ms,
-        )
+        ) + if self.routes_defaulted {
+            "; no routes: every request is metered as api_calls (feature api_calls, quantity 1)"
+        } else {
+            ""
+        }
     }
 
     /// Parses host configuration bytes merged over environment variables (`env` looks one up).
@@ -316,21 +328,16 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
             ));
         }
     }
-    let product_id = r
-        .non_empty_string("product_id")?
-        .ok_or_else(|| {
-            FieldError::new(
+    let product_id = match r.non_empty_string("product_id")? {
+        Some(p) if is_name(p) => Some(p.to_string()),
+        Some(p) => {
+            return Err(FieldError::new(
                 "product_id",
-                "is required: set product_id in the configuration or AFORO_PRODUCT_ID",
-            )
-        })?
-        .to_string();
-    if !is_name(&product_id) {
-        return Err(FieldError::new(
-            "product_id",
-            format!("must be 1..=128 letters, digits or _-.: characters, got {product_id:?}"),
-        ));
-    }
+                format!("must be 1..=128 letters, digits or _-.: characters, got {p:?}"),
+            ))
+        }
+        None => None,
+    };
     let format = match choice(&r, &o::INGEST_FORMAT)? {
         "cloudevents" => IngestFormat::CloudEvents,
         _ => IngestFormat::Aforo,
@@ -339,24 +346,45 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
         "authority" => DispatchMode::Authority,
         _ => DispatchMode::Cluster,
     };
+    let base_url = endpoint(&r, "endpoint")?;
     let ingest_url = endpoint(&r, "ingest_url")?;
     let ingest_cluster = cluster(&r, &o::INGEST_CLUSTER)?;
     let sandbox_cluster = cluster(&r, &o::SANDBOX_CLUSTER)?.unwrap_or_default();
     let production_cluster = cluster(&r, &o::PRODUCTION_CLUSTER)?.unwrap_or_default();
+    let sync_cluster = cluster(&r, &o::ENTITLEMENTS_CLUSTER)?.unwrap_or_default();
+    // Where an environment's calls go: `endpoint` (one cluster for the agent or API), else the
+    // environment's built-in URL and cluster.
+    let base_of = |env: Environment| -> (Endpoint, String) {
+        match &base_url {
+            Some(ep) => (ep.clone(), sync_cluster.clone()),
+            None => (
+                // The built-in URLs always parse.
+                Endpoint::parse(env.default_ingest_url()).unwrap_or(Endpoint {
+                    tls: true,
+                    host: String::new(),
+                    port: 443,
+                    path: String::new(),
+                }),
+                match env {
+                    Environment::Sandbox => sandbox_cluster.clone(),
+                    Environment::Production => production_cluster.clone(),
+                },
+            ),
+        }
+    };
     let ingest = Environment::ALL.map(|env| {
-        let ep = ingest_url.clone().unwrap_or_else(|| {
-            // The built-in URLs always parse.
-            Endpoint::parse(env.default_ingest_url()).unwrap_or(Endpoint {
-                tls: true,
-                host: String::new(),
-                port: 443,
-                path: String::new(),
-            })
-        });
-        let cl = ingest_cluster.clone().unwrap_or_else(|| match env {
-            Environment::Sandbox => sandbox_cluster.clone(),
-            Environment::Production => production_cluster.clone(),
-        });
+        let (base, base_cluster) = base_of(env);
+        let (ep, cl) = match &ingest_url {
+            Some(u) => {
+                let per_env = match env {
+                    Environment::Sandbox => sandbox_cluster.clone(),
+                    Environment::Production => production_cluster.clone(),
+                };
+                (u.clone(), per_env)
+            }
+            None => (base, base_cluster),
+        };
+        let cl = ingest_cluster.clone().unwrap_or(cl);
         Target::new(&ep, ep.path_with("/v1/events"), dispatch, &cl)
     });
     let batch_size = integer(&r, &o::BATCH_SIZE)? as usize;
@@ -396,9 +424,9 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
             })
             .collect::<Result<_, _>>()?,
     };
-    let routes = match r.array("routes")? {
-        None => Vec::new(),
-        Some(list) => route::parse_routes("routes", list)?,
+    let (routes, routes_defaulted) = match r.array("routes")? {
+        Some(list) if !list.is_empty() => (route::parse_routes("routes", list)?, false),
+        _ => (vec![Route::every_request(DEFAULT_METRIC)], true),
     };
     let unmatched = match choice(&r, &o::UNMATCHED)? {
         "deny" => Unmatched::Deny,
@@ -421,7 +449,7 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
         Some(v) => Some(Snapshot::from_value("entitlements", v)?),
     };
     let sync_url = endpoint(&r, "entitlements_url")?;
-    let sync_cluster = cluster(&r, &o::ENTITLEMENTS_CLUSTER)?.unwrap_or_default();
+    let customer_header = header_name(&r, &o::CUSTOMER_HEADER)?;
     let entitlements = match (inline, sync_url) {
         (Some(_), Some(_)) => {
             return Err(FieldError::new(
@@ -433,7 +461,18 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
         (None, Some(ep)) => {
             EntitlementSource::Sync(Target::new(&ep, ep.path.clone(), dispatch, &sync_cluster))
         }
-        (None, None) => EntitlementSource::None,
+        // A trusted customer id needs no snapshot: metering only, as configured.
+        (None, None) if customer_header.is_some() => EntitlementSource::None,
+        // Consumer keys are resolved by the snapshot: fetched from where events go.
+        (None, None) => {
+            let (ep, cl) = base_of(api_key.environment());
+            EntitlementSource::Sync(Target::new(
+                &ep,
+                ep.path_with("/v1/entitlements"),
+                dispatch,
+                &cl,
+            ))
+        }
     };
     if let EntitlementSource::Inline(s) = &entitlements {
         if let Some(e) = s.environment {
@@ -484,11 +523,12 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
         debug: flag(&r, &o::DEBUG)?,
         dispatch,
         dispatch_explicit: r.get(o::DISPATCH.name).is_some(),
-        customer_header: header_name(&r, &o::CUSTOMER_HEADER)?,
+        customer_header,
         consumer_key_header: header_name(&r, &o::CONSUMER_KEY_HEADER)?,
         request_id_header: header_name(&r, &o::REQUEST_ID_HEADER)?,
         trusted_proxies,
         routes,
+        routes_defaulted,
         unmatched,
         entitlements,
         sync_interval_ms,
@@ -538,7 +578,79 @@ mod tests {
         assert_eq!(c.failure_mode, FailureMode::Open);
         assert_eq!(c.consumer_key_header.as_deref(), Some("x-api-key"));
         assert_eq!(c.customer_header, None);
+        // Consumer keys need the snapshot: it comes from where the events go.
+        match &c.entitlements {
+            EntitlementSource::Sync(t) => {
+                assert_eq!(t.upstream, "aforo_ingest_sandbox");
+                assert_eq!(t.authority, "ingest-sandbox.aforo.ai");
+                assert_eq!(t.path, "/v1/entitlements");
+            }
+            other => panic!("{other:?}"),
+        }
+        // No routes: every request is one api_calls.
+        assert!(c.routes_defaulted);
+        assert_eq!(c.routes, vec![Route::every_request("api_calls")]);
+        assert!(c
+            .summary()
+            .contains("no routes: every request is metered as api_calls"));
+        // A trusted customer id needs no snapshot: metering only.
+        let c = parse(json!({"customer_header": "x-customer-id"}), MIN).unwrap();
         assert!(matches!(c.entitlements, EntitlementSource::None));
+    }
+
+    #[test]
+    fn a_key_alone_is_a_whole_configuration() {
+        let c = parse(json!({}), &[("AFORO_API_KEY", "sk_test_abc")]).unwrap();
+        assert_eq!(c.product_id, None);
+        assert!(c.routes_defaulted);
+        assert!(matches!(c.entitlements, EntitlementSource::Sync(_)));
+    }
+
+    #[test]
+    fn endpoint_sends_events_and_syncs_the_snapshot_through_one_cluster() {
+        let c = parse(
+            json!({"api_key": "sk_live_k", "endpoint": "http://127.0.0.1:8787"}),
+            &[],
+        )
+        .unwrap();
+        for t in &c.ingest {
+            assert_eq!(t.upstream, "aforo_agent");
+            assert_eq!(t.authority, "127.0.0.1:8787");
+            assert_eq!(t.path, "/v1/events");
+        }
+        match &c.entitlements {
+            EntitlementSource::Sync(t) => {
+                assert_eq!(t.upstream, "aforo_agent");
+                assert_eq!(t.path, "/v1/entitlements");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Each half can still be pointed elsewhere.
+        let c = parse(
+            json!({"api_key": "sk_test_k", "endpoint": "http://agent:8787/base",
+                   "ingest_url": "https://ingest.example", "entitlements_cluster": "agent"}),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.ingest[0].authority, "ingest.example");
+        assert_eq!(c.ingest[0].upstream, "aforo_ingest_sandbox");
+        match &c.entitlements {
+            EntitlementSource::Sync(t) => {
+                assert_eq!(
+                    (t.upstream.as_str(), t.path.as_str()),
+                    ("agent", "/base/v1/entitlements")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Kong: host:port of the endpoint.
+        let mut c = parse(
+            json!({"api_key": "sk_test_k", "endpoint": "http://agent.local:8787", "dispatch": "authority"}),
+            &[],
+        )
+        .unwrap();
+        c.dispatch_by_address();
+        assert_eq!(c.ingest[0].upstream, "agent.local:8787");
     }
 
     #[test]
@@ -564,7 +676,7 @@ mod tests {
     fn a_json_string_holding_json_is_accepted_as_kong_sends_it() {
         let inner = json!({"api_key": "sk_test_k", "product_id": "p"}).to_string();
         let c = Config::parse(Value::String(inner).to_string().as_bytes(), &env_of(&[])).unwrap();
-        assert_eq!(c.product_id, "p");
+        assert_eq!(c.product_id.as_deref(), Some("p"));
         assert!(Config::parse(b"", &env_of(MIN)).is_ok());
     }
 
@@ -609,10 +721,16 @@ mod tests {
                 "is required",
             ),
             (
-                json!({}),
+                json!({"product_id": "prod one"}),
                 vec![("AFORO_API_KEY", "sk_test_a")],
                 "product_id",
-                "is required",
+                "must be 1..=128 letters",
+            ),
+            (
+                json!({"endpoint": "ftp://agent"}),
+                MIN.to_vec(),
+                "endpoint",
+                "http",
             ),
             (
                 json!({}),

@@ -13,6 +13,14 @@ pub static API_KEY: OptionSpec = row(
     Default::Required,
     "sk_test_… (sandbox) or sk_live_… (production); decides the environment",
 );
+/// `endpoint`.
+pub static ENDPOINT: OptionSpec = row(
+    "endpoint",
+    Some("AFORO_ENDPOINT"),
+    Kind::Text,
+    Default::Unset("per environment"),
+    "base URL of the aforo agent or API: events go to /v1/events, the snapshot comes from /v1/entitlements (ingest_url and entitlements_url override either half)",
+);
 /// `sandbox_api_key`.
 pub static SANDBOX_API_KEY: OptionSpec = row(
     "sandbox_api_key",
@@ -26,8 +34,8 @@ pub static PRODUCT_ID: OptionSpec = row(
     "product_id",
     Some("AFORO_PRODUCT_ID"),
     Kind::Text,
-    Default::Required,
-    "product_id stamped on every event (a route may override it)",
+    Default::Unset("from the snapshot, else default"),
+    "product_id stamped on every event (a route may override it); unset, the snapshot's product_id, else default",
 );
 /// `ingest_url`.
 pub static INGEST_URL: OptionSpec = row(
@@ -35,7 +43,7 @@ pub static INGEST_URL: OptionSpec = row(
     Some("AFORO_INGEST_URL"),
     Kind::Text,
     Default::Unset("per environment"),
-    "base URL of the ingest; /v1/events is appended",
+    "base URL of the ingest, when not endpoint; /v1/events is appended",
 );
 /// `ingest_format`.
 pub static INGEST_FORMAT: OptionSpec = row(
@@ -219,7 +227,7 @@ pub static ROUTES: OptionSpec = row(
     None,
     Kind::Json,
     Default::Unset("[]"),
-    "method + path prefix to feature, metric and quantity; first match wins",
+    "method + path prefix to feature, metric and quantity; first match wins; none: every request is feature and metric api_calls, quantity 1",
 );
 /// `unmatched`.
 pub static UNMATCHED: OptionSpec = row(
@@ -234,8 +242,8 @@ pub static ENTITLEMENTS_URL: OptionSpec = row(
     "entitlements_url",
     Some("AFORO_ENTITLEMENTS_URL"),
     Kind::Text,
-    Default::Unset("none"),
-    "URL of the entitlement snapshot (GET), synced in the background",
+    Default::Unset("{endpoint}/v1/entitlements"),
+    "URL of the entitlement snapshot (GET), synced in the background; unset, from endpoint, except with customer_header or inline entitlements (then none: metering only)",
 );
 /// `entitlements_cluster`.
 pub static ENTITLEMENTS_CLUSTER: OptionSpec = row(
@@ -243,7 +251,7 @@ pub static ENTITLEMENTS_CLUSTER: OptionSpec = row(
     Some("AFORO_ENTITLEMENTS_CLUSTER"),
     Kind::Text,
     Default::Text("aforo_agent"),
-    "Envoy cluster serving entitlements_url",
+    "Envoy cluster serving entitlements_url, and the events too when endpoint is set and ingest_url and ingest_cluster are not",
 );
 /// `sync_interval_ms`.
 pub static SYNC_INTERVAL_MS: OptionSpec = row(
@@ -322,6 +330,7 @@ pub static SOURCE: OptionSpec = row(
 /// Every option of the gateway filter, in the order `docs/configuration.md` lists them.
 pub const OPTIONS: &[&OptionSpec] = &[
     &API_KEY,
+    &ENDPOINT,
     &SANDBOX_API_KEY,
     &PRODUCT_ID,
     &INGEST_URL,

@@ -3,6 +3,9 @@
 use crate::strict_json::{index, short, FieldError, ObjReader};
 use serde_json::Value;
 
+/// Names (features, metrics, products) follow the event fields' rule.
+pub use crate::validate::is_name;
+
 /// Where the metered quantity of a request comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QuantitySource {
@@ -89,6 +92,19 @@ const QUANTITY_KINDS: &[&str] = &[
 ];
 
 impl Route {
+    /// The built-in route of a configuration without routes: every request is one unit of
+    /// `name`, as feature and metric, so a key alone is enough to meter.
+    pub fn every_request(name: &str) -> Route {
+        Route {
+            method: MethodMatch::Any,
+            path_prefix: "/".into(),
+            feature: name.into(),
+            metric: name.into(),
+            quantity: QuantitySource::Constant(crate::event::Quantity::from_u64(1)),
+            product_id: None,
+        }
+    }
+
     /// Whether this route takes a request with `method` and `path` (query string allowed).
     pub fn matches(&self, method: &str, path: &str) -> bool {
         if let MethodMatch::Exact(m) = &self.method {
@@ -121,14 +137,6 @@ pub fn parse_routes(path: &str, value: &[Value]) -> Result<Vec<Route>, FieldErro
         .enumerate()
         .map(|(i, v)| parse_route(&index(path, i), v))
         .collect()
-}
-
-/// An identifier-like name: letters, digits, `_ - . :`, 1..=128 chars.
-pub fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
 }
 
 fn name_field(r: &ObjReader<'_>, key: &str) -> Result<String, FieldError> {

@@ -73,6 +73,8 @@ pub struct Snapshot {
     pub generated_at: Option<Timestamp>,
     /// The environment it describes, when stated.
     pub environment: Option<Environment>,
+    /// The product the issuer meters for: stamped on events when the gateway names none.
+    pub product_id: Option<String>,
     /// Customer id → customer.
     pub customers: HashMap<String, Customer>,
     /// Consumer keys by hash.
@@ -85,6 +87,7 @@ pub(super) const TOP: &[&str] = &[
     "version",
     "generated_at",
     "environment",
+    "product_id",
     "customers",
     "consumer_keys",
 ];
@@ -127,6 +130,7 @@ pub(super) struct Parts {
     version: u64,
     generated_at: Option<Timestamp>,
     environment: Option<Environment>,
+    product_id: Option<String>,
     customers: HashMap<String, Customer>,
     keys: Vec<ConsumerKey>,
 }
@@ -147,10 +151,21 @@ impl Parts {
             Some(e) => Environment::from_wire(e),
             None => None,
         };
+        let product_id = match r.non_empty_string("product_id")? {
+            Some(p) if crate::validate::is_name(p) => Some(p.to_string()),
+            Some(p) => {
+                return Err(FieldError::new(
+                    r.field_path("product_id"),
+                    format!("must be 1..=128 letters, digits or _-.: characters, got {p:?}"),
+                ))
+            }
+            None => None,
+        };
         Ok(Parts {
             version,
             generated_at,
             environment,
+            product_id,
             customers: HashMap::new(),
             keys: Vec::new(),
         })
@@ -200,6 +215,7 @@ impl Parts {
             version: self.version,
             generated_at: self.generated_at,
             environment: self.environment,
+            product_id: self.product_id,
             customers: self.customers,
             keys: ConsumerKeyTable::new(self.keys),
             uses_ip_allowlists,
@@ -326,6 +342,9 @@ impl Snapshot {
         }
         if let Some(e) = self.environment {
             top.insert("environment".into(), Value::from(e.as_str()));
+        }
+        if let Some(p) = &self.product_id {
+            top.insert("product_id".into(), Value::from(p.as_str()));
         }
         top.insert("customers".into(), Value::Object(customers));
         top.insert("consumer_keys".into(), Value::Array(keys));

@@ -2,7 +2,7 @@
 
 use super::exchange::Exchange;
 use super::Gateway;
-use crate::config::QuantitySource;
+use crate::config::{QuantitySource, DEFAULT_PRODUCT_ID};
 use crate::delivery::{DeadLetterReason, Enqueued};
 use crate::entitlement::{add_usage, HostCounters};
 use crate::event::{
@@ -134,8 +134,15 @@ impl Gateway {
         };
         let product_id = route
             .product_id
-            .clone()
-            .unwrap_or_else(|| self.config.product_id.clone());
+            .as_deref()
+            .or(self.config.product_id.as_deref())
+            .or(self
+                .snapshot
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.product_id.as_deref()))
+            .unwrap_or(DEFAULT_PRODUCT_ID)
+            .to_string();
         let metric = route.metric.clone();
         let quantity = quantity_of(&ex, &route.quantity);
         let mut event = UsageEvent {

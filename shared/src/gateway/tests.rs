@@ -686,6 +686,11 @@ fn logged_requests_are_metered_like_proxied_ones_and_count_once() {
 
 /// Ticks (starting the first snapshot sync) and answers that sync with `snapshot_json()`.
 fn answer_first_sync(gw: &mut Gateway, host: &mut TestHost) {
+    answer_first_sync_with(gw, host, snapshot_json());
+}
+
+/// Ticks (starting the first snapshot sync) and answers that sync with `snapshot`.
+fn answer_first_sync_with(gw: &mut Gateway, host: &mut TestHost, snapshot: Value) {
     gw.on_tick(host);
     let (token, _) = host
         .take_calls()
@@ -702,9 +707,89 @@ fn answer_first_sync(gw: &mut Gateway, host: &mut TestHost) {
         CallResponse {
             status: Some(200),
             headers: vec![],
-            body: snapshot_json().to_string().into_bytes(),
+            body: snapshot.to_string().into_bytes(),
         },
     );
+}
+
+/// The events of the flushes sent once the flush interval has passed.
+fn flushed_events(gw: &mut Gateway, host: &mut TestHost) -> Vec<Value> {
+    host.advance_ms(10_000);
+    gw.on_tick(host);
+    host.take_calls()
+        .into_iter()
+        .filter(|(_, c)| {
+            c.headers
+                .iter()
+                .any(|(k, v)| k == ":path" && v == "/v1/events")
+        })
+        .flat_map(|(_, c)| {
+            let body: Value = serde_json::from_slice(&c.body).unwrap();
+            body["events"].as_array().cloned().unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn a_key_alone_meters_every_billable_request_as_api_calls_with_a_product() {
+    for (snapshot_product, expected) in [
+        (Some("prod_from_catalog"), "prod_from_catalog"),
+        (None, "default"),
+    ] {
+        let config = Config::parse(br#"{"api_key": "sk_test_only_a_key"}"#, &|_| None).unwrap();
+        let mut gw = Gateway::new(config, 11);
+        let mut host = TestHost::new();
+        let mut snapshot = json!({
+            "customers": {"cust_a": {"features": {"api_calls": {}}}},
+            "consumer_keys": [
+                {"key_id": "key_a", "hash": hash_key("ck_a").to_text(), "customer_id": "cust_a"}
+            ]
+        });
+        if let Some(p) = snapshot_product {
+            snapshot["product_id"] = json!(p);
+        }
+        answer_first_sync_with(&mut gw, &mut host, snapshot);
+        for (i, (method, path, status)) in [
+            ("GET", "/", 200),
+            ("POST", "/anything/at/all?x=1", 201),
+            ("DELETE", "/v1/x", 204),
+            ("GET", "/missing", 404),
+            ("GET", "/broken", 503),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let req = Req::new(method, path, &[("x-api-key", "ck_a")]);
+            assert!(
+                exchange(&mut gw, &mut host, &req, status, b"").is_ok(),
+                "{i}"
+            );
+        }
+        // An unknown key is refused as with any route.
+        let r = exchange(
+            &mut gw,
+            &mut host,
+            &Req::new("GET", "/", &[("x-api-key", "ck_x")]),
+            200,
+            b"",
+        )
+        .unwrap_err();
+        assert_eq!(r.status, 401);
+        let events = flushed_events(&mut gw, &mut host);
+        assert_eq!(events.len(), 3, "{events:?}");
+        for e in &events {
+            assert_eq!(e["metric"], "api_calls");
+            assert_eq!(e["quantity"], "1");
+            assert_eq!(e["customer_id"], "cust_a");
+            assert_eq!(e["product_id"], expected);
+            assert_eq!(e["environment"], "sandbox");
+        }
+        let endpoints: Vec<&str> = events
+            .iter()
+            .map(|e| e["properties"]["endpoint"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(endpoints, vec!["/", "/anything/at/all", "/v1/x"]);
+    }
 }
 
 #[test]

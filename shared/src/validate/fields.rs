@@ -24,6 +24,12 @@ fn is_token(s: &str) -> bool {
     s.bytes().all(|b| TOKEN[b as usize])
 }
 
+/// An identifier-like name (ids, metrics, features, products): letters, digits, `_ - . :`,
+/// 1..=128 bytes, so it is safe as a storage key and in a header.
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_NAME_LEN && is_token(s)
+}
+
 fn token(field: &'static str, value: &str) -> Result<(), Rejection> {
     if value.is_empty() {
         return Err(Rejection::new(

@@ -3,7 +3,7 @@
 mod fields;
 mod timestamp;
 
-pub use fields::check_fields;
+pub use fields::{check_fields, is_name};
 pub use timestamp::{check_timestamp, TimestampFlag, LATE_AFTER, MAX_AGE, MAX_FUTURE_SKEW};
 
 use crate::environment::Environment;
