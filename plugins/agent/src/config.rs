@@ -73,7 +73,7 @@ pub mod options {
         Some("AFORO_PRODUCT_ID"),
         Kind::Text,
         Default::Text("default"),
-        "product_id of events built by /v1/meter",
+        "product_id of events built by /v1/meter, and of filters' events that name none (served in the snapshot)",
     );
     /// `catalog`.
     pub static CATALOG: OptionSpec = row(

@@ -131,6 +131,11 @@ fn snapshot_with_usage(
     if let Some(obj) = v.as_object_mut() {
         obj.insert("environment".into(), Value::from(env.as_str()));
         obj.insert("generated_at".into(), Value::from(t.to_rfc3339()));
+        // Filters configured without a product stamp this one, as /v1/meter does.
+        obj.insert(
+            "product_id".into(),
+            Value::from(app.config.product_id.as_str()),
+        );
     }
     // Every quota's usage, read at once (one round trip with Redis).
     let mut wanted: Vec<(&str, &str, Timestamp)> = Vec::new();
