@@ -1,9 +1,28 @@
--- The plugin's configuration as Kong hands it over: the given fields, then the schema's
--- defaults for the rest. Shared by the spec runners.
+-- The plugin's configuration as Kong hands it over: the deprecated names mapped to their
+-- fields, the given fields, then the schema's defaults for the rest. Shared by the spec
+-- runners. What Kong does is read from its source (kong/db/schema/init.lua,
+-- Schema:process_auto_fields and validate_deprecation_exclusiveness, Kong 3.10): a shorthand's
+-- value goes through its func; with a deprecation, a field given under its new name wins, and
+-- both names with different values are an error.
 local schema = require "kong.plugins.aforo.schema"
 
 return function(conf)
-  for _, field in ipairs(schema.fields[2].config.fields) do
+  local record = schema.fields[2].config
+  for _, shorthand in ipairs(record.shorthand_fields or {}) do
+    local name, def = next(shorthand)
+    local value = conf[name]
+    if value ~= nil then
+      conf[name] = nil
+      for k, v in pairs(def.func(value)) do
+        if conf[k] ~= nil and conf[k] ~= v then
+          error(string.format("both deprecated and new field are used but their values mismatch: %s = %s vs %s = %s",
+            name, tostring(value), k, tostring(conf[k])))
+        end
+        conf[k] = v
+      end
+    end
+  end
+  for _, field in ipairs(record.fields) do
     local name, def = next(field)
     if conf[name] == nil and def.default ~= nil then
       conf[name] = def.default

@@ -16,7 +16,7 @@ local decision_table = assert(cjson.decode(f:read("*a")))
 f:close()
 
 -- The plugin's configuration with the schema's defaults, as Kong would hand it over.
-local conf = with_defaults({ agent_url = agent_url, gateway_key = gateway_key, customer_header = "x-customer-id" })
+local conf = with_defaults({ endpoint = agent_url, api_key = gateway_key, customer_header = "x-customer-id" })
 
 local outcomes = {}
 for i, case in ipairs(decision_table.cases) do
@@ -33,6 +33,8 @@ for i, case in ipairs(decision_table.cases) do
     service = { name = case.feature },
     request_id = string.format("kong-%d", i),
   })
+  -- The feature is per plugin instance (Kong attaches one per service).
+  conf.feature = case.feature
   handler:access(conf)
   local out
   if response.exit then

@@ -18,6 +18,8 @@ local f = assert(io.open(path))
 local input = assert(cjson.decode(f:read("*a")))
 f:close()
 
+-- The names before 0.2.0 (agent_url, gateway_key), so the deprecated path stays proven;
+-- contract.lua uses endpoint and api_key.
 local conf = { agent_url = agent_url, gateway_key = gateway_key }
 for k, v in pairs(input.conf or {}) do
   conf[k] = v
@@ -57,6 +59,8 @@ for _, r in ipairs(input.requests) do
     service = { name = r.service or "search" },
     request_id = r.request_id,
   })
+  -- The feature is per plugin instance (Kong attaches one per service).
+  conf.feature = input.conf and input.conf.feature or r.service or "search"
   handler:access(conf)
   if response.exit then
     local body = response.exit.body

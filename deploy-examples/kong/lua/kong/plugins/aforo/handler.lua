@@ -10,7 +10,7 @@ local Queue = require "kong.tools.queue"
 local AforoHandler = {
   -- After authentication plugins (key-auth is 1250), before rate-limiting (910).
   PRIORITY = 950,
-  VERSION = "0.1.0",
+  VERSION = "0.2.0",
 }
 
 local FORWARDED = { "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset" }
@@ -18,12 +18,12 @@ local FORWARDED = { "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "Ra
 local function post(conf, path, body, request_id)
   local httpc = http.new()
   httpc:set_timeout(conf.timeout_ms)
-  return httpc:request_uri(conf.agent_url .. path, {
+  return httpc:request_uri(conf.endpoint .. path, {
     method = "POST",
     body = cjson.encode(body),
     headers = {
       ["Content-Type"] = "application/json",
-      ["Authorization"] = "Bearer " .. conf.gateway_key,
+      ["Authorization"] = "Bearer " .. conf.api_key,
       ["X-Request-Id"] = request_id,
     },
   })
@@ -43,12 +43,10 @@ local function request_id(conf)
   return ngx.var.kong_request_id or ngx.var.request_id
 end
 
+-- The feature of this plugin instance: `api_calls` unless configured (one instance per service
+-- or route names its own), as the filter's built-in route meters every request.
 local function feature_of(conf)
-  if conf.feature then
-    return conf.feature
-  end
-  local service = kong.router.get_service()
-  return service and service.name or "default"
+  return conf.feature or "api_calls"
 end
 
 function AforoHandler:access(conf)
@@ -69,7 +67,7 @@ function AforoHandler:access(conf)
   local id = request_id(conf)
   local res, err = post(conf, "/v1/canAccess", body, id)
   if not res then
-    kong.log.warn("aforo: the agent at ", conf.agent_url, " did not answer: ", err)
+    kong.log.warn("aforo: the agent at ", conf.endpoint, " did not answer: ", err)
     if conf.failure_mode == "closed" then
       return kong.response.exit(503, {
         error = { code = "entitlements_unavailable", message = "the entitlement service is unavailable" },

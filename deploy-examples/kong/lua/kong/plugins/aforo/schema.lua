@@ -9,10 +9,11 @@ return {
     { config = {
         type = "record",
         fields = {
-          { agent_url = typedefs.url { required = true, default = "http://127.0.0.1:8787" } },
-          { gateway_key = { description = "sk_test_… (sandbox) or sk_live_… (production) key of this gateway",
+          { endpoint = typedefs.url { required = true, default = "http://127.0.0.1:8787",
+              description = "base URL of the aforo agent" } },
+          { api_key = { description = "sk_test_… (sandbox) or sk_live_… (production) key of this gateway",
               type = "string", required = true, encrypted = true, referenceable = true } },
-          { feature = { description = "feature of the requests; default: the service's name",
+          { feature = { description = "feature of the requests (metered as the catalog's metric of it); default: api_calls",
               type = "string" } },
           { key_header = { type = "string", default = "x-api-key" } },
           { customer_header = { description = "header carrying a customer id set by a trusted auth plugin (the agent must list gateway_key in tenant_keys)",
@@ -23,6 +24,27 @@ return {
           { failure_mode = { description = "open: an unreachable agent lets requests through; closed: 503",
               type = "string", default = "open", one_of = { "open", "closed" } } },
           { queue = typedefs.queue },
+        },
+        -- The names before 0.2.0, still accepted: Kong maps each to its new field and logs the
+        -- message (kong/db/schema/init.lua, Schema:process_auto_fields; metaschema.lua
+        -- `deprecation`); both names with different values are refused.
+        shorthand_fields = {
+          { agent_url = {
+              type = "string",
+              deprecation = {
+                replaced_with = { { path = { "endpoint" } } },
+                message = "aforo: config.agent_url is deprecated, please use config.endpoint instead",
+                removal_in_version = "1.0", },
+              func = function(value) return { endpoint = value } end,
+          } },
+          { gateway_key = {
+              type = "string",
+              deprecation = {
+                replaced_with = { { path = { "api_key" } } },
+                message = "aforo: config.gateway_key is deprecated, please use config.api_key instead",
+                removal_in_version = "1.0", },
+              func = function(value) return { api_key = value } end,
+          } },
         },
       },
     },
