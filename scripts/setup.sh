@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # Sets up everything the build, the tests and the demo need, on a fresh machine.
 # Idempotent: a second run only checks.
+#   scripts/setup.sh               everything (tests, demo, benchmarks)
+#   scripts/setup.sh --quickstart  only what docs/quickstart.md runs: Envoy, the filter, the agent
+#                                  and its console, linked into ./bin of the clone
 source "$(dirname "$0")/lib.sh"
+
+QUICK=0
+case "${1:-}" in
+  "") ;;
+  --quickstart) QUICK=1; AFORO_SETUP_LINTERS=0; AFORO_SETUP_REDIS=0; AFORO_SETUP_BROWSER=0; AFORO_SETUP_LAMBDA=0 ;;
+  *) die "unknown argument ${1}: scripts/setup.sh [--quickstart]" ;;
+esac
 
 command -v cargo >/dev/null || die "cargo is missing: install Rust with rustup (https://rustup.rs)"
 command -v rustup >/dev/null || die "rustup is missing: the wasm targets are installed with rustup"
@@ -24,7 +34,7 @@ if [ "${AFORO_SETUP_LINTERS:-1}" = 1 ] && [ ! -x "$VENV/bin/cfn-lint" ]; then
 fi
 
 # LuaJIT + LuaSocket + lua-cjson run the Kong 3.10+ Lua plugin in the contract tests.
-apt_install luajit lua-socket lua-cjson
+if [ "$QUICK" = 0 ]; then apt_install luajit lua-socket lua-cjson; fi
 # redis-server runs the multi-node tests (two agents sharing quotas through Redis). The demo
 # does not need it: AFORO_SETUP_REDIS=0 skips it.
 if [ "${AFORO_SETUP_REDIS:-1}" = 1 ]; then apt_install redis-server; fi
@@ -49,8 +59,13 @@ step "Build: the web console (plugins/agent/console: npm ci, then tsc and vite b
 (cd "$ROOT/plugins/agent/console" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent build >/dev/null)
 ls "$ROOT/plugins/agent/console/dist/index.html" >/dev/null || die "the console build made no dist/index.html"
 
-step "Build: workspace (the first build of wasmtime takes several minutes on 2 cores)"
-cargo build --workspace --quiet
+if [ "$QUICK" = 1 ]; then
+  step "Build: aforo-agent (the first build of wasmtime takes several minutes on 2 cores)"
+  cargo build --quiet -p aforo-agent
+else
+  step "Build: workspace (the first build of wasmtime takes several minutes on 2 cores)"
+  cargo build --workspace --quiet
+fi
 step "Build: the wasm modules (filter, pass-through floor, the agent's component)"
 cargo build --quiet --target wasm32-wasip1 --profile wasm-release -p aforo-proxy-wasm -p aforo-passthrough
 cargo build --quiet --target wasm32-wasip2 --profile wasm-release -p aforo-wasi
@@ -59,4 +74,12 @@ ls -l "$COMPONENT" | awk '{printf "aforo_policy.wasm: %s bytes\n", $5}'
 if [ "$LAMBDA" = 1 ]; then
   step "Build: the core for Node.js (wasm-bindgen, plugins/aws-lambda/pkg)"
   "$ROOT/scripts/build-lambda.sh"
+fi
+if [ "$QUICK" = 1 ]; then
+  # The quick start's commands name these, relative to the clone: nothing to put on PATH.
+  mkdir -p "$ROOT/bin"
+  ln -sf "$AFORO_ENVOY" "$ROOT/bin/envoy"
+  ln -sf "$CARGO_TARGET_DIR/debug/aforo-agent" "$ROOT/bin/aforo-agent"
+  cp "$WASM_DIR/aforo_metering.wasm" "$ROOT/bin/aforo_metering.wasm"
+  step "Ready: bin/envoy, bin/aforo-agent and bin/aforo_metering.wasm (docs/quickstart.md)"
 fi
