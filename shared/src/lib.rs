@@ -20,6 +20,7 @@ pub mod ratelimit;
 #[cfg(feature = "rating")]
 pub mod rating;
 pub mod redact;
+pub mod sse;
 pub mod strict_json;
 pub mod time;
 pub mod validate;
