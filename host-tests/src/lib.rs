@@ -11,4 +11,5 @@ pub mod ingest_sim;
 pub mod replay;
 pub mod send;
 pub mod servers;
+pub mod sse_upstream;
 pub mod traffic;

@@ -3,7 +3,7 @@
 
 mod client;
 mod server;
-mod wire;
+pub mod wire;
 
 pub use client::Client;
 pub use server::{serve, serve_on, Handler, Server};

@@ -3,7 +3,7 @@
 use crate::host::{send_reply, ProxyHost};
 use crate::metrics::MetricIds;
 use crate::root::Shared;
-use aforo_core::config::QuantitySource;
+use aforo_core::config::{Meter, QuantitySource};
 use aforo_core::gateway::{Exchange, RequestVerdict, RequestView, ResponseHeaders};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -15,7 +15,8 @@ pub struct Http {
     gateway: Option<Shared>,
     metrics: Rc<MetricIds>,
     exchange: Option<Box<Exchange>>,
-    source: Option<QuantitySource>,
+    /// The matched route's meters (what the response phase must observe).
+    meters: Option<Vec<Meter>>,
     max_body: usize,
 }
 
@@ -25,7 +26,7 @@ impl Http {
             gateway,
             metrics,
             exchange: None,
-            source: None,
+            meters: None,
             max_body: 0,
         }
     }
@@ -119,11 +120,11 @@ impl HttpContext for Http {
                     exchange: Some(ex), ..
                 } = &v
                 {
-                    self.source = g
+                    self.meters = g
                         .config()
                         .routes
                         .get(ex.route_index())
-                        .map(|r| r.quantity.clone());
+                        .map(|r| r.meters.clone());
                     self.max_body = g.config().max_body_bytes;
                 }
                 v
@@ -150,38 +151,52 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
-        if let (Some(ex), Some(QuantitySource::RequestBytes)) = (&mut self.exchange, &self.source) {
-            ex.add_request_bytes(body_size);
+        if let (Some(ex), Some(meters)) = (&mut self.exchange, &self.meters) {
+            if meters
+                .iter()
+                .any(|m| m.quantity == QuantitySource::RequestBytes)
+            {
+                ex.add_request_bytes(body_size);
+            }
         }
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (Some(ex), Some(source)) = (&mut self.exchange, &self.source) else {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let (Some(ex), Some(meters)) = (&mut self.exchange, &self.meters) else {
             return Action::Continue;
         };
+        if end_of_stream {
+            ex.on_response_end();
+        }
         let now = ex.started_at();
-        let added = ex.on_response_headers(&Headers(MapType::HttpResponseHeaders), source, now);
+        let added = ex.on_response_headers(&Headers(MapType::HttpResponseHeaders), meters, now);
         for (k, v) in added {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, k, Some(&v));
         }
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
-        let (Some(ex), Some(source)) = (&mut self.exchange, &self.source) else {
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(ex), Some(meters)) = (&mut self.exchange, &self.meters) else {
             return Action::Continue;
         };
-        match source {
-            QuantitySource::ResponseJson(_) => {
-                let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                ex.on_response_body(&chunk, source, self.max_body);
-            }
-            QuantitySource::ResponseBytes => ex.add_response_bytes(body_size),
-            _ => {}
+        if Exchange::reads_response_json(meters) {
+            // Each chunk is read and passed on at once (Continue): nothing is buffered in
+            // Envoy, so a stream reaches the client as fast as without the filter.
+            let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            ex.on_response_body(&chunk, meters, self.max_body);
+        } else if meters
+            .iter()
+            .any(|m| m.quantity == QuantitySource::ResponseBytes)
+        {
+            ex.add_response_bytes(body_size);
+        }
+        if end_of_stream {
+            ex.on_response_end();
         }
         Action::Continue
     }

@@ -10,7 +10,9 @@ mod url;
 #[cfg(not(target_arch = "wasm32"))]
 pub use options::reference_table;
 pub use options::{option, Default, Kind, OptionSpec, FIELD_NAMES, OPTIONS};
-pub use route::{is_name, path_has_prefix, MethodMatch, QuantitySource, Route, StatusRanges};
+pub use route::{
+    is_name, path_has_prefix, Meter, MethodMatch, QuantitySource, Route, StatusRanges, MAX_METERS,
+};
 pub use url::{Endpoint, UrlError};
 
 use crate::delivery::DeliveryConfig;

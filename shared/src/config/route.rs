@@ -51,7 +51,19 @@ pub enum MethodMatch {
     Exact(String),
 }
 
-/// One route: method + path prefix → feature, metric and quantity.
+/// One metric a route meters, and where its quantity comes from: each is its own event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meter {
+    /// Metric of the usage event recorded after serving.
+    pub metric: String,
+    /// Where the quantity comes from.
+    pub quantity: QuantitySource,
+}
+
+/// Most meters one route may have (an LLM call: input, output, cached tokens, …).
+pub const MAX_METERS: usize = 8;
+
+/// One route: method + path prefix → feature, and the metrics it meters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     /// Method filter.
@@ -60,10 +72,9 @@ pub struct Route {
     pub path_prefix: String,
     /// Entitlement feature checked before serving.
     pub feature: String,
-    /// Metric of the usage event recorded after serving.
-    pub metric: String,
-    /// Where the quantity comes from.
-    pub quantity: QuantitySource,
+    /// What is metered after serving, one event each (never empty); the feature's quota counts
+    /// the first.
+    pub meters: Vec<Meter>,
     /// Product id for this route's events, overriding the global one.
     pub product_id: Option<String>,
 }
@@ -78,8 +89,11 @@ const ROUTE_FIELDS: &[&str] = &[
     "feature",
     "metric",
     "quantity",
+    "meters",
     "product_id",
 ];
+
+const METER_FIELDS: &[&str] = &["metric", "quantity"];
 
 const QUANTITY_FIELDS: &[&str] = &["from", "value", "name", "pointer"];
 
@@ -92,6 +106,17 @@ const QUANTITY_KINDS: &[&str] = &[
 ];
 
 impl Route {
+    /// The first meter: the one the feature's quota counts.
+    pub fn first(&self) -> &Meter {
+        // Parsing never makes a route without one; the built-in route has one.
+        &self.meters[0]
+    }
+
+    /// Whether any meter reads the response body.
+    pub fn needs_response_body(&self) -> bool {
+        self.meters.iter().any(|m| m.quantity.needs_response_body())
+    }
+
     /// The built-in route of a configuration without routes: every request is one unit of
     /// `name`, as feature and metric, so a key alone is enough to meter.
     pub fn every_request(name: &str) -> Route {
@@ -99,8 +124,10 @@ impl Route {
             method: MethodMatch::Any,
             path_prefix: "/".into(),
             feature: name.into(),
-            metric: name.into(),
-            quantity: QuantitySource::Constant(crate::event::Quantity::from_u64(1)),
+            meters: vec![Meter {
+                metric: name.into(),
+                quantity: QuantitySource::Constant(crate::event::Quantity::from_u64(1)),
+            }],
             product_id: None,
         }
     }
@@ -173,10 +200,19 @@ fn parse_route(path: &str, v: &Value) -> Result<Route, FieldError> {
         ));
     }
     let feature = name_field(&r, "feature")?;
-    let metric = name_field(&r, "metric")?;
-    let quantity = match r.get("quantity") {
-        None => QuantitySource::Constant(crate::event::Quantity::ONE),
-        Some(q) => parse_quantity(&r.field_path("quantity"), q)?,
+    let meters = match r.array("meters")? {
+        Some(list) => {
+            for k in ["metric", "quantity"] {
+                if r.get(k).is_some() {
+                    return Err(FieldError::new(
+                        r.field_path(k),
+                        "set either meters or metric and quantity, not both",
+                    ));
+                }
+            }
+            parse_meters(&r.field_path("meters"), list)?
+        }
+        None => vec![parse_meter(&r)?],
     };
     let product_id = match r.non_empty_string("product_id")? {
         Some(p) if !is_name(p) => {
@@ -191,10 +227,44 @@ fn parse_route(path: &str, v: &Value) -> Result<Route, FieldError> {
         method,
         path_prefix,
         feature,
-        metric,
-        quantity,
+        meters,
         product_id,
     })
+}
+
+fn parse_meter(r: &ObjReader<'_>) -> Result<Meter, FieldError> {
+    let metric = name_field(r, "metric")?;
+    let quantity = match r.get("quantity") {
+        None => QuantitySource::Constant(crate::event::Quantity::ONE),
+        Some(q) => parse_quantity(&r.field_path("quantity"), q)?,
+    };
+    Ok(Meter { metric, quantity })
+}
+
+fn parse_meters(path: &str, list: &[Value]) -> Result<Vec<Meter>, FieldError> {
+    if list.is_empty() || list.len() > MAX_METERS {
+        return Err(FieldError::new(
+            path,
+            format!("must list 1..={MAX_METERS} meters, got {}", list.len()),
+        ));
+    }
+    let mut meters: Vec<Meter> = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        let p = index(path, i);
+        let r = ObjReader::new(&p, v, METER_FIELDS)?;
+        let m = parse_meter(&r)?;
+        if meters.iter().any(|o| o.metric == m.metric) {
+            return Err(FieldError::new(
+                r.field_path("metric"),
+                format!(
+                    "{:?} is metered twice on this route: one meter per metric",
+                    m.metric
+                ),
+            ));
+        }
+        meters.push(m);
+    }
+    Ok(meters)
 }
 
 fn parse_quantity(path: &str, v: &Value) -> Result<QuantitySource, FieldError> {
@@ -347,24 +417,24 @@ mod tests {
         let routes = parse_routes("routes", v.as_array().unwrap()).unwrap();
         assert_eq!(routes[0].method, MethodMatch::Exact("GET".into()));
         assert_eq!(
-            routes[0].quantity,
+            routes[0].first().quantity,
             QuantitySource::Constant(crate::event::Quantity::ONE)
         );
-        assert_eq!(routes[0].quantity.constant_units(), Some(1));
+        assert_eq!(routes[0].first().quantity.constant_units(), Some(1));
         assert_eq!(
-            routes[1].quantity,
+            routes[1].first().quantity,
             QuantitySource::ResponseJson("/usage/total_tokens".into())
         );
-        assert_eq!(routes[2].quantity, QuantitySource::RequestBytes);
+        assert_eq!(routes[2].first().quantity, QuantitySource::RequestBytes);
         assert_eq!(
-            routes[3].quantity,
+            routes[3].first().quantity,
             QuantitySource::ResponseHeader("x-units".into())
         );
         assert_eq!(
-            routes[4].quantity.to_owned(),
+            routes[4].first().quantity.to_owned(),
             QuantitySource::Constant(crate::event::Quantity::parse("2.5").unwrap())
         );
-        assert_eq!(routes[4].quantity.constant_units(), None);
+        assert_eq!(routes[4].first().quantity.constant_units(), None);
     }
 
     #[test]
@@ -419,6 +489,50 @@ mod tests {
                 StatusRanges::parse("billable_status", bad).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn a_route_meters_several_metrics_or_says_what_is_wrong() {
+        let ok = json!([{"path_prefix": "/v1/chat", "feature": "chat", "meters": [
+            {"metric": "input_tokens", "quantity": {"from": "response_json", "pointer": "/usage/prompt_tokens"}},
+            {"metric": "requests"}
+        ]}]);
+        let routes = parse_routes("routes", ok.as_array().unwrap()).unwrap();
+        assert_eq!(routes[0].meters.len(), 2);
+        assert_eq!(routes[0].first().metric, "input_tokens");
+        assert!(routes[0].needs_response_body());
+        assert_eq!(routes[0].meters[1].quantity.constant_units(), Some(1));
+        for (route, path, text) in [
+            (
+                json!({"path_prefix": "/", "feature": "f", "metric": "m", "meters": [{"metric": "a"}]}),
+                "routes[0].metric",
+                "not both",
+            ),
+            (
+                json!({"path_prefix": "/", "feature": "f", "meters": []}),
+                "routes[0].meters",
+                "1..=8",
+            ),
+            (
+                json!({"path_prefix": "/", "feature": "f", "meters": [{"metric": "a"}, {"metric": "a"}]}),
+                "routes[0].meters[1].metric",
+                "twice",
+            ),
+            (
+                json!({"path_prefix": "/", "feature": "f", "meters": [{"metric": "a", "pointer": "/x"}]}),
+                "routes[0].meters[0].pointer",
+                "unknown",
+            ),
+            (
+                json!({"path_prefix": "/", "feature": "f", "meters": [{"quantity": "2"}]}),
+                "routes[0].meters[0].metric",
+                "required",
+            ),
+        ] {
+            let e = parse_routes("routes", std::slice::from_ref(&route)).unwrap_err();
+            assert_eq!(e.path, path, "{route} → {e}");
+            assert!(e.to_string().contains(text), "{route} → {e}");
         }
     }
 }

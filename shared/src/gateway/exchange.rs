@@ -1,7 +1,8 @@
 //! One request/response exchange: what the request phase decided and what the response
 //! phase observes (status, sizes, the quantity header or body), until it is metered.
 
-use crate::config::QuantitySource;
+use super::stream_quantity::StreamQuantity;
+use crate::config::{Meter, QuantitySource};
 use crate::entitlement::{ratelimit_headers, Allowance, Reservation};
 use crate::environment::Environment;
 use crate::keys::KeyHash;
@@ -33,11 +34,20 @@ pub struct Exchange {
     pub(crate) status: Option<u16>,
     pub(crate) request_bytes: u64,
     pub(crate) response_bytes: u64,
-    pub(crate) quantity_header: Option<String>,
+    /// The quantity header of each meter that reads one (by the route's meter index).
+    pub(crate) quantity_headers: Vec<Option<String>>,
     pub(crate) body: Vec<u8>,
     pub(crate) body_truncated: bool,
-    /// Why the quantity could not be observed at all (an access log without the field).
-    pub(crate) unmeasured: Option<String>,
+    /// The response is `text/event-stream`: a JSON quantity is read from its events as they
+    /// pass, not from a buffered body.
+    pub(crate) event_stream: bool,
+    pub(crate) stream: Option<StreamQuantity>,
+    /// The upstream ended the response (its last body chunk was seen), rather than the
+    /// exchange being cut off.
+    pub(crate) response_complete: bool,
+    /// Why a meter's quantity could not be observed at all (an access log without the
+    /// field), by the route's meter index.
+    pub(crate) unmeasured: Vec<Option<String>>,
     /// The hash of a consumer key presented before any snapshot could resolve it.
     pub(crate) pending_key: Option<KeyHash>,
 }
@@ -71,10 +81,13 @@ impl Exchange {
             status: None,
             request_bytes: 0,
             response_bytes: 0,
-            quantity_header: None,
+            quantity_headers: Vec::new(),
             body: Vec::new(),
             body_truncated: false,
-            unmeasured: None,
+            event_stream: false,
+            stream: None,
+            response_complete: false,
+            unmeasured: Vec::new(),
             pending_key: None,
         }
     }
@@ -134,14 +147,29 @@ impl Exchange {
     pub fn on_response_headers(
         &mut self,
         headers: &dyn ResponseHeaders,
-        source: &QuantitySource,
+        meters: &[Meter],
         now: Timestamp,
     ) -> Vec<(&'static str, String)> {
         self.status = headers
             .header(":status")
             .and_then(|s| s.trim().parse().ok());
-        if let QuantitySource::ResponseHeader(name) = source {
-            self.quantity_header = headers.header(name);
+        for (i, m) in meters.iter().enumerate() {
+            match &m.quantity {
+                QuantitySource::ResponseHeader(name) => {
+                    if self.quantity_headers.len() <= i {
+                        self.quantity_headers.resize(i + 1, None);
+                    }
+                    self.quantity_headers[i] = headers.header(name);
+                }
+                QuantitySource::ResponseJson(_) if !self.event_stream => {
+                    self.event_stream = headers.header("content-type").is_some_and(|t| {
+                        t.trim_start()
+                            .get(..17)
+                            .is_some_and(|p| p.eq_ignore_ascii_case("text/event-stream"))
+                    })
+                }
+                _ => {}
+            }
         }
         match &self.allowance {
             Some(a) => ratelimit_headers(a, now).into_iter().collect(),
@@ -156,15 +184,18 @@ impl Exchange {
         self.started_at
     }
 
-    /// Counts a response body chunk and keeps a bounded copy when the quantity is inside it.
-    pub fn on_response_body(
-        &mut self,
-        chunk: &[u8],
-        source: &QuantitySource,
-        max_body_bytes: usize,
-    ) {
+    /// Counts a response body chunk and keeps a bounded copy when the quantity is inside it;
+    /// an event stream is read as it passes instead (bounded by one event, not the stream).
+    pub fn on_response_body(&mut self, chunk: &[u8], meters: &[Meter], max_body_bytes: usize) {
         self.response_bytes += chunk.len() as u64;
-        if matches!(source, QuantitySource::ResponseJson(_)) && !self.body_truncated {
+        if !Exchange::reads_response_json(meters) {
+            return;
+        }
+        if self.event_stream {
+            self.stream
+                .get_or_insert_with(|| StreamQuantity::new(max_body_bytes, meters.len()))
+                .feed(chunk, meters);
+        } else if !self.body_truncated {
             if self.body.len() + chunk.len() > max_body_bytes {
                 self.body_truncated = true;
                 self.body = Vec::new();
@@ -174,8 +205,21 @@ impl Exchange {
         }
     }
 
+    /// Whether a meter reads a number from the response body (so its bytes must be seen).
+    pub fn reads_response_json(meters: &[Meter]) -> bool {
+        meters
+            .iter()
+            .any(|m| matches!(m.quantity, QuantitySource::ResponseJson(_)))
+    }
+
+    /// The upstream's response ended (end of stream); without this call at the end of an
+    /// exchange, the response was cut off (the client went away, or a reset).
+    pub fn on_response_end(&mut self) {
+        self.response_complete = true;
+    }
+
     /// Whether the response body must be observed at all (to spare hosts the copies).
-    pub fn wants_response_body(source: &QuantitySource) -> bool {
-        source.needs_response_body()
+    pub fn wants_response_body(meters: &[Meter]) -> bool {
+        meters.iter().any(|m| m.quantity.needs_response_body())
     }
 }

@@ -85,19 +85,26 @@ impl Gateway {
         ex.status = Some(req.status);
         ex.request_bytes = req.request_bytes.unwrap_or(0);
         ex.response_bytes = req.response_bytes.unwrap_or(0);
-        let missing = match self.config.routes.get(route).map(|r| &r.quantity) {
-            Some(QuantitySource::RequestBytes) if req.request_bytes.is_none() => {
-                Some("the access log has no request length")
-            }
-            Some(QuantitySource::ResponseBytes) if req.response_bytes.is_none() => {
-                Some("the access log has no response length")
-            }
-            Some(QuantitySource::ResponseHeader(_) | QuantitySource::ResponseJson(_)) => {
-                Some("an access log carries no response headers or body")
-            }
-            _ => None,
-        };
-        ex.unmeasured = missing.map(str::to_string);
+        let meters = self.config.routes.get(route).map(|r| &r.meters[..]);
+        ex.unmeasured = meters
+            .unwrap_or_default()
+            .iter()
+            .map(|m| {
+                match &m.quantity {
+                    QuantitySource::RequestBytes if req.request_bytes.is_none() => {
+                        Some("the access log has no request length")
+                    }
+                    QuantitySource::ResponseBytes if req.response_bytes.is_none() => {
+                        Some("the access log has no response length")
+                    }
+                    QuantitySource::ResponseHeader(_) | QuantitySource::ResponseJson(_) => {
+                        Some("an access log carries no response headers or body")
+                    }
+                    _ => None,
+                }
+                .map(str::to_string)
+            })
+            .collect();
         self.finish(host, ex);
         Ok(())
     }

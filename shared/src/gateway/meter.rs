@@ -1,6 +1,7 @@
 //! The metering phase: when the exchange ends, build the usage event, validate it and queue it.
 
 use super::exchange::Exchange;
+use super::stream_quantity::{json_quantity, StreamQuantity};
 use super::Gateway;
 use crate::config::{QuantitySource, DEFAULT_PRODUCT_ID};
 use crate::delivery::{DeadLetterReason, Enqueued};
@@ -64,17 +65,24 @@ fn encode(format: IngestFormat, event: &UsageEvent, props: &GatewayProperties<'_
 }
 
 /// Why the quantity could not be measured.
-fn quantity_of(ex: &Exchange, source: &QuantitySource) -> Result<Quantity, String> {
-    if let Some(why) = &ex.unmeasured {
+/// Meter `i`'s quantity (its `source`) as the exchange observed it.
+fn quantity_of(ex: &Exchange, i: usize, source: &QuantitySource) -> Result<Quantity, String> {
+    if let Some(Some(why)) = ex.unmeasured.get(i) {
         return Err(why.clone());
     }
     match source {
         QuantitySource::Constant(q) => Ok(*q),
         QuantitySource::RequestBytes => Ok(Quantity::from_u64(ex.request_bytes)),
         QuantitySource::ResponseBytes => Ok(Quantity::from_u64(ex.response_bytes)),
-        QuantitySource::ResponseHeader(name) => match &ex.quantity_header {
-            None => Err(format!("response header {name:?} is missing")),
-            Some(v) => Quantity::parse(v).map_err(|e| format!("response header {name:?}: {e}")),
+        QuantitySource::ResponseHeader(name) => {
+            match ex.quantity_headers.get(i).and_then(Option::as_ref) {
+                None => Err(format!("response header {name:?} is missing")),
+                Some(v) => Quantity::parse(v).map_err(|e| format!("response header {name:?}: {e}")),
+            }
+        }
+        QuantitySource::ResponseJson(pointer) if ex.event_stream => match &ex.stream {
+            Some(s) => s.quantity(i, pointer, ex.response_complete),
+            None => StreamQuantity::new(0, 0).quantity(i, pointer, ex.response_complete),
         },
         QuantitySource::ResponseJson(pointer) => {
             if ex.body_truncated {
@@ -84,14 +92,7 @@ fn quantity_of(ex: &Exchange, source: &QuantitySource) -> Result<Quantity, Strin
             }
             let v: Value = serde_json::from_slice(&ex.body)
                 .map_err(|e| format!("response body is not JSON ({e}); {pointer} not read"))?;
-            match v.pointer(pointer) {
-                Some(Value::Number(n)) => {
-                    Quantity::parse(&n.to_string()).map_err(|e| format!("{pointer}: {e}"))
-                }
-                Some(Value::String(s)) => Quantity::parse(s).map_err(|e| format!("{pointer}: {e}")),
-                Some(other) => Err(format!("{pointer} is not a number ({other})")),
-                None => Err(format!("{pointer} is not in the response body")),
-            }
+            json_quantity(pointer, v.pointer(pointer))
         }
     }
 }
@@ -117,21 +118,6 @@ impl Gateway {
             return;
         };
         let env = ex.environment;
-        let id = match &ex.request_id {
-            Some(rid) => derive_event_id(env, &customer_id, &route.metric, rid),
-            None => {
-                self.sequence += 1;
-                sequence_event_id(self.nonce, self.sequence)
-            }
-        };
-        let props = GatewayProperties {
-            endpoint: &ex.endpoint,
-            method: &ex.method,
-            status: ex.status,
-            feature: &route.feature,
-            source: &self.config.source,
-            key_id: ex.key_id.as_deref(),
-        };
         let product_id = route
             .product_id
             .as_deref()
@@ -141,94 +127,115 @@ impl Gateway {
                 .snapshot
                 .as_ref()
                 .and_then(|s| s.product_id.as_deref()))
-            .unwrap_or(DEFAULT_PRODUCT_ID)
-            .to_string();
-        let metric = route.metric.clone();
-        let quantity = quantity_of(&ex, &route.quantity);
-        let mut event = UsageEvent {
-            id,
-            customer_id,
-            metric,
-            quantity: Quantity::ZERO,
-            timestamp: ex.started_at,
-            product_id,
-            environment: env,
-            properties: Map::new(),
-        };
-        let format = self.config.delivery.format;
-        let pipeline = &mut self.delivery[env.index()];
-        let quantity = match quantity {
-            Ok(q) => q,
-            Err(why) => {
-                let bytes = encode(format, &event, &props);
+            .unwrap_or(DEFAULT_PRODUCT_ID);
+        // One event per meter; a retry of the request (same request id) gives each the same id.
+        for (i, meter) in route.meters.iter().enumerate() {
+            let id = match &ex.request_id {
+                Some(rid) => derive_event_id(env, &customer_id, &meter.metric, rid),
+                None => {
+                    self.sequence += 1;
+                    sequence_event_id(self.nonce, self.sequence)
+                }
+            };
+            let props = GatewayProperties {
+                endpoint: &ex.endpoint,
+                method: &ex.method,
+                status: ex.status,
+                feature: &route.feature,
+                source: &self.config.source,
+                key_id: ex.key_id.as_deref(),
+            };
+            let quantity = quantity_of(&ex, i, &meter.quantity);
+            let mut event = UsageEvent {
+                id,
+                customer_id: customer_id.clone(),
+                metric: meter.metric.clone(),
+                quantity: Quantity::ZERO,
+                timestamp: ex.started_at,
+                product_id: product_id.to_string(),
+                environment: env,
+                properties: Map::new(),
+            };
+            let format = self.config.delivery.format;
+            let pipeline = &mut self.delivery[env.index()];
+            let quantity = match quantity {
+                Ok(q) => q,
+                Err(why) => {
+                    let bytes = encode(format, &event, &props);
+                    host.log(
+                        LogLevel::Warn,
+                        &format!(
+                            "aforo: event {} rejected: {}: {why}",
+                            event.id,
+                            RejectCode::QuantityUnavailable
+                        ),
+                    );
+                    let spilled = pipeline.reject(
+                        event.id,
+                        bytes,
+                        RejectCode::QuantityUnavailable.as_str(),
+                        now,
+                    );
+                    self.log_spilled(host, spilled);
+                    continue;
+                }
+            };
+            event.quantity = quantity;
+            let bytes = encode(format, &event, &props);
+            if let Err(r) = validate_event(&event, now, env) {
                 host.log(
                     LogLevel::Warn,
-                    &format!(
-                        "aforo: event {} rejected: {}: {why}",
-                        event.id,
-                        RejectCode::QuantityUnavailable
-                    ),
+                    &format!("aforo: event {} rejected: {r}", event.id),
                 );
-                let spilled = pipeline.reject(
-                    event.id,
-                    bytes,
-                    RejectCode::QuantityUnavailable.as_str(),
-                    now,
-                );
+                let spilled = pipeline.reject(event.id, bytes, r.code.as_str(), now);
                 self.log_spilled(host, spilled);
-                return;
+                continue;
             }
-        };
-        event.quantity = quantity;
-        let bytes = encode(format, &event, &props);
-        if let Err(r) = validate_event(&event, now, env) {
-            host.log(
-                LogLevel::Warn,
-                &format!("aforo: event {} rejected: {r}", event.id),
-            );
-            let spilled = pipeline.reject(event.id, bytes, r.code.as_str(), now);
-            self.log_spilled(host, spilled);
-            return;
-        }
-        if self.config.key_for(env).is_none() {
-            host.log(
+            if self.config.key_for(env).is_none() {
+                host.log(
                 LogLevel::Error,
                 &format!("aforo: event {} for a {env} partner but no {env} key is configured (set sandbox_api_key); dead-lettered", event.id),
             );
-            let spilled =
-                pipeline.dead_letter(event.id, bytes, DeadLetterReason::NoKeyForEnvironment, now);
-            self.log_spilled(host, spilled);
-            return;
-        }
-        if self.config.debug {
-            host.log(
-                LogLevel::Info,
-                &format!(
-                    "aforo debug: queued event {}",
-                    String::from_utf8_lossy(&bytes)
-                ),
-            );
-        }
-        if ex.counts_after_response {
-            let units = quantity.ceil_units();
-            for counter in &ex.usage_counters {
-                add_usage(&mut HostCounters(host), counter, units);
+                let spilled = pipeline.dead_letter(
+                    event.id,
+                    bytes,
+                    DeadLetterReason::NoKeyForEnvironment,
+                    now,
+                );
+                self.log_spilled(host, spilled);
+                continue;
             }
-        }
-        match pipeline.enqueue(event.id, bytes, now) {
-            Enqueued::Queued => {}
-            Enqueued::Overflow { spilled } => {
-                self.overflow_logged += 1;
-                if self.overflow_logged.is_power_of_two() {
-                    host.log(
+            if self.config.debug {
+                host.log(
+                    LogLevel::Info,
+                    &format!(
+                        "aforo debug: queued event {}",
+                        String::from_utf8_lossy(&bytes)
+                    ),
+                );
+            }
+            // The feature's quota counts the first meter.
+            if i == 0 && ex.counts_after_response {
+                let units = quantity.ceil_units();
+                for counter in &ex.usage_counters {
+                    add_usage(&mut HostCounters(host), counter, units);
+                }
+            }
+            match pipeline.enqueue(event.id, bytes, now) {
+                Enqueued::Queued => {}
+                Enqueued::Overflow { spilled } => {
+                    self.overflow_logged += 1;
+                    if self.overflow_logged.is_power_of_two() {
+                        host.log(
                         LogLevel::Warn,
                         &format!(
                             "aforo: {env} buffer full (max_buffer_events={}, max_buffer_bytes={}); {} events dead-lettered so far, they are re-offered when the ingest recovers",
                             self.config.delivery.max_buffer_events, self.config.delivery.max_buffer_bytes, self.overflow_logged
                         ),
                     );
+                    }
+                    self.log_spilled(host, spilled);
                 }
-                self.log_spilled(host, spilled);
             }
         }
     }

@@ -11,6 +11,7 @@ mod logged;
 mod meter;
 mod outbound;
 mod request;
+mod stream_quantity;
 #[cfg(test)]
 pub(crate) mod test_host;
 #[cfg(test)]

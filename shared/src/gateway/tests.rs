@@ -2,10 +2,9 @@
 
 use super::test_host::TestHost;
 use super::*;
-use crate::config::{Config, QuantitySource};
+use crate::config::Config;
 use crate::dedup::DedupWindow;
 use crate::entitlement::LocalReply;
-use crate::event::Quantity;
 use crate::host::CallResponse;
 use crate::ingest::{accept_batch, parse_batch, IngestAnswer};
 use crate::keys::hash_key;
@@ -99,7 +98,7 @@ fn exchange(
             let Some(mut ex) = exchange else {
                 return Ok(vec![]);
             };
-            let source = gw.config().routes[ex.route].quantity.clone();
+            let source = gw.config().routes[ex.route].meters.clone();
             let mut h = HashMap::new();
             h.insert(":status".to_string(), status.to_string());
             let added = ex.on_response_headers(&Resp(h), &source, host.now);
@@ -389,6 +388,215 @@ fn llm_tokens_come_from_the_response_body() {
         .map(|d| d.reason.to_string())
         .collect();
     assert_eq!(dl, vec!["rejected_quantity_unavailable"]);
+}
+
+/// One streamed exchange on the chat route: `chunks` of a `content_type` body, `ended` when
+/// the upstream finished it (else cut off).
+fn streamed(
+    gw: &mut Gateway,
+    host: &mut TestHost,
+    rid: &str,
+    content_type: &str,
+    chunks: &[&[u8]],
+    ended: bool,
+) {
+    let req = Req::new(
+        "POST",
+        "/v1/chat",
+        &[("x-api-key", "ck_live_alpha"), ("x-request-id", rid)],
+    );
+    let RequestVerdict::Continue {
+        exchange: Some(mut ex),
+        ..
+    } = gw.on_request(host, &req)
+    else {
+        panic!("not admitted")
+    };
+    let source = gw.config().routes[ex.route].meters.clone();
+    let mut h = HashMap::new();
+    h.insert(":status".to_string(), "200".to_string());
+    h.insert("content-type".to_string(), content_type.to_string());
+    ex.on_response_headers(&Resp(h), &source, host.now);
+    for c in chunks {
+        ex.on_response_body(c, &source, 256);
+    }
+    if ended {
+        ex.on_response_end();
+    }
+    gw.finish(host, *ex);
+}
+
+#[test]
+fn streamed_usage_is_read_as_it_passes_and_a_stream_without_it_is_never_zero() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(json!({})), 7);
+    // OpenAI chat completions with include_usage: the usage in the last chunk, split anywhere.
+    let openai = concat!(
+        "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}],\"usage\":null}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n",
+        "data: [DONE]\n\n"
+    )
+    .as_bytes();
+    let parts: Vec<&[u8]> = vec![&openai[..7], &openai[7..80], &openai[80..81], &openai[81..]];
+    streamed(
+        &mut gw,
+        &mut host,
+        "s1",
+        "text/event-stream; charset=utf-8",
+        &parts,
+        true,
+    );
+    // Cut off after the usage arrived: the usage is billed.
+    let before_done = openai.len() - "data: [DONE]\n\n".len();
+    streamed(
+        &mut gw,
+        &mut host,
+        "s2",
+        "text/event-stream",
+        &[&openai[..before_done]],
+        false,
+    );
+    // Cut off before it: a dead letter with the reason, not a zero.
+    streamed(
+        &mut gw,
+        &mut host,
+        "s3",
+        "text/event-stream",
+        &[&openai[..60]],
+        false,
+    );
+    // Ended without usage (include_usage not asked for): a dead letter too.
+    streamed(
+        &mut gw,
+        &mut host,
+        "s4",
+        "TEXT/EVENT-STREAM",
+        &[b"data: {\"choices\":[]}\n\ndata: [DONE]\n\n"],
+        true,
+    );
+    // An event larger than max_body_bytes (256 here) is skipped; the usage after it is read,
+    // and nothing of the stream is kept beyond one event.
+    let big = format!("data: {{\"pad\":\"{}\"}}\n\n", "x".repeat(1000));
+    streamed(
+        &mut gw,
+        &mut host,
+        "s5",
+        "text/event-stream",
+        &[
+            big.as_bytes(),
+            b"data: {\"usage\":{\"total_tokens\":7}}\n\n",
+        ],
+        true,
+    );
+    let mut ingest = Ingest::new();
+    gw.flush_now(&mut host);
+    ingest.serve(&mut gw, &mut host);
+    let quantities: Vec<&str> = ingest
+        .stored
+        .iter()
+        .map(|e| e["quantity"].as_str().unwrap())
+        .collect();
+    assert_eq!(quantities, vec!["11", "11", "7"]);
+    let c = gw.counters();
+    assert_eq!((c.received, c.delivered, c.rejected), (5, 3, 2));
+    assert!(c.balanced());
+    let logs = host.logs.borrow();
+    assert!(
+        logs.iter()
+            .any(|(_, l)| l.contains("cut off before /usage/total_tokens arrived")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|(_, l)| l
+                .contains("ended without /usage/total_tokens in any event (2 events read)")),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn several_meters_make_one_event_each_with_ids_stable_per_metric() {
+    let mut host = TestHost::new();
+    let meters = json!([
+        {"metric": "input_tokens", "quantity": {"from": "response_json", "pointer": "/message/usage/input_tokens"}},
+        {"metric": "output_tokens", "quantity": {"from": "response_json", "pointer": "/usage/output_tokens"}},
+        {"metric": "requests"}
+    ]);
+    let mut gw = Gateway::new(
+        config(json!({
+            "request_id_header": "x-request-id",
+            "routes": [{"method": "POST", "path_prefix": "/v1/chat", "feature": "chat", "meters": meters}]
+        })),
+        7,
+    );
+    let anthropic = concat!(
+        "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\r\n\r\n",
+        "event: content_block_delta\r\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"Hi\"}}\r\n\r\n",
+        "event: message_delta\r\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\r\n\r\n",
+        "event: message_stop\r\ndata: {\"type\":\"message_stop\"}\r\n\r\n"
+    )
+    .as_bytes();
+    streamed(
+        &mut gw,
+        &mut host,
+        "m1",
+        "text/event-stream",
+        &[&anthropic[..50], &anthropic[50..]],
+        true,
+    );
+    // The same request again (a retry with the same trusted request id): the same three ids.
+    streamed(
+        &mut gw,
+        &mut host,
+        "m1",
+        "text/event-stream",
+        &[anthropic],
+        true,
+    );
+    // Cut off after message_start: the input tokens are billed, the output tokens are not
+    // billed as zero, the request count stands.
+    streamed(
+        &mut gw,
+        &mut host,
+        "m2",
+        "text/event-stream",
+        &[&anthropic[..120]],
+        false,
+    );
+    let mut ingest = Ingest::new();
+    gw.flush_now(&mut host);
+    ingest.serve(&mut gw, &mut host);
+    let stored: Vec<(String, String)> = ingest
+        .stored
+        .iter()
+        .map(|e| {
+            (
+                e["metric"].as_str().unwrap().to_string(),
+                e["quantity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stored,
+        vec![
+            ("input_tokens".into(), "25".into()),
+            ("output_tokens".into(), "15".into()),
+            ("requests".into(), "1".into()),
+            ("input_tokens".into(), "25".into()),
+            ("requests".into(), "1".into()),
+        ]
+    );
+    let ids: std::collections::HashSet<&str> = ingest
+        .stored
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5, "one id per metric and request");
+    let c = gw.counters();
+    // 9 offered: the retry's three were duplicates at the ingest, the cut output refused.
+    assert_eq!((c.received, c.rejected), (9, 1));
+    assert!(c.balanced());
 }
 
 #[test]
@@ -877,11 +1085,7 @@ fn waiting_usage_keeps_the_partners_environment_and_late_arrivals_are_resolved_a
     assert_eq!(gw.counters_for(Environment::Production).received, 0);
     let mut resp = HashMap::new();
     resp.insert(":status".to_string(), "200".to_string());
-    late.on_response_headers(
-        &Resp(resp),
-        &QuantitySource::Constant(Quantity::ONE),
-        host.now,
-    );
+    late.on_response_headers(&Resp(resp), &[], host.now);
     gw.finish(&mut host, *late);
     assert_eq!(
         gw.counters_for(Environment::Production).received,
@@ -955,7 +1159,7 @@ fn in_nginx_calls_go_to_host_and_port_and_an_explicit_cluster_is_named_in_the_lo
             } => {
                 let mut h = HashMap::new();
                 h.insert(":status".to_string(), "200".to_string());
-                let source = gw.config().routes[ex.route].quantity.clone();
+                let source = gw.config().routes[ex.route].meters.clone();
                 ex.on_response_headers(&Resp(h), &source, host.now);
                 gw.finish(&mut host, *ex);
             }

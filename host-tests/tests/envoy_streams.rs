@@ -1,0 +1,224 @@
+//! Streamed LLM responses through the filter in a real Envoy 1.40: a loopback upstream sends
+//! OpenAI- and Anthropic-shaped `text/event-stream` bodies cut at random boundaries; the client
+//! receives each stream byte for byte, and the ingest receives the usage read from the stream's
+//! events. A stream cut off by the client or by the upstream is never billed as zero: its event
+//! is refused `quantity_unavailable`, kept as a dead letter, and the log says why. Every process
+//! is stopped when its guard drops.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use aforo_host_tests::artifacts::filter_module;
+use aforo_host_tests::envoy::{bootstrap, cluster, free_port, wasm_filter, Envoy};
+use aforo_host_tests::http1::Client;
+use aforo_host_tests::servers::IngestServer;
+use aforo_host_tests::sse_upstream::{anthropic_stream, openai_stream, Answer, SseUpstream};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn answer(path: &str) -> Answer {
+    let n: u64 = path
+        .rsplit('/')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if path.starts_with("/v1/chat/openai/") {
+        Answer {
+            body: openai_stream(100 + n, 7 + n),
+            reset_after: None,
+        }
+    } else if path.starts_with("/v1/messages/") {
+        Answer {
+            body: anthropic_stream(30 + n, 12 + n),
+            reset_after: None,
+        }
+    } else if path.starts_with("/v1/chat/reset/") {
+        let body = openai_stream(5, 5);
+        Answer {
+            reset_after: Some(body.len() / 2),
+            body,
+        }
+    } else {
+        // A slow stream the client leaves early.
+        let mut body = Vec::new();
+        for _ in 0..40 {
+            body.extend_from_slice(&openai_stream(1, 1)[..120]);
+        }
+        Answer {
+            body,
+            reset_after: None,
+        }
+    }
+}
+
+struct Stack {
+    envoy: Envoy,
+    ingest: IngestServer,
+    _upstream: SseUpstream,
+}
+
+fn stack() -> Stack {
+    let upstream = SseUpstream::start(7, answer).unwrap();
+    let ingest = IngestServer::start(None).unwrap();
+    let config = json!({
+        "api_key": "sk_test_streams",
+        "product_id": "prod_llm",
+        "flush_interval_ms": 200,
+        "customer_header": "x-customer-id",
+        "max_body_bytes": 4096,
+        "routes": [
+            {"method": "POST", "path_prefix": "/v1/chat", "feature": "chat", "meters": [
+                {"metric": "input_tokens", "quantity": {"from": "response_json", "pointer": "/usage/prompt_tokens"}},
+                {"metric": "output_tokens", "quantity": {"from": "response_json", "pointer": "/usage/completion_tokens"}}
+            ]},
+            {"method": "POST", "path_prefix": "/v1/messages", "feature": "chat", "meters": [
+                {"metric": "input_tokens", "quantity": {"from": "response_json", "pointer": "/message/usage/input_tokens"}},
+                {"metric": "output_tokens", "quantity": {"from": "response_json", "pointer": "/usage/output_tokens"}}
+            ]}
+        ]
+    });
+    let (port, admin) = (free_port(), free_port());
+    let filter = wasm_filter(
+        &filter_module().unwrap(),
+        &serde_json::to_string_pretty(&config).unwrap(),
+        &[],
+        "FAIL_CLOSED",
+    );
+    let yaml = bootstrap(
+        port,
+        admin,
+        upstream.port(),
+        &filter,
+        &cluster("aforo_ingest_sandbox", ingest.port()),
+    );
+    let envoy = Envoy::start(&yaml, port, admin, 1).unwrap_or_else(|e| panic!("{e}"));
+    Stack {
+        envoy,
+        ingest,
+        _upstream: upstream,
+    }
+}
+
+fn post(envoy: &Envoy, path: &str, customer: &str) -> (u16, Vec<u8>) {
+    let r = Client::new(&format!("127.0.0.1:{}", envoy.port))
+        .with_timeout(Duration::from_secs(10))
+        .request(
+            "POST",
+            path,
+            &[
+                ("x-customer-id".into(), customer.into()),
+                ("content-type".into(), "application/json".into()),
+            ],
+            br#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+    (r.status, r.body)
+}
+
+fn wait_log(envoy: &Envoy, needle: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if envoy.log().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn streamed_usage_reaches_the_ingest_and_the_client_gets_every_byte() {
+    let s = stack();
+    for n in 0..4u64 {
+        let (status, body) = post(&s.envoy, &format!("/v1/chat/openai/{n}"), "acme");
+        assert_eq!(status, 200);
+        assert_eq!(body, openai_stream(100 + n, 7 + n), "stream {n} changed");
+        let (status, body) = post(&s.envoy, &format!("/v1/messages/{n}"), "globex");
+        assert_eq!(status, 200);
+        assert_eq!(body, anthropic_stream(30 + n, 12 + n), "stream {n} changed");
+    }
+    assert_eq!(s.ingest.wait_for(16, Duration::from_secs(10)), 16);
+    let mut got: Vec<(String, String, String)> = s
+        .ingest
+        .stored()
+        .iter()
+        .map(|e| (e.customer_id.clone(), e.metric.clone(), e.quantity.clone()))
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String, String)> = (0..4u64)
+        .flat_map(|n| {
+            [
+                ("acme", "input_tokens", 100 + n),
+                ("acme", "output_tokens", 7 + n),
+                ("globex", "input_tokens", 30 + n),
+                ("globex", "output_tokens", 12 + n),
+            ]
+            .map(|(c, m, q)| (c.to_string(), m.to_string(), q.to_string()))
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_stream_cut_off_is_a_dead_letter_with_its_reason_never_a_zero() {
+    let s = stack();
+    // The upstream fails halfway, before the usage event.
+    let r = Client::new(&format!("127.0.0.1:{}", s.envoy.port))
+        .with_timeout(Duration::from_secs(10))
+        .request(
+            "POST",
+            "/v1/chat/reset/1",
+            &[("x-customer-id".into(), "acme".into())],
+            b"{}",
+        );
+    // The client sees the 200 and a broken body (or an error), never a complete stream.
+    if let Ok(r) = &r {
+        assert_ne!(r.body, openai_stream(5, 5));
+    }
+    // The client goes away after the first bytes of a long stream.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", s.envoy.port)).unwrap();
+    raw.write_all(b"POST /v1/chat/slow/1 HTTP/1.1\r\nhost: x\r\nx-customer-id: globex\r\ncontent-length: 2\r\n\r\n{}")
+        .unwrap();
+    let mut first = [0u8; 200];
+    let _ = raw.read(&mut first).unwrap();
+    drop(raw);
+    assert!(
+        wait_log(
+            &s.envoy,
+            "the event stream was cut off before /usage/completion_tokens arrived"
+        ),
+        "{}",
+        s.envoy.log_tail(40)
+    );
+    // Both streams' two meters refused with the reason, none delivered: nothing billed as zero.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && s.envoy.stat("wasmcustom.aforo_events_rejected_total") != Some(4)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        s.envoy.stat("wasmcustom.aforo_events_rejected_total"),
+        Some(4),
+        "{}",
+        s.envoy.log_tail(40)
+    );
+    assert_eq!(
+        s.envoy
+            .log()
+            .matches("quantity_unavailable: the event stream was cut off")
+            .count(),
+        4
+    );
+    // Every event the filter made is one of those four: none was queued for the ingest.
+    assert_eq!(
+        s.envoy.stat("wasmcustom.aforo_events_received_total"),
+        Some(4)
+    );
+    assert_eq!(
+        s.envoy.stat("wasmcustom.aforo_events_delivered_total"),
+        Some(0)
+    );
+    assert!(s.ingest.stored().is_empty(), "{:?}", s.ingest.stored());
+}
