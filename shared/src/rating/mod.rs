@@ -1,6 +1,7 @@
 //! The rating engine: pricing plans, aggregation and invoices, in exact decimal money.
 
 mod aggregate;
+mod dimension;
 mod invoice;
 mod models;
 mod money;
@@ -14,6 +15,7 @@ mod terms;
 mod tests;
 
 pub use aggregate::{property_amount, Accumulator};
+pub use dimension::Filter;
 pub use invoice::{rate_charge, rate_line, InvoiceLine, LineTerms, RatingError};
 pub use models::{graduated, package, percentage, stairstep, unit, volume, PercentageTotals};
 pub use money::{format_amount, minor_units, round_half_up};

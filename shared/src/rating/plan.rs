@@ -1,6 +1,7 @@
 //! Pricing plans as JSON, validated with errors that name the JSON path
 //! (`charges[1].tiers[2].up_to: must be greater than 10`).
 
+use super::dimension::{expand, Filter};
 use super::money::minor_units;
 use crate::config::is_name;
 use crate::strict_json::{describe, index, numbers_as_strings, parse_json, FieldError, ObjReader};
@@ -120,6 +121,8 @@ pub struct Charge {
     pub rollover: Option<Option<Decimal>>,
     /// What one unit costs the seller (margin figures).
     pub unit_cost: Option<Decimal>,
+    /// The events it prices, by property value (empty: all of its metric's).
+    pub filter: Filter,
 }
 
 /// A validated pricing plan.
@@ -158,6 +161,7 @@ const PLAN_FIELDS: &[&str] = &[
 const CHARGE_FIELDS: &[&str] = &[
     "id",
     "metric",
+    "filter",
     "model",
     "aggregation",
     "property",
@@ -290,19 +294,20 @@ impl Plan {
         }
         let mut ids = HashSet::new();
         let mut charges = Vec::with_capacity(list.len());
-        for (i, c) in list.iter().enumerate() {
-            let path = index("charges", i);
-            let charge = parse_charge(&path, c)?;
-            if !ids.insert(charge.id.clone()) {
-                return Err(FieldError::new(
-                    format!("{path}.id"),
-                    format!(
-                        "{:?} is used by an earlier charge; ids must be unique",
-                        charge.id
-                    ),
-                ));
+        for (i, written) in list.iter().enumerate() {
+            for (path, c) in expand(&index("charges", i), written)? {
+                let charge = parse_charge(&path, &c)?;
+                if !ids.insert(charge.id.clone()) {
+                    return Err(FieldError::new(
+                        format!("{path}.id"),
+                        format!(
+                            "{:?} is used by an earlier charge; ids must be unique",
+                            charge.id
+                        ),
+                    ));
+                }
+                charges.push(charge);
             }
-            charges.push(charge);
         }
         Ok(Plan {
             currency,
@@ -494,6 +499,7 @@ fn parse_charge(path: &str, v: &Value) -> Result<Charge, FieldError> {
         prorated,
         rollover,
         unit_cost: decimal(&r, "unit_cost")?,
+        filter: Filter::parse(&r.field_path("filter"), r.get("filter"))?,
     })
 }
 

@@ -91,12 +91,24 @@ impl Rater {
         let Some(indices) = by_metric.get(&e.metric) else {
             return;
         };
+        let mut priced = false;
+        let mut first_filtered = None;
         for &i in indices {
             if let (Some(acc), Some(c)) = (state.accumulators.get_mut(i), plan.charges.get(i)) {
+                if !c.filter.matches(e) {
+                    first_filtered.get_or_insert(i);
+                    continue;
+                }
+                priced = true;
                 if !acc.add(c, e) {
                     state.skipped[i] += 1;
                 }
             }
+        }
+        // Its metric is priced by property value, and no charge has its value (a model the
+        // plan does not price): counted where it shows on the invoice, never silently free.
+        if let (false, Some(i)) = (priced, first_filtered) {
+            state.skipped[i] += 1;
         }
     }
 

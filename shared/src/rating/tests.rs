@@ -319,3 +319,94 @@ fn volume_totals_can_decrease_and_that_is_documented() {
     ];
     assert!(volume(d("16"), &t).unwrap() < volume(d("15"), &t).unwrap());
 }
+
+#[test]
+fn prices_per_model_rate_each_model_at_its_price_and_show_unpriced_models() {
+    // LLM list prices per million tokens: gpt-4o input $2.50, gpt-4o-mini input $0.15.
+    let p = plan(json!({"currency": "USD", "charges": [
+        {"id": "input", "metric": "input_tokens", "model": "unit", "dimension": "model", "prices": {
+            "gpt-4o": {"unit_amount": "0.0000025"},
+            "gpt-4o-mini": {"unit_amount": "0.00000015"}
+        }},
+        {"id": "batch", "metric": "output_tokens", "model": "unit", "unit_amount": "0.00001",
+         "filter": {"model": ["gpt-4o", "gpt-4o-mini"], "tier": "batch"}}
+    ]}));
+    let ids: Vec<&str> = p.charges.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, vec!["input:gpt-4o", "input:gpt-4o-mini", "batch"]);
+    let events = [
+        ev(
+            "a",
+            "c",
+            "input_tokens",
+            "1200000",
+            json!({"model": "gpt-4o"}),
+        ),
+        ev(
+            "bb",
+            "c",
+            "input_tokens",
+            "800000",
+            json!({"model": "gpt-4o"}),
+        ),
+        ev(
+            "ccc",
+            "c",
+            "input_tokens",
+            "3333333",
+            json!({"model": "gpt-4o-mini"}),
+        ),
+        // A model the plan does not price: counted on the invoice, never free.
+        ev("dddd", "c", "input_tokens", "5000", json!({"model": "o3"})),
+        ev("eeeee", "c", "input_tokens", "5000", json!({})),
+        ev(
+            "ffffff",
+            "c",
+            "output_tokens",
+            "1000",
+            json!({"model": "gpt-4o", "tier": "batch"}),
+        ),
+        ev(
+            "ggggggg",
+            "c",
+            "output_tokens",
+            "1000",
+            json!({"model": "gpt-4o"}),
+        ),
+    ];
+    let i = invoice(&p, &events);
+    // 2,000,000 × 0.0000025 = 5.00; 3,333,333 × 0.00000015 = 0.49999995 → 0.50; 1000 × 0.00001 = 0.01.
+    assert_eq!(amounts(&i), vec!["5.00", "0.50", "0.01"]);
+    let skipped: Vec<u64> = i.lines.iter().map(|l| l.skipped_events).collect();
+    assert_eq!(skipped, vec![2, 0, 1]);
+    // Every way to get it wrong is named.
+    for (bad, path) in [
+        (
+            json!({"id": "x", "metric": "m", "model": "unit", "dimension": "model"}),
+            "charges[0].prices",
+        ),
+        (
+            json!({"id": "x", "metric": "m", "model": "unit", "unit_amount": "1", "prices": {"a": {}}}),
+            "charges[0].prices",
+        ),
+        (
+            json!({"id": "x", "metric": "m", "model": "unit", "dimension": "model", "prices": {"a": {"metric": "n", "unit_amount": "1"}}}),
+            "charges[0].prices.a.metric",
+        ),
+        (
+            json!({"id": "x", "metric": "m", "model": "unit", "dimension": "model", "prices": {"gpt 4": {"unit_amount": "1"}}}),
+            "charges[0].prices.gpt 4.id",
+        ),
+        (
+            json!({"id": "x", "metric": "m", "model": "unit", "unit_amount": "1", "filter": ["gpt-4o"]}),
+            "charges[0].filter",
+        ),
+    ] {
+        let e = Plan::from_json(
+            json!({"currency": "USD", "charges": [bad]})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, path, "{e}");
+    }
+}
