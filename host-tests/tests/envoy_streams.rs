@@ -70,11 +70,12 @@ fn stack() -> Stack {
             {"method": "POST", "path_prefix": "/v1/chat", "feature": "chat", "meters": [
                 {"metric": "input_tokens", "quantity": {"from": "response_json", "pointer": "/usage/prompt_tokens"}},
                 {"metric": "output_tokens", "quantity": {"from": "response_json", "pointer": "/usage/completion_tokens"}}
-            ]},
+            ], "properties": {"model": {"from": "response_json", "pointer": "/model"},
+                              "asked": {"from": "request_json", "pointer": "/model"}}},
             {"method": "POST", "path_prefix": "/v1/messages", "feature": "chat", "meters": [
                 {"metric": "input_tokens", "quantity": {"from": "response_json", "pointer": "/message/usage/input_tokens"}},
                 {"metric": "output_tokens", "quantity": {"from": "response_json", "pointer": "/usage/output_tokens"}}
-            ]}
+            ], "properties": {"model": {"from": "response_json", "pointer": "/message/model"}}}
         ]
     });
     let (port, admin) = (free_port(), free_port());
@@ -142,16 +143,28 @@ fn streamed_usage_reaches_the_ingest_and_the_client_gets_every_byte() {
         .ingest
         .stored()
         .iter()
-        .map(|e| (e.customer_id.clone(), e.metric.clone(), e.quantity.clone()))
+        .map(|e| {
+            let props: serde_json::Value = serde_json::from_str(&e.properties).unwrap();
+            // The model that answered, from the stream; and what the client asked for.
+            let model = props["model"].as_str().unwrap_or("").to_string();
+            if e.customer_id == "acme" {
+                assert_eq!(props["asked"], "gpt-4o-mini", "{props}");
+            }
+            (
+                e.customer_id.clone(),
+                format!("{}@{model}", e.metric),
+                e.quantity.clone(),
+            )
+        })
         .collect();
     got.sort();
     let mut want: Vec<(String, String, String)> = (0..4u64)
         .flat_map(|n| {
             [
-                ("acme", "input_tokens", 100 + n),
-                ("acme", "output_tokens", 7 + n),
-                ("globex", "input_tokens", 30 + n),
-                ("globex", "output_tokens", 12 + n),
+                ("acme", "input_tokens@gpt-4o-mini", 100 + n),
+                ("acme", "output_tokens@gpt-4o-mini", 7 + n),
+                ("globex", "input_tokens@claude-sonnet-4", 30 + n),
+                ("globex", "output_tokens@claude-sonnet-4", 12 + n),
             ]
             .map(|(c, m, q)| (c.to_string(), m.to_string(), q.to_string()))
         })

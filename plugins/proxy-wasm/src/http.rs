@@ -3,7 +3,7 @@
 use crate::host::{send_reply, ProxyHost};
 use crate::metrics::MetricIds;
 use crate::root::Shared;
-use aforo_core::config::{Meter, QuantitySource};
+use aforo_core::config::{BodySide, OnMissing, QuantitySource, Route};
 use aforo_core::gateway::{Exchange, RequestVerdict, RequestView, ResponseHeaders};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -15,9 +15,36 @@ pub struct Http {
     gateway: Option<Shared>,
     metrics: Rc<MetricIds>,
     exchange: Option<Box<Exchange>>,
-    /// The matched route's meters (what the response phase must observe).
-    meters: Option<Vec<Meter>>,
+    /// What the body phases observe for the matched route, decided once per request.
+    observe: Observe,
     max_body: usize,
+}
+
+/// What the body phases must look at for a request's route.
+#[derive(Clone, Copy, Default)]
+struct Observe {
+    /// Count request body bytes.
+    request_bytes: bool,
+    /// Keep the request body (a property reads its JSON).
+    request_json: bool,
+    /// Count response body bytes.
+    response_bytes: bool,
+    /// Read the response body (a meter or property reads its JSON).
+    response_json: bool,
+}
+
+impl Observe {
+    fn of(route: &Route) -> Observe {
+        let has = |q: QuantitySource| route.meters.iter().any(|m| m.quantity == q);
+        Observe {
+            // An estimate from the request's size needs it counted.
+            request_bytes: has(QuantitySource::RequestBytes)
+                || route.on_missing == OnMissing::EstimateRequestBytes,
+            request_json: route.reads_json(BodySide::Request),
+            response_bytes: has(QuantitySource::ResponseBytes),
+            response_json: route.reads_json(BodySide::Response),
+        }
+    }
 }
 
 impl Http {
@@ -26,7 +53,7 @@ impl Http {
             gateway,
             metrics,
             exchange: None,
-            meters: None,
+            observe: Observe::default(),
             max_body: 0,
         }
     }
@@ -120,11 +147,9 @@ impl HttpContext for Http {
                     exchange: Some(ex), ..
                 } = &v
                 {
-                    self.meters = g
-                        .config()
-                        .routes
-                        .get(ex.route_index())
-                        .map(|r| r.meters.clone());
+                    if let Some(r) = g.config().routes.get(ex.route_index()) {
+                        self.observe = Observe::of(r);
+                    }
                     self.max_body = g.config().max_body_bytes;
                 }
                 v
@@ -151,26 +176,35 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
-        if let (Some(ex), Some(meters)) = (&mut self.exchange, &self.meters) {
-            if meters
-                .iter()
-                .any(|m| m.quantity == QuantitySource::RequestBytes)
-            {
-                ex.add_request_bytes(body_size);
-            }
+        let Some(ex) = &mut self.exchange else {
+            return Action::Continue;
+        };
+        if self.observe.request_json {
+            let chunk = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            with_route(&self.gateway, ex.route_index(), |route| {
+                ex.on_request_body(&chunk, route, self.max_body)
+            });
+        } else if self.observe.request_bytes {
+            ex.add_request_bytes(body_size);
         }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let (Some(ex), Some(meters)) = (&mut self.exchange, &self.meters) else {
+        let Some(ex) = &mut self.exchange else {
             return Action::Continue;
         };
         if end_of_stream {
             ex.on_response_end();
         }
         let now = ex.started_at();
-        let added = ex.on_response_headers(&Headers(MapType::HttpResponseHeaders), meters, now);
+        let mut added = Vec::new();
+        with_route(&self.gateway, ex.route_index(), |route| {
+            added = ex.on_response_headers(&Headers(MapType::HttpResponseHeaders), route, now)
+        });
         for (k, v) in added {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, k, Some(&v));
         }
@@ -178,21 +212,20 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some(ex), Some(meters)) = (&mut self.exchange, &self.meters) else {
+        let Some(ex) = &mut self.exchange else {
             return Action::Continue;
         };
-        if Exchange::reads_response_json(meters) {
+        if self.observe.response_json {
             // Each chunk is read and passed on at once (Continue): nothing is buffered in
             // Envoy, so a stream reaches the client as fast as without the filter.
             let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-            ex.on_response_body(&chunk, meters, self.max_body);
-        } else if meters
-            .iter()
-            .any(|m| m.quantity == QuantitySource::ResponseBytes)
-        {
+            with_route(&self.gateway, ex.route_index(), |route| {
+                ex.on_response_body(&chunk, route, self.max_body)
+            });
+        } else if self.observe.response_bytes {
             ex.add_response_bytes(body_size);
         }
         if end_of_stream {
@@ -208,6 +241,19 @@ impl HttpContext for Http {
         let mut host = ProxyHost::new(&self.metrics);
         if let Ok(mut g) = gw.try_borrow_mut() {
             g.finish(&mut host, *ex);
+        }
+    }
+}
+
+/// Runs `f` with the configured route `index` (a shared borrow of the engine: no copy per
+/// request). The engine is never borrowed mutably while a body callback runs; if it were, the
+/// chunk is not read, and a quantity it held is refused as missing, never a guess.
+fn with_route(gateway: &Option<Shared>, index: usize, f: impl FnOnce(&Route)) {
+    if let Some(gw) = gateway {
+        if let Ok(g) = gw.try_borrow() {
+            if let Some(route) = g.config().routes.get(index) {
+                f(route);
+            }
         }
     }
 }

@@ -63,6 +63,53 @@ pub struct Meter {
 /// Most meters one route may have (an LLM call: input, output, cached tokens, …).
 pub const MAX_METERS: usize = 8;
 
+/// Most properties one route may read from bodies.
+pub const MAX_PROPERTIES: usize = 8;
+
+/// Longest property value kept from a body (a longer string is not stored).
+pub const MAX_PROPERTY_BYTES: usize = 256;
+
+/// Property names the gateway writes itself (`estimated` on an estimated quantity).
+pub const GATEWAY_PROPERTIES: &[&str] = &[
+    "endpoint",
+    "method",
+    "status",
+    "feature",
+    "source",
+    "key_id",
+    "estimated",
+];
+
+/// What a route does when a response's JSON quantity never arrives (a stream that ends or is
+/// cut off without its usage, a body without the field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnMissing {
+    /// Refuse the event `quantity_unavailable`, kept as a dead letter to replay (the default).
+    DeadLetter,
+    /// Bill the request body's bytes instead, with the property `estimated: request_bytes`.
+    EstimateRequestBytes,
+}
+
+/// Which body a property is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodySide {
+    /// The request body (the client wrote it: a model it asked for).
+    Request,
+    /// The response body, or its streamed events (the upstream wrote it).
+    Response,
+}
+
+/// A property stored on each of the route's events, read from a JSON body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Property {
+    /// Its name in the event's `properties`.
+    pub name: String,
+    /// The body it is read from.
+    pub from: BodySide,
+    /// JSON pointer to a string, number or boolean.
+    pub pointer: String,
+}
+
 /// One route: method + path prefix → feature, and the metrics it meters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -77,6 +124,10 @@ pub struct Route {
     pub meters: Vec<Meter>,
     /// Product id for this route's events, overriding the global one.
     pub product_id: Option<String>,
+    /// Properties read from the request or response JSON, stored on each event.
+    pub properties: Vec<Property>,
+    /// A JSON quantity that never arrives: dead letter, or an estimate.
+    pub on_missing: OnMissing,
 }
 
 const METHODS: &[&str] = &[
@@ -91,7 +142,11 @@ const ROUTE_FIELDS: &[&str] = &[
     "quantity",
     "meters",
     "product_id",
+    "properties",
+    "on_missing",
 ];
+
+const PROPERTY_FIELDS: &[&str] = &["from", "pointer"];
 
 const METER_FIELDS: &[&str] = &["metric", "quantity"];
 
@@ -115,6 +170,18 @@ impl Route {
     /// Whether any meter reads the response body.
     pub fn needs_response_body(&self) -> bool {
         self.meters.iter().any(|m| m.quantity.needs_response_body())
+            || self.reads_json(BodySide::Response)
+    }
+
+    /// Whether a meter or a property reads a value from `side`'s JSON (so that body is kept,
+    /// bounded, or read event by event when streamed).
+    pub fn reads_json(&self, side: BodySide) -> bool {
+        self.properties.iter().any(|p| p.from == side)
+            || (side == BodySide::Response
+                && self
+                    .meters
+                    .iter()
+                    .any(|m| matches!(m.quantity, QuantitySource::ResponseJson(_))))
     }
 
     /// The built-in route of a configuration without routes: every request is one unit of
@@ -129,6 +196,8 @@ impl Route {
                 quantity: QuantitySource::Constant(crate::event::Quantity::from_u64(1)),
             }],
             product_id: None,
+            properties: Vec::new(),
+            on_missing: OnMissing::DeadLetter,
         }
     }
 
@@ -229,7 +298,67 @@ fn parse_route(path: &str, v: &Value) -> Result<Route, FieldError> {
         feature,
         meters,
         product_id,
+        properties: match r.get("properties") {
+            None => Vec::new(),
+            Some(v) => parse_properties(&r.field_path("properties"), v)?,
+        },
+        on_missing: match r.choice("on_missing", &["dead_letter", "estimate_request_bytes"])? {
+            Some("estimate_request_bytes") => OnMissing::EstimateRequestBytes,
+            _ => OnMissing::DeadLetter,
+        },
     })
+}
+
+fn parse_properties(path: &str, v: &Value) -> Result<Vec<Property>, FieldError> {
+    let map = v.as_object().ok_or_else(|| {
+        FieldError::new(
+            path,
+            "must be an object of name → {\"from\": \"request_json\" or \"response_json\", \"pointer\": \"/model\"}",
+        )
+    })?;
+    if map.len() > MAX_PROPERTIES {
+        return Err(FieldError::new(
+            path,
+            format!("at most {MAX_PROPERTIES} properties, got {}", map.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(map.len());
+    for (name, pv) in map {
+        let p = format!("{path}.{name}");
+        if !is_name(name) || GATEWAY_PROPERTIES.contains(&name.as_str()) {
+            return Err(FieldError::new(
+                &p,
+                format!(
+                    "a property name must be 1..=128 letters, digits or _-.: characters and not one the gateway writes ({})",
+                    GATEWAY_PROPERTIES.join(", ")
+                ),
+            ));
+        }
+        let r = ObjReader::new(&p, pv, PROPERTY_FIELDS)?;
+        let from = match r.choice("from", &["request_json", "response_json"])? {
+            Some("request_json") => BodySide::Request,
+            Some(_) => BodySide::Response,
+            None => {
+                return Err(FieldError::new(
+                    r.field_path("from"),
+                    "is required: request_json or response_json",
+                ))
+            }
+        };
+        let pointer = r.required_string("pointer")?;
+        if !pointer.starts_with('/') {
+            return Err(FieldError::new(
+                r.field_path("pointer"),
+                format!("must be a JSON pointer such as /model, got {pointer:?}"),
+            ));
+        }
+        out.push(Property {
+            name: name.clone(),
+            from,
+            pointer: pointer.to_string(),
+        });
+    }
+    Ok(out)
 }
 
 fn parse_meter(r: &ObjReader<'_>) -> Result<Meter, FieldError> {

@@ -2,7 +2,7 @@
 //! phase observes (status, sizes, the quantity header or body), until it is metered.
 
 use super::stream_quantity::StreamQuantity;
-use crate::config::{Meter, QuantitySource};
+use crate::config::{BodySide, QuantitySource, Route};
 use crate::entitlement::{ratelimit_headers, Allowance, Reservation};
 use crate::environment::Environment;
 use crate::keys::KeyHash;
@@ -38,6 +38,9 @@ pub struct Exchange {
     pub(crate) quantity_headers: Vec<Option<String>>,
     pub(crate) body: Vec<u8>,
     pub(crate) body_truncated: bool,
+    /// The request body, kept (bounded) when a property reads it.
+    pub(crate) request_body: Vec<u8>,
+    pub(crate) request_body_truncated: bool,
     /// The response is `text/event-stream`: a JSON quantity is read from its events as they
     /// pass, not from a buffered body.
     pub(crate) event_stream: bool,
@@ -84,6 +87,8 @@ impl Exchange {
             quantity_headers: Vec::new(),
             body: Vec::new(),
             body_truncated: false,
+            request_body: Vec::new(),
+            request_body_truncated: false,
             event_stream: false,
             stream: None,
             response_complete: false,
@@ -147,29 +152,26 @@ impl Exchange {
     pub fn on_response_headers(
         &mut self,
         headers: &dyn ResponseHeaders,
-        meters: &[Meter],
+        route: &Route,
         now: Timestamp,
     ) -> Vec<(&'static str, String)> {
         self.status = headers
             .header(":status")
             .and_then(|s| s.trim().parse().ok());
-        for (i, m) in meters.iter().enumerate() {
-            match &m.quantity {
-                QuantitySource::ResponseHeader(name) => {
-                    if self.quantity_headers.len() <= i {
-                        self.quantity_headers.resize(i + 1, None);
-                    }
-                    self.quantity_headers[i] = headers.header(name);
+        for (i, m) in route.meters.iter().enumerate() {
+            if let QuantitySource::ResponseHeader(name) = &m.quantity {
+                if self.quantity_headers.len() <= i {
+                    self.quantity_headers.resize(i + 1, None);
                 }
-                QuantitySource::ResponseJson(_) if !self.event_stream => {
-                    self.event_stream = headers.header("content-type").is_some_and(|t| {
-                        t.trim_start()
-                            .get(..17)
-                            .is_some_and(|p| p.eq_ignore_ascii_case("text/event-stream"))
-                    })
-                }
-                _ => {}
+                self.quantity_headers[i] = headers.header(name);
             }
+        }
+        if route.reads_json(BodySide::Response) {
+            self.event_stream = headers.header("content-type").is_some_and(|t| {
+                t.trim_start()
+                    .get(..17)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("text/event-stream"))
+            });
         }
         match &self.allowance {
             Some(a) => ratelimit_headers(a, now).into_iter().collect(),
@@ -186,30 +188,36 @@ impl Exchange {
 
     /// Counts a response body chunk and keeps a bounded copy when the quantity is inside it;
     /// an event stream is read as it passes instead (bounded by one event, not the stream).
-    pub fn on_response_body(&mut self, chunk: &[u8], meters: &[Meter], max_body_bytes: usize) {
+    pub fn on_response_body(&mut self, chunk: &[u8], route: &Route, max_body_bytes: usize) {
         self.response_bytes += chunk.len() as u64;
-        if !Exchange::reads_response_json(meters) {
+        if !route.reads_json(BodySide::Response) {
             return;
         }
         if self.event_stream {
             self.stream
-                .get_or_insert_with(|| StreamQuantity::new(max_body_bytes, meters.len()))
-                .feed(chunk, meters);
-        } else if !self.body_truncated {
-            if self.body.len() + chunk.len() > max_body_bytes {
-                self.body_truncated = true;
-                self.body = Vec::new();
-            } else {
-                self.body.extend_from_slice(chunk);
-            }
+                .get_or_insert_with(|| StreamQuantity::new(max_body_bytes, route))
+                .feed(chunk, route);
+        } else {
+            keep_bounded(
+                &mut self.body,
+                &mut self.body_truncated,
+                chunk,
+                max_body_bytes,
+            );
         }
     }
 
-    /// Whether a meter reads a number from the response body (so its bytes must be seen).
-    pub fn reads_response_json(meters: &[Meter]) -> bool {
-        meters
-            .iter()
-            .any(|m| matches!(m.quantity, QuantitySource::ResponseJson(_)))
+    /// Counts a request body chunk, and keeps a bounded copy when a property reads it.
+    pub fn on_request_body(&mut self, chunk: &[u8], route: &Route, max_body_bytes: usize) {
+        self.request_bytes += chunk.len() as u64;
+        if route.reads_json(BodySide::Request) {
+            keep_bounded(
+                &mut self.request_body,
+                &mut self.request_body_truncated,
+                chunk,
+                max_body_bytes,
+            );
+        }
     }
 
     /// The upstream's response ended (end of stream); without this call at the end of an
@@ -219,7 +227,21 @@ impl Exchange {
     }
 
     /// Whether the response body must be observed at all (to spare hosts the copies).
-    pub fn wants_response_body(meters: &[Meter]) -> bool {
-        meters.iter().any(|m| m.quantity.needs_response_body())
+    pub fn wants_response_body(route: &Route) -> bool {
+        route.needs_response_body()
+    }
+}
+
+/// Appends `chunk` to `body` while the whole stays within `max`; past it, drops what was kept
+/// and marks it truncated (a value from a partial JSON document would be a guess).
+fn keep_bounded(body: &mut Vec<u8>, truncated: &mut bool, chunk: &[u8], max: usize) {
+    if *truncated {
+        return;
+    }
+    if body.len() + chunk.len() > max {
+        *truncated = true;
+        *body = Vec::new();
+    } else {
+        body.extend_from_slice(chunk);
     }
 }

@@ -1,9 +1,9 @@
 //! The metering phase: when the exchange ends, build the usage event, validate it and queue it.
 
 use super::exchange::Exchange;
-use super::stream_quantity::{json_quantity, StreamQuantity};
+use super::stream_quantity::{json_quantity, missing_from_stream, property_value};
 use super::Gateway;
-use crate::config::{QuantitySource, DEFAULT_PRODUCT_ID};
+use crate::config::{BodySide, OnMissing, QuantitySource, Route, DEFAULT_PRODUCT_ID};
 use crate::delivery::{DeadLetterReason, Enqueued};
 use crate::entitlement::{add_usage, HostCounters};
 use crate::event::{
@@ -12,20 +12,18 @@ use crate::event::{
 };
 use crate::host::{Host, LogLevel};
 use crate::validate::{validate_event, RejectCode};
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// The properties the gateway puts on every event, serialised without building a map.
-#[derive(Serialize)]
+/// The properties the gateway puts on every event, serialised without building a map, and
+/// those the route reads from the bodies.
 struct GatewayProperties<'a> {
     endpoint: &'a str,
     method: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
     feature: &'a str,
     source: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     key_id: Option<&'a str>,
+    extra: &'a [(&'a str, Value)],
 }
 
 impl GatewayProperties<'_> {
@@ -52,21 +50,92 @@ impl GatewayProperties<'_> {
             out.extend_from_slice(b",\"key_id\":");
             write_json_str(&mut out, k);
         }
+        for (name, v) in self.extra {
+            out.push(b',');
+            write_json_str(&mut out, name);
+            out.push(b':');
+            match v {
+                Value::String(s) => write_json_str(&mut out, s),
+                other => out.extend_from_slice(other.to_string().as_bytes()),
+            }
+        }
         out.push(b'}');
         out
+    }
+
+    /// The same properties as a map (the CloudEvents encoder's `data`).
+    fn to_map(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("endpoint".into(), self.endpoint.into());
+        m.insert("method".into(), self.method.into());
+        if let Some(s) = self.status {
+            m.insert("status".into(), s.into());
+        }
+        m.insert("feature".into(), self.feature.into());
+        m.insert("source".into(), self.source.into());
+        if let Some(k) = self.key_id {
+            m.insert("key_id".into(), k.into());
+        }
+        for (name, v) in self.extra {
+            m.insert((*name).to_string(), v.clone());
+        }
+        m
     }
 }
 
 fn encode(format: IngestFormat, event: &UsageEvent, props: &GatewayProperties<'_>) -> Vec<u8> {
     match format {
         IngestFormat::Aforo => encode_v1_raw(event, Some(&props.to_json())),
-        IngestFormat::CloudEvents => format.encode_with(event, Some(props)),
+        IngestFormat::CloudEvents => format.encode_with(event, Some(&props.to_map())),
     }
 }
 
-/// Why the quantity could not be measured.
+/// A body parsed once for every pointer that reads it, or why it cannot be read.
+fn parse_body(body: &[u8], truncated: bool, what: &str) -> Result<Value, String> {
+    if truncated {
+        return Err(format!("{what} is larger than max_body_bytes"));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("{what} is not JSON ({e})"))
+}
+
+/// The route's properties found in the bodies (absent ones are left out).
+fn body_properties<'r>(
+    ex: &Exchange,
+    route: &'r Route,
+    response: Option<&Result<Value, String>>,
+) -> Vec<(&'r str, Value)> {
+    if route.properties.is_empty() {
+        return Vec::new();
+    }
+    let request = route
+        .reads_json(BodySide::Request)
+        .then(|| parse_body(&ex.request_body, ex.request_body_truncated, "request body").ok())
+        .flatten();
+    route
+        .properties
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let v = match p.from {
+                BodySide::Request => property_value(request.as_ref()?.pointer(&p.pointer)),
+                BodySide::Response => match (&ex.stream, response) {
+                    (Some(s), _) => s.property(i).cloned(),
+                    (None, Some(Ok(body))) => property_value(body.pointer(&p.pointer)),
+                    _ => None,
+                },
+            }?;
+            Some((p.name.as_str(), v))
+        })
+        .collect()
+}
+
 /// Meter `i`'s quantity (its `source`) as the exchange observed it.
-fn quantity_of(ex: &Exchange, i: usize, source: &QuantitySource) -> Result<Quantity, String> {
+fn quantity_of(
+    ex: &Exchange,
+    i: usize,
+    source: &QuantitySource,
+    body: Option<&Result<Value, String>>,
+) -> Result<Quantity, String> {
     if let Some(Some(why)) = ex.unmeasured.get(i) {
         return Err(why.clone());
     }
@@ -82,18 +151,17 @@ fn quantity_of(ex: &Exchange, i: usize, source: &QuantitySource) -> Result<Quant
         }
         QuantitySource::ResponseJson(pointer) if ex.event_stream => match &ex.stream {
             Some(s) => s.quantity(i, pointer, ex.response_complete),
-            None => StreamQuantity::new(0, 0).quantity(i, pointer, ex.response_complete),
+            None => Err(missing_from_stream(
+                pointer,
+                ex.response_complete,
+                "no body",
+            )),
         },
-        QuantitySource::ResponseJson(pointer) => {
-            if ex.body_truncated {
-                return Err(format!(
-                    "response body is larger than max_body_bytes; {pointer} not read"
-                ));
-            }
-            let v: Value = serde_json::from_slice(&ex.body)
-                .map_err(|e| format!("response body is not JSON ({e}); {pointer} not read"))?;
-            json_quantity(pointer, v.pointer(pointer))
-        }
+        QuantitySource::ResponseJson(pointer) => match body {
+            Some(Ok(v)) => json_quantity(pointer, v.pointer(pointer)),
+            Some(Err(why)) => Err(format!("{why}; {pointer} not read")),
+            None => Err(format!("response body not read; {pointer} not read")),
+        },
     }
 }
 
@@ -128,6 +196,10 @@ impl Gateway {
                 .as_ref()
                 .and_then(|s| s.product_id.as_deref()))
             .unwrap_or(DEFAULT_PRODUCT_ID);
+        // The response body, parsed once for every meter and property that reads it.
+        let body = (!ex.event_stream && route.reads_json(BodySide::Response))
+            .then(|| parse_body(&ex.body, ex.body_truncated, "response body"));
+        let extra = body_properties(&ex, route, body.as_ref());
         // One event per meter; a retry of the request (same request id) gives each the same id.
         for (i, meter) in route.meters.iter().enumerate() {
             let id = match &ex.request_id {
@@ -137,15 +209,34 @@ impl Gateway {
                     sequence_event_id(self.nonce, self.sequence)
                 }
             };
-            let props = GatewayProperties {
+            let mut props = GatewayProperties {
                 endpoint: &ex.endpoint,
                 method: &ex.method,
                 status: ex.status,
                 feature: &route.feature,
                 source: &self.config.source,
                 key_id: ex.key_id.as_deref(),
+                extra: &extra,
             };
-            let quantity = quantity_of(&ex, i, &meter.quantity);
+            let quantity = quantity_of(&ex, i, &meter.quantity, body.as_ref());
+            // A JSON quantity that never arrived, on a route that asks for an estimate.
+            let mut with_estimate = Vec::new();
+            let quantity = match (quantity, &meter.quantity, route.on_missing) {
+                (Err(why), QuantitySource::ResponseJson(_), OnMissing::EstimateRequestBytes) => {
+                    host.log(
+                        LogLevel::Info,
+                        &format!(
+                            "aforo: {} estimated from the request's {} bytes: {why}",
+                            meter.metric, ex.request_bytes
+                        ),
+                    );
+                    with_estimate.extend(extra.iter().cloned());
+                    with_estimate.push(("estimated", Value::from("request_bytes")));
+                    props.extra = &with_estimate;
+                    Ok(Quantity::from_u64(ex.request_bytes))
+                }
+                (q, _, _) => q,
+            };
             let mut event = UsageEvent {
                 id,
                 customer_id: customer_id.clone(),

@@ -1,18 +1,19 @@
-//! A quantity read from a streamed (`text/event-stream`) response as it passes: each event's
-//! JSON is looked at once and dropped, and the last value found at the pointer wins (LLM APIs
-//! send their usage in the last events). A stream that ends, or is cut off, before any event
-//! carried it has no quantity: never a zero.
+//! Quantities and properties read from a streamed (`text/event-stream`) response as it passes:
+//! each event's JSON is looked at once and dropped, and the last value found at a pointer wins
+//! (LLM APIs send their usage in the last events). A stream that ends, or is cut off, before
+//! any event carried a quantity has none: never a zero.
 
-use crate::config::{Meter, QuantitySource};
+use crate::config::{BodySide, QuantitySource, Route};
 use crate::event::Quantity;
 use crate::sse::SseReader;
 use serde_json::Value;
 
-/// The usage seen so far in one streamed response, per meter of the route.
+/// The usage seen so far in one streamed response, per meter and property of the route.
 #[derive(Debug)]
 pub(crate) struct StreamQuantity {
     reader: SseReader,
     last: Vec<Option<Result<Quantity, String>>>,
+    properties: Vec<Option<Value>>,
     not_json: u64,
 }
 
@@ -28,23 +29,37 @@ pub(crate) fn json_quantity(pointer: &str, v: Option<&Value>) -> Result<Quantity
     }
 }
 
+/// A value fit to be a property: a string of at most `MAX_PROPERTY_BYTES`, a number or a
+/// boolean (objects, arrays and nulls are not stored).
+pub(crate) fn property_value(v: Option<&Value>) -> Option<Value> {
+    match v? {
+        Value::String(s) if s.len() <= crate::config::MAX_PROPERTY_BYTES => {
+            Some(Value::String(s.clone()))
+        }
+        v @ (Value::Number(_) | Value::Bool(_)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
 impl StreamQuantity {
     /// Reads events of at most `max_event_bytes` each (larger ones are skipped and counted)
-    /// for a route of `meters` meters.
-    pub(crate) fn new(max_event_bytes: usize, meters: usize) -> StreamQuantity {
+    /// for `route`'s meters and properties.
+    pub(crate) fn new(max_event_bytes: usize, route: &Route) -> StreamQuantity {
         StreamQuantity {
             reader: SseReader::new(max_event_bytes),
-            last: vec![None; meters],
+            last: vec![None; route.meters.len()],
+            properties: vec![None; route.properties.len()],
             not_json: 0,
         }
     }
 
-    /// Reads a chunk of the stream, keeping for each JSON meter the last value found at its
-    /// pointer.
-    pub(crate) fn feed(&mut self, chunk: &[u8], meters: &[Meter]) {
+    /// Reads a chunk of the stream, keeping for each JSON meter and response property the
+    /// last value found at its pointer.
+    pub(crate) fn feed(&mut self, chunk: &[u8], route: &Route) {
         let StreamQuantity {
             reader,
             last,
+            properties,
             not_json,
         } = self;
         reader.feed(chunk, &mut |e| {
@@ -53,10 +68,17 @@ impl StreamQuantity {
             }
             match serde_json::from_slice::<Value>(e.data) {
                 Ok(v) => {
-                    for (slot, m) in last.iter_mut().zip(meters) {
+                    for (slot, m) in last.iter_mut().zip(&route.meters) {
                         if let QuantitySource::ResponseJson(pointer) = &m.quantity {
                             if let Some(found) = v.pointer(pointer) {
                                 *slot = Some(json_quantity(pointer, Some(found)));
+                            }
+                        }
+                    }
+                    for (slot, p) in properties.iter_mut().zip(&route.properties) {
+                        if p.from == BodySide::Response {
+                            if let Some(found) = property_value(v.pointer(&p.pointer)) {
+                                *slot = Some(found);
                             }
                         }
                     }
@@ -64,6 +86,11 @@ impl StreamQuantity {
                 Err(_) => *not_json += 1,
             }
         });
+    }
+
+    /// Property `i`'s last value seen in the stream.
+    pub(crate) fn property(&self, i: usize) -> Option<&Value> {
+        self.properties.get(i).and_then(Option::as_ref)
     }
 
     /// Meter `i`'s quantity, or why there is none; `complete`: the upstream ended the stream
@@ -91,14 +118,16 @@ impl StreamQuantity {
                 String::new()
             },
         );
-        if complete {
-            Err(format!(
-                "the event stream ended without {pointer} in any event ({read})"
-            ))
-        } else {
-            Err(format!(
-                "the event stream was cut off before {pointer} arrived ({read})"
-            ))
-        }
+        Err(missing_from_stream(pointer, complete, &read))
+    }
+}
+
+/// Why a streamed response has no quantity at `pointer`: it ended without it (`complete`), or
+/// was cut off before it; `read` says what was read.
+pub(crate) fn missing_from_stream(pointer: &str, complete: bool, read: &str) -> String {
+    if complete {
+        format!("the event stream ended without {pointer} in any event ({read})")
+    } else {
+        format!("the event stream was cut off before {pointer} arrived ({read})")
     }
 }

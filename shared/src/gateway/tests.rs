@@ -98,7 +98,7 @@ fn exchange(
             let Some(mut ex) = exchange else {
                 return Ok(vec![]);
             };
-            let source = gw.config().routes[ex.route].meters.clone();
+            let source = gw.config().routes[ex.route].clone();
             let mut h = HashMap::new();
             h.insert(":status".to_string(), status.to_string());
             let added = ex.on_response_headers(&Resp(h), &source, host.now);
@@ -400,6 +400,19 @@ fn streamed(
     chunks: &[&[u8]],
     ended: bool,
 ) {
+    chat_exchange(gw, host, rid, b"", content_type, chunks, ended);
+}
+
+/// One exchange on the chat route with a request body.
+fn chat_exchange(
+    gw: &mut Gateway,
+    host: &mut TestHost,
+    rid: &str,
+    request_body: &[u8],
+    content_type: &str,
+    chunks: &[&[u8]],
+    ended: bool,
+) {
     let req = Req::new(
         "POST",
         "/v1/chat",
@@ -412,18 +425,228 @@ fn streamed(
     else {
         panic!("not admitted")
     };
-    let source = gw.config().routes[ex.route].meters.clone();
+    let route = gw.config().routes[ex.route].clone();
+    ex.on_request_body(request_body, &route, 256);
     let mut h = HashMap::new();
     h.insert(":status".to_string(), "200".to_string());
     h.insert("content-type".to_string(), content_type.to_string());
-    ex.on_response_headers(&Resp(h), &source, host.now);
+    ex.on_response_headers(&Resp(h), &route, host.now);
     for c in chunks {
-        ex.on_response_body(c, &source, 256);
+        ex.on_response_body(c, &route, 256);
     }
     if ended {
         ex.on_response_end();
     }
     gw.finish(host, *ex);
+}
+
+#[test]
+fn a_route_may_estimate_a_missing_usage_from_the_request_size_and_says_so() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(
+        config(json!({
+            "routes": [{"method": "POST", "path_prefix": "/v1/chat", "feature": "chat", "on_missing": "estimate_request_bytes",
+                "meters": [
+                    {"metric": "output_tokens", "quantity": {"from": "response_json", "pointer": "/usage/completion_tokens"}},
+                    {"metric": "requests"}
+                ]}]
+        })),
+        7,
+    );
+    let prompt = br#"{"messages": [{"role": "user", "content": "count the words"}]}"#;
+    // Cut off before the usage: estimated, flagged; the constant meter is as always.
+    chat_exchange(
+        &mut gw,
+        &mut host,
+        "e1",
+        prompt,
+        "text/event-stream",
+        &[b"data: {\"x\":1}\n\n"],
+        false,
+    );
+    // The usage arrived: billed as it says, not estimated.
+    chat_exchange(
+        &mut gw,
+        &mut host,
+        "e2",
+        prompt,
+        "text/event-stream",
+        &[b"data: {\"usage\":{\"completion_tokens\":4}}\n\n"],
+        true,
+    );
+    let mut ingest = Ingest::new();
+    gw.flush_now(&mut host);
+    ingest.serve(&mut gw, &mut host);
+    let got: Vec<(String, String, Value)> = ingest
+        .stored
+        .iter()
+        .map(|e| {
+            (
+                e["metric"].as_str().unwrap().to_string(),
+                e["quantity"].as_str().unwrap().to_string(),
+                e["properties"]["estimated"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "output_tokens".into(),
+                prompt.len().to_string(),
+                json!("request_bytes")
+            ),
+            ("requests".into(), "1".into(), Value::Null),
+            ("output_tokens".into(), "4".into(), Value::Null),
+            ("requests".into(), "1".into(), Value::Null),
+        ]
+    );
+    assert_eq!(gw.counters().rejected, 0);
+}
+
+/// A quota counted in tokens: a request is admitted while tokens remain, its tokens are
+/// debited once the response says how many, and `RateLimit-*` count tokens. The overshoot is
+/// at most what the requests in flight at the last admission used.
+#[test]
+fn token_quotas_admit_while_tokens_remain_and_debit_what_the_response_used() {
+    let mut host = TestHost::new();
+    let mut snapshot = snapshot_json();
+    snapshot["customers"]["cust_a"]["features"]["chat"] = json!({"quota": 100});
+    let mut gw = Gateway::new(config(json!({"entitlements": snapshot})), 7);
+    let chat = |rid: &str| {
+        Req::new(
+            "POST",
+            "/v1/chat",
+            &[("x-api-key", "ck_live_alpha"), ("x-request-id", rid)],
+        )
+    };
+    let used = br#"{"usage": {"total_tokens": 40}}"#;
+    let mut remaining = Vec::new();
+    for rid in ["t1", "t2", "t3"] {
+        let added = exchange(&mut gw, &mut host, &chat(rid), 200, used).unwrap();
+        let h: HashMap<_, _> = added.into_iter().collect();
+        assert_eq!(h["ratelimit-limit"], "100");
+        remaining.push(h["ratelimit-remaining"].clone());
+    }
+    // Remaining in tokens at each admission: 100, 60, 20 (the third is admitted on 20 left and
+    // uses 40: 20 over, its own tokens at most).
+    assert_eq!(remaining, vec!["100", "60", "20"]);
+    let r = exchange(&mut gw, &mut host, &chat("t4"), 200, used).unwrap_err();
+    assert_eq!(r.status, 429);
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["error"]["code"], "quota_exhausted");
+    // Two requests in flight at once, both admitted on the same remainder: the overshoot is
+    // bounded by what those in flight use, never more.
+    // A fresh host: its shared counters start at zero.
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(
+        config(json!({"entitlements": snapshot_json_with_chat_quota(100)})),
+        8,
+    );
+    let mut in_flight = Vec::new();
+    for rid in ["f1", "f2"] {
+        match gw.on_request(&mut host, &chat(rid)) {
+            RequestVerdict::Continue {
+                exchange: Some(ex), ..
+            } => in_flight.push(ex),
+            _ => panic!("admitted while tokens remain"),
+        }
+    }
+    for mut ex in in_flight {
+        let route = gw.config().routes[ex.route].clone();
+        let mut h = HashMap::new();
+        h.insert(":status".to_string(), "200".to_string());
+        ex.on_response_headers(&Resp(h), &route, host.now);
+        ex.on_response_body(br#"{"usage": {"total_tokens": 90}}"#, &route, 1024);
+        ex.on_response_end();
+        gw.finish(&mut host, *ex);
+    }
+    let r = exchange(&mut gw, &mut host, &chat("f3"), 200, used).unwrap_err();
+    assert_eq!(
+        r.status, 429,
+        "180 of 100 used: 80 over, less than the 90 + 90 in flight"
+    );
+}
+
+fn snapshot_json_with_chat_quota(quota: u64) -> Value {
+    let mut s = snapshot_json();
+    s["customers"]["cust_a"]["features"]["chat"] = json!({"quota": quota});
+    s
+}
+
+#[test]
+fn properties_come_from_the_request_and_the_response_and_stay_data() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(
+        config(json!({
+            "routes": [{"method": "POST", "path_prefix": "/v1/chat", "feature": "chat", "metric": "tokens",
+                "quantity": {"from": "response_json", "pointer": "/usage/total_tokens"},
+                "properties": {
+                    "model": {"from": "response_json", "pointer": "/model"},
+                    "asked": {"from": "request_json", "pointer": "/model"},
+                    "temperature": {"from": "request_json", "pointer": "/temperature"}
+                }}]
+        })),
+        7,
+    );
+    // Whole bodies; the client's model is hostile text, and stays one string value.
+    chat_exchange(
+        &mut gw,
+        &mut host,
+        "p1",
+        br#"{"model": "gpt-4o\",\"customer_id\":\"x", "temperature": 0.2}"#,
+        "application/json",
+        &[br#"{"model": "gpt-4o-2024-08-06", "usage": {"total_tokens": 5}}"#],
+        true,
+    );
+    // Streamed: the model in every chunk, the last wins; the request body is not JSON.
+    chat_exchange(
+        &mut gw,
+        &mut host,
+        "p2",
+        b"not json",
+        "text/event-stream",
+        &[
+            b"data: {\"model\":\"gpt-4o-mini\",\"usage\":null}\n\n",
+            b"data: {\"model\":\"gpt-4o-mini-2024\",\"usage\":{\"total_tokens\":9}}\n\ndata: [DONE]\n\n",
+        ],
+        true,
+    );
+    // A body past max_body_bytes (256 here) gives no property, and the event stands.
+    let big = format!(
+        r#"{{"model": "m", "pad": "{}", "usage": {{"total_tokens": 3}}}}"#,
+        "x".repeat(300)
+    );
+    chat_exchange(
+        &mut gw,
+        &mut host,
+        "p3",
+        br#"{"model": [1]}"#,
+        "application/json",
+        &[big.as_bytes()],
+        true,
+    );
+    let mut ingest = Ingest::new();
+    gw.flush_now(&mut host);
+    ingest.serve(&mut gw, &mut host);
+    let props: Vec<Value> = ingest
+        .stored
+        .iter()
+        .map(|e| e["properties"].clone())
+        .collect();
+    assert_eq!(
+        props.len(),
+        2,
+        "the third has no readable quantity: {props:?}"
+    );
+    assert_eq!(props[0]["model"], "gpt-4o-2024-08-06");
+    assert_eq!(props[0]["asked"], "gpt-4o\",\"customer_id\":\"x");
+    assert_eq!(props[0]["temperature"], 0.2);
+    assert_eq!(props[0]["endpoint"], "/v1/chat");
+    assert_eq!(ingest.stored[0]["customer_id"], "cust_a");
+    assert_eq!(props[1]["model"], "gpt-4o-mini-2024");
+    assert!(props[1].get("asked").is_none());
+    assert_eq!(ingest.stored[1]["quantity"], "9");
 }
 
 #[test]
@@ -1085,7 +1308,11 @@ fn waiting_usage_keeps_the_partners_environment_and_late_arrivals_are_resolved_a
     assert_eq!(gw.counters_for(Environment::Production).received, 0);
     let mut resp = HashMap::new();
     resp.insert(":status".to_string(), "200".to_string());
-    late.on_response_headers(&Resp(resp), &[], host.now);
+    late.on_response_headers(
+        &Resp(resp),
+        &crate::config::Route::every_request("x"),
+        host.now,
+    );
     gw.finish(&mut host, *late);
     assert_eq!(
         gw.counters_for(Environment::Production).received,
@@ -1159,7 +1386,7 @@ fn in_nginx_calls_go_to_host_and_port_and_an_explicit_cluster_is_named_in_the_lo
             } => {
                 let mut h = HashMap::new();
                 h.insert(":status".to_string(), "200".to_string());
-                let source = gw.config().routes[ex.route].meters.clone();
+                let source = gw.config().routes[ex.route].clone();
                 ex.on_response_headers(&Resp(h), &source, host.now);
                 gw.finish(&mut host, *ex);
             }
