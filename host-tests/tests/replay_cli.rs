@@ -567,3 +567,90 @@ fn a_key_alone_meters_every_billable_request_with_a_product() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Streamed (SSE) responses in a traffic file meter the same however the harness cuts them:
+/// whole, a byte at a time, or at random places.
+#[test]
+fn streamed_responses_meter_the_same_however_they_are_cut() {
+    let dir = std::env::temp_dir().join(format!("aforo-cli-sse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "api_key": "sk_test_streams", "product_id": "prod_llm", "customer_header": "x-customer-id",
+            "routes": [{"method": "POST", "path_prefix": "/v1/chat", "feature": "chat",
+                "meters": [
+                    {"metric": "input_tokens", "quantity": {"from": "response_json", "pointer": "/usage/prompt_tokens"}},
+                    {"metric": "output_tokens", "quantity": {"from": "response_json", "pointer": "/usage/completion_tokens"}}
+                ],
+                "properties": {"model": {"from": "response_json", "pointer": "/model"}}}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let traffic = dir.join("traffic.jsonl");
+    let lines: Vec<String> = (0..20u64)
+        .map(|n| {
+            let body = aforo_host_tests::sse_upstream::openai_stream(10 + n, 2 + n);
+            serde_json::json!({
+                "request": {"method": "POST", "path": "/v1/chat/completions",
+                            "headers": {"x-customer-id": format!("cust_{}", n % 3)}},
+                "response": {"status": 200, "headers": {"content-type": "text/event-stream"},
+                             "body": String::from_utf8(body).unwrap()}
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&traffic, lines.join("\n")).unwrap();
+    let module = filter_module().unwrap();
+    let run = |extra: &[&str]| -> Vec<(String, String, String, String)> {
+        let mut args = vec![
+            "run",
+            "--module",
+            module.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--traffic",
+            traffic.to_str().unwrap(),
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = replay(&args);
+        assert_eq!(code, 0, "{err}");
+        let report: Value = serde_json::from_str(&out).unwrap();
+        let mut events: Vec<(String, String, String, String)> = report["stored_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let props: Value = serde_json::from_str(e["properties"].as_str().unwrap_or("{}"))
+                    .unwrap_or_default();
+                (
+                    e["customer_id"].as_str().unwrap().to_string(),
+                    e["metric"].as_str().unwrap().to_string(),
+                    e["quantity"].as_str().unwrap().to_string(),
+                    props["model"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        events.sort();
+        events
+    };
+    let whole = run(&[]);
+    assert_eq!(whole.len(), 40, "{whole:?}");
+    assert!(whole.iter().all(|e| e.3 == "gpt-4o-mini"), "{whole:?}");
+    assert!(whole.contains(&(
+        "cust_1".into(),
+        "output_tokens".into(),
+        "21".into(),
+        "gpt-4o-mini".into()
+    )));
+    assert_eq!(run(&["--chunk", "1"]), whole);
+    assert_eq!(run(&["--chunk", "random", "--seed", "7"]), whole);
+    assert_eq!(run(&["--chunk", "random", "--seed", "8"]), whole);
+    let (code, _, err) = replay(&["run", "--chunk", "sometimes"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("random"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -127,6 +127,9 @@ pub struct Vm {
     profile: Profile,
     /// Split bodies into chunks of this many bytes (0: one chunk).
     pub body_chunk: usize,
+    /// Split bodies at random places instead (1 to 64 bytes a chunk), from this seed: a fault
+    /// that cuts lines, CRLFs and UTF-8 sequences of a stream anywhere.
+    pub random_chunks: Option<u64>,
     /// Copy the headers after the filter into each `Outcome` (tests; costs two copies).
     pub capture_headers: bool,
 }
@@ -265,6 +268,7 @@ impl Vm {
             dead: None,
             profile,
             body_chunk: 0,
+            random_chunks: None,
             capture_headers: false,
         })
     }
@@ -395,9 +399,23 @@ impl Vm {
         }
     }
 
-    fn chunks(&self, len: usize) -> Vec<(usize, usize)> {
+    fn chunks(&mut self, len: usize) -> Vec<(usize, usize)> {
         if len == 0 {
             return Vec::new();
+        }
+        if let Some(state) = &mut self.random_chunks {
+            let mut out = Vec::new();
+            let mut at = 0;
+            while at < len {
+                // xorshift64: the same seed cuts the same traffic the same way.
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                let size = 1 + (*state % 64) as usize;
+                out.push((at, (at + size).min(len)));
+                at += size;
+            }
+            return out;
         }
         let size = if self.body_chunk == 0 {
             len

@@ -109,9 +109,10 @@ struct RunArgs {
     /// Seed of the module's randomness (the same seed gives the same report).
     #[arg(long)]
     seed: Option<u64>,
-    /// Deliver request and response bodies in chunks of this many bytes.
-    #[arg(long, value_name = "BYTES")]
-    chunk: Option<usize>,
+    /// Deliver request and response bodies in chunks of this many bytes, or `random`: cut at
+    /// random places (1 to 64 bytes a chunk, from --seed), as a stream may arrive.
+    #[arg(long, value_name = "BYTES|random", value_parser = parse_chunk)]
+    chunk: Option<Chunk>,
     /// The report's format.
     #[arg(long, value_enum, default_value = "json")]
     format: RunFormat,
@@ -249,8 +250,10 @@ fn cmd_run(a: RunArgs) -> Result<(), Fail> {
     if let Some(s) = a.seed {
         opts.seed = s;
     }
-    if let Some(c) = a.chunk {
-        opts.body_chunk = c;
+    match a.chunk {
+        Some(Chunk::Every(c)) => opts.body_chunk = c,
+        Some(Chunk::Random) => opts.random_chunks = Some(opts.seed),
+        None => {}
     }
     // The module sees AFORO_* from this process, as Envoy passes host variables it is told to.
     opts.env = std::env::vars()
@@ -411,5 +414,26 @@ fn main() -> ExitCode {
             eprintln!("aforo-replay: {msg}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// How `--chunk` cuts bodies.
+#[derive(Clone, Copy, Debug)]
+enum Chunk {
+    /// Chunks of this many bytes.
+    Every(usize),
+    /// Random places.
+    Random,
+}
+
+fn parse_chunk(s: &str) -> Result<Chunk, String> {
+    if s == "random" {
+        return Ok(Chunk::Random);
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Chunk::Every(n)),
+        _ => Err(format!(
+            "must be a number of bytes (1 or more) or random, got {s:?}"
+        )),
     }
 }

@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub per_request: bool,
     /// Body chunk size (0: one chunk).
     pub body_chunk: usize,
+    /// Cut bodies at random places (1 to 64 bytes a chunk) from this seed instead.
+    pub random_chunks: Option<u64>,
     /// No progress bar.
     pub quiet: bool,
     /// Seed of the modules' randomness (WASI `random_get`).
@@ -76,6 +78,7 @@ impl RunOptions {
             record_events: false,
             per_request: false,
             body_chunk: 0,
+            random_chunks: None,
             quiet: true,
             seed: 42,
             gateway_skew_ms: 0,
@@ -252,6 +255,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
             opts.seed.wrapping_add(i as u64),
         )?;
         vm.body_chunk = opts.body_chunk;
+        vm.random_chunks = opts.random_chunks.map(|s| s | 1);
         vms.push(vm);
     }
     let mut ingest = SimIngest::new(first, opts.faults.clone());
