@@ -1,9 +1,8 @@
--- The plugin's configuration as Kong hands it over: the deprecated names mapped to their
--- fields, the given fields, then the schema's defaults for the rest. Shared by the spec
--- runners. What Kong does is read from its source (kong/db/schema/init.lua,
--- Schema:process_auto_fields and validate_deprecation_exclusiveness, Kong 3.10): a shorthand's
--- value goes through its func; with a deprecation, a field given under its new name wins, and
--- both names with different values are an error.
+-- The plugin's configuration as Kong hands it over: the old names mapped to their fields, the
+-- given fields, then the schema's defaults for the rest. Shared by the spec runners. What Kong
+-- does is read from its source (kong/db/schema/init.lua, Schema:process_auto_fields, 3.4.2 to
+-- 3.10): a shorthand's value goes through its func, and without a `deprecation` record (this
+-- plugin has none) what it returns overwrites the field.
 local schema = require "kong.plugins.aforo.schema"
 
 return function(conf)
@@ -14,10 +13,6 @@ return function(conf)
     if value ~= nil then
       conf[name] = nil
       for k, v in pairs(def.func(value)) do
-        if conf[k] ~= nil and conf[k] ~= v then
-          error(string.format("both deprecated and new field are used but their values mismatch: %s = %s vs %s = %s",
-            name, tostring(value), k, tostring(conf[k])))
-        end
         conf[k] = v
       end
     end

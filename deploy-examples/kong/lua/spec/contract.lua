@@ -33,8 +33,6 @@ for i, case in ipairs(decision_table.cases) do
     service = { name = case.feature },
     request_id = string.format("kong-%d", i),
   })
-  -- The feature is per plugin instance (Kong attaches one per service).
-  conf.feature = case.feature
   handler:access(conf)
   local out
   if response.exit then

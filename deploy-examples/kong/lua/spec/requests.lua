@@ -59,8 +59,6 @@ for _, r in ipairs(input.requests) do
     service = { name = r.service or "search" },
     request_id = r.request_id,
   })
-  -- The feature is per plugin instance (Kong attaches one per service).
-  conf.feature = input.conf and input.conf.feature or r.service or "search"
   handler:access(conf)
   if response.exit then
     local body = response.exit.body

@@ -43,10 +43,14 @@ local function request_id(conf)
   return ngx.var.kong_request_id or ngx.var.request_id
 end
 
--- The feature of this plugin instance: `api_calls` unless configured (one instance per service
--- or route names its own), as the filter's built-in route meters every request.
+-- The feature of the request: `feature` when this plugin instance names one, else the
+-- service's name (as before 0.2.0, so an upgrade changes nothing a catalog relies on).
 local function feature_of(conf)
-  return conf.feature or "api_calls"
+  if conf.feature then
+    return conf.feature
+  end
+  local service = kong.router.get_service()
+  return service and service.name or "default"
 end
 
 function AforoHandler:access(conf)

@@ -13,7 +13,7 @@ return {
               description = "base URL of the aforo agent" } },
           { api_key = { description = "sk_test_… (sandbox) or sk_live_… (production) key of this gateway",
               type = "string", required = true, encrypted = true, referenceable = true } },
-          { feature = { description = "feature of the requests (metered as the catalog's metric of it); default: api_calls",
+          { feature = { description = "feature of the requests (metered as the catalog's metric of it); default: the service's name",
               type = "string" } },
           { key_header = { type = "string", default = "x-api-key" } },
           { customer_header = { description = "header carrying a customer id set by a trusted auth plugin (the agent must list gateway_key in tenant_keys)",
@@ -25,26 +25,13 @@ return {
               type = "string", default = "open", one_of = { "open", "closed" } } },
           { queue = typedefs.queue },
         },
-        -- The names before 0.2.0, still accepted: Kong maps each to its new field and logs the
-        -- message (kong/db/schema/init.lua, Schema:process_auto_fields; metaschema.lua
-        -- `deprecation`); both names with different values are refused.
+        -- The names before 0.2.0, still accepted: Kong maps each to its new field
+        -- (kong/db/schema/init.lua, Schema:process_auto_fields). No `deprecation` record: Kong
+        -- knows it in a shorthand only from 3.7 (and `replaced_with` from 3.8), and a plugin
+        -- schema with a field the metaschema lacks does not load.
         shorthand_fields = {
-          { agent_url = {
-              type = "string",
-              deprecation = {
-                replaced_with = { { path = { "endpoint" } } },
-                message = "aforo: config.agent_url is deprecated, please use config.endpoint instead",
-                removal_in_version = "1.0", },
-              func = function(value) return { endpoint = value } end,
-          } },
-          { gateway_key = {
-              type = "string",
-              deprecation = {
-                replaced_with = { { path = { "api_key" } } },
-                message = "aforo: config.gateway_key is deprecated, please use config.api_key instead",
-                removal_in_version = "1.0", },
-              func = function(value) return { api_key = value } end,
-          } },
+          { agent_url = { type = "string", func = function(value) return { endpoint = value } end } },
+          { gateway_key = { type = "string", func = function(value) return { api_key = value } end } },
         },
       },
     },
