@@ -134,6 +134,12 @@ impl Gateway {
             "authorization".to_string(),
             format!("Bearer {}", self.config.api_key.expose_secret()),
         ));
+        // The optional snapshot fields this filter reads (an agent adds them only when asked,
+        // since filters before them refuse fields they do not know).
+        headers.push((
+            "aforo-snapshot-fields".to_string(),
+            "product_id".to_string(),
+        ));
         let request = OutboundRequest {
             upstream: target.upstream.clone(),
             headers,

@@ -18,13 +18,35 @@ use std::sync::Arc;
 /// Whether the warning about the default `source` was logged.
 static DEFAULT_SOURCE_WARNED: AtomicBool = AtomicBool::new(false);
 
+/// The header a filter sends to say which optional snapshot fields it reads: a filter from
+/// before a field existed refuses a snapshot carrying it (its reader is strict), so the agent
+/// adds a field only when asked, and agents and filters can be upgraded in either order.
+pub const SNAPSHOT_FIELDS_HEADER: &str = "aforo-snapshot-fields";
+
 /// Serves the snapshot.
 pub async fn snapshot(
     State(app): State<Arc<App>>,
     Scoped { env, query, .. }: Scoped<KeysOwn>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let source = query.get("source").cloned();
-    Ok(json(200, &snapshot_with_usage(&app, env, source)?))
+    let with_product = headers
+        .get_all(SNAPSHOT_FIELDS_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|f| f.trim() == "product_id");
+    let mut v = snapshot_with_usage(&app, env, source)?;
+    if with_product {
+        if let Some(obj) = v.as_object_mut() {
+            // Filters configured without a product stamp this one, as /v1/meter does.
+            obj.insert(
+                "product_id".into(),
+                Value::from(app.config.product_id.as_str()),
+            );
+        }
+    }
+    Ok(json(200, &v))
 }
 
 /// `GET /v1/customers`: every catalog customer with its status, sandbox mode and, per feature,
@@ -131,11 +153,6 @@ fn snapshot_with_usage(
     if let Some(obj) = v.as_object_mut() {
         obj.insert("environment".into(), Value::from(env.as_str()));
         obj.insert("generated_at".into(), Value::from(t.to_rfc3339()));
-        // Filters configured without a product stamp this one, as /v1/meter does.
-        obj.insert(
-            "product_id".into(),
-            Value::from(app.config.product_id.as_str()),
-        );
     }
     // Every quota's usage, read at once (one round trip with Redis).
     let mut wanted: Vec<(&str, &str, Timestamp)> = Vec::new();
