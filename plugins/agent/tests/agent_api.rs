@@ -66,6 +66,133 @@ fn check_then_meter_counts_against_the_quota() {
     assert_eq!((r.status, code(&r).as_str()), (403, "no_access"));
 }
 
+/// An LLM call's usage in one `/v1/meter`: one event per metric, each id derived from the
+/// request's and the metric (a retry counts each once), the properties on each; a refused
+/// quantity is refused alone.
+#[test]
+fn one_meter_call_may_carry_several_metrics() {
+    let a = Agent::start("quantities", &catalog(), &[]);
+    let call = |rid: &str, body: serde_json::Value| {
+        a.call_with(
+            "POST",
+            "/v1/meter",
+            &[
+                ("authorization", &format!("Bearer {SANDBOX}")),
+                ("x-request-id", rid),
+            ],
+            body.to_string().as_bytes(),
+        )
+    };
+    let usage = json!({"tenantId": "acme", "quantities": {"input_tokens": 25, "output_tokens": "15"},
+                       "properties": {"model": "claude-sonnet-4"}});
+    let m = call("llm-1", usage.clone());
+    assert_eq!(m.status, 202, "{}", String::from_utf8_lossy(&m.body));
+    let b = body(&m);
+    assert_eq!(
+        (b["accepted"].as_u64(), b["duplicates"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let ids = b["ids"].as_array().unwrap().clone();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    // The retry: the same two ids, both duplicates.
+    let again = body(&call("llm-1", usage));
+    assert_eq!(
+        (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert_eq!(again["ids"].as_array().unwrap(), &ids);
+    // A bad quantity is refused alone; the other metric is stored.
+    let partial = body(&call(
+        "llm-2",
+        json!({"tenantId": "acme", "quantities": {"input_tokens": 3, "output_tokens": "-1"}}),
+    ));
+    assert_eq!(partial["accepted"], 1);
+    assert_eq!(partial["rejected"].as_array().unwrap().len(), 1);
+    // What was stored: the usage per metric, each event with the model.
+    let log = body(&a.call(
+        "GET",
+        "/v1/event-log?outcome=accepted",
+        SANDBOX,
+        &serde_json::Value::Null,
+    ));
+    let mut rows: Vec<(String, String)> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"].as_str().unwrap().to_string(),
+                r["quantity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            ("input_tokens".to_string(), "25".to_string()),
+            ("input_tokens".to_string(), "3".to_string()),
+            ("output_tokens".to_string(), "15".to_string()),
+        ]
+    );
+    let seq = log["data"][log["data"].as_array().unwrap().len() - 1]["seq"]
+        .as_i64()
+        .unwrap();
+    let one = body(&a.call(
+        "GET",
+        &format!("/v1/event-log/{seq}"),
+        SANDBOX,
+        &serde_json::Value::Null,
+    ));
+    assert_eq!(
+        one["data"]["event"]["properties"]["model"],
+        "claude-sonnet-4"
+    );
+    // Mixed or empty forms are refused, naming the field.
+    for (bad, f) in [
+        (
+            json!({"tenantId": "acme", "quantities": {"a": 1}, "metricKey": "a"}),
+            "metricKey",
+        ),
+        (json!({"tenantId": "acme", "quantities": {}}), "quantities"),
+        (
+            json!({"tenantId": "acme", "quantities": {"a": [1]}}),
+            "quantities.a",
+        ),
+    ] {
+        let r = call("llm-bad", bad.clone());
+        assert_eq!(r.status, 422, "{bad}");
+        assert_eq!(field(&r), f, "{bad}");
+    }
+}
+
+/// The snapshot's `product_id` goes only to filters that ask for it: a filter from before the
+/// field refuses a snapshot carrying it, so agents and filters upgrade in either order.
+#[test]
+fn the_snapshot_names_the_product_only_to_filters_that_read_it() {
+    let a = Agent::start(
+        "snapshot-fields",
+        &catalog(),
+        &["--product-id", "prod_agent"],
+    );
+    let get = |extra: &[(&str, &str)]| {
+        let mut h = vec![("authorization", format!("Bearer {SANDBOX}"))];
+        h.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        body(&a.call_with("GET", "/v1/entitlements", &h, b""))
+    };
+    assert!(get(&[]).get("product_id").is_none());
+    assert_eq!(
+        get(&[("aforo-snapshot-fields", "product_id")])["product_id"],
+        "prod_agent"
+    );
+    assert_eq!(
+        get(&[("aforo-snapshot-fields", "other, product_id")])["product_id"],
+        "prod_agent"
+    );
+}
+
 #[test]
 fn bad_input_is_refused_with_the_contract() {
     let a = Agent::start(
