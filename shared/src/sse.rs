@@ -46,6 +46,13 @@ impl SseReader {
         }
     }
 
+    /// Frees what an unfinished event holds (the stream is over; its counts stay).
+    pub fn release(&mut self) {
+        self.line = Vec::new();
+        self.data = Vec::new();
+        self.event = Vec::new();
+    }
+
     /// Reads a chunk; `on_event` is called for every event it completes, in order.
     pub fn feed(&mut self, chunk: &[u8], on_event: &mut dyn FnMut(SseEvent<'_>)) {
         let mut rest = chunk;

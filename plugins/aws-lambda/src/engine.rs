@@ -161,7 +161,7 @@ impl Engine {
                     "environment": ex.environment().as_str(),
                     "keyId": ex.key_id(),
                     "feature": route.map(|r| r.feature.clone()),
-                    "metric": route.map(|r| r.first().metric.clone()),
+                    "metric": route.and_then(|r| r.first()).map(|m| m.metric.clone()),
                     "quota": a.map(|a| a.limit),
                     "remaining": a.map(|a| a.remaining),
                     "resetSeconds": a.map(|a| a.reset_at.millis_since(now).max(1000) / 1000),

@@ -427,9 +427,11 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
             })
             .collect::<Result<_, _>>()?,
     };
+    // No `routes` at all: the built-in route. An explicit `[]` keeps its meaning: nothing is
+    // metered, every request is `unmatched`.
     let (routes, routes_defaulted) = match r.array("routes")? {
-        Some(list) if !list.is_empty() => (route::parse_routes("routes", list)?, false),
-        _ => (vec![Route::every_request(DEFAULT_METRIC)], true),
+        Some(list) => (route::parse_routes("routes", list)?, false),
+        None => (vec![Route::every_request(DEFAULT_METRIC)], true),
     };
     let unmatched = match choice(&r, &o::UNMATCHED)? {
         "deny" => Unmatched::Deny,
@@ -468,7 +470,11 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
         (None, None) if customer_header.is_some() => EntitlementSource::None,
         // Consumer keys are resolved by the snapshot: fetched from where events go.
         (None, None) => {
-            let (ep, cl) = base_of(api_key.environment());
+            let env = api_key.environment();
+            let (ep, cl) = match (&base_url, &ingest_url) {
+                (None, Some(u)) => (u.clone(), ingest[env.index()].upstream.clone()),
+                _ => base_of(env),
+            };
             EntitlementSource::Sync(Target::new(
                 &ep,
                 ep.path_with("/v1/entitlements"),
@@ -646,6 +652,24 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // No endpoint: the snapshot comes from where ingest_url sends the events.
+        let c = parse(
+            json!({"api_key": "sk_test_k", "ingest_url": "http://ingest.local:9000", "ingest_cluster": "ing"}),
+            &[],
+        )
+        .unwrap();
+        match &c.entitlements {
+            EntitlementSource::Sync(t) => {
+                assert_eq!(
+                    (t.upstream.as_str(), t.authority.as_str(), t.path.as_str()),
+                    ("ing", "ingest.local:9000", "/v1/entitlements")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // An explicit empty list meters nothing (every request is unmatched).
+        let c = parse(json!({"api_key": "sk_test_k", "routes": []}), &[]).unwrap();
+        assert!(c.routes.is_empty() && !c.routes_defaulted);
         // Kong: host:port of the endpoint.
         let mut c = parse(
             json!({"api_key": "sk_test_k", "endpoint": "http://agent.local:8787", "dispatch": "authority"}),

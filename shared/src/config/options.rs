@@ -226,8 +226,8 @@ pub static ROUTES: OptionSpec = row(
     "routes",
     None,
     Kind::Json,
-    Default::Unset("[]"),
-    "method + path prefix to feature, metric and quantity; first match wins; none: every request is feature and metric api_calls, quantity 1",
+    Default::Unset("none"),
+    "method + path prefix to feature, metrics and quantities; first match wins; unset: every request is feature and metric api_calls, quantity 1 ([]: nothing is metered)",
 );
 /// `unmatched`.
 pub static UNMATCHED: OptionSpec = row(
@@ -243,7 +243,7 @@ pub static ENTITLEMENTS_URL: OptionSpec = row(
     Some("AFORO_ENTITLEMENTS_URL"),
     Kind::Text,
     Default::Unset("{endpoint}/v1/entitlements"),
-    "URL of the entitlement snapshot (GET), synced in the background; unset, from endpoint, except with customer_header or inline entitlements (then none: metering only)",
+    "URL of the entitlement snapshot (GET), synced in the background; unset, from endpoint (else ingest_url, else the environment's ingest host), except with customer_header or inline entitlements (then none: metering only)",
 );
 /// `entitlements_cluster`.
 pub static ENTITLEMENTS_CLUSTER: OptionSpec = row(

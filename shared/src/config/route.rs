@@ -161,10 +161,10 @@ const QUANTITY_KINDS: &[&str] = &[
 ];
 
 impl Route {
-    /// The first meter: the one the feature's quota counts.
-    pub fn first(&self) -> &Meter {
-        // Parsing never makes a route without one; the built-in route has one.
-        &self.meters[0]
+    /// The first meter: the one the feature's quota counts (parsing never makes a route
+    /// without one, but a route built by hand could have none).
+    pub fn first(&self) -> Option<&Meter> {
+        self.meters.first()
     }
 
     /// Whether any meter reads the response body.
@@ -546,24 +546,30 @@ mod tests {
         let routes = parse_routes("routes", v.as_array().unwrap()).unwrap();
         assert_eq!(routes[0].method, MethodMatch::Exact("GET".into()));
         assert_eq!(
-            routes[0].first().quantity,
+            routes[0].first().unwrap().quantity,
             QuantitySource::Constant(crate::event::Quantity::ONE)
         );
-        assert_eq!(routes[0].first().quantity.constant_units(), Some(1));
         assert_eq!(
-            routes[1].first().quantity,
+            routes[0].first().unwrap().quantity.constant_units(),
+            Some(1)
+        );
+        assert_eq!(
+            routes[1].first().unwrap().quantity,
             QuantitySource::ResponseJson("/usage/total_tokens".into())
         );
-        assert_eq!(routes[2].first().quantity, QuantitySource::RequestBytes);
         assert_eq!(
-            routes[3].first().quantity,
+            routes[2].first().unwrap().quantity,
+            QuantitySource::RequestBytes
+        );
+        assert_eq!(
+            routes[3].first().unwrap().quantity,
             QuantitySource::ResponseHeader("x-units".into())
         );
         assert_eq!(
-            routes[4].first().quantity.to_owned(),
+            routes[4].first().unwrap().quantity.to_owned(),
             QuantitySource::Constant(crate::event::Quantity::parse("2.5").unwrap())
         );
-        assert_eq!(routes[4].first().quantity.constant_units(), None);
+        assert_eq!(routes[4].first().unwrap().quantity.constant_units(), None);
     }
 
     #[test]
@@ -629,7 +635,7 @@ mod tests {
         ]}]);
         let routes = parse_routes("routes", ok.as_array().unwrap()).unwrap();
         assert_eq!(routes[0].meters.len(), 2);
-        assert_eq!(routes[0].first().metric, "input_tokens");
+        assert_eq!(routes[0].first().unwrap().metric, "input_tokens");
         assert!(routes[0].needs_response_body());
         assert_eq!(routes[0].meters[1].quantity.constant_units(), Some(1));
         for (route, path, text) in [

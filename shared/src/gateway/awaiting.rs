@@ -27,14 +27,15 @@ impl Gateway {
 
     /// Keeps a finished, billable exchange whose customer is not known yet; resolves it at once
     /// when a snapshot arrived while it was in flight.
-    pub(crate) fn await_identity(&mut self, host: &mut dyn Host, ex: Exchange) {
+    pub(crate) fn await_identity(&mut self, host: &mut dyn Host, mut ex: Exchange) {
         if self.snapshot.snapshot.is_some() {
             if !self.resolve_one(host, ex) {
                 self.log_unknown(host, 1);
             }
             return;
         }
-        let bytes = ex.body.len();
+        // Every body it keeps counts (the response's, the request's), against max_buffer_bytes.
+        let bytes = ex.held_bytes();
         if self.awaiting.len() < self.config.delivery.max_buffer_events
             && self.awaiting_bytes + bytes <= self.config.delivery.max_buffer_bytes
         {

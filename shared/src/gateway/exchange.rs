@@ -220,6 +220,15 @@ impl Exchange {
         }
     }
 
+    /// The bytes this exchange still holds once it is over (kept bodies), the stream reader's
+    /// buffers freed first: what waiting for a snapshot costs.
+    pub(crate) fn held_bytes(&mut self) -> usize {
+        if let Some(s) = &mut self.stream {
+            s.release();
+        }
+        self.body.len() + self.request_body.len()
+    }
+
     /// The upstream's response ended (end of stream); without this call at the end of an
     /// exchange, the response was cut off (the client went away, or a reset).
     pub fn on_response_end(&mut self) {

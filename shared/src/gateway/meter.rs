@@ -268,6 +268,15 @@ impl Gateway {
                         now,
                     );
                     self.log_spilled(host, spilled);
+                    // The quota still counts something: the response's bytes (more than its
+                    // tokens), so a client that cuts streams off before their usage cannot
+                    // escape a token quota.
+                    if i == 0 && ex.counts_after_response {
+                        let units = ex.response_bytes.max(1);
+                        for counter in &ex.usage_counters {
+                            add_usage(&mut HostCounters(host), counter, units);
+                        }
+                    }
                     continue;
                 }
             };

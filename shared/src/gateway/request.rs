@@ -94,7 +94,7 @@ impl Gateway {
             .filter(|v| !v.is_empty());
         let route = &self.config.routes[route_index];
         let feature = route.feature.clone();
-        let cost = route.first().quantity.constant_units();
+        let cost = route.first().and_then(|m| m.quantity.constant_units());
         let default_env = self.config.environment();
 
         let fresh = self.snapshot_freshness(now) == Freshness::Fresh;

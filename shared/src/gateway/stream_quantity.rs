@@ -70,7 +70,9 @@ impl StreamQuantity {
                 Ok(v) => {
                     for (slot, m) in last.iter_mut().zip(&route.meters) {
                         if let QuantitySource::ResponseJson(pointer) = &m.quantity {
-                            if let Some(found) = v.pointer(pointer) {
+                            // A null (a chunk before the usage, `"usage": null`) never
+                            // replaces a value found earlier.
+                            if let Some(found) = v.pointer(pointer).filter(|f| !f.is_null()) {
                                 *slot = Some(json_quantity(pointer, Some(found)));
                             }
                         }
@@ -86,6 +88,11 @@ impl StreamQuantity {
                 Err(_) => *not_json += 1,
             }
         });
+    }
+
+    /// Frees the reader's buffers once the stream is over (what was found stays).
+    pub(crate) fn release(&mut self) {
+        self.reader.release();
     }
 
     /// Property `i`'s last value seen in the stream.

@@ -568,6 +568,45 @@ fn token_quotas_admit_while_tokens_remain_and_debit_what_the_response_used() {
     );
 }
 
+#[test]
+fn a_stream_cut_off_before_its_usage_still_counts_against_a_token_quota() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(
+        config(json!({"entitlements": snapshot_json_with_chat_quota(100)})),
+        9,
+    );
+    // Over 100 bytes of content, then the client goes away before the usage event.
+    let content = format!(
+        "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}],\"usage\":null}}\n\n",
+        "word ".repeat(20)
+    );
+    let content = content.as_bytes();
+    assert!(content.len() > 100);
+    streamed(
+        &mut gw,
+        &mut host,
+        "cut-1",
+        "text/event-stream",
+        &[content],
+        false,
+    );
+    // Refused for billing (a dead letter), but the quota counted its bytes: no more tokens.
+    assert_eq!(gw.counters().rejected, 1);
+    let r = exchange(
+        &mut gw,
+        &mut host,
+        &Req::new(
+            "POST",
+            "/v1/chat",
+            &[("x-api-key", "ck_live_alpha"), ("x-request-id", "cut-2")],
+        ),
+        200,
+        br#"{"usage": {"total_tokens": 1}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(r.status, 429);
+}
+
 fn snapshot_json_with_chat_quota(quota: u64) -> Value {
     let mut s = snapshot_json();
     s["customers"]["cust_a"]["features"]["chat"] = json!({"quota": quota});
