@@ -649,6 +649,60 @@ fn streamed_responses_meter_the_same_however_they_are_cut() {
     assert_eq!(run(&["--chunk", "1"]), whole);
     assert_eq!(run(&["--chunk", "random", "--seed", "7"]), whole);
     assert_eq!(run(&["--chunk", "random", "--seed", "8"]), whole);
+    // The same traffic as a HAR recording (browsers and proxies export streams this way).
+    let entries: Vec<Value> = (0..20u64)
+        .map(|n| {
+            let body = aforo_host_tests::sse_upstream::openai_stream(10 + n, 2 + n);
+            serde_json::json!({
+                "startedDateTime": format!("2026-03-15T12:00:{:02}.000Z", n),
+                "request": {"method": "POST", "url": "https://api.example.com/v1/chat/completions",
+                            "headers": [{"name": "X-Customer-Id", "value": format!("cust_{}", n % 3)}]},
+                "response": {"status": 200, "headers": [{"name": "Content-Type", "value": "text/event-stream; charset=utf-8"}],
+                             "content": {"size": body.len(), "mimeType": "text/event-stream", "text": String::from_utf8(body).unwrap()}}
+            })
+        })
+        .collect();
+    let har = dir.join("traffic.har");
+    std::fs::write(
+        &har,
+        serde_json::json!({"log": {"version": "1.2", "entries": entries}}).to_string(),
+    )
+    .unwrap();
+    let har_run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--module",
+            module.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--traffic",
+            har.to_str().unwrap(),
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = replay(&args);
+        assert_eq!(code, 0, "{err}");
+        let report: Value = serde_json::from_str(&out).unwrap();
+        let mut q: Vec<(String, String, String)> = report["stored_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["customer_id"].as_str().unwrap().to_string(),
+                    e["metric"].as_str().unwrap().to_string(),
+                    e["quantity"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        q.sort();
+        q
+    };
+    let from_jsonl: Vec<(String, String, String)> = whole
+        .iter()
+        .map(|e| (e.0.clone(), e.1.clone(), e.2.clone()))
+        .collect();
+    assert_eq!(har_run(&["--chunk", "random", "--seed", "3"]), from_jsonl);
     let (code, _, err) = replay(&["run", "--chunk", "sometimes"]);
     assert_eq!(code, 2);
     assert!(err.contains("random"), "{err}");
