@@ -778,6 +778,58 @@ fn streamed_usage_is_read_as_it_passes_and_a_stream_without_it_is_never_zero() {
 }
 
 #[test]
+fn the_responses_api_usage_comes_from_response_completed() {
+    let mut host = TestHost::new();
+    let meters = json!([
+        {"metric": "input_tokens", "quantity": {"from": "response_json", "pointer": "/response/usage/input_tokens"}},
+        {"metric": "output_tokens", "quantity": {"from": "response_json", "pointer": "/response/usage/output_tokens"}}
+    ]);
+    let mut gw = Gateway::new(
+        config(json!({
+            "routes": [{"method": "POST", "path_prefix": "/v1/chat", "feature": "chat", "meters": meters,
+                "properties": {"model": {"from": "response_json", "pointer": "/response/model"}}}]
+        })),
+        7,
+    );
+    // OpenAI's Responses API: usage is null until response.completed.
+    let stream = concat!(
+        "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-4.1\",\"usage\":null}}\n\n",
+        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n",
+        "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-4.1-2025-04-14\",\"usage\":{\"input_tokens\":36,\"output_tokens\":87,\"total_tokens\":123}}}\n\n"
+    )
+    .as_bytes();
+    streamed(
+        &mut gw,
+        &mut host,
+        "r1",
+        "text/event-stream",
+        &[&stream[..33], &stream[33..]],
+        true,
+    );
+    let mut ingest = Ingest::new();
+    gw.flush_now(&mut host);
+    ingest.serve(&mut gw, &mut host);
+    let got: Vec<(&str, &str, &str)> = ingest
+        .stored
+        .iter()
+        .map(|e| {
+            (
+                e["metric"].as_str().unwrap(),
+                e["quantity"].as_str().unwrap(),
+                e["properties"]["model"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("input_tokens", "36", "gpt-4.1-2025-04-14"),
+            ("output_tokens", "87", "gpt-4.1-2025-04-14"),
+        ]
+    );
+}
+
+#[test]
 fn several_meters_make_one_event_each_with_ids_stable_per_metric() {
     let mut host = TestHost::new();
     let meters = json!([
