@@ -175,7 +175,7 @@ impl HttpContext for Http {
         }
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(ex) = &mut self.exchange else {
             return Action::Continue;
         };
@@ -185,7 +185,11 @@ impl HttpContext for Http {
                 .flatten()
                 .unwrap_or_default();
             with_route(&self.gateway, ex.route_index(), |route| {
-                ex.on_request_body(&chunk, route, self.max_body)
+                ex.on_request_body(&chunk, route, self.max_body);
+                if end_of_stream {
+                    // Its properties are read now and its copy dropped.
+                    ex.on_request_end(route);
+                }
             });
         } else if self.observe.request_bytes {
             ex.add_request_bytes(body_size);

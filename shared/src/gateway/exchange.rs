@@ -1,12 +1,13 @@
 //! One request/response exchange: what the request phase decided and what the response
 //! phase observes (status, sizes, the quantity header or body), until it is metered.
 
-use super::stream_quantity::StreamQuantity;
+use super::stream_quantity::{property_value, StreamQuantity};
 use crate::config::{BodySide, QuantitySource, Route};
 use crate::entitlement::{ratelimit_headers, Allowance, Reservation};
 use crate::environment::Environment;
 use crate::keys::KeyHash;
 use crate::time::Timestamp;
+use serde_json::Value;
 
 /// Lazy access to response headers.
 pub trait ResponseHeaders {
@@ -41,6 +42,9 @@ pub struct Exchange {
     /// The request body, kept (bounded) when a property reads it.
     pub(crate) request_body: Vec<u8>,
     pub(crate) request_body_truncated: bool,
+    /// The request properties' values, read when the request ended (its body then dropped,
+    /// so a long response does not keep it), by the route's property index.
+    pub(crate) request_values: Option<Vec<Option<Value>>>,
     /// The response is `text/event-stream`: a JSON quantity is read from its events as they
     /// pass, not from a buffered body.
     pub(crate) event_stream: bool,
@@ -89,6 +93,7 @@ impl Exchange {
             body_truncated: false,
             request_body: Vec::new(),
             request_body_truncated: false,
+            request_values: None,
             event_stream: false,
             stream: None,
             response_complete: false,
@@ -220,6 +225,30 @@ impl Exchange {
         }
     }
 
+    /// The request ended: reads its properties from the kept body and drops the body.
+    pub fn on_request_end(&mut self, route: &Route) {
+        if self.request_values.is_some() || !route.reads_json(BodySide::Request) {
+            return;
+        }
+        let body = parse_body(
+            &self.request_body,
+            self.request_body_truncated,
+            "request body",
+        )
+        .ok();
+        self.request_values = Some(
+            route
+                .properties
+                .iter()
+                .map(|p| match (p.from, &body) {
+                    (BodySide::Request, Some(v)) => property_value(v.pointer(&p.pointer)),
+                    _ => None,
+                })
+                .collect(),
+        );
+        self.request_body = Vec::new();
+    }
+
     /// The bytes this exchange still holds once it is over (kept bodies), the stream reader's
     /// buffers freed first: what waiting for a snapshot costs.
     pub(crate) fn held_bytes(&mut self) -> usize {
@@ -253,4 +282,12 @@ fn keep_bounded(body: &mut Vec<u8>, truncated: &mut bool, chunk: &[u8], max: usi
     } else {
         body.extend_from_slice(chunk);
     }
+}
+
+/// A body parsed once for every pointer that reads it, or why it cannot be read.
+pub(crate) fn parse_body(body: &[u8], truncated: bool, what: &str) -> Result<Value, String> {
+    if truncated {
+        return Err(format!("{what} is larger than max_body_bytes"));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("{what} is not JSON ({e})"))
 }

@@ -1,6 +1,6 @@
 //! The metering phase: when the exchange ends, build the usage event, validate it and queue it.
 
-use super::exchange::Exchange;
+use super::exchange::{parse_body, Exchange};
 use super::stream_quantity::{json_quantity, missing_from_stream, property_value};
 use super::Gateway;
 use crate::config::{BodySide, OnMissing, QuantitySource, Route, DEFAULT_PRODUCT_ID};
@@ -90,14 +90,6 @@ fn encode(format: IngestFormat, event: &UsageEvent, props: &GatewayProperties<'_
     }
 }
 
-/// A body parsed once for every pointer that reads it, or why it cannot be read.
-fn parse_body(body: &[u8], truncated: bool, what: &str) -> Result<Value, String> {
-    if truncated {
-        return Err(format!("{what} is larger than max_body_bytes"));
-    }
-    serde_json::from_slice(body).map_err(|e| format!("{what} is not JSON ({e})"))
-}
-
 /// The route's properties found in the bodies (absent ones are left out).
 fn body_properties<'r>(
     ex: &Exchange,
@@ -107,17 +99,24 @@ fn body_properties<'r>(
     if route.properties.is_empty() {
         return Vec::new();
     }
-    let request = route
-        .reads_json(BodySide::Request)
-        .then(|| parse_body(&ex.request_body, ex.request_body_truncated, "request body").ok())
-        .flatten();
+    // Read when the request ended (the adapter says so), else now.
+    let request = match &ex.request_values {
+        Some(_) => None,
+        None => route
+            .reads_json(BodySide::Request)
+            .then(|| parse_body(&ex.request_body, ex.request_body_truncated, "request body").ok())
+            .flatten(),
+    };
     route
         .properties
         .iter()
         .enumerate()
         .filter_map(|(i, p)| {
             let v = match p.from {
-                BodySide::Request => property_value(request.as_ref()?.pointer(&p.pointer)),
+                BodySide::Request => match &ex.request_values {
+                    Some(values) => values.get(i).cloned().flatten(),
+                    None => property_value(request.as_ref()?.pointer(&p.pointer)),
+                },
                 BodySide::Response => match (&ex.stream, response) {
                     (Some(s), _) => s.property(i).cloned(),
                     (None, Some(Ok(body))) => property_value(body.pointer(&p.pointer)),
@@ -176,7 +175,7 @@ impl Gateway {
             self.refund(host, &ex.reservations);
             return;
         }
-        let Some(customer_id) = ex.customer_id.clone() else {
+        let Some(mut customer_id) = ex.customer_id.clone() else {
             if ex.pending_key.is_some() {
                 self.await_identity(host, ex);
             }
@@ -239,7 +238,12 @@ impl Gateway {
             };
             let mut event = UsageEvent {
                 id,
-                customer_id: customer_id.clone(),
+                // The last meter takes the id (one route, one meter: no copy).
+                customer_id: if i + 1 == route.meters.len() {
+                    std::mem::take(&mut customer_id)
+                } else {
+                    customer_id.clone()
+                },
                 metric: meter.metric.clone(),
                 quantity: Quantity::ZERO,
                 timestamp: ex.started_at,

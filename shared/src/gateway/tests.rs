@@ -427,6 +427,9 @@ fn chat_exchange(
     };
     let route = gw.config().routes[ex.route].clone();
     ex.on_request_body(request_body, &route, 256);
+    // As a host does at the request's end: its properties are read and its copy dropped.
+    ex.on_request_end(&route);
+    assert!(ex.request_body.is_empty());
     let mut h = HashMap::new();
     h.insert(":status".to_string(), "200".to_string());
     h.insert("content-type".to_string(), content_type.to_string());
