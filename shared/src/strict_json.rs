@@ -128,6 +128,19 @@ impl<'a> ObjReader<'a> {
             .ok_or_else(|| FieldError::new(self.field_path(key), "is required"))
     }
 
+    /// An optional identifier-like name (`product_id`): letters, digits, `_ - . :`,
+    /// 1..=128 bytes, as event fields are (an empty string is refused).
+    pub fn optional_name(&self, key: &str) -> Result<Option<String>, FieldError> {
+        match self.non_empty_string(key)? {
+            Some(n) if crate::validate::is_name(n) => Ok(Some(n.to_string())),
+            Some(n) => Err(FieldError::new(
+                self.field_path(key),
+                format!("must be 1..=128 letters, digits or _-.: characters, got {n:?}"),
+            )),
+            None => Ok(None),
+        }
+    }
+
     /// An optional non-empty string field.
     pub fn non_empty_string(&self, key: &str) -> Result<Option<&'a str>, FieldError> {
         match self.string(key)? {

@@ -180,10 +180,7 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         if self.observe.request_json {
-            let chunk = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+            let chunk = body_chunk(BufferType::HttpRequestBody, body_size);
             with_route(&self.gateway, ex.route_index(), |route| {
                 ex.on_request_body(&chunk, route, self.max_body);
                 if end_of_stream {
@@ -222,10 +219,7 @@ impl HttpContext for Http {
         if self.observe.response_json {
             // Each chunk is read and passed on at once (Continue): nothing is buffered in
             // Envoy, so a stream reaches the client as fast as without the filter.
-            let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+            let chunk = body_chunk(BufferType::HttpResponseBody, body_size);
             with_route(&self.gateway, ex.route_index(), |route| {
                 ex.on_response_body(&chunk, route, self.max_body)
             });
@@ -260,4 +254,12 @@ fn with_route(gateway: &Option<Shared>, index: usize, f: impl FnOnce(&Route)) {
             }
         }
     }
+}
+
+/// The body chunk the current callback was given (empty when the host has none).
+fn body_chunk(kind: BufferType, size: usize) -> Vec<u8> {
+    hostcalls::get_buffer(kind, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }

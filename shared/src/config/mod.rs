@@ -331,16 +331,7 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
             ));
         }
     }
-    let product_id = match r.non_empty_string("product_id")? {
-        Some(p) if is_name(p) => Some(p.to_string()),
-        Some(p) => {
-            return Err(FieldError::new(
-                "product_id",
-                format!("must be 1..=128 letters, digits or _-.: characters, got {p:?}"),
-            ))
-        }
-        None => None,
-    };
+    let product_id = r.optional_name("product_id")?;
     let format = match choice(&r, &o::INGEST_FORMAT)? {
         "cloudevents" => IngestFormat::CloudEvents,
         _ => IngestFormat::Aforo,

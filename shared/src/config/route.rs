@@ -283,15 +283,7 @@ fn parse_route(path: &str, v: &Value) -> Result<Route, FieldError> {
         }
         None => vec![parse_meter(&r)?],
     };
-    let product_id = match r.non_empty_string("product_id")? {
-        Some(p) if !is_name(p) => {
-            return Err(FieldError::new(
-                r.field_path("product_id"),
-                format!("must be 1..=128 letters, digits or _-.: characters, got {p:?}"),
-            ))
-        }
-        other => other.map(str::to_string),
-    };
+    let product_id = r.optional_name("product_id")?;
     Ok(Route {
         method,
         path_prefix,

@@ -151,16 +151,7 @@ impl Parts {
             Some(e) => Environment::from_wire(e),
             None => None,
         };
-        let product_id = match r.non_empty_string("product_id")? {
-            Some(p) if crate::validate::is_name(p) => Some(p.to_string()),
-            Some(p) => {
-                return Err(FieldError::new(
-                    r.field_path("product_id"),
-                    format!("must be 1..=128 letters, digits or _-.: characters, got {p:?}"),
-                ))
-            }
-            None => None,
-        };
+        let product_id = r.optional_name("product_id")?;
         Ok(Parts {
             version,
             generated_at,
