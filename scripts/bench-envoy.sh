@@ -2,24 +2,43 @@
 # Side-by-side load run on loopback: the same Envoy (one worker) and the same upstream (nginx),
 # in turn A B C A B C …:
 #   a) no filter, b) the pass-through proxy-wasm filter (the floor), c) the full aforo filter
-#      with a live entitlement snapshot from aforo-agent and metering to it.
-# Prints requests/s and p50 / p99 latency per run, the medians, and the ratios c/a and c/b.
+#      with a live entitlement snapshot and metering every request.
+# Two passes, each ROUNDS × VARIANTS runs of DURATION seconds:
+#   1. saturated: wrk at CONNECTIONS connections, as fast as Envoy answers: requests/s, p50, p99;
+#   2. fixed rate: oha at half the floor's saturated requests/s (QPS overrides), the same
+#      connections, latency corrected for coordinated omission: p50, p99, p999 — the latency
+#      users see below saturation.
+# Prints every run, the medians per variant and pass, and the ratios c/a and c/b.
 #
-#   scripts/bench-envoy.sh            # ROUNDS=3 DURATION=10 CONNECTIONS=16 VARIANTS="a b c"
+#   scripts/bench-envoy.sh     # ROUNDS=3 DURATION=10 CONNECTIONS=16 VARIANTS="a b c" FIXED=1
+# INGEST=null (default): nginx serves the snapshot from a file and answers every batch 202, so
+#   the ingest costs the load generator's core next to nothing (in production it is another
+#   machine); INGEST=agent runs a release aforo-agent there instead (its work on each batch
+#   shares that core with wrk and nginx, and shows in the latency).
+# PROBE='{"batch_size": 1000}' adds variant d: c with these options merged (VARIANTS="b c d").
 # PERF=1 records a perf profile of Envoy during each measured run (perf.<variant>.data here).
-# Bounded: ROUNDS × 3 runs of DURATION seconds each. Needs wrk and nginx (installed here).
+# Bounded: 2 × ROUNDS × |VARIANTS| runs of DURATION seconds. Needs wrk, oha and nginx (installed
+# here).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10}"; CONNECTIONS="${CONNECTIONS:-16}"
-VARIANTS="${VARIANTS:-a b c}"
+VARIANTS="${VARIANTS:-a b c}"; INGEST="${INGEST:-null}"; FIXED="${FIXED:-1}"
+PROBE="${PROBE:-}"
+case "$INGEST" in null | agent) ;; *) die "INGEST must be null or agent, not '$INGEST'" ;; esac
 # Envoy's one worker gets a core of its own; wrk, nginx and the agent share the other, so the
 # figures are Envoy's own cost per request (on 2 cores: ENVOY_CPU=0, OTHER_CPU=1).
 ENVOY_CPU="${ENVOY_CPU:-0}"; OTHER_CPU="${OTHER_CPU:-1}"
 [ "${AFORO_BENCH_SKIP_SETUP:-0}" = 1 ] || "$ROOT/scripts/setup.sh"
 apt_install wrk nginx-light
-# The agent only serves the snapshot and takes the events (on the other core); AFORO_BENCH_AGENT
-# points at an existing binary to skip the release build.
-AGENT="$(release_agent)"
+if [ "$FIXED" = 1 ] && ! command -v oha >/dev/null; then
+  step "Installing oha (a fixed-rate load generator) with cargo"
+  cargo install --locked --quiet oha
+fi
+if [ "$INGEST" = agent ]; then
+  # The agent serves the snapshot and takes the events; AFORO_BENCH_AGENT points at an existing
+  # binary to skip the release build.
+  AGENT="$(release_agent)"
+fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/aforo-bench.XXXXXX")"
 PIDS=()
@@ -28,7 +47,7 @@ cleanup() {
   trap - EXIT
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  if [ "${KEEP:-0}" = 1 ]; then echo "logs and configurations kept in $WORK" >&2; else rm -rf "$WORK"; fi
   exit "$s"
 }
 trap cleanup EXIT
@@ -39,7 +58,30 @@ wait_http() { local i; for ((i = 0; i < 300; i++)); do curl -fsS -o /dev/null "$
 
 UP=$(free_port); AGENT_PORT=$(free_port); LISTEN=$(free_port); ADMIN=$(free_port)
 
-# The upstream: nginx, one worker, a small JSON answer.
+# The entitlements: one customer with a large quota, reached by a consumer key.
+cat >"$WORK/catalog.json" <<'EOF'
+{"customers": {"bench": {"features": {"search": {"metric": "api_calls", "quota": 1000000000000}}}},
+ "consumer_keys": [{"key_id": "bench", "key": "ck_bench_load", "customer_id": "bench"}]}
+EOF
+# The snapshot aforo-agent serves for that catalog (the key as its SHA-256), for INGEST=null.
+key_hash=$(printf '%s' ck_bench_load | sha256sum | cut -d' ' -f1)
+snapshot="{\"consumer_keys\":[{\"customer_id\":\"bench\",\"hash\":\"sha256:$key_hash\",\"key_id\":\"bench\"}],\"customers\":{\"bench\":{\"features\":{\"search\":{\"quota\":1000000000000,\"used\":0,\"used_by_source\":0,\"window_start\":\"$(date -u +%Y-%m-01T00:00:00Z)\"}}}},\"environment\":\"production\",\"generated_at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"version\":1}"
+
+# The upstream: nginx, one worker, a small JSON answer; with INGEST=null also the ingest.
+null_ingest=""
+if [ "$INGEST" = null ]; then
+  null_ingest="
+  server {
+    listen 127.0.0.1:$AGENT_PORT;
+    client_max_body_size 16m;
+    location = /healthz { return 200 'ok'; }
+    location = /v1/entitlements { default_type application/json; return 200 '$snapshot'; }
+    location = /v1/events {
+      default_type application/json;
+      return 202 '{\"accepted\":0,\"duplicates\":0,\"rejected\":[],\"flagged\":[]}';
+    }
+  }"
+fi
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -55,23 +97,37 @@ http {
   server {
     listen 127.0.0.1:$UP;
     location / { default_type application/json; return 200 '{"ok":true,"usage":{"total_tokens":42}}'; }
-  }
+  }$null_ingest
 }
 EOF
 taskset -c "$OTHER_CPU" nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" >"$WORK/nginx.log" 2>&1 &
 PIDS+=($!)
 
-# The agent: entitlements for one customer with a large quota, and the ingest for the events.
-cat >"$WORK/catalog.json" <<'EOF'
-{"customers": {"bench": {"features": {"search": {"metric": "api_calls", "quota": 1000000000000}}}},
- "consumer_keys": [{"key_id": "bench", "key": "ck_bench_load", "customer_id": "bench"}]}
-EOF
-taskset -c "$OTHER_CPU" "$AGENT" --listen "127.0.0.1:$AGENT_PORT" --data-dir "$WORK/agent" --environments production \
-  --catalog "$WORK/catalog.json" --component "$COMPONENT" --production-events-per-hour 100000000000 \
-  >"$WORK/agent.log" 2>&1 &
-PIDS+=($!)
+if [ "$INGEST" = agent ]; then
+  taskset -c "$OTHER_CPU" "$AGENT" --listen "127.0.0.1:$AGENT_PORT" --data-dir "$WORK/agent" --environments production \
+    --catalog "$WORK/catalog.json" --component "$COMPONENT" --production-events-per-hour 100000000000 \
+    >"$WORK/agent.log" 2>&1 &
+  PIDS+=($!)
+fi
 wait_http "http://127.0.0.1:$AGENT_PORT/healthz"
 wait_http "http://127.0.0.1:$UP/"
+
+# c's filter configuration, and d's: c's with PROBE's options merged in.
+filter_config() { # extra-json
+  python3 -c '
+import json, sys
+port, extra = sys.argv[1], sys.argv[2]
+c = {"api_key": "sk_live_bench_gateway", "product_id": "bench",
+     "routes": [{"path_prefix": "/", "feature": "search", "metric": "api_calls"}],
+     "ingest_url": f"http://127.0.0.1:{port}", "ingest_cluster": "aforo_agent",
+     "entitlements_url": f"http://127.0.0.1:{port}/v1/entitlements",
+     "entitlements_cluster": "aforo_agent", "flush_interval_ms": 1000, "max_buffer_events": 100000}
+c.update(json.loads(extra or "{}"))
+print(json.dumps(c))
+' "$AGENT_PORT" "$1"
+}
+C_CONFIG=$(filter_config "")
+D_CONFIG=$(filter_config "$PROBE")
 
 cluster() { # name port
   printf '  - name: %s\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: %s\n      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %s } } } }] }]\n' "$1" "$1" "$2"
@@ -99,7 +155,9 @@ bootstrap() { # variant
   case "$1" in
     a) ;;
     b) filters="$(wasm_filter "$WASM_DIR/aforo_passthrough.wasm" '{}')" ;;
-    c) filters="$(wasm_filter "$WASM_DIR/aforo_metering.wasm" "{\"api_key\": \"sk_live_bench_gateway\", \"product_id\": \"bench\", \"routes\": [{\"path_prefix\": \"/\", \"feature\": \"search\", \"metric\": \"api_calls\"}], \"ingest_url\": \"http://127.0.0.1:$AGENT_PORT\", \"ingest_cluster\": \"aforo_agent\", \"entitlements_url\": \"http://127.0.0.1:$AGENT_PORT/v1/entitlements\", \"entitlements_cluster\": \"aforo_agent\", \"flush_interval_ms\": 1000, \"max_buffer_events\": 100000}")" ;;
+    c) filters="$(wasm_filter "$WASM_DIR/aforo_metering.wasm" "$C_CONFIG")" ;;
+    d) filters="$(wasm_filter "$WASM_DIR/aforo_metering.wasm" "$D_CONFIG")" ;;
+    *) die "unknown variant '$1' (a, b, c, d)" ;;
   esac
   cat <<EOF
 static_resources:
@@ -132,60 +190,115 @@ EOF
 
 # wrk's latency figures to milliseconds.
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.3f", v }'; }
+envoy_stat() { # admin-port stat-name: its value, or "?"
+  curl -fsS "http://127.0.0.1:$ADMIN/stats?filter=^$1\$" | awk -F': ' '{print $2}' | grep . || echo '?'
+}
+URL="http://127.0.0.1:$LISTEN/v1/search"
+
+# Starts variant $1's Envoy (pid in $epid), waits until it is ready and c has its snapshot.
+start_envoy() {
+  bootstrap "$1" >"$WORK/envoy-$1.yaml"
+  taskset -c "$ENVOY_CPU" "$AFORO_ENVOY" -c "$WORK/envoy-$1.yaml" --concurrency 1 --disable-hot-restart --base-id "$ADMIN" \
+    -l warning >"$WORK/envoy-$1.log" 2>&1 &
+  epid=$!
+  wait_http "http://127.0.0.1:$ADMIN/ready"
+  if [ "$1" = c ] || [ "$1" = d ]; then
+    local i
+    for ((i = 0; ; i++)); do
+      case "$(envoy_stat wasmcustom.aforo_snapshot_syncs_total)" in 0 | '?') ;; *) break ;; esac
+      [ "$i" -lt 100 ] || die "$1 got no snapshot in 10 s (KEEP=1 keeps $WORK/envoy-$1.log)"
+      sleep 0.1
+    done
+  fi
+  # Warm up.
+  taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNECTIONS" -d2s -H 'x-api-key: ck_bench_load' "$URL" >/dev/null
+}
+
+# After a run of c: requests allowed and events delivered to the ingest (every request metered).
+c_counts() {
+  [ "$1" = c ] || [ "$1" = d ] || return 0
+  printf 'allowed=%s delivered=%s' "$(envoy_stat wasmcustom.aforo_decisions_allowed_total)" \
+    "$(envoy_stat wasmcustom.aforo_events_delivered_total)"
+}
+
+stop_envoy() { kill "$epid"; wait "$epid" 2>/dev/null || true; }
 
 RESULTS="$WORK/results"
 : >"$RESULTS"
+step "Saturated: wrk, $CONNECTIONS connections, ${DURATION}s per run, ingest: $INGEST"
 for ((r = 1; r <= ROUNDS; r++)); do
   for v in $VARIANTS; do
-    bootstrap "$v" >"$WORK/envoy-$v.yaml"
-    taskset -c "$ENVOY_CPU" "$AFORO_ENVOY" -c "$WORK/envoy-$v.yaml" --concurrency 1 --disable-hot-restart --base-id "$ADMIN" \
-      -l warning >"$WORK/envoy-$v.log" 2>&1 &
-    epid=$!
-    wait_http "http://127.0.0.1:$ADMIN/ready"
-    if [ "$v" = c ]; then
-      for ((i = 0; i < 100; i++)); do
-        curl -fsS "http://127.0.0.1:$ADMIN/stats?filter=^wasmcustom.aforo_snapshot_syncs_total\$" | grep -q ': [1-9]' && break
-        sleep 0.1
-      done
-    fi
-    # Warm up, then measure.
-    taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNECTIONS" -d2s -H 'x-api-key: ck_bench_load' "http://127.0.0.1:$LISTEN/v1/search" >/dev/null
+    start_envoy "$v"
     perfpid=""
     if [ "${PERF:-0}" = 1 ]; then
       perf record -F 499 -g -p "$epid" -o "$ROOT/perf.$v.data" -- sleep "$DURATION" >/dev/null 2>&1 &
       perfpid=$!
     fi
-    out=$(taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H 'x-api-key: ck_bench_load' "http://127.0.0.1:$LISTEN/v1/search")
+    out=$(taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H 'x-api-key: ck_bench_load' "$URL")
     [ -z "$perfpid" ] || wait "$perfpid"
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out" | to_ms)
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
     non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-    if [ "$v" = c ]; then
-      allowed=$(curl -fsS "http://127.0.0.1:$ADMIN/stats?filter=^wasmcustom.aforo_decisions_allowed_total\$" | awk -F': ' '{print $2}')
-      extra="allowed=${allowed:-?}"
-    else
-      extra=""
-    fi
-    printf 'round %d  %s  %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %s%s\n' "$r" "$v" "$rps" "$p50" "$p99" "${non2xx:+non-2xx=$non2xx }" "$extra"
-    echo "$v $rps $p50 $p99" >>"$RESULTS"
-    kill "$epid"; wait "$epid" 2>/dev/null || true
+    printf 'round %d  %s  %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %s%s\n' "$r" "$v" "$rps" "$p50" "$p99" \
+      "${non2xx:+non-2xx=$non2xx }" "$(c_counts "$v")"
+    echo "sat $v $rps $p50 $p99 0" >>"$RESULTS"
+    stop_envoy
   done
 done
 
-[ "$VARIANTS" = "a b c" ] || exit 0
-python3 - "$RESULTS" <<'EOF'
+if [ "$FIXED" = 1 ]; then
+  floor=$(awk '$1 == "sat" && $2 == "b" {print $3}' "$RESULTS" | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}')
+  QPS="${QPS:-$(awk -v f="${floor:-0}" 'BEGIN {printf "%d", f / 2}')}"
+  [ "${QPS:-0}" -gt 0 ] || die "no floor measured to take half of: set QPS or include variant b"
+  step "Fixed rate: oha at $QPS requests/s (half the floor's), $CONNECTIONS connections, ${DURATION}s per run"
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for v in $VARIANTS; do
+      start_envoy "$v"
+      # --latency-correction: latency counts from when a request was due, so a stall shows in
+      # every request it delayed (no coordinated omission).
+      taskset -c "$OTHER_CPU" oha --no-tui --output-format json --latency-correction -q "$QPS" \
+        -z "${DURATION}s" -c "$CONNECTIONS" -H 'x-api-key: ck_bench_load' "$URL" >"$WORK/oha.json"
+      read -r rps p50 p99 p999 ok <<<"$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+p = d["latencyPercentiles"]
+ok = sum(n for code, n in d.get("statusCodeDistribution", {}).items() if code.startswith("2"))
+print(d["summary"]["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000, p["p99.9"] * 1000, ok)
+' "$WORK/oha.json")"
+      printf 'round %d  %s  %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  p999 %7.3f ms  2xx=%s %s\n' \
+        "$r" "$v" "$rps" "$p50" "$p99" "$p999" "$ok" "$(c_counts "$v")"
+      echo "fixed $v $rps $p50 $p99 $p999" >>"$RESULTS"
+      stop_envoy
+    done
+  done
+fi
+
+python3 - "$RESULTS" "$VARIANTS" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-med = {}
-for v in "abc":
-    rs = [r for r in rows if r[0] == v]
-    med[v] = tuple(statistics.median(float(r[i]) for r in rs) for i in (1, 2, 3))
-names = {"a": "a) no filter", "b": "b) pass-through filter", "c": "c) aforo filter"}
-print("\nmedians over %d rounds" % len([r for r in rows if r[0] == "a"]))
-print("  %-24s %12s %10s %10s" % ("variant", "req/s", "p50 ms", "p99 ms"))
-for v in "abc":
-    print("  %-24s %12.0f %10.3f %10.3f" % (names[v], *med[v]))
-print("\n  throughput c/a %.3f   c/b %.3f" % (med["c"][0] / med["a"][0], med["c"][0] / med["b"][0]))
-print("  p99        c/a %.3f   c/b %.3f" % (med["c"][2] / med["a"][2], med["c"][2] / med["b"][2]))
+variants = sys.argv[2].split()
+names = {"a": "a) no filter", "b": "b) pass-through filter", "c": "c) aforo filter", "d": "d) c + PROBE"}
+for kind, title in (("sat", "saturated"), ("fixed", "fixed rate")):
+    med = {}
+    for v in variants:
+        rs = [r for r in rows if r[0] == kind and r[1] == v]
+        if rs:
+            med[v] = [statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4, 5)]
+    if not med:
+        continue
+    n = max(len([r for r in rows if r[0] == kind and r[1] == v]) for v in med)
+    print("\n%s: medians over %d rounds" % (title, n))
+    print("  %-24s %12s %10s %10s %10s" % ("variant", "req/s", "p50 ms", "p99 ms", "p999 ms"))
+    for v in med:
+        p999 = "%10.3f" % med[v][3] if kind == "fixed" else "%10s" % "-"
+        print("  %-24s %12.0f %10.3f %10.3f %s" % (names.get(v, v), med[v][0], med[v][1], med[v][2], p999))
+    for top, base in (("c", "a"), ("c", "b"), ("d", "b"), ("d", "c")):
+        if top in med and base in med:
+            t, b = med[top], med[base]
+            line = "  %s/%s  throughput %.3f   p50 %.3f   p99 %.3f" % (
+                top, base, t[0] / b[0], t[1] / b[1], t[2] / b[2])
+            if kind == "fixed":
+                line += "   p999 %.3f" % (t[3] / b[3])
+            print(line)
 EOF
