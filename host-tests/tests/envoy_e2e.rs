@@ -283,6 +283,76 @@ fn two_workers_share_one_quota() {
     assert_eq!(admitted + refused, 64);
 }
 
+/// 64 requests of the quota-20 customer from 8 threads; the statuses.
+fn hammer_quota(s: &Stack, prefix: &str) -> Vec<u16> {
+    let url = format!("127.0.0.1:{}", s.envoy.port);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let url = url.clone();
+                sc.spawn(move || {
+                    let mut c = Client::new(&url);
+                    (0..8)
+                        .map(|i| {
+                            get(
+                                &mut c,
+                                "/v1/search",
+                                &[
+                                    ("x-api-key", "ck_e2e_quota"),
+                                    ("x-request-id", &format!("{prefix}{t}-{i}")),
+                                ],
+                            )
+                            .status
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
+#[test]
+fn two_workers_with_quota_slices_pass_the_quota_by_at_most_the_stated_bound() {
+    let mut cfg = base_config();
+    cfg["api_key"] = json!("sk_test_e2e_slices");
+    cfg["quota_slice"] = json!(5);
+    let s = stack(cfg, &[], 2);
+    let statuses = hammer_quota(&s, "s");
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(admitted + refused, 64, "{statuses:?}");
+    // Documented bound: quota + workers × quota_slice, plus Envoy's creation caveat (workers - 1).
+    assert!(
+        (20..=20 + 2 * 5 + 1).contains(&admitted),
+        "admitted {admitted} of quota 20 with 2 workers and slices of 5"
+    );
+    // Every admitted request is metered, once.
+    assert_eq!(
+        s.sandbox.wait_for(admitted, Duration::from_secs(30)),
+        admitted,
+        "{}",
+        s.envoy.log_tail(30)
+    );
+    // More requests, merged or not: the bound holds for the whole window.
+    let later = hammer_quota(&s, "t");
+    let admitted = admitted + later.iter().filter(|s| **s == 200).count();
+    assert!(
+        admitted <= 20 + 2 * 5 + 1,
+        "admitted {admitted} in all of quota 20"
+    );
+    assert_eq!(
+        s.sandbox.wait_for(admitted, Duration::from_secs(30)),
+        admitted
+    );
+    let stored = s.sandbox.stored();
+    let ids: HashSet<&str> = stored.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!((stored.len(), ids.len()), (admitted, admitted));
+}
+
 #[test]
 fn sandbox_and_live_keys_go_to_their_own_clusters() {
     for (key, env) in [

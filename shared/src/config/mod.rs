@@ -144,6 +144,8 @@ pub struct Config {
     pub max_snapshot_age_ms: u64,
     /// Behaviour without a fresh snapshot.
     pub failure_mode: FailureMode,
+    /// Units of a counter a worker counts before merging them into shared data (0: exact).
+    pub quota_slice: u64,
     /// Enforce or shadow.
     pub mode: EnforcementMode,
     /// Upstream statuses that are metered.
@@ -534,6 +536,7 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
         sync_interval_ms,
         max_snapshot_age_ms,
         failure_mode,
+        quota_slice: integer(&r, &o::QUOTA_SLICE)?,
         mode,
         billable_status,
         max_body_bytes,

@@ -283,6 +283,17 @@ pub static FAILURE_MODE: OptionSpec = row(
     Default::Text("open"),
     "open (allow, still meter) or closed (503) without a fresh snapshot",
 );
+/// `quota_slice`.
+pub static QUOTA_SLICE: OptionSpec = row(
+    "quota_slice",
+    Some("AFORO_QUOTA_SLICE"),
+    Kind::Integer {
+        min: 0,
+        max: 1_000_000,
+    },
+    Default::Integer(0),
+    "units of a quota a worker counts alone before merging them into shared data (also on every tick); 0 is exact; a window may pass its quota by workers × this",
+);
 /// `entitlements`.
 pub static ENTITLEMENTS: OptionSpec = row(
     "entitlements",
@@ -360,6 +371,7 @@ pub const OPTIONS: &[&OptionSpec] = &[
     &SYNC_INTERVAL_MS,
     &MAX_SNAPSHOT_AGE_MS,
     &FAILURE_MODE,
+    &QUOTA_SLICE,
     &ENTITLEMENTS,
     &MODE,
     &BILLABLE_STATUS,

@@ -5,6 +5,7 @@ mod counter_contract;
 mod counters;
 mod decision;
 mod reply;
+mod slices;
 mod snapshot;
 mod streamed;
 mod window;
@@ -25,6 +26,7 @@ pub use decision::{
     Grant, ALL_DENY_CODES,
 };
 pub use reply::{deny_reply, error_body, ratelimit_headers, LocalReply};
+pub use slices::{Sliced, Slices};
 pub use snapshot::{Customer, Entitlement, Snapshot, MAX_UNITS};
 pub use window::{Period, QuotaWindow};
 

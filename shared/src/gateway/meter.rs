@@ -278,7 +278,11 @@ impl Gateway {
                     if i == 0 && ex.counts_after_response {
                         let units = ex.response_bytes.max(1);
                         for counter in &ex.usage_counters {
-                            add_usage(&mut HostCounters(host), counter, units);
+                            add_usage(
+                                &mut self.slices.over(&mut HostCounters(host)),
+                                counter,
+                                units,
+                            );
                         }
                     }
                     continue;
@@ -322,7 +326,11 @@ impl Gateway {
             if i == 0 && ex.counts_after_response {
                 let units = quantity.ceil_units();
                 for counter in &ex.usage_counters {
-                    add_usage(&mut HostCounters(host), counter, units);
+                    add_usage(
+                        &mut self.slices.over(&mut HostCounters(host)),
+                        counter,
+                        units,
+                    );
                 }
             }
             match pipeline.enqueue(event.id, bytes, now) {

@@ -3,7 +3,7 @@
 //!
 //! Per worker (VM) it holds the configuration, the latest entitlement snapshot and one
 //! delivery pipeline per environment; quota and rate counters live in host shared data so
-//! all workers of a proxy count together.
+//! all workers of a proxy count together (through this worker's quota slices, when set).
 
 mod awaiting;
 mod exchange;
@@ -23,7 +23,7 @@ pub use request::{RequestVerdict, RequestView};
 
 use crate::config::{Config, DispatchMode, EntitlementSource};
 use crate::delivery::{Counters, Delivery};
-use crate::entitlement::{freshness, Freshness, Snapshot};
+use crate::entitlement::{freshness, Freshness, Slices, Snapshot};
 use crate::environment::Environment;
 use crate::host::{Host, LogLevel, Metric};
 use crate::time::Timestamp;
@@ -82,6 +82,8 @@ pub struct Gateway {
     unattributed: u64,
     /// Whether the first request has told us what host this is.
     host_checked: bool,
+    /// Counter units this worker holds before merging them into shared data.
+    slices: Slices,
 }
 
 impl Gateway {
@@ -98,6 +100,7 @@ impl Gateway {
             }
             EntitlementSource::None => {}
         }
+        let quota_slice = config.quota_slice;
         let delivery = [
             Delivery::new(config.delivery.clone(), seed ^ 0x5A5A),
             Delivery::new(config.delivery.clone(), seed ^ 0xA5A5),
@@ -116,6 +119,7 @@ impl Gateway {
             awaiting_bytes: 0,
             unattributed: 0,
             host_checked: false,
+            slices: Slices::new(quota_slice),
         }
     }
 

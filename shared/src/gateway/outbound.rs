@@ -4,7 +4,7 @@
 use super::{CallKind, Gateway};
 use crate::config::{EntitlementSource, Target};
 use crate::delivery::{CallOutcome, Report};
-use crate::entitlement::Snapshot;
+use crate::entitlement::{HostCounters, Snapshot};
 use crate::environment::Environment;
 use crate::host::{CallResponse, Host, LogLevel, Metric, OutboundRequest};
 use crate::time::Timestamp;
@@ -40,6 +40,7 @@ impl Gateway {
             self.flush(host, env, now, false);
         }
         self.maybe_sync(host, now);
+        self.slices.merge_all(&mut HostCounters(host));
         if let (Some(received), Some(_)) = (self.snapshot.received_at, self.snapshot.stale_after_ms)
         {
             host.metric_set(
@@ -53,6 +54,7 @@ impl Gateway {
     /// Sends whatever is buffered now, regardless of deadlines (VM shutdown, tests).
     pub fn flush_now(&mut self, host: &mut dyn Host) {
         self.resolve_awaiting(host);
+        self.slices.merge_all(&mut HostCounters(host));
         let now = host.now();
         for env in Environment::ALL {
             self.flush(host, env, now, true);

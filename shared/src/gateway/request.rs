@@ -178,7 +178,8 @@ impl Gateway {
             cost,
             default_environment: default_env,
         };
-        match admit(snapshot, &access, now, &mut HostCounters(host)) {
+        let mut shared = HostCounters(host);
+        match admit(snapshot, &access, now, &mut self.slices.over(&mut shared)) {
             Ok(a) => {
                 let Identity {
                     customer_id,
@@ -245,7 +246,7 @@ impl Gateway {
     }
 
     /// Gives reserved units back (the response was not billable).
-    pub(crate) fn refund(&self, host: &mut dyn Host, reservations: &[Reservation]) {
-        release(&mut HostCounters(host), reservations);
+    pub(crate) fn refund(&mut self, host: &mut dyn Host, reservations: &[Reservation]) {
+        release(&mut self.slices.over(&mut HostCounters(host)), reservations);
     }
 }

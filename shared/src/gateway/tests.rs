@@ -288,6 +288,59 @@ fn not_billable_responses_give_their_quota_back() {
 }
 
 #[test]
+fn quota_slices_count_in_each_worker_and_merge_into_shared_data_on_the_tick() {
+    // Two workers (engines) over one host's shared data; quota 3 with slices of 2.
+    let mut host = TestHost::new();
+    let mut w1 = Gateway::new(config(json!({"quota_slice": 2})), 7);
+    let mut w2 = Gateway::new(config(json!({"quota_slice": 2})), 8);
+    let mut admitted = 0;
+    for i in 0..4 {
+        for (n, gw) in [&mut w1, &mut w2].into_iter().enumerate() {
+            let req = get_search("ck_live_alpha", &format!("w{n}-{i}"));
+            if exchange(gw, &mut host, &req, 200, b"").is_ok() {
+                admitted += 1;
+            }
+        }
+    }
+    // Stated bound: quota + workers × quota_slice; each worker alone never passes the quota.
+    assert!((3..=3 + 2 * 2).contains(&admitted), "admitted {admitted}");
+    w1.on_tick(&mut host);
+    w2.on_tick(&mut host);
+    let key = crate::entitlement::quota_key(Environment::Sandbox, "cust_a", "search");
+    let (bytes, _) = host.shared_get(&key).expect("merged into shared data");
+    let stored = crate::entitlement::CounterValue::decode(&key, &bytes).unwrap();
+    assert_eq!(
+        stored.count, admitted as u64,
+        "every admitted unit merged, once"
+    );
+    // Both workers now read the spent quota: refused.
+    for (n, gw) in [&mut w1, &mut w2].into_iter().enumerate() {
+        let req = get_search("ck_live_alpha", &format!("after-{n}"));
+        assert_eq!(
+            exchange(gw, &mut host, &req, 200, b"").unwrap_err().status,
+            429
+        );
+    }
+}
+
+#[test]
+fn a_refund_through_a_quota_slice_reaches_shared_data() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(json!({"quota_slice": 10})), 7);
+    for i in 0..3 {
+        let req = get_search("ck_live_alpha", &format!("r{i}"));
+        exchange(&mut gw, &mut host, &req, 503, b"").unwrap();
+    }
+    let req = get_search("ck_live_alpha", "ok");
+    exchange(&mut gw, &mut host, &req, 200, b"").unwrap();
+    gw.on_tick(&mut host);
+    let key = crate::entitlement::quota_key(Environment::Sandbox, "cust_a", "search");
+    let (bytes, _) = host.shared_get(&key).unwrap();
+    let stored = crate::entitlement::CounterValue::decode(&key, &bytes).unwrap();
+    assert_eq!(stored.count, 1, "three 503s refunded, one 200 counted");
+}
+
+#[test]
 fn every_denial_has_its_status_and_code() {
     let mut host = TestHost::new();
     let mut gw = Gateway::new(config(json!({})), 7);
