@@ -223,6 +223,13 @@ c_counts() {
 
 stop_envoy() { kill "$epid"; wait "$epid" 2>/dev/null || true; }
 
+# CPU time the hypervisor gave to other guests (steal), as jiffies; its share of a run shows
+# how noisy the machine was while it ran.
+steal_jiffies() { awk '$1 == "cpu" {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+steal_share() { # before-output after-output
+  awk -v b="$1" -v a="$2" 'BEGIN { split(b, x, " "); split(a, y, " "); t = y[2] - x[2]; printf("steal=%.1f%%", (t > 0) ? 100 * (y[1] - x[1]) / t : 0) }'
+}
+
 RESULTS="$WORK/results"
 : >"$RESULTS"
 step "Saturated: wrk, $CONNECTIONS connections, ${DURATION}s per run, ingest: $INGEST"
@@ -234,14 +241,15 @@ for ((r = 1; r <= ROUNDS; r++)); do
       perf record -F 499 -g -p "$epid" -o "$ROOT/perf.$v.data" -- sleep "$DURATION" >/dev/null 2>&1 &
       perfpid=$!
     fi
+    s0=$(steal_jiffies)
     out=$(taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H 'x-api-key: ck_bench_load' "$URL")
     [ -z "$perfpid" ] || wait "$perfpid"
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out" | to_ms)
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
     non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-    printf 'round %d  %s  %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %s%s\n' "$r" "$v" "$rps" "$p50" "$p99" \
-      "${non2xx:+non-2xx=$non2xx }" "$(c_counts "$v")"
+    printf 'round %d  %s  %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %s %s%s\n' "$r" "$v" "$rps" "$p50" "$p99" \
+      "$(steal_share "$s0" "$(steal_jiffies)")" "${non2xx:+non-2xx=$non2xx }" "$(c_counts "$v")"
     echo "sat $v $rps $p50 $p99 0" >>"$RESULTS"
     stop_envoy
   done
@@ -257,6 +265,7 @@ if [ "$FIXED" = 1 ]; then
       start_envoy "$v"
       # --latency-correction: latency counts from when a request was due, so a stall shows in
       # every request it delayed (no coordinated omission).
+      s0=$(steal_jiffies)
       taskset -c "$OTHER_CPU" oha --no-tui --output-format json --latency-correction -q "$QPS" \
         -z "${DURATION}s" -c "$CONNECTIONS" -H 'x-api-key: ck_bench_load' "$URL" >"$WORK/oha.json"
       read -r rps p50 p99 p999 ok <<<"$(python3 -c '
@@ -266,8 +275,8 @@ p = d["latencyPercentiles"]
 ok = sum(n for code, n in d.get("statusCodeDistribution", {}).items() if code.startswith("2"))
 print(d["summary"]["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000, p["p99.9"] * 1000, ok)
 ' "$WORK/oha.json")"
-      printf 'round %d  %s  %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  p999 %7.3f ms  2xx=%s %s\n' \
-        "$r" "$v" "$rps" "$p50" "$p99" "$p999" "$ok" "$(c_counts "$v")"
+      printf 'round %d  %s  %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  p999 %7.3f ms  %s 2xx=%s %s\n' \
+        "$r" "$v" "$rps" "$p50" "$p99" "$p999" "$(steal_share "$s0" "$(steal_jiffies)")" "$ok" "$(c_counts "$v")"
       echo "fixed $v $rps $p50 $p99 $p999" >>"$RESULTS"
       stop_envoy
     done
