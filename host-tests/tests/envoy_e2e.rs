@@ -74,7 +74,16 @@ fn stack(config: Value, env: &[(&str, &str)], concurrency: u32) -> Stack {
         cluster("aforo_ingest_sandbox", sandbox.port()),
         cluster("aforo_ingest_production", production.port())
     );
-    let yaml = bootstrap(port, admin, upstream.port(), &filter, &clusters);
+    let mut yaml = bootstrap(port, admin, upstream.port(), &filter, &clusters);
+    if concurrency > 1 {
+        // Connections spread over the workers exactly (the kernel's reuse-port hashing puts
+        // all of a test's few connections on one worker now and then).
+        yaml = yaml.replacen(
+            "    filter_chains:",
+            "    enable_reuse_port: false\n    connection_balance_config: { exact_balance: {} }\n    filter_chains:",
+            1,
+        );
+    }
     let envoy = Envoy::start(&yaml, port, admin, concurrency).unwrap_or_else(|e| panic!("{e}"));
     Stack {
         envoy,
@@ -322,6 +331,14 @@ fn two_workers_with_quota_slices_pass_the_quota_by_at_most_the_stated_bound() {
     cfg["quota_slice"] = json!(5);
     let s = stack(cfg, &[], 2);
     let statuses = hammer_quota(&s, "s");
+    // Both workers served connections (else one worker's slices would see everything).
+    for w in 0..2 {
+        let name = format!(
+            "listener.127.0.0.1_{}.worker_{w}.downstream_cx_total",
+            s.envoy.port
+        );
+        assert!(s.envoy.stat(&name).unwrap_or(0) > 0, "{name} is 0");
+    }
     let admitted = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!(admitted + refused, 64, "{statuses:?}");

@@ -292,7 +292,7 @@ pub static QUOTA_SLICE: OptionSpec = row(
         max: 1_000_000,
     },
     Default::Integer(0),
-    "units of a quota a worker counts alone before merging them into shared data (also on every tick); 0 is exact; a window may pass its quota by workers × this",
+    "units of a counter a worker may hold before merging them into shared data (and on every tick); 0 is exact; a window may pass its quota by less than workers × this",
 );
 /// `entitlements`.
 pub static ENTITLEMENTS: OptionSpec = row(

@@ -23,6 +23,11 @@ pub trait CounterBackend {
     fn write(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError>;
     /// Reports a degraded condition (a log line on hosts).
     fn warn(&self, message: &str);
+    /// The value of `key` for a check that adds nothing (a token quota's admission): stores
+    /// that keep local views between merges answer with shared data's count here.
+    fn read_current(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.read(key)
+    }
 }
 
 /// Host shared data as a counter store.
@@ -100,8 +105,9 @@ pub enum Update<T, E> {
 }
 
 /// Reads the count of `key` for `window_start`, runs `check(count)`, and when it passes adds
-/// `delta` (which may be negative, for refunds) atomically. A stored count from another window
-/// reads as 0 and is replaced.
+/// `delta` (which may be negative, for refunds) atomically. A stored count from an older window
+/// reads as 0 and is replaced; one from a newer window is left alone (a late refund of an ended
+/// window must not reset the current one), and the check runs on 0 without writing.
 pub fn update<T, E>(
     host: &mut dyn CounterBackend,
     key: &str,
@@ -110,10 +116,21 @@ pub fn update<T, E>(
     mut check: impl FnMut(u64) -> Result<T, E>,
 ) -> Update<T, E> {
     for _ in 0..MAX_ATTEMPTS {
-        let (current, cas) = match host.read(key) {
+        let stored = if delta == 0 {
+            host.read_current(key)
+        } else {
+            host.read(key)
+        };
+        let (current, cas) = match stored {
             Some((bytes, cas)) if bytes.is_empty() => (0, cas),
             Some((bytes, cas)) => match decode(key, &bytes) {
                 Some(s) if s.window_start == window_start => (s.count, cas),
+                Some(s) if s.window_start > window_start => {
+                    return match check(0) {
+                        Ok(v) => Update::Done(v),
+                        Err(e) => Update::Refused(e),
+                    }
+                }
                 Some(_) => (0, cas),
                 None => {
                     host.warn(&format!(
@@ -223,6 +240,22 @@ mod tests {
             Update::Done(3)
         ));
         assert_eq!(read(&store(&mut h), "q|a", w), 2);
+    }
+
+    #[test]
+    fn a_late_refund_of_an_ended_window_leaves_the_current_window_alone() {
+        let mut h = TestHost::new();
+        let (w1, w2) = (
+            Timestamp::from_unix_secs(60),
+            Timestamp::from_unix_secs(120),
+        );
+        assert!(matches!(
+            update(&mut store(&mut h), "r", w2, 7, Ok::<u64, ()>),
+            Update::Done(0)
+        ));
+        // A request admitted in w1 answered after w2 began: its refund must not reset w2.
+        let _ = update(&mut store(&mut h), "r", w1, -1, Ok::<u64, ()>);
+        assert_eq!(read(&store(&mut h), "r", w2), 7);
     }
 
     #[test]

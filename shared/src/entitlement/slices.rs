@@ -1,13 +1,16 @@
 //! Quota slices: a worker counts up to `slice` units of a counter in its own memory and merges
-//! them into shared data (one read and one CAS) when the slice is spent and on every tick, so a
-//! request usually reserves without any host call.
+//! them into shared data (one read and one CAS) when the slice would be spent and on every tick,
+//! so a request usually reserves without any host call.
 //!
-//! The price is stated, not hidden: each worker may admit at most `slice` units of a counter
-//! that the other workers have not seen yet, so a window's count can pass its quota by at most
-//! `workers × slice` units. A slice of 0 is today's exact mode (every reservation is a CAS on
-//! shared data). A local view counts this worker's units and what shared data held when it was
-//! read, so it refuses only what shared data would refuse too, except units another worker
-//! refunded since (until the next tick, when every view is read again).
+//! The price is stated, not hidden: a worker holds fewer than `slice` units of a counter that
+//! the other workers have not seen, so a window's count can pass its quota by less than
+//! `workers × slice` units. A change of `slice` units or more, and the change that would spend
+//! a slice, is checked against a fresh read of shared data and written by CAS, as in the exact
+//! mode (`slice` 0: every change is a CAS on shared data). A check that adds nothing (a token
+//! quota's admission) reads shared data. A local view counts this worker's units and what
+//! shared data held when it was read, so it refuses only what shared data would refuse too,
+//! except units another worker refunded since (until the next tick, when every view is read
+//! again).
 
 use super::counter_contract::CounterValue;
 use super::counters::CounterBackend;
@@ -28,6 +31,8 @@ struct Local {
     pending: i64,
     /// The CAS token handed to `counters::update` for this view.
     version: u32,
+    /// Shared data's own CAS token, while the view is a fresh read with nothing counted since.
+    token: Option<u32>,
 }
 
 impl Local {
@@ -75,14 +80,18 @@ impl Slices {
     /// next request of each counter reads a fresh count (the tick's work). Counters whose merge
     /// failed (shared data unavailable or contended) keep their units for the next tick.
     pub fn merge_all(&mut self, shared: &mut dyn CounterBackend) {
-        let keys: Vec<String> = self.local.keys().cloned().collect();
-        for key in keys {
-            let Some(l) = self.local.get(&key).copied() else {
-                continue;
-            };
-            if l.pending == 0 || merge(shared, &key, l.window_start, l.pending).is_some() {
-                self.local.remove(&key);
+        let mut failed = 0;
+        self.local.retain(|key, l| {
+            if l.pending == 0 || merge(shared, key, l.window_start, l.pending).is_some() {
+                return false;
             }
+            failed += 1;
+            true
+        });
+        if failed > 0 {
+            shared.warn(&format!(
+                "aforo: shared data refused the merge of {failed} quota slices; their units stay counted in this worker and are merged on a later tick"
+            ));
         }
     }
 
@@ -149,26 +158,23 @@ impl Sliced<'_> {
         if let Some(l) = self.slices.local.remove(key) {
             let merged =
                 l.pending == 0 || merge(self.shared, key, l.window_start, l.pending).is_some();
-            if !merged && l.window_start == window_start {
-                self.slices.local.insert(key.to_string(), l);
+            if !merged && l.window_start >= window_start {
+                self.shared.warn(
+                    "aforo: shared data refused the merge of a quota slice; its units stay counted in this worker",
+                );
+                self.slices
+                    .local
+                    .insert(key.to_string(), Local { token: None, ..l });
                 return;
             }
         }
-        let seen = match self.shared.read(key) {
-            Some((bytes, _)) => match CounterValue::decode(key, &bytes) {
-                Some(v) if v.window_start == window_start => v.count,
-                _ => 0,
+        let (seen, token) = match self.shared.read(key) {
+            Some((bytes, cas)) => match CounterValue::decode(key, &bytes) {
+                Some(v) if v.window_start == window_start => (v.count, Some(cas)),
+                Some(v) if v.window_start > window_start => (0, None),
+                _ => (0, Some(cas)),
             },
-            None => {
-                // Created now with nothing counted, so that merges are CAS updates of an
-                // existing key (creating one is not atomic on Envoy: CAS 0 overwrites).
-                let empty = CounterValue {
-                    window_start,
-                    count: 0,
-                };
-                let _ = self.shared.write(key, &empty.encode(key), 0);
-                0
-            }
+            None => (0, Some(0)),
         };
         let version = self.slices.version();
         self.slices.local.insert(
@@ -178,8 +184,16 @@ impl Sliced<'_> {
                 seen,
                 pending: 0,
                 version,
+                token,
             },
         );
+    }
+
+    fn hold(&mut self, key: &str, l: Local) {
+        let version = self.slices.version();
+        self.slices
+            .local
+            .insert(key.to_string(), Local { version, ..l });
     }
 }
 
@@ -198,9 +212,28 @@ impl CounterBackend for Sliced<'_> {
         }
         match self.slices.local.get(key) {
             Some(l) => Some((encode(key, l), l.version)),
-            // Not held: the first write reads shared data (see `write`).
+            // Not held: the first write takes a view (see `write`).
             None => self.shared.read(key).map(|(bytes, _)| (bytes, 0)),
         }
+    }
+
+    fn read_current(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        let stored = self.shared.read(key);
+        let Some(l) = self.slices.local.get(key).filter(|l| l.pending != 0) else {
+            return stored;
+        };
+        // Shared data's count, plus what this worker holds for the same window.
+        let count = match stored.as_ref().map(|(b, _)| CounterValue::decode(key, b)) {
+            Some(Some(v)) if v.window_start == l.window_start => v.count,
+            Some(Some(v)) if v.window_start > l.window_start => return stored,
+            Some(None) => return stored,
+            _ => 0,
+        };
+        let value = CounterValue {
+            window_start: l.window_start,
+            count: apply(count, l.pending),
+        };
+        Some((value.encode(key), 0))
     }
 
     fn write(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
@@ -224,37 +257,73 @@ impl CounterBackend for Sliced<'_> {
         let delta = next.count.wrapping_sub(l.count()) as i64;
         let pending = l.pending.saturating_add(delta);
         if pending.unsigned_abs() < self.slices.slice {
-            let version = self.slices.version();
-            self.slices.local.insert(
-                key.to_string(),
+            self.hold(
+                key,
                 Local {
                     pending,
-                    version,
+                    token: None,
                     ..l
                 },
             );
             return Ok(());
         }
-        // The slice is spent: merge now, and continue from the shared count. When shared data
-        // refuses, the units stay held here (merged on a later tick: nothing is lost; until
-        // then this worker counts alone, as the exact mode does without shared data).
-        let seen_after = merge(self.shared, key, l.window_start, pending);
-        let version = self.slices.version();
-        let local = match seen_after {
-            Some(merged) => Local {
-                window_start: l.window_start,
-                seen: merged,
-                pending: 0,
-                version,
-            },
-            None => Local {
-                pending,
-                version,
-                ..l
-            },
+        // The slice would be spent. On a fresh view (checked against shared data as it is,
+        // with its CAS token), write through exactly; else merge what is held, read again, and
+        // let `counters::update` check against that.
+        let Some(token) = l.token.filter(|_| l.pending == 0) else {
+            if l.pending != 0 && merge(self.shared, key, l.window_start, l.pending).is_none() {
+                self.shared.warn(
+                    "aforo: shared data refused the merge of a quota slice; its units stay counted in this worker",
+                );
+                self.hold(
+                    key,
+                    Local {
+                        pending,
+                        token: None,
+                        ..l
+                    },
+                );
+                return Ok(());
+            }
+            self.slices.local.remove(key);
+            self.refresh(key, next.window_start);
+            return Err(SharedSetError::CasMismatch);
         };
-        self.slices.local.insert(key.to_string(), local);
-        Ok(())
+        match self.shared.write(key, value, token) {
+            Ok(()) => {
+                let seen = next.count;
+                self.hold(
+                    key,
+                    Local {
+                        seen,
+                        pending: 0,
+                        token: None,
+                        ..l
+                    },
+                );
+                Ok(())
+            }
+            Err(SharedSetError::CasMismatch) => {
+                self.refresh(key, next.window_start);
+                Err(SharedSetError::CasMismatch)
+            }
+            Err(SharedSetError::Unavailable(why)) => {
+                // Shared data refuses: the units stay held here and are merged on a later
+                // tick (until then this worker counts alone, as the exact mode does).
+                self.shared.warn(&format!(
+                    "aforo: shared data unavailable ({why}); quota units are held in this worker until it works again"
+                ));
+                self.hold(
+                    key,
+                    Local {
+                        pending,
+                        token: None,
+                        ..l
+                    },
+                );
+                Ok(())
+            }
+        }
     }
 
     fn warn(&self, message: &str) {
@@ -353,10 +422,55 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Reservations of several units (some larger than a slice) and refunds of earlier
+        /// ones, workers and ticks interleaved at random: the net count never passes the quota
+        /// by workers × slice or more, and once merged shared data holds exactly the net count.
+        #[test]
+        fn multi_unit_reservations_and_refunds_stay_within_the_bound(
+            workers in 1usize..5,
+            slice in 1u64..12,
+            quota in 0u64..150,
+            steps in proptest::collection::vec((0usize..5, 0u8..10, 1u64..16), 50..500),
+        ) {
+            let window = Timestamp::from_unix_secs(1_000);
+            let mut shared = MemoryCounters::new();
+            let mut slices: Vec<Slices> = (0..workers).map(|_| Slices::new(slice)).collect();
+            // A refund comes from the worker that reserved (an exchange lives in one VM).
+            let mut held: Vec<(usize, u64)> = Vec::new();
+            let mut net = 0u64;
+            for (w, action, units) in steps {
+                let w = w % workers;
+                match action {
+                    0 => slices[w].merge_all(&mut shared),
+                    8 | 9 => {
+                        if let Some((by, u)) = held.pop() {
+                            let back = update(&mut slices[by].over(&mut shared), KEY, window, -(u as i64), |_| Ok::<(), ()>(()));
+                            prop_assert!(matches!(back, Update::Done(())));
+                            net -= u;
+                        }
+                    }
+                    _ => {
+                        if reserve(&mut slices[w], &mut shared, window, units, quota) {
+                            held.push((w, units));
+                            net += units;
+                        }
+                    }
+                }
+                prop_assert!(net < quota + (workers as u64) * slice || net <= quota,
+                    "net {net} of a quota of {quota} with {workers} workers and slices of {slice}");
+            }
+            for s in &mut slices {
+                s.merge_all(&mut shared);
+            }
+            prop_assert_eq!(read(&shared, KEY, window), net);
+        }
+    }
+
     #[test]
     fn a_slice_saves_shared_data_calls_per_request() {
         let window = Timestamp::from_unix_secs(1_000);
-        for (slice, most_calls) in [(0u64, 200u64), (10, 26)] {
+        for (slice, most_calls) in [(0u64, 200u64), (10, 40)] {
             let mut shared = MemoryCounters::new();
             let mut slices = Slices::new(slice);
             let mut counting = Counting {
