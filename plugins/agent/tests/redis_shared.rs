@@ -134,7 +134,9 @@ fn sources(a: &Agent) -> Vec<String> {
 }
 
 /// Checks one agent's conservation: stored + resumed = counted + replayed + duplicate + pending.
-fn assert_balanced(a: &Agent) {
+/// The claim counters' equation: every stored or resumed event was counted, replayed, found
+/// a duplicate or is still pending; `Err` names the numbers when it does not hold.
+fn balance(a: &Agent) -> Result<(), String> {
     let s = |k: &str| m(a, &format!("aforo_agent_{k}"));
     let stored = s("events_stored_total{environment=\"sandbox\"}");
     let resumed = s("claims_resumed_total{environment=\"sandbox\"}");
@@ -142,11 +144,17 @@ fn assert_balanced(a: &Agent) {
     let replayed = s("claims_total{environment=\"sandbox\",result=\"replayed\"}");
     let duplicate = s("claims_total{environment=\"sandbox\",result=\"duplicate\"}");
     let pending = s("claims_pending{environment=\"sandbox\"}");
-    assert_eq!(
-        stored + resumed,
-        counted + replayed + duplicate + pending,
-        "stored {stored} + resumed {resumed} != counted {counted} + replayed {replayed} + duplicate {duplicate} + pending {pending}"
-    );
+    if stored + resumed == counted + replayed + duplicate + pending {
+        Ok(())
+    } else {
+        Err(format!("stored {stored} + resumed {resumed} != counted {counted} + replayed {replayed} + duplicate {duplicate} + pending {pending}"))
+    }
+}
+
+fn assert_balanced(a: &Agent) {
+    if let Err(why) = balance(a) {
+        panic!("{why}");
+    }
 }
 
 #[test]
@@ -276,16 +284,26 @@ fn node(tag: &str, redis: &RedisServer, quota: u64, upstream: &Upstream, by_node
     Node { agent, envoy }
 }
 
-/// Waits until both agents have settled every claim and hold `want` globex events between them.
+/// Waits until both agents have settled every claim, hold `want` globex events between them,
+/// and have published the metrics of what they settled (a claim is committed before its
+/// metric moves); fails with what it saw when that takes longer than a minute.
 fn settle(nodes: &[&Node], want: usize) -> Vec<Vec<String>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let all: Vec<(Vec<String>, i64)> = nodes.iter().map(|n| stored(&n.agent)).collect();
         let held: usize = all.iter().map(|(ids, _)| ids.len()).sum();
         let waiting: i64 = all.iter().map(|(_, w)| *w).sum();
-        if (held >= want && waiting == 0) || Instant::now() > deadline {
+        let balanced = nodes
+            .iter()
+            .map(|n| balance(&n.agent))
+            .collect::<Result<Vec<_>, _>>();
+        if held >= want && waiting == 0 && balanced.is_ok() {
             return all.into_iter().map(|(ids, _)| ids).collect();
         }
+        assert!(
+            Instant::now() < deadline,
+            "not settled in 60 s: {held} of {want} events held, {waiting} claims waiting, metrics {balanced:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
