@@ -29,6 +29,7 @@ case "$INGEST" in null | agent) ;; *) die "INGEST must be null or agent, not '$I
 # figures are Envoy's own cost per request (on 2 cores: ENVOY_CPU=0, OTHER_CPU=1).
 ENVOY_CPU="${ENVOY_CPU:-0}"; OTHER_CPU="${OTHER_CPU:-1}"
 [ "${AFORO_BENCH_SKIP_SETUP:-0}" = 1 ] || "$ROOT/scripts/setup.sh"
+ship_modules
 apt_install wrk nginx-light
 if [ "$FIXED" = 1 ] && ! command -v oha >/dev/null; then
   step "Installing oha (a fixed-rate load generator) with cargo"

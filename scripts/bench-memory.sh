@@ -9,6 +9,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 CUSTOMERS="${CUSTOMERS:-10000}"; REQUESTS="${REQUESTS:-100000}"
 [ "${AFORO_BENCH_SKIP_SETUP:-0}" = 1 ] || "$ROOT/scripts/setup.sh"
+ship_modules
 cargo build --quiet -p aforo-host-tests --bin aforo-replay
 REPLAY="$CARGO_TARGET_DIR/debug/aforo-replay"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/aforo-bench-memory.XXXXXX")"

@@ -16,7 +16,7 @@ step "Fuzzing toolchain (nightly, cargo-fuzz)"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 # The filter target replays the real module.
-[ -f "$WASM_DIR/aforo_metering.wasm" ] || (cd "$ROOT" && cargo build --quiet --target wasm32-wasip1 --profile wasm-release -p aforo-proxy-wasm)
+[ -f "$CARGO_WASM_DIR/aforo_metering.wasm" ] || (cd "$ROOT" && cargo build --quiet --target wasm32-wasip1 --profile wasm-release -p aforo-proxy-wasm)
 
 # Sanitizer off: the code under test is safe Rust (and the filter runs inside wasmtime), so
 # libFuzzer's job is panics, traps, overflows (debug assertions on) and hangs; ASan would

@@ -15,8 +15,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "The core builds for wasm32-wasip1 on its own"
 cargo build --quiet -p aforo-core --target wasm32-wasip1 --no-default-features
 
-step "Tests"
-cargo test --workspace
+step "Tests (against the modules as shipped: $WASM_DIR)"
+AFORO_WASM_DIR="$WASM_DIR" cargo test --workspace
 
 step "Node tests of the AWS Lambda package (plugins/aws-lambda: npm test)"
 (cd "$ROOT/plugins/aws-lambda" && npm test --silent)

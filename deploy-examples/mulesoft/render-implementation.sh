@@ -5,7 +5,7 @@
 # its -w0 does not exist in macOS's base64).
 set -euo pipefail
 wasm="${1:?usage: $0 path/to/aforo_metering.wasm}"
-[ -f "$wasm" ] || { echo "error: $wasm not found (build it: cargo build --target wasm32-wasip1 --profile wasm-release -p aforo-proxy-wasm)" >&2; exit 2; }
+[ -f "$wasm" ] || { echo "error: $wasm not found (build it: scripts/setup.sh writes it to ~/.cache/aforo-gateway/wasm/)" >&2; exit 2; }
 cat > "$(dirname "$0")/aforo-implementation.yaml" <<YAML
 apiVersion: gateway.mulesoft.com/v1alpha1
 kind: Extension
