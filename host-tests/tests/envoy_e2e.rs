@@ -254,34 +254,7 @@ fn two_workers_share_one_quota() {
     let mut cfg = base_config();
     cfg["api_key"] = json!("sk_test_e2e_workers");
     let s = stack(cfg, &[], 2);
-    let url = format!("127.0.0.1:{}", s.envoy.port);
-    let statuses: Vec<u16> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
-                let url = url.clone();
-                sc.spawn(move || {
-                    let mut c = Client::new(&url);
-                    (0..8)
-                        .map(|i| {
-                            get(
-                                &mut c,
-                                "/v1/search",
-                                &[
-                                    ("x-api-key", "ck_e2e_quota"),
-                                    ("x-request-id", &format!("w{t}-{i}")),
-                                ],
-                            )
-                            .status
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+    let statuses = hammer_quota(&s, "w");
     let admitted = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();
     // Documented bound: quota + (workers - 1), from Envoy's non-atomic creation of a new shared key.

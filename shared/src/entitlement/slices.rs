@@ -18,6 +18,10 @@ use crate::host::SharedSetError;
 use crate::time::Timestamp;
 use std::collections::HashMap;
 
+/// The warning when shared data refuses to take a worker's held units.
+const MERGE_REFUSED: &str =
+    "aforo: shared data refused the merge of a quota slice; its units stay counted in this worker";
+
 /// Most CAS attempts of one merge (then the units stay local until the next tick).
 const MAX_MERGE_ATTEMPTS: u32 = 64;
 
@@ -159,9 +163,7 @@ impl Sliced<'_> {
             let merged =
                 l.pending == 0 || merge(self.shared, key, l.window_start, l.pending).is_some();
             if !merged && l.window_start >= window_start {
-                self.shared.warn(
-                    "aforo: shared data refused the merge of a quota slice; its units stay counted in this worker",
-                );
+                self.shared.warn(MERGE_REFUSED);
                 self.slices
                     .local
                     .insert(key.to_string(), Local { token: None, ..l });
@@ -185,6 +187,18 @@ impl Sliced<'_> {
                 pending: 0,
                 version,
                 token,
+            },
+        );
+    }
+
+    /// Holds `pending` units for `key` in the view `l` (no longer a fresh read).
+    fn keep(&mut self, key: &str, l: Local, pending: i64) {
+        self.hold(
+            key,
+            Local {
+                pending,
+                token: None,
+                ..l
             },
         );
     }
@@ -257,14 +271,7 @@ impl CounterBackend for Sliced<'_> {
         let delta = next.count.wrapping_sub(l.count()) as i64;
         let pending = l.pending.saturating_add(delta);
         if pending.unsigned_abs() < self.slices.slice {
-            self.hold(
-                key,
-                Local {
-                    pending,
-                    token: None,
-                    ..l
-                },
-            );
+            self.keep(key, l, pending);
             return Ok(());
         }
         // The slice would be spent. On a fresh view (checked against shared data as it is,
@@ -272,17 +279,8 @@ impl CounterBackend for Sliced<'_> {
         // let `counters::update` check against that.
         let Some(token) = l.token.filter(|_| l.pending == 0) else {
             if l.pending != 0 && merge(self.shared, key, l.window_start, l.pending).is_none() {
-                self.shared.warn(
-                    "aforo: shared data refused the merge of a quota slice; its units stay counted in this worker",
-                );
-                self.hold(
-                    key,
-                    Local {
-                        pending,
-                        token: None,
-                        ..l
-                    },
-                );
+                self.shared.warn(MERGE_REFUSED);
+                self.keep(key, l, pending);
                 return Ok(());
             }
             self.slices.local.remove(key);
@@ -313,14 +311,7 @@ impl CounterBackend for Sliced<'_> {
                 self.shared.warn(&format!(
                     "aforo: shared data unavailable ({why}); quota units are held in this worker until it works again"
                 ));
-                self.hold(
-                    key,
-                    Local {
-                        pending,
-                        token: None,
-                        ..l
-                    },
-                );
+                self.keep(key, l, pending);
                 Ok(())
             }
         }
