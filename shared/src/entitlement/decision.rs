@@ -235,7 +235,7 @@ pub fn check_access<'s>(
             sandbox_mode: customer.sandbox_mode,
             key,
             entitlement: e,
-            daily_credits: customer.daily_credits.as_ref(),
+            daily_credits: customer.daily_credits.as_deref(),
             margin_guard: customer.margin_guard,
         }),
         _ => Err(Deny::new(

@@ -57,8 +57,9 @@ pub struct Customer {
     /// Feature name → entitlement.
     pub features: HashMap<String, Entitlement>,
     /// Credits per UTC day (every unit of every metered feature counts one), enforced in
-    /// production only: a quota on [`DAILY_CREDITS`](super::DAILY_CREDITS).
-    pub daily_credits: Option<Entitlement>,
+    /// production only: a quota on [`DAILY_CREDITS`](super::DAILY_CREDITS). Boxed: most
+    /// customers have none, and a snapshot holds one `Customer` per customer inline.
+    pub daily_credits: Option<Box<Entitlement>>,
     /// Its margin this period is below its plan's floor and the plan blocks: production
     /// requests are refused `margin_guard` (the agent sets it; the sandbox is never refused).
     pub margin_guard: bool,
@@ -424,7 +425,7 @@ fn parse_customer(path: &str, v: &Value) -> Result<Customer, FieldError> {
     }
     let daily_credits = match r.get("daily_credits") {
         None | Some(Value::Null) => None,
-        Some(d) => Some(parse_daily(&r.field_path("daily_credits"), d)?),
+        Some(d) => Some(Box::new(parse_daily(&r.field_path("daily_credits"), d)?)),
     };
     Ok(Customer {
         active,
@@ -540,6 +541,15 @@ pub(super) fn parse_key(path: &str, v: &Value) -> Result<ConsumerKey, FieldError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A snapshot's table holds every customer inline (10,000 customers: 16,384 slots), so a
+    /// field most customers lack goes behind a pointer: the daily credits inline once made a
+    /// 10,000-customer VM 6 MiB larger (BENCHMARKS.md, "Memory of one filter VM").
+    #[test]
+    fn a_customer_stays_small_inline() {
+        let size = std::mem::size_of::<Customer>();
+        assert!(size <= 96, "Customer is {size} bytes inline");
+    }
 
     #[test]
     fn reading_by_parts_gives_what_the_whole_tree_gives_errors_included() {
