@@ -19,6 +19,8 @@ BIN="$CARGO_TARGET_DIR/debug"
 for b in aforo-agent aforo-replay; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is missing: run scripts/setup.sh"
 done
+# The shipped filter, made again if cargo's changed (unless AFORO_WASM_DIR names the modules).
+[ -n "${AFORO_WASM_DIR:-}" ] || ship_modules
 [ -f "$WASM_DIR/aforo_metering.wasm" ] || die "$WASM_DIR/aforo_metering.wasm is missing: run scripts/setup.sh"
 [ -f "$COMPONENT" ] || die "$COMPONENT is missing: run scripts/setup.sh"
 

@@ -10,37 +10,45 @@ if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 VENV="$CACHE/venv"
 export AFORO_ENVOY="${AFORO_ENVOY:-$VENV/bin/envoy}"
 export AFORO_CFN_LINT="${AFORO_CFN_LINT:-$VENV/bin/cfn-lint}"
-# The proxy-wasm modules cargo builds, and the same modules as shipped: shrunk by binaryen's
-# wasm-opt -Oz (same behaviour, about 12% smaller; BENCHMARKS.md). Scripts, examples and the
-# test suite (AFORO_WASM_DIR) run the shipped ones.
+# The proxy-wasm modules cargo builds, and the same modules as shipped (SHIP_DIR): shrunk by
+# binaryen's wasm-opt -Oz (same behaviour, about 12% smaller; BENCHMARKS.md). Scripts, examples
+# and the test suite run WASM_DIR: AFORO_WASM_DIR when set (read, never written), else these.
 CARGO_WASM_DIR="$CARGO_TARGET_DIR/wasm32-wasip1/wasm-release"
-WASM_DIR="${AFORO_WASM_DIR:-$CACHE/wasm}"
+SHIP_DIR="$CACHE/wasm"
+WASM_DIR="${AFORO_WASM_DIR:-$SHIP_DIR}"
+# The features rustc's wasm32-wasip1 target emits; wasm-opt refuses a module using others.
+WASM_OPT_FLAGS=(-Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int)
 # Where setup puts Node.js when the machine's is too old for the console's build (Vite needs
 # 20.19+; Debian 12 ships 18): first on PATH, so every script and test uses the same node.
 NODE_DIR="$CACHE/node/bin"
 export PATH="$NODE_DIR:$PATH"
 COMPONENT="$CARGO_TARGET_DIR/wasm32-wasip2/wasm-release/aforo_policy.wasm"
 
-# Makes the shipped modules from cargo's (again whenever cargo's bytes changed: each shipped
-# module records the SHA-256 of the one it was made from).
+# Makes the shipped modules from cargo's, again whenever what they are made from changes: each
+# records cargo's bytes (SHA-256), the optimiser's version and its flags. One writer at a time
+# (CI clones share the cache), each from a private copy of cargo's module.
 ship_modules() {
   command -v wasm-opt >/dev/null || apt_install binaryen
-  mkdir -p "$WASM_DIR"
-  local m src sum
-  for m in aforo_metering aforo_passthrough; do
-    src="$CARGO_WASM_DIR/$m.wasm"
-    [ -f "$src" ] || die "$src is missing: build it with cargo build --target wasm32-wasip1 --profile wasm-release -p aforo-proxy-wasm -p aforo-passthrough (scripts/setup.sh does)"
-    sum=$(sha256sum "$src" | cut -d' ' -f1)
-    if [ -f "$WASM_DIR/$m.wasm" ] && [ "$(cat "$WASM_DIR/$m.wasm.source-sha256" 2>/dev/null)" = "$sum" ]; then
-      continue
-    fi
-    # The features rustc's wasm32-wasip1 target emits; wasm-opt refuses a module using others.
-    wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
-      --enable-nontrapping-float-to-int "$src" -o "$WASM_DIR/$m.wasm.$$" ||
-      die "wasm-opt could not optimise $src"
-    mv "$WASM_DIR/$m.wasm.$$" "$WASM_DIR/$m.wasm"
-    echo "$sum" >"$WASM_DIR/$m.wasm.source-sha256"
-  done
+  mkdir -p "$SHIP_DIR"
+  (
+    flock 9
+    for m in aforo_metering aforo_passthrough; do
+      src="$CARGO_WASM_DIR/$m.wasm"
+      [ -f "$src" ] || die "$src is missing: build it with cargo build --target wasm32-wasip1 --profile wasm-release -p aforo-proxy-wasm -p aforo-passthrough (scripts/setup.sh does)"
+      tmp="$SHIP_DIR/.$m.$$"
+      cp "$src" "$tmp.in"
+      key="$(sha256sum <"$tmp.in" | cut -d' ' -f1) $(wasm-opt --version) ${WASM_OPT_FLAGS[*]}"
+      if [ -f "$SHIP_DIR/$m.wasm" ] && [ "$(cat "$SHIP_DIR/$m.wasm.made-from" 2>/dev/null)" = "$key" ]; then
+        rm -f "$tmp.in"
+        continue
+      fi
+      wasm-opt "${WASM_OPT_FLAGS[@]}" "$tmp.in" -o "$tmp.out" || { rm -f "$tmp.in" "$tmp.out"; die "wasm-opt could not optimise $src"; }
+      echo "$key" >"$tmp.key"
+      mv "$tmp.out" "$SHIP_DIR/$m.wasm"
+      mv "$tmp.key" "$SHIP_DIR/$m.wasm.made-from"
+      rm -f "$tmp.in" "$SHIP_DIR/$m.wasm.source-sha256"
+    done
+  ) 9>"$SHIP_DIR/.lock"
 }
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }

@@ -12,10 +12,10 @@ if ! command -v twiggy >/dev/null; then
   step "Installing twiggy (a Wasm size profiler) with cargo"
   cargo install --locked --quiet twiggy
 fi
-step "The shipped module"
+step "The module, from cargo and as shipped"
 cargo build --quiet --target wasm32-wasip1 --profile wasm-release -p aforo-proxy-wasm -p aforo-passthrough
 ship_modules
-printf '%s: %d bytes (wasm-opt -Oz)\n' "$WASM_DIR/aforo_metering.wasm" "$(stat -c %s "$WASM_DIR/aforo_metering.wasm")"
+printf '%s: %d bytes (wasm-opt -Oz)\n' "$SHIP_DIR/aforo_metering.wasm" "$(stat -c %s "$SHIP_DIR/aforo_metering.wasm")"
 printf '%s: %d bytes (cargo)\n' "$CARGO_WASM_DIR/aforo_metering.wasm" "$(stat -c %s "$CARGO_WASM_DIR/aforo_metering.wasm")"
 
 step "The same module with its names kept, by crate"

@@ -70,8 +70,8 @@ step "Build: the wasm modules (filter, pass-through floor, the agent's component
 cargo build --quiet --target wasm32-wasip1 --profile wasm-release -p aforo-proxy-wasm -p aforo-passthrough
 cargo build --quiet --target wasm32-wasip2 --profile wasm-release -p aforo-wasi
 ship_modules
-printf 'aforo_metering.wasm: %s bytes shipped (%s), %s as cargo builds it\n' "$(stat -c %s "$WASM_DIR/aforo_metering.wasm")" \
-  "$WASM_DIR" "$(stat -c %s "$CARGO_WASM_DIR/aforo_metering.wasm")"
+printf 'aforo_metering.wasm: %s bytes shipped (%s), %s as cargo builds it\n' "$(stat -c %s "$SHIP_DIR/aforo_metering.wasm")" \
+  "$SHIP_DIR" "$(stat -c %s "$CARGO_WASM_DIR/aforo_metering.wasm")"
 ls -l "$COMPONENT" | awk '{printf "aforo_policy.wasm: %s bytes\n", $5}'
 if [ "$LAMBDA" = 1 ]; then
   step "Build: the core for Node.js (wasm-bindgen, plugins/aws-lambda/pkg)"

@@ -1,5 +1,6 @@
 //! Where the built artifacts are, for tests and tools: the filter module, the pass-through
-//! floor module, and the workspace binaries, all under the cargo target directory.
+//! floor module, and the workspace binaries, under the cargo target directory (the modules
+//! from `AFORO_WASM_DIR` instead when set: `scripts/test.sh` points it at the shipped ones).
 
 use std::path::{Path, PathBuf};
 
