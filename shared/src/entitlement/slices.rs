@@ -233,6 +233,9 @@ impl CounterBackend for Sliced<'_> {
 
     fn read_current(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         let stored = self.shared.read(key);
+        if self.slices.slice == 0 {
+            return stored;
+        }
         let Some(l) = self.slices.local.get(key).filter(|l| l.pending != 0) else {
             return stored;
         };
@@ -351,19 +354,34 @@ mod tests {
         )
     }
 
-    /// Counts shared-data reads and writes, to measure what slices save.
-    struct Counting<'a> {
+    /// Shared data as a test sees it: counts reads and writes (what slices save), and can
+    /// refuse every write (shared data down).
+    struct Observed<'a> {
         inner: &'a mut MemoryCounters,
         calls: std::cell::Cell<u64>,
+        down: bool,
     }
 
-    impl CounterBackend for Counting<'_> {
+    impl<'a> Observed<'a> {
+        fn new(inner: &'a mut MemoryCounters, down: bool) -> Self {
+            Observed {
+                inner,
+                calls: std::cell::Cell::new(0),
+                down,
+            }
+        }
+    }
+
+    impl CounterBackend for Observed<'_> {
         fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
             self.calls.set(self.calls.get() + 1);
             self.inner.read(key)
         }
         fn write(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
             self.calls.set(self.calls.get() + 1);
+            if self.down {
+                return Err(SharedSetError::Unavailable("down".into()));
+            }
             self.inner.write(key, value, cas)
         }
         fn warn(&self, _message: &str) {}
@@ -411,9 +429,7 @@ mod tests {
             }
             prop_assert_eq!(read(&shared, KEY, window), admitted);
         }
-    }
 
-    proptest! {
         /// Reservations of several units (some larger than a slice) and refunds of earlier
         /// ones, workers and ticks interleaved at random: the net count never passes the quota
         /// by workers × slice or more, and once merged shared data holds exactly the net count.
@@ -464,10 +480,7 @@ mod tests {
         for (slice, most_calls) in [(0u64, 200u64), (10, 40)] {
             let mut shared = MemoryCounters::new();
             let mut slices = Slices::new(slice);
-            let mut counting = Counting {
-                inner: &mut shared,
-                calls: std::cell::Cell::new(0),
-            };
+            let mut counting = Observed::new(&mut shared, false);
             for _ in 0..100 {
                 let check = |used: u64| if used < 1_000 { Ok(()) } else { Err(()) };
                 let done = update(&mut slices.over(&mut counting), KEY, window, 1, check);
@@ -506,21 +519,6 @@ mod tests {
 
     /// Shared data that refuses every write: units stay counted locally (as the exact mode
     /// counts per worker then) and nothing is lost once it works again.
-    struct Refusing<'a>(&'a mut MemoryCounters, bool);
-
-    impl CounterBackend for Refusing<'_> {
-        fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-            self.0.read(key)
-        }
-        fn write(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
-            if self.1 {
-                return Err(SharedSetError::Unavailable("down".into()));
-            }
-            self.0.write(key, value, cas)
-        }
-        fn warn(&self, _message: &str) {}
-    }
-
     #[test]
     fn units_held_while_shared_data_refuses_are_merged_later() {
         let window = Timestamp::from_unix_secs(1_000);
@@ -529,7 +527,7 @@ mod tests {
         let mut admitted = 0;
         for _ in 0..10 {
             let check = |used: u64| if used < 100 { Ok(()) } else { Err(()) };
-            let mut down = Refusing(&mut shared, true);
+            let mut down = Observed::new(&mut shared, true);
             match update(&mut slices.over(&mut down), KEY, window, 1, check) {
                 Update::Done(()) | Update::Unshared(Ok(())) => admitted += 1,
                 other => panic!("refused while shared data is down: {other:?}"),
@@ -538,7 +536,7 @@ mod tests {
         }
         assert_eq!(admitted, 10);
         assert_eq!(read(&shared, KEY, window), 0);
-        slices.merge_all(&mut Refusing(&mut shared, false));
+        slices.merge_all(&mut Observed::new(&mut shared, false));
         assert_eq!(slices.unmerged(), 0);
         assert_eq!(
             read(&shared, KEY, window),
