@@ -130,9 +130,18 @@ fn quota_thresholds_are_sent_once_each_signed_also_across_a_restart() {
     assert_eq!(dl.len(), 1);
     assert_eq!(dl[0]["data"]["event_id"], "late-marker");
     assert_eq!(dl[0]["data"]["reason"], "rejected:timestamp_in_future");
-    // Each delivery is in the log the console shows.
-    let r = a.call("GET", "/v1/webhooks/deliveries", SANDBOX, &Value::Null);
-    let rows = body(&r)["data"].as_array().unwrap().clone();
+    // Each delivery is in the log the console shows. The receiver has the last notice as soon
+    // as it is sent, a moment before the agent records its answer: wait for that record.
+    let deadline = std::time::Instant::now() + WAIT;
+    let rows = loop {
+        let r = a.call("GET", "/v1/webhooks/deliveries", SANDBOX, &Value::Null);
+        let rows = body(&r)["data"].as_array().unwrap().clone();
+        let recorded = rows.iter().all(|d| d["state"] != "pending");
+        if recorded || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert!(
         rows.iter()
