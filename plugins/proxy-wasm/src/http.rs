@@ -3,7 +3,7 @@
 use crate::host::{send_reply, ProxyHost};
 use crate::metrics::MetricIds;
 use crate::root::Shared;
-use aforo_core::config::{BodySide, OnMissing, QuantitySource, Route};
+use aforo_core::config::{BodyNeeds, Route};
 use aforo_core::gateway::{Exchange, RequestVerdict, RequestView, ResponseHeaders};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -16,35 +16,8 @@ pub struct Http {
     metrics: Rc<MetricIds>,
     exchange: Option<Box<Exchange>>,
     /// What the body phases observe for the matched route, decided once per request.
-    observe: Observe,
+    observe: BodyNeeds,
     max_body: usize,
-}
-
-/// What the body phases must look at for a request's route.
-#[derive(Clone, Copy, Default)]
-struct Observe {
-    /// Count request body bytes.
-    request_bytes: bool,
-    /// Keep the request body (a property reads its JSON).
-    request_json: bool,
-    /// Count response body bytes.
-    response_bytes: bool,
-    /// Read the response body (a meter or property reads its JSON).
-    response_json: bool,
-}
-
-impl Observe {
-    fn of(route: &Route) -> Observe {
-        let has = |q: QuantitySource| route.meters.iter().any(|m| m.quantity == q);
-        Observe {
-            // An estimate from the request's size needs it counted.
-            request_bytes: has(QuantitySource::RequestBytes)
-                || route.on_missing == OnMissing::EstimateRequestBytes,
-            request_json: route.reads_json(BodySide::Request),
-            response_bytes: has(QuantitySource::ResponseBytes),
-            response_json: route.reads_json(BodySide::Response),
-        }
-    }
 }
 
 impl Http {
@@ -53,7 +26,7 @@ impl Http {
             gateway,
             metrics,
             exchange: None,
-            observe: Observe::default(),
+            observe: BodyNeeds::default(),
             max_body: 0,
         }
     }
@@ -148,7 +121,7 @@ impl HttpContext for Http {
                 } = &v
                 {
                     if let Some(r) = g.config().routes.get(ex.route_index()) {
-                        self.observe = Observe::of(r);
+                        self.observe = r.body_needs();
                     }
                     self.max_body = g.config().max_body_bytes;
                 }

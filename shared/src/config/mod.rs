@@ -11,8 +11,8 @@ mod url;
 pub use options::reference_table;
 pub use options::{option, Default, Kind, OptionSpec, FIELD_NAMES, OPTIONS};
 pub use route::{
-    is_name, path_has_prefix, BodySide, Meter, MethodMatch, OnMissing, Property, QuantitySource,
-    Route, StatusRanges, MAX_METERS, MAX_PROPERTY_BYTES,
+    is_name, path_has_prefix, BodyNeeds, BodySide, Meter, MethodMatch, OnMissing, Property,
+    QuantitySource, Route, StatusRanges, MAX_METERS, MAX_PROPERTY_BYTES,
 };
 pub use url::{Endpoint, UrlError};
 

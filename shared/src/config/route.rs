@@ -160,6 +160,19 @@ const QUANTITY_KINDS: &[&str] = &[
     "response_json",
 ];
 
+/// What a host's body phases must look at for a request's route (every host asks the same).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BodyNeeds {
+    /// Count request body bytes.
+    pub request_bytes: bool,
+    /// Keep the request body (a property reads its JSON).
+    pub request_json: bool,
+    /// Count response body bytes.
+    pub response_bytes: bool,
+    /// Read the response body (a meter or property reads its JSON).
+    pub response_json: bool,
+}
+
 impl Route {
     /// The first meter: the one the feature's quota counts (parsing never makes a route
     /// without one, but a route built by hand could have none).
@@ -182,6 +195,19 @@ impl Route {
                     .meters
                     .iter()
                     .any(|m| matches!(m.quantity, QuantitySource::ResponseJson(_))))
+    }
+
+    /// What a host's body phases must look at for this route, decided once per request.
+    pub fn body_needs(&self) -> BodyNeeds {
+        let has = |q: QuantitySource| self.meters.iter().any(|m| m.quantity == q);
+        BodyNeeds {
+            // An estimate from the request's size needs it counted.
+            request_bytes: has(QuantitySource::RequestBytes)
+                || self.on_missing == OnMissing::EstimateRequestBytes,
+            request_json: self.reads_json(BodySide::Request),
+            response_bytes: has(QuantitySource::ResponseBytes),
+            response_json: self.reads_json(BodySide::Response),
+        }
     }
 
     /// The built-in route of a configuration without routes: every request is one unit of
