@@ -190,4 +190,13 @@ pub trait Host {
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
     /// Writes a shared value if its CAS token still matches (`0` for a key read as absent).
     fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError>;
+    /// Reads and rewrites a shared value in one atomic step, on hosts whose store can hold a
+    /// key while `f` runs; `None` (the default) where only `shared_get`/`shared_set` exist.
+    fn shared_modify(
+        &mut self,
+        _key: &str,
+        _f: &mut crate::entitlement::ModifyFn<'_>,
+    ) -> Option<Result<(), SharedSetError>> {
+        None
+    }
 }

@@ -9,6 +9,10 @@
 //! (`cas = 0` means "must not exist") but not on Envoy (`cas = 0` overwrites), so on Envoy the
 //! very first increments of a brand-new key by several workers at the same instant can lose
 //! at most `workers - 1` units, once per key (per customer, feature and process lifetime).
+//!
+//! Stores that can hold a key while a rule runs (the native Envoy module's) implement
+//! `CounterBackend::modify`: an update is then one atomic step, with no retries to run out of
+//! under contention and no creation caveat.
 
 use super::counter_contract::CounterValue;
 use crate::host::{Host, LogLevel, SharedSetError};
@@ -28,7 +32,16 @@ pub trait CounterBackend {
     fn read_current(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         self.read(key)
     }
+    /// Reads and rewrites `key` in one atomic step: `f` gets the stored bytes and returns what
+    /// to store (`None`: leave them). `None` when the store cannot (updates then use `read`
+    /// and `write` with CAS).
+    fn modify(&mut self, _key: &str, _f: &mut ModifyFn<'_>) -> Option<Result<(), SharedSetError>> {
+        None
+    }
 }
+
+/// A rule run under a store's lock: the stored bytes in, the bytes to store out.
+pub type ModifyFn<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
 
 /// Host shared data as a counter store.
 pub struct HostCounters<'a>(pub &'a mut dyn Host);
@@ -42,6 +55,9 @@ impl CounterBackend for HostCounters<'_> {
     }
     fn warn(&self, message: &str) {
         self.0.log(LogLevel::Warn, message);
+    }
+    fn modify(&mut self, key: &str, f: &mut ModifyFn<'_>) -> Option<Result<(), SharedSetError>> {
+        self.0.shared_modify(key, f)
     }
 }
 
@@ -115,6 +131,11 @@ pub fn update<T, E>(
     delta: i64,
     mut check: impl FnMut(u64) -> Result<T, E>,
 ) -> Update<T, E> {
+    if delta != 0 {
+        if let Some(done) = update_in_place(host, key, window_start, delta, &mut check) {
+            return done;
+        }
+    }
     for _ in 0..MAX_ATTEMPTS {
         let stored = if delta == 0 {
             host.read_current(key)
@@ -149,14 +170,9 @@ pub fn update<T, E>(
         if delta == 0 {
             return Update::Done(value);
         }
-        let next = if delta >= 0 {
-            current.saturating_add(delta as u64)
-        } else {
-            current.saturating_sub(delta.unsigned_abs())
-        };
         let bytes = CounterValue {
             window_start,
-            count: next,
+            count: add(current, delta),
         }
         .encode(key);
         match host.write(key, &bytes, cas) {
@@ -174,6 +190,84 @@ pub fn update<T, E>(
         "aforo: shared counter {key:?} stayed contended; decided without it"
     ));
     Update::Unshared(check(0))
+}
+
+/// `count + delta`, within `0..=u64::MAX`.
+fn add(count: u64, delta: i64) -> u64 {
+    if delta >= 0 {
+        count.saturating_add(delta as u64)
+    } else {
+        count.saturating_sub(delta.unsigned_abs())
+    }
+}
+
+/// `update` as one atomic step, on stores that implement `modify`; `None` on others. The same
+/// rules as the CAS loop: an older window reads as 0, a newer one is left alone, another key's
+/// value is counted locally.
+fn update_in_place<T, E>(
+    host: &mut dyn CounterBackend,
+    key: &str,
+    window_start: Timestamp,
+    delta: i64,
+    check: &mut impl FnMut(u64) -> Result<T, E>,
+) -> Option<Update<T, E>> {
+    let mut outcome: Option<Update<T, E>> = None;
+    let mut aliased = false;
+    let written = host.modify(key, &mut |stored: Option<&[u8]>| {
+        let current = match stored.filter(|b| !b.is_empty()).map(|b| decode(key, b)) {
+            None => 0,
+            Some(Some(v)) if v.window_start == window_start => v.count,
+            Some(Some(v)) if v.window_start > window_start => {
+                outcome = Some(match check(0) {
+                    Ok(v) => Update::Done(v),
+                    Err(e) => Update::Refused(e),
+                });
+                return None;
+            }
+            Some(Some(_)) => 0,
+            Some(None) => {
+                aliased = true;
+                return None;
+            }
+        };
+        match check(current) {
+            Err(e) => {
+                outcome = Some(Update::Refused(e));
+                None
+            }
+            Ok(v) => {
+                outcome = Some(Update::Done(v));
+                Some(
+                    CounterValue {
+                        window_start,
+                        count: add(current, delta),
+                    }
+                    .encode(key),
+                )
+            }
+        }
+    })?;
+    if aliased {
+        host.warn(&format!(
+            "aforo: shared counter {key:?} holds another key's value (host key aliasing); counting locally"
+        ));
+        return Some(Update::Unshared(check(0)));
+    }
+    match written {
+        Ok(()) => outcome,
+        Err(SharedSetError::Unavailable(why)) => {
+            host.warn(&format!(
+                "aforo: shared data unavailable ({why}); quotas are counted per worker"
+            ));
+            Some(match outcome {
+                Some(Update::Done(v)) => Update::Unshared(Ok(v)),
+                Some(other) => other,
+                None => Update::Unshared(check(0)),
+            })
+        }
+        // A store that holds the key cannot lose a race: use the CAS loop if it says so.
+        Err(SharedSetError::CasMismatch) => None,
+    }
 }
 
 /// The window a stored counter value belongs to (hosts that expire counters, such as the
@@ -313,5 +407,98 @@ mod memory_tests {
             Update::Done(0)
         ));
         assert_eq!(read(&m, "q", w), 2);
+    }
+}
+
+#[cfg(test)]
+mod in_place_tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A store that holds a key while a rule runs (as the native Envoy module's does), and
+    /// counts how it was used.
+    #[derive(Default)]
+    struct Locked {
+        inner: MemoryCounters,
+        modifies: Cell<u32>,
+        writes: Cell<u32>,
+    }
+
+    impl CounterBackend for Locked {
+        fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.inner.read(key)
+        }
+        fn write(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
+            self.writes.set(self.writes.get() + 1);
+            self.inner.write(key, value, cas)
+        }
+        fn warn(&self, _message: &str) {}
+        fn modify(
+            &mut self,
+            key: &str,
+            f: &mut ModifyFn<'_>,
+        ) -> Option<Result<(), SharedSetError>> {
+            self.modifies.set(self.modifies.get() + 1);
+            let next = f(self.inner.map.get(key).map(|(v, _)| v.as_slice()));
+            if let Some(bytes) = next {
+                self.inner.next = self.inner.next.wrapping_add(1).max(1);
+                self.inner
+                    .map
+                    .insert(key.to_string(), (bytes, self.inner.next));
+            }
+            Some(Ok(()))
+        }
+    }
+
+    fn limit(n: u64) -> impl FnMut(u64) -> Result<u64, u64> {
+        move |c| if c < n { Ok(c) } else { Err(c) }
+    }
+
+    #[test]
+    fn an_update_is_one_step_with_the_same_rules_as_the_cas_loop() {
+        let mut s = Locked::default();
+        let (w1, w2) = (
+            Timestamp::from_unix_secs(60),
+            Timestamp::from_unix_secs(120),
+        );
+        let mut admitted = 0;
+        for _ in 0..5 {
+            match update(&mut s, "q", w1, 1, limit(3)) {
+                Update::Done(_) => admitted += 1,
+                Update::Refused(c) => assert_eq!(c, 3),
+                Update::Unshared(_) => panic!("the store is available"),
+            }
+        }
+        assert_eq!((admitted, read(&s, "q", w1)), (3, 3));
+        assert_eq!((s.modifies.get(), s.writes.get()), (5, 0), "no CAS writes");
+        // A refund subtracts; a new window starts from zero.
+        assert!(matches!(
+            update(&mut s, "q", w1, -1, limit(10)),
+            Update::Done(3)
+        ));
+        assert_eq!(read(&s, "q", w1), 2);
+        assert!(matches!(
+            update(&mut s, "q", w2, 4, limit(10)),
+            Update::Done(0)
+        ));
+        assert_eq!(read(&s, "q", w2), 4);
+        // A late refund of the ended window leaves the current one alone.
+        assert!(matches!(
+            update(&mut s, "q", w1, -1, limit(10)),
+            Update::Done(0)
+        ));
+        assert_eq!(read(&s, "q", w2), 4);
+        // Another key's value: counted locally, never overwritten.
+        let other = CounterValue {
+            window_start: w2,
+            count: 9,
+        }
+        .encode("other");
+        s.inner.map.insert("k".into(), (other.clone(), 1));
+        assert!(matches!(
+            update(&mut s, "k", w2, 1, limit(10)),
+            Update::Unshared(Ok(0))
+        ));
+        assert_eq!(s.inner.map.get("k").map(|(v, _)| v.clone()), Some(other));
     }
 }

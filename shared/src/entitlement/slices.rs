@@ -13,7 +13,7 @@
 //! again).
 
 use super::counter_contract::CounterValue;
-use super::counters::CounterBackend;
+use super::counters::{CounterBackend, ModifyFn};
 use crate::host::SharedSetError;
 use crate::time::Timestamp;
 use std::collections::HashMap;
@@ -322,6 +322,15 @@ impl CounterBackend for Sliced<'_> {
 
     fn warn(&self, message: &str) {
         self.shared.warn(message);
+    }
+
+    fn modify(&mut self, key: &str, f: &mut ModifyFn<'_>) -> Option<Result<(), SharedSetError>> {
+        // Exact mode passes straight through; slices keep their own read-then-write path.
+        if self.slices.slice == 0 {
+            self.shared.modify(key, f)
+        } else {
+            None
+        }
     }
 }
 
