@@ -1,0 +1,210 @@
+//! One request: decide on its headers, observe the response, meter at the end of the stream.
+//! It runs on its worker's engine, under that engine's lock, which no other worker takes.
+
+use crate::abi::{Filter, Side};
+use crate::host::{NativeHost, Site};
+use crate::module::{lock, Module};
+use aforo_core::config::{BodyNeeds, Route};
+use aforo_core::gateway::{Exchange, RequestVerdict, RequestView, ResponseHeaders};
+use std::cell::OnceCell;
+use std::sync::Arc;
+
+/// What a hook tells Envoy to do with the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Go on to the next filter.
+    Continue,
+    /// Stop: a local reply was sent.
+    Stop,
+}
+
+/// Per-request state.
+pub struct RequestFilter {
+    module: Arc<Module>,
+    worker: Option<usize>,
+    exchange: Option<Box<Exchange>>,
+    needs: BodyNeeds,
+}
+
+/// The request headers, fetched in one call on first use.
+struct RequestHeaders {
+    filter: Filter,
+    all: OnceCell<Vec<(String, Vec<u8>)>>,
+}
+
+impl RequestView for RequestHeaders {
+    fn header(&self, name: &str) -> Option<String> {
+        // A value that is not UTF-8 reads as absent, as in the Wasm filter.
+        self.all
+            .get_or_init(|| self.filter.headers(Side::Request))
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+    }
+
+    fn peer_address(&self) -> Option<String> {
+        self.filter.source_address()
+    }
+}
+
+struct Headers(Filter, Side);
+
+impl ResponseHeaders for Headers {
+    fn header(&self, name: &str) -> Option<String> {
+        self.0
+            .header(self.1, name)
+            .and_then(|v| String::from_utf8(v).ok())
+    }
+}
+
+impl RequestFilter {
+    /// A filter for a new request.
+    pub fn new(module: Arc<Module>) -> Self {
+        RequestFilter {
+            module,
+            worker: None,
+            exchange: None,
+            needs: BodyNeeds::default(),
+        }
+    }
+
+    /// Runs `f` with this request's engine (and wakes the main thread for calls it queued).
+    fn with_engine<T>(
+        &mut self,
+        filter: Filter,
+        f: impl FnOnce(&mut aforo_core::gateway::Gateway, &mut NativeHost) -> T,
+    ) -> (T, Option<aforo_core::entitlement::LocalReply>) {
+        let worker = *self.worker.get_or_insert_with(|| filter.worker_index());
+        let module = &*self.module;
+        let mut host = NativeHost::new(module, worker, Site::Worker(filter));
+        let out = {
+            let mut g = lock(module.engine(worker));
+            f(&mut g, &mut host)
+        };
+        if host.queued_call {
+            module.wake_for_calls();
+        }
+        (out, host.reply)
+    }
+
+    /// Request headers: the decision.
+    pub fn on_request_headers(&mut self, filter: Filter) -> Next {
+        let view = RequestHeaders {
+            filter,
+            all: OnceCell::new(),
+        };
+        let ((verdict, needs), reply) = self.with_engine(filter, |g, host| {
+            let v = g.on_request(host, &view);
+            let needs = match &v {
+                RequestVerdict::Continue {
+                    exchange: Some(ex), ..
+                } => g
+                    .config()
+                    .routes
+                    .get(ex.route_index())
+                    .map(Route::body_needs)
+                    .unwrap_or_default(),
+                _ => BodyNeeds::default(),
+            };
+            (v, needs)
+        });
+        if let Some(reply) = reply {
+            filter.send_response(reply.status, &reply.headers, &reply.body);
+            return Next::Stop;
+        }
+        match verdict {
+            RequestVerdict::Denied(_) => Next::Stop,
+            RequestVerdict::Continue {
+                exchange,
+                upstream_headers,
+            } => {
+                for (k, v) in &upstream_headers {
+                    filter.set_header(Side::Request, k, v);
+                }
+                self.needs = needs;
+                self.exchange = exchange;
+                Next::Continue
+            }
+        }
+    }
+
+    /// A chunk of the request body.
+    pub fn on_request_body(&mut self, filter: Filter, end_of_stream: bool) {
+        if self.exchange.is_none() {
+            return;
+        }
+        if self.needs.request_json {
+            let chunk = filter.received_body(Side::Request);
+            self.with_route(filter, |ex, route, max| {
+                ex.on_request_body(&chunk, route, max);
+                if end_of_stream {
+                    ex.on_request_end(route);
+                }
+            });
+        } else if self.needs.request_bytes {
+            let n = filter.received_body_len(Side::Request);
+            if let Some(ex) = &mut self.exchange {
+                ex.add_request_bytes(n);
+            }
+        }
+    }
+
+    /// The response headers: `RateLimit-*` and the like are added here.
+    pub fn on_response_headers(&mut self, filter: Filter, end_of_stream: bool) {
+        let mut added = Vec::new();
+        self.with_route(filter, |ex, route, _| {
+            if end_of_stream {
+                ex.on_response_end();
+            }
+            let now = ex.started_at();
+            added = ex.on_response_headers(&Headers(filter, Side::Response), route, now);
+        });
+        for (k, v) in added {
+            filter.set_header(Side::Response, k, &v);
+        }
+    }
+
+    /// A chunk of the response body, passed on at once.
+    pub fn on_response_body(&mut self, filter: Filter, end_of_stream: bool) {
+        if self.exchange.is_none() {
+            return;
+        }
+        if self.needs.response_json {
+            let chunk = filter.received_body(Side::Response);
+            self.with_route(filter, |ex, route, max| {
+                ex.on_response_body(&chunk, route, max)
+            });
+        } else if self.needs.response_bytes {
+            let n = filter.received_body_len(Side::Response);
+            if let Some(ex) = &mut self.exchange {
+                ex.add_response_bytes(n);
+            }
+        }
+        if end_of_stream {
+            if let Some(ex) = &mut self.exchange {
+                ex.on_response_end();
+            }
+        }
+    }
+
+    /// The stream is done: meter it.
+    pub fn on_stream_complete(&mut self, filter: Filter) {
+        let Some(ex) = self.exchange.take() else {
+            return;
+        };
+        self.with_engine(filter, |g, host| g.finish(host, *ex));
+    }
+
+    /// Runs `f` with the exchange and its configured route (under the engine's lock: no copy).
+    fn with_route(&mut self, filter: Filter, f: impl FnOnce(&mut Exchange, &Route, usize)) {
+        let Some(ex) = self.exchange.as_mut() else {
+            return;
+        };
+        let worker = *self.worker.get_or_insert_with(|| filter.worker_index());
+        let max = self.module.max_body;
+        let g = lock(self.module.engine(worker));
+        if let Some(route) = g.config().routes.get(ex.route_index()) {
+            f(ex, route, max);
+        }
+    }
+}
