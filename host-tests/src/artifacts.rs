@@ -1,6 +1,7 @@
 //! Where the built artifacts are, for tests and tools: the filter module, the pass-through
-//! floor module, and the workspace binaries, under the cargo target directory (the modules
-//! from `AFORO_WASM_DIR` instead when set: `scripts/test.sh` points it at the shipped ones).
+//! floor module, the native Envoy module, and the workspace binaries, under the cargo target
+//! directory (the Wasm modules from `AFORO_WASM_DIR` instead when set: `scripts/test.sh`
+//! points it at the shipped ones).
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,24 @@ pub fn filter_module() -> Result<PathBuf, String> {
 /// The pass-through floor module: `aforo_passthrough.wasm`.
 pub fn passthrough_module() -> Result<PathBuf, String> {
     wasm("aforo_passthrough.wasm")
+}
+
+/// The native Envoy module: `libaforo_envoy.so`, from `AFORO_ENVOY_MODULE` or cargo's release
+/// build (what users deploy).
+pub fn native_module() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("AFORO_ENVOY_MODULE") {
+        return Ok(PathBuf::from(p));
+    }
+    let dir = target_dir().ok_or("cannot find the cargo target directory; set CARGO_TARGET_DIR")?;
+    let p = dir.join("release").join("libaforo_envoy.so");
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} is missing: build it first with `cargo build --release -p aforo-envoy` (scripts/setup.sh does)",
+            p.display()
+        ))
+    }
 }
 
 /// The WASI component the agent hosts: `aforo_policy.wasm` (wasm32-wasip2).

@@ -97,6 +97,74 @@ pub fn wasm_filter(
     )
 }
 
+/// Which build of the filter a test runs in Envoy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterKind {
+    /// `aforo_metering.wasm` through `envoy.filters.http.wasm` (V8).
+    Wasm,
+    /// `libaforo_envoy.so` through `envoy.filters.http.dynamic_modules`.
+    Native,
+}
+
+impl FilterKind {
+    /// Both, for tests that must hold for each.
+    pub const ALL: [FilterKind; 2] = [FilterKind::Wasm, FilterKind::Native];
+
+    /// The HTTP filter entry with `config_json`; `env` reaches the Wasm VM through its
+    /// configuration and the native module through Envoy's environment (`process_env`).
+    pub fn filter(self, config_json: &str, env: &[(&str, &str)]) -> Result<String, String> {
+        match self {
+            FilterKind::Wasm => Ok(wasm_filter(
+                &crate::artifacts::filter_module()?,
+                config_json,
+                env,
+                "FAIL_CLOSED",
+            )),
+            FilterKind::Native => Ok(native_filter(
+                &crate::artifacts::native_module()?,
+                config_json,
+            )),
+        }
+    }
+
+    /// The environment Envoy itself must get for `env` (the native module reads Envoy's).
+    pub fn process_env<'a>(self, env: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        match self {
+            FilterKind::Wasm => Vec::new(),
+            FilterKind::Native => env.to_vec(),
+        }
+    }
+
+    /// The full name of one of the filter's stats (`aforo_events_delivered_total` …).
+    pub fn stat(self, name: &str) -> String {
+        match self {
+            FilterKind::Wasm => format!("wasmcustom.{name}"),
+            FilterKind::Native => format!("dynamicmodulescustom.{name}"),
+        }
+    }
+}
+
+/// The HTTP filter entry for the native module with a JSON configuration (a `StringValue`).
+pub fn native_filter(module: &Path, config_json: &str) -> String {
+    let indented: String = config_json
+        .lines()
+        .map(|l| format!("                  {l}\n"))
+        .collect();
+    format!(
+        "          - name: envoy.filters.http.dynamic_modules
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config:
+                module: {{ local: {{ filename: {} }} }}
+              filter_name: aforo
+              filter_config:
+                \"@type\": type.googleapis.com/google.protobuf.StringValue
+                value: |
+{indented}",
+        module.display()
+    )
+}
+
 /// A bootstrap: one listener on `listen` routing everything to the `upstream` cluster, with
 /// `filters` (already indented) before the router, the given extra clusters, and an admin port.
 pub fn bootstrap(
@@ -256,6 +324,10 @@ impl Envoy {
                 "--disable-hot-restart",
                 "-l",
                 "info",
+                // The log file is written in batches (every 10 s by default): a test reading
+                // it waits for a line, and should not wait that long.
+                "--file-flush-interval-msec",
+                "100",
                 "--log-path",
             ])
             .arg(dir.join("envoy.log"))

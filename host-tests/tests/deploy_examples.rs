@@ -8,7 +8,7 @@
 use aforo_core::config::{Kind, OPTIONS};
 use aforo_core::Timestamp;
 use aforo_host_tests::abi::Profile;
-use aforo_host_tests::artifacts::{filter_module, repo_root};
+use aforo_host_tests::artifacts::{filter_module, native_module, repo_root};
 use aforo_host_tests::envoy::validate_with_env;
 use aforo_host_tests::replay::{run, RunOptions};
 use aforo_host_tests::traffic::parse_jsonl;
@@ -122,14 +122,16 @@ fn every_envoy_config_passes_envoy_validate_with_the_real_module() {
                 || p.starts_with(examples().join("quickstart"))
         })
         .collect::<Vec<_>>();
-    assert!(configs.len() >= 4, "{configs:?}");
+    assert!(configs.len() >= 5, "{configs:?}");
     for p in configs {
         let text = std::fs::read_to_string(&p).unwrap();
         // The quick start runs from the clone, with the module setup.sh puts in bin/.
-        let placeholder = if p.starts_with(examples().join("quickstart")) {
-            "bin/aforo_metering.wasm"
+        let (placeholder, module) = if p.starts_with(examples().join("quickstart")) {
+            ("bin/aforo_metering.wasm", module.clone())
+        } else if text.contains("envoy.filters.http.dynamic_modules") {
+            ("/etc/envoy/libaforo_envoy.so", native_module().unwrap())
         } else {
-            "/etc/envoy/aforo_metering.wasm"
+            ("/etc/envoy/aforo_metering.wasm", module.clone())
         };
         assert!(
             text.contains(placeholder),

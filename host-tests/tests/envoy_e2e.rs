@@ -6,7 +6,7 @@
 
 use aforo_core::keys::hash_key;
 use aforo_host_tests::artifacts::filter_module;
-use aforo_host_tests::envoy::{bootstrap, cluster, free_port, wasm_filter, Envoy};
+use aforo_host_tests::envoy::{bootstrap, cluster, free_port, wasm_filter, Envoy, FilterKind};
 use aforo_host_tests::http1::{Client, Response};
 use aforo_host_tests::servers::{IngestServer, Upstream};
 use serde_json::{json, Value};
@@ -50,6 +50,7 @@ fn base_config() -> Value {
 }
 
 struct Stack {
+    kind: FilterKind,
     envoy: Envoy,
     upstream: Upstream,
     sandbox: IngestServer,
@@ -58,17 +59,14 @@ struct Stack {
 
 /// Envoy with the filter, an upstream, and one ingest per environment (clusters
 /// `aforo_ingest_sandbox` and `aforo_ingest_production`, the filter's defaults).
-fn stack(config: Value, env: &[(&str, &str)], concurrency: u32) -> Stack {
+fn stack(kind: FilterKind, config: Value, env: &[(&str, &str)], concurrency: u32) -> Stack {
     let upstream = Upstream::start().unwrap();
     let sandbox = IngestServer::start(None).unwrap();
     let production = IngestServer::start(None).unwrap();
     let (port, admin) = (free_port(), free_port());
-    let filter = wasm_filter(
-        &filter_module().unwrap(),
-        &serde_json::to_string_pretty(&config).unwrap(),
-        env,
-        "FAIL_CLOSED",
-    );
+    let filter = kind
+        .filter(&serde_json::to_string_pretty(&config).unwrap(), env)
+        .unwrap();
     let clusters = format!(
         "{}{}",
         cluster("aforo_ingest_sandbox", sandbox.port()),
@@ -84,12 +82,21 @@ fn stack(config: Value, env: &[(&str, &str)], concurrency: u32) -> Stack {
             1,
         );
     }
-    let envoy = Envoy::start(&yaml, port, admin, concurrency).unwrap_or_else(|e| panic!("{e}"));
+    let envoy = Envoy::start_with_env(&yaml, port, admin, concurrency, &kind.process_env(env))
+        .unwrap_or_else(|e| panic!("{e}"));
     Stack {
+        kind,
         envoy,
         upstream,
         sandbox,
         production,
+    }
+}
+
+impl Stack {
+    /// One of the filter's stats (`aforo_events_delivered_total` …) under its build's prefix.
+    fn stat(&self, name: &str) -> Option<i64> {
+        self.envoy.stat(&self.kind.stat(name))
     }
 }
 
@@ -108,9 +115,9 @@ fn code(r: &Response) -> String {
         .to_string()
 }
 
-#[test]
-fn an_allowed_request_reaches_the_upstream_and_is_metered_with_seven_fields() {
+fn an_allowed_request_reaches_the_upstream_and_is_metered_with_seven_fields(kind: FilterKind) {
     let s = stack(
+        kind,
         base_config(),
         &[("AFORO_API_KEY", "sk_test_e2e_env_key")],
         1,
@@ -157,17 +164,13 @@ fn an_allowed_request_reaches_the_upstream_and_is_metered_with_seven_fields() {
         "tokens from /usage/total_tokens of the response"
     );
     assert!(s.production.stored().is_empty());
-    assert_eq!(
-        s.envoy.stat("wasmcustom.aforo_events_delivered_total"),
-        Some(2)
-    );
+    assert_eq!(s.stat("aforo_events_delivered_total"), Some(2));
 }
 
-#[test]
-fn over_quota_unknown_feature_and_bad_keys_are_refused_with_the_contract() {
+fn over_quota_unknown_feature_and_bad_keys_are_refused_with_the_contract(kind: FilterKind) {
     let mut cfg = base_config();
     cfg["api_key"] = json!("sk_test_e2e");
-    let s = stack(cfg, &[], 1);
+    let s = stack(kind, cfg, &[], 1);
     let mut c = Client::new(&format!("127.0.0.1:{}", s.envoy.port));
     for i in 0..2 {
         assert_eq!(
@@ -204,11 +207,10 @@ fn over_quota_unknown_feature_and_bad_keys_are_refused_with_the_contract() {
     );
 }
 
-#[test]
-fn an_ingest_outage_ends_with_every_event_once() {
+fn an_ingest_outage_ends_with_every_event_once(kind: FilterKind) {
     let mut cfg = base_config();
     cfg["api_key"] = json!("sk_test_e2e_outage");
-    let s = stack(cfg, &[], 1);
+    let s = stack(kind, cfg, &[], 1);
     s.sandbox.set_faults("0s-3s:503").unwrap();
     let mut c = Client::new(&format!("127.0.0.1:{}", s.envoy.port));
     for i in 0..20 {
@@ -242,25 +244,26 @@ fn an_ingest_outage_ends_with_every_event_once() {
         stats.by_status.get(&503).copied().unwrap_or(0) >= 1,
         "the outage was seen: {stats:?}"
     );
-    assert_eq!(
-        s.envoy.stat("wasmcustom.aforo_events_delivered_total"),
-        Some(20)
-    );
-    assert_eq!(s.envoy.stat("wasmcustom.aforo_events_buffered"), Some(0));
+    assert_eq!(s.stat("aforo_events_delivered_total"), Some(20));
+    assert_eq!(s.stat("aforo_events_buffered"), Some(0));
 }
 
-#[test]
-fn two_workers_share_one_quota() {
+fn two_workers_share_one_quota(kind: FilterKind) {
     let mut cfg = base_config();
     cfg["api_key"] = json!("sk_test_e2e_workers");
-    let s = stack(cfg, &[], 2);
+    let s = stack(kind, cfg, &[], 2);
     let statuses = hammer_quota(&s, "w");
     let admitted = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();
-    // Documented bound: quota + (workers - 1), from Envoy's non-atomic creation of a new shared key.
+    // Documented bound: the Wasm filter, quota + (workers - 1), from Envoy's non-atomic creation
+    // of a new shared key; the native module creates counters atomically: exactly the quota.
+    let bound = match kind {
+        FilterKind::Wasm => 20..=21,
+        FilterKind::Native => 20..=20,
+    };
     assert!(
-        (20..=21).contains(&admitted),
-        "admitted {admitted} of quota 20 with 2 workers"
+        bound.contains(&admitted),
+        "admitted {admitted} of quota 20 with 2 workers ({kind:?})"
     );
     assert_eq!(admitted + refused, 64);
 }
@@ -297,12 +300,11 @@ fn hammer_quota(s: &Stack, prefix: &str) -> Vec<u16> {
     })
 }
 
-#[test]
-fn two_workers_with_quota_slices_pass_the_quota_by_at_most_the_stated_bound() {
+fn two_workers_with_quota_slices_pass_the_quota_by_at_most_the_stated_bound(kind: FilterKind) {
     let mut cfg = base_config();
     cfg["api_key"] = json!("sk_test_e2e_slices");
     cfg["quota_slice"] = json!(5);
-    let s = stack(cfg, &[], 2);
+    let s = stack(kind, cfg, &[], 2);
     let statuses = hammer_quota(&s, "s");
     // Both workers served connections (else one worker's slices would see everything).
     for w in 0..2 {
@@ -315,9 +317,14 @@ fn two_workers_with_quota_slices_pass_the_quota_by_at_most_the_stated_bound() {
     let admitted = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!(admitted + refused, 64, "{statuses:?}");
-    // Documented bound: quota + workers × quota_slice, plus Envoy's creation caveat (workers - 1).
+    // Documented bound: quota + workers × quota_slice, plus, for the Wasm filter, Envoy's
+    // creation caveat (workers - 1).
+    let most = match kind {
+        FilterKind::Wasm => 20 + 2 * 5 + 1,
+        FilterKind::Native => 20 + 2 * 5,
+    };
     assert!(
-        (20..=20 + 2 * 5 + 1).contains(&admitted),
+        (20..=most).contains(&admitted),
         "admitted {admitted} of quota 20 with 2 workers and slices of 5"
     );
     // Every admitted request is metered, once.
@@ -330,10 +337,7 @@ fn two_workers_with_quota_slices_pass_the_quota_by_at_most_the_stated_bound() {
     // More requests, merged or not: the bound holds for the whole window.
     let later = hammer_quota(&s, "t");
     let admitted = admitted + later.iter().filter(|s| **s == 200).count();
-    assert!(
-        admitted <= 20 + 2 * 5 + 1,
-        "admitted {admitted} in all of quota 20"
-    );
+    assert!(admitted <= most, "admitted {admitted} in all of quota 20");
     assert_eq!(
         s.sandbox.wait_for(admitted, Duration::from_secs(30)),
         admitted
@@ -343,15 +347,14 @@ fn two_workers_with_quota_slices_pass_the_quota_by_at_most_the_stated_bound() {
     assert_eq!((stored.len(), ids.len()), (admitted, admitted));
 }
 
-#[test]
-fn sandbox_and_live_keys_go_to_their_own_clusters() {
+fn sandbox_and_live_keys_go_to_their_own_clusters(kind: FilterKind) {
     for (key, env) in [
         ("sk_test_e2e_route", "sandbox"),
         ("sk_live_e2e_route", "production"),
     ] {
         let mut cfg = base_config();
         cfg["api_key"] = json!(key);
-        let s = stack(cfg, &[], 1);
+        let s = stack(kind, cfg, &[], 1);
         let mut c = Client::new(&format!("127.0.0.1:{}", s.envoy.port));
         assert_eq!(
             get(
@@ -381,9 +384,7 @@ fn sandbox_and_live_keys_go_to_their_own_clusters() {
     }
 }
 
-#[test]
-fn a_malformed_configuration_stops_envoy_and_names_the_field() {
-    let module = filter_module().unwrap();
+fn a_malformed_configuration_stops_envoy_and_names_the_field(kind: FilterKind) {
     let cases = [
         (
             json!({"api_key": "sk_test_x", "product_id": "p", "batch_size": 0}),
@@ -399,9 +400,19 @@ fn a_malformed_configuration_stops_envoy_and_names_the_field() {
         ),
     ];
     for (cfg, expected) in cases {
-        for policy in ["FAIL_CLOSED", "FAIL_OPEN"] {
+        // The Wasm filter under both of its failure policies; the native module has none.
+        let policies: &[&str] = match kind {
+            FilterKind::Wasm => &["FAIL_CLOSED", "FAIL_OPEN"],
+            FilterKind::Native => &["-"],
+        };
+        for policy in policies {
             let (port, admin) = (free_port(), free_port());
-            let filter = wasm_filter(&module, &cfg.to_string(), &[], policy);
+            let filter = match kind {
+                FilterKind::Wasm => {
+                    wasm_filter(&filter_module().unwrap(), &cfg.to_string(), &[], policy)
+                }
+                FilterKind::Native => kind.filter(&cfg.to_string(), &[]).unwrap(),
+            };
             let yaml = bootstrap(port, admin, free_port(), &filter, "");
             let mut envoy = Envoy::spawn(&yaml, port, admin, 1).unwrap();
             let exit = envoy.wait_exit(Duration::from_secs(20));
@@ -418,8 +429,7 @@ fn a_malformed_configuration_stops_envoy_and_names_the_field() {
     }
 }
 
-#[test]
-fn the_snapshot_is_synced_from_a_cluster_and_fails_closed_when_absent() {
+fn the_snapshot_is_synced_from_a_cluster_and_fails_closed_when_absent(kind: FilterKind) {
     let upstream = Upstream::start().unwrap();
     let agent = IngestServer::start(Some(snapshot().to_string().into_bytes())).unwrap();
     let mut cfg = base_config();
@@ -441,12 +451,7 @@ fn the_snapshot_is_synced_from_a_cluster_and_fails_closed_when_absent() {
         port,
         admin,
         upstream.port(),
-        &wasm_filter(
-            &filter_module().unwrap(),
-            &cfg.to_string(),
-            &[],
-            "FAIL_CLOSED",
-        ),
+        &kind.filter(&cfg.to_string(), &[]).unwrap(),
         &clusters,
     );
     let envoy = Envoy::start(&yaml, port, admin, 1).unwrap_or_else(|e| panic!("{e}"));
@@ -472,7 +477,7 @@ fn the_snapshot_is_synced_from_a_cluster_and_fails_closed_when_absent() {
     );
     assert!(
         envoy
-            .stat("wasmcustom.aforo_snapshot_syncs_total")
+            .stat(&kind.stat("aforo_snapshot_syncs_total"))
             .unwrap_or(0)
             >= 1
     );
@@ -491,12 +496,7 @@ fn the_snapshot_is_synced_from_a_cluster_and_fails_closed_when_absent() {
         port,
         admin,
         upstream.port(),
-        &wasm_filter(
-            &filter_module().unwrap(),
-            &cfg.to_string(),
-            &[],
-            "FAIL_CLOSED",
-        ),
+        &kind.filter(&cfg.to_string(), &[]).unwrap(),
         &clusters,
     );
     let envoy = Envoy::start(&yaml, port, admin, 1).unwrap_or_else(|e| panic!("{e}"));
@@ -541,7 +541,7 @@ fn the_harness_and_a_real_envoy_agree_on_every_status_and_every_event() {
     // must derive the very same ids; by default each VM makes its own.
     cfg["request_id_header"] = json!("x-request-id");
 
-    let s = stack(cfg.clone(), &[], 1);
+    let s = stack(FilterKind::Wasm, cfg.clone(), &[], 1);
     let live = send(&s.envoy.url(), &traffic, 1).unwrap();
     let mut opts = RunOptions::new(
         filter_module().unwrap(),
@@ -578,12 +578,13 @@ fn the_harness_and_a_real_envoy_agree_on_every_status_and_every_event() {
     assert_eq!(a.len(), 8);
 }
 
-#[test]
-fn a_throttling_slow_and_partly_refusing_ingest_ends_with_every_event_accounted_once() {
+fn a_throttling_slow_and_partly_refusing_ingest_ends_with_every_event_accounted_once(
+    kind: FilterKind,
+) {
     let mut cfg = base_config();
     cfg["api_key"] = json!("sk_test_e2e_faults");
     cfg["request_timeout_ms"] = json!(5000);
-    let s = stack(cfg, &[], 1);
+    let s = stack(kind, cfg, &[], 1);
     // 0-2 s: 429 with Retry-After: 3; 3-6 s: answers 2 s late; 6-8 s: every other event refused.
     s.sandbox
         .set_faults("0s-2s:429/3,3s-6s:delay=2s,6s-8s:partial")
@@ -607,8 +608,8 @@ fn a_throttling_slow_and_partly_refusing_ingest_ends_with_every_event_accounted_
     // Wait until nothing is buffered in the filter.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let received = s.envoy.stat("wasmcustom.aforo_events_received_total");
-        let buffered = s.envoy.stat("wasmcustom.aforo_events_buffered");
+        let received = s.stat("aforo_events_received_total");
+        let buffered = s.stat("aforo_events_buffered");
         if received == Some(sent) && buffered == Some(0) {
             break;
         }
@@ -619,7 +620,7 @@ fn a_throttling_slow_and_partly_refusing_ingest_ends_with_every_event_accounted_
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let stat = |n: &str| s.envoy.stat(&format!("wasmcustom.{n}")).unwrap_or(0);
+    let stat = |n: &str| s.stat(n).unwrap_or(0);
     let (delivered, rejected, dead) = (
         stat("aforo_events_delivered_total"),
         stat("aforo_events_rejected_total"),
@@ -662,11 +663,10 @@ fn raw_status(port: u16, request: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
-#[test]
-fn a_header_that_is_not_utf8_neither_traps_the_filter_nor_loses_the_event() {
+fn a_header_that_is_not_utf8_neither_traps_the_filter_nor_loses_the_event(kind: FilterKind) {
     let mut cfg = base_config();
     cfg["api_key"] = json!("sk_test_e2e_latin1");
-    let s = stack(cfg, &[], 1);
+    let s = stack(kind, cfg, &[], 1);
     // Latin-1 "café" in a header the filter does not read, and in the consumer key itself.
     let referer = b"GET /v1/search HTTP/1.1\r\nHost: api\r\nx-api-key: ck_e2e_bravo\r\nx-request-id: latin1-1\r\nReferer: caf\xe9\r\nConnection: close\r\n\r\n";
     assert_eq!(raw_status(s.envoy.port, referer), 200);
@@ -692,3 +692,108 @@ fn a_header_that_is_not_utf8_neither_traps_the_filter_nor_loses_the_event() {
         s.envoy.log_tail(20)
     );
 }
+
+/// The same traffic through the Wasm filter and the native module: the same statuses, and the
+/// same events (ids from the request ids, customers, metrics, quantities) at each ingest.
+#[test]
+fn the_wasm_filter_and_the_native_module_answer_and_meter_the_same() {
+    let traffic: Vec<(&str, &str, &str)> = vec![
+        ("GET", "/v1/search?q=1", "ck_e2e_alpha"),
+        ("GET", "/v1/search?q=2", "ck_e2e_alpha"),
+        ("GET", "/v1/search?q=3", "ck_e2e_alpha"),
+        ("POST", "/v1/chat", "ck_e2e_bravo"),
+        ("POST", "/v1/chat", "ck_e2e_bravo"),
+        ("GET", "/v1/export", "ck_e2e_alpha"),
+        ("GET", "/v1/search", "ck_e2e_revoked"),
+        ("GET", "/v1/search", "ck_e2e_\",\"key\":\"x"),
+        ("GET", "/v1/search", ""),
+        ("GET", "/health", "ck_e2e_bravo"),
+        ("GET", "/v1/search", "ck_e2e_bravo"),
+    ];
+    let mut cfg = base_config();
+    cfg["api_key"] = json!("sk_test_e2e_same");
+    cfg["request_id_header"] = json!("x-request-id");
+    let mut results = Vec::new();
+    for kind in FilterKind::ALL {
+        let s = stack(kind, cfg.clone(), &[], 1);
+        let mut c = Client::new(&format!("127.0.0.1:{}", s.envoy.port));
+        let mut statuses = Vec::new();
+        for (i, (method, path, key)) in traffic.iter().enumerate() {
+            let mut h = vec![("x-request-id".to_string(), format!("same-{i}"))];
+            if !key.is_empty() {
+                h.push(("x-api-key".to_string(), key.to_string()));
+            }
+            let body: &[u8] = if *method == "POST" {
+                b"{\"prompt\": \"hi\"}"
+            } else {
+                b""
+            };
+            let r = c.request(method, path, &h, body).unwrap();
+            statuses.push((
+                r.status,
+                r.header("ratelimit-remaining").map(str::to_string),
+            ));
+        }
+        let admitted = statuses.iter().filter(|(st, _)| *st == 200).count();
+        // /health matches no route: allowed, not metered.
+        let metered = admitted - 1;
+        assert_eq!(
+            s.sandbox.wait_for(metered, Duration::from_secs(10)),
+            metered,
+            "{kind:?}: {}",
+            s.envoy.log_tail(20)
+        );
+        let mut events: Vec<_> = s
+            .sandbox
+            .stored()
+            .iter()
+            .map(|e| {
+                (
+                    e.id.clone(),
+                    e.customer_id.clone(),
+                    e.metric.clone(),
+                    e.quantity.clone(),
+                    e.environment.clone(),
+                )
+            })
+            .collect();
+        events.sort();
+        results.push((statuses, events));
+    }
+    let (wasm, native) = (&results[0], &results[1]);
+    assert_eq!(
+        wasm.0, native.0,
+        "the same status and RateLimit-Remaining for every request"
+    );
+    assert_eq!(
+        wasm.0.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![200, 200, 429, 200, 200, 403, 401, 401, 401, 200, 200]
+    );
+    assert_eq!(wasm.1, native.1, "the same events at the ingest");
+    assert_eq!(wasm.1.len(), 5);
+}
+
+/// Each case above, once per build of the filter: `envoy_e2e::wasm::…` and `envoy_e2e::native::…`.
+macro_rules! for_both_filters {
+    ($($name:ident),* $(,)?) => {
+        mod wasm {
+            $( #[test] fn $name() { super::$name(super::FilterKind::Wasm) } )*
+        }
+        mod native {
+            $( #[test] fn $name() { super::$name(super::FilterKind::Native) } )*
+        }
+    };
+}
+
+for_both_filters!(
+    an_allowed_request_reaches_the_upstream_and_is_metered_with_seven_fields,
+    over_quota_unknown_feature_and_bad_keys_are_refused_with_the_contract,
+    an_ingest_outage_ends_with_every_event_once,
+    two_workers_share_one_quota,
+    two_workers_with_quota_slices_pass_the_quota_by_at_most_the_stated_bound,
+    sandbox_and_live_keys_go_to_their_own_clusters,
+    a_malformed_configuration_stops_envoy_and_names_the_field,
+    the_snapshot_is_synced_from_a_cluster_and_fails_closed_when_absent,
+    a_throttling_slow_and_partly_refusing_ingest_ends_with_every_event_accounted_once,
+    a_header_that_is_not_utf8_neither_traps_the_filter_nor_loses_the_event,
+);

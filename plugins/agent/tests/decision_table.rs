@@ -1,6 +1,7 @@
-//! One decision table, two hosts: the agent's `/v1/canAccess` and the proxy-wasm filter (the
-//! real `.wasm` in the replay harness) answer `host-tests/decisions/access-table.json` the same
-//! way, from the same snapshot (the one the agent serves at `/v1/entitlements`).
+//! One decision table, every host: the agent's `/v1/canAccess`, the proxy-wasm filter (the
+//! real `.wasm` in the replay harness), the Lambda authorizer and the native Envoy module (in a
+//! real Envoy) answer `host-tests/decisions/access-table.json` the same way, from the same
+//! snapshot (the one the agent serves at `/v1/entitlements`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,8 +9,10 @@ mod common;
 
 use aforo_core::Timestamp;
 use aforo_host_tests::artifacts::filter_module;
+use aforo_host_tests::envoy::{bootstrap, cluster, free_port, Envoy, FilterKind};
+use aforo_host_tests::http1::Client;
 use aforo_host_tests::replay::{run, RunOptions};
-use aforo_host_tests::servers::wall_now;
+use aforo_host_tests::servers::{wall_now, IngestServer, Upstream};
 use aforo_host_tests::traffic::parse_jsonl;
 use common::table::{load as table, metric_of, Case};
 use common::{body, Agent, SANDBOX};
@@ -118,6 +121,52 @@ fn filter_decisions(snapshot: &Value, catalog: &Value, cases: &[Case]) -> Vec<(u
         .collect()
 }
 
+/// The native module in a real Envoy on the same table. The peer is loopback, named a trusted
+/// proxy, so a case's client IP travels in `X-Forwarded-For` (Envoy passes it on unchanged:
+/// `use_remote_address` is off).
+fn native_decisions(snapshot: &Value, catalog: &Value, cases: &[Case]) -> Vec<(u16, String)> {
+    let mut config = gateway_config(snapshot, catalog, cases);
+    config["trusted_proxies"] = json!(["127.0.0.1/32"]);
+    // Events go to the filter's default cluster, served by a recording ingest.
+    config.as_object_mut().unwrap().remove("ingest_url");
+    let upstream = Upstream::start().unwrap();
+    let ingest = IngestServer::start(None).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let filter = FilterKind::Native.filter(&config.to_string(), &[]).unwrap();
+    let yaml = bootstrap(
+        port,
+        admin,
+        upstream.port(),
+        &filter,
+        &cluster("aforo_ingest_sandbox", ingest.port()),
+    );
+    let envoy = Envoy::start(&yaml, port, admin, 1).unwrap_or_else(|e| panic!("{e}"));
+    let mut client = Client::new(&format!("127.0.0.1:{}", envoy.port));
+    cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut headers: Vec<(String, String)> = headers_of(i, c)
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            if let Some(ip) = &c.client_ip {
+                headers.push(("x-forwarded-for".into(), ip.clone()));
+            }
+            let r = client
+                .request("GET", &format!("/f/{}", c.feature), &headers, &[])
+                .unwrap();
+            let decision = serde_json::from_slice::<Value>(&r.body)
+                .ok()
+                .and_then(|b| b["error"]["code"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "allowed".into());
+            (r.status, decision)
+        })
+        .collect()
+}
+
 /// The Lambda authorizer (the core through wasm-bindgen, in Node) on the same table: the HTTP
 /// API answer carries every reason; the REST answer must agree (Allow, `Unauthorized` for 401,
 /// Deny with the same code otherwise).
@@ -158,7 +207,7 @@ fn lambda_decisions(snapshot: &Value, catalog: &Value, cases: &[Case]) -> Vec<(u
 }
 
 #[test]
-fn the_agent_and_the_filter_decide_the_shared_table_alike() {
+fn every_host_decides_the_shared_table_alike() {
     let (catalog, cases) = table();
     // The table has customers named by a trusted customer header: this gateway key may.
     let agent = Agent::start("table", &json!(catalog), &["--tenant-keys", SANDBOX]);
@@ -169,13 +218,20 @@ fn the_agent_and_the_filter_decide_the_shared_table_alike() {
     let from_agent = agent_decisions(&agent, &catalog, &cases);
     let from_filter = filter_decisions(&snapshot, &catalog, &cases);
     let from_lambda = lambda_decisions(&snapshot, &catalog, &cases);
+    let from_native = native_decisions(&snapshot, &catalog, &cases);
     let mut wrong = Vec::new();
     for (i, c) in cases.iter().enumerate() {
         let expected = (c.status, c.decision.clone());
-        if from_agent[i] != expected || from_filter[i] != expected || from_lambda[i] != expected {
+        let answers = [
+            &from_agent[i],
+            &from_filter[i],
+            &from_lambda[i],
+            &from_native[i],
+        ];
+        if answers.iter().any(|a| **a != expected) {
             wrong.push(format!(
-                "case {i} {:?}: expected {expected:?}, agent {:?}, filter {:?}, lambda {:?}",
-                c.name, from_agent[i], from_filter[i], from_lambda[i]
+                "case {i} {:?}: expected {expected:?}, agent {:?}, filter {:?}, lambda {:?}, native {:?}",
+                c.name, from_agent[i], from_filter[i], from_lambda[i], from_native[i]
             ));
         }
     }
