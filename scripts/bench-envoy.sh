@@ -2,15 +2,16 @@
 # Side-by-side load run on loopback: the same Envoy (one worker) and the same upstream (nginx),
 # in turn A B C A B C …:
 #   a) no filter, b) the pass-through proxy-wasm filter (the floor), c) the full aforo filter
-#      with a live entitlement snapshot and metering every request.
+#      with a live entitlement snapshot and metering every request, n) the same configuration in
+#      the native dynamic module (libaforo_envoy.so, VARIANTS="a b c n").
 # Two passes, each ROUNDS × VARIANTS runs of DURATION seconds:
 #   1. saturated: wrk at CONNECTIONS connections, as fast as Envoy answers: requests/s, p50, p99;
 #   2. fixed rate: oha at half the floor's saturated requests/s (QPS overrides), the same
 #      connections, latency corrected for coordinated omission: p50, p99, p999 — the latency
 #      users see below saturation.
-# Prints every run, the medians per variant and pass, and the ratios c/a and c/b.
+# Prints every run, the medians per variant and pass, and the ratios c/a, c/b, n/a and n/c.
 #
-#   scripts/bench-envoy.sh     # ROUNDS=3 DURATION=10 CONNECTIONS=16 VARIANTS="a b c" FIXED=1
+#   scripts/bench-envoy.sh     # ROUNDS=3 DURATION=10 CONNECTIONS=16 VARIANTS="a b c n" FIXED=1
 # INGEST=null (default): nginx serves the snapshot from a file and answers every batch 202, so
 #   the ingest costs the load generator's core next to nothing (in production it is another
 #   machine); INGEST=agent runs a release aforo-agent there instead (its work on each batch
@@ -22,7 +23,7 @@
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10}"; CONNECTIONS="${CONNECTIONS:-16}"
-VARIANTS="${VARIANTS:-a b c}"; INGEST="${INGEST:-null}"; FIXED="${FIXED:-1}"
+VARIANTS="${VARIANTS:-a b c n}"; INGEST="${INGEST:-null}"; FIXED="${FIXED:-1}"
 PROBE="${PROBE:-}"
 case "$INGEST" in null | agent) ;; *) die "INGEST must be null or agent, not '$INGEST'" ;; esac
 # Envoy's one worker gets a core of its own; wrk, nginx and the agent share the other, so the
@@ -35,6 +36,10 @@ if [ "$FIXED" = 1 ] && ! command -v oha >/dev/null; then
   step "Installing oha (a fixed-rate load generator) with cargo"
   cargo install --locked --quiet oha
 fi
+NATIVE_MODULE="${AFORO_ENVOY_MODULE:-$CARGO_TARGET_DIR/release/libaforo_envoy.so}"
+case " $VARIANTS " in
+  *" n "*) [ -f "$NATIVE_MODULE" ] || die "$NATIVE_MODULE is missing: cargo build --release -p aforo-envoy (scripts/setup.sh does)" ;;
+esac
 if [ "$INGEST" = agent ]; then
   # The agent serves the snapshot and takes the events; AFORO_BENCH_AGENT points at an existing
   # binary to skip the release build.
@@ -151,6 +156,19 @@ wasm_filter() { # module config-json
                   code: { local: { filename: $1 } }
 EOF
 }
+native_filter() { # module config-json
+  cat <<EOF
+          - name: envoy.filters.http.dynamic_modules
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config:
+                module: { local: { filename: $1 } }
+              filter_name: aforo
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: '$2'
+EOF
+}
 bootstrap() { # variant
   local filters=""
   case "$1" in
@@ -158,7 +176,8 @@ bootstrap() { # variant
     b) filters="$(wasm_filter "$WASM_DIR/aforo_passthrough.wasm" '{}')" ;;
     c) filters="$(wasm_filter "$WASM_DIR/aforo_metering.wasm" "$C_CONFIG")" ;;
     d) filters="$(wasm_filter "$WASM_DIR/aforo_metering.wasm" "$D_CONFIG")" ;;
-    *) die "unknown variant '$1' (a, b, c, d)" ;;
+    n) filters="$(native_filter "$NATIVE_MODULE" "$C_CONFIG")" ;;
+    *) die "unknown variant '$1' (a, b, c, d, n)" ;;
   esac
   cat <<EOF
 static_resources:
@@ -203,10 +222,10 @@ start_envoy() {
     -l warning >"$WORK/envoy-$1.log" 2>&1 &
   epid=$!
   wait_http "http://127.0.0.1:$ADMIN/ready"
-  if [ "$1" = c ] || [ "$1" = d ]; then
+  if [ "$1" = c ] || [ "$1" = d ] || [ "$1" = n ]; then
     local i
     for ((i = 0; ; i++)); do
-      case "$(envoy_stat wasmcustom.aforo_snapshot_syncs_total)" in 0 | '?') ;; *) break ;; esac
+      case "$(envoy_stat "$(stat_prefix "$1")aforo_snapshot_syncs_total")" in 0 | '?') ;; *) break ;; esac
       [ "$i" -lt 100 ] || die "$1 got no snapshot in 10 s (KEEP=1 keeps $WORK/envoy-$1.log)"
       sleep 0.1
     done
@@ -215,11 +234,14 @@ start_envoy() {
   taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNECTIONS" -d2s -H 'x-api-key: ck_bench_load' "$URL" >/dev/null
 }
 
-# After a run of c: requests allowed and events delivered to the ingest (every request metered).
+# Where a variant's filter keeps its stats.
+stat_prefix() { if [ "$1" = n ]; then echo dynamicmodulescustom.; else echo wasmcustom.; fi; }
+# After a run of c, d or n: requests allowed and events delivered to the ingest (every request
+# metered).
 c_counts() {
-  [ "$1" = c ] || [ "$1" = d ] || return 0
-  printf 'allowed=%s delivered=%s' "$(envoy_stat wasmcustom.aforo_decisions_allowed_total)" \
-    "$(envoy_stat wasmcustom.aforo_events_delivered_total)"
+  [ "$1" = c ] || [ "$1" = d ] || [ "$1" = n ] || return 0
+  printf 'allowed=%s delivered=%s' "$(envoy_stat "$(stat_prefix "$1")aforo_decisions_allowed_total")" \
+    "$(envoy_stat "$(stat_prefix "$1")aforo_events_delivered_total")"
 }
 
 stop_envoy() { kill "$epid"; wait "$epid" 2>/dev/null || true; }
@@ -257,10 +279,13 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 if [ "$FIXED" = 1 ]; then
-  floor=$(awk '$1 == "sat" && $2 == "b" {print $3}' "$RESULTS" | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}')
+  # Half the floor's (b) saturated requests/s; without b, half of no filter's (a).
+  median_sat() { awk -v v="$1" '$1 == "sat" && $2 == v {print $3}' "$RESULTS" | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}'; }
+  floor=$(median_sat b); base="the floor's"
+  if [ -z "$floor" ]; then floor=$(median_sat a); base="no filter's"; fi
   QPS="${QPS:-$(awk -v f="${floor:-0}" 'BEGIN {printf "%d", f / 2}')}"
-  [ "${QPS:-0}" -gt 0 ] || die "no floor measured to take half of: set QPS or include variant b"
-  step "Fixed rate: oha at $QPS requests/s (half the floor's), $CONNECTIONS connections, ${DURATION}s per run"
+  [ "${QPS:-0}" -gt 0 ] || die "no floor measured to take half of: set QPS or include variant a or b"
+  step "Fixed rate: oha at $QPS requests/s (half $base), $CONNECTIONS connections, ${DURATION}s per run"
   for ((r = 1; r <= ROUNDS; r++)); do
     for v in $VARIANTS; do
       start_envoy "$v"
@@ -288,7 +313,8 @@ python3 - "$RESULTS" "$VARIANTS" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 variants = sys.argv[2].split()
-names = {"a": "a) no filter", "b": "b) pass-through filter", "c": "c) aforo filter", "d": "d) c + PROBE"}
+names = {"a": "a) no filter", "b": "b) pass-through filter", "c": "c) aforo filter", "d": "d) c + PROBE",
+         "n": "n) aforo native module"}
 for kind, title in (("sat", "saturated"), ("fixed", "fixed rate")):
     med = {}
     for v in variants:
@@ -303,7 +329,7 @@ for kind, title in (("sat", "saturated"), ("fixed", "fixed rate")):
     for v in med:
         p999 = "%10.3f" % med[v][3] if kind == "fixed" else "%10s" % "-"
         print("  %-24s %12.0f %10.3f %10.3f %s" % (names.get(v, v), med[v][0], med[v][1], med[v][2], p999))
-    for top, base in (("c", "a"), ("c", "b"), ("d", "b"), ("d", "c")):
+    for top, base in (("c", "a"), ("c", "b"), ("d", "b"), ("d", "c"), ("n", "a"), ("n", "b"), ("n", "c")):
         if top in med and base in med:
             t, b = med[top], med[base]
             line = "  %s/%s  throughput %.3f   p50 %.3f   p99 %.3f" % (

@@ -66,6 +66,11 @@ else
   step "Build: workspace (the first build of wasmtime takes several minutes on 2 cores)"
   cargo build --workspace --quiet
 fi
+if [ "$QUICK" != 1 ]; then
+  step "Build: the native Envoy module (plugins/envoy-dynamic, release: libaforo_envoy.so)"
+  cargo build --release --quiet -p aforo-envoy
+  ls -l "$CARGO_TARGET_DIR/release/libaforo_envoy.so" | awk '{printf "libaforo_envoy.so: %s bytes\n", $5}'
+fi
 step "Build: the wasm modules (filter, pass-through floor, the agent's component)"
 cargo build --quiet --target wasm32-wasip1 --profile wasm-release -p aforo-proxy-wasm -p aforo-passthrough
 cargo build --quiet --target wasm32-wasip2 --profile wasm-release -p aforo-wasi
