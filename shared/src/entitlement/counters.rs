@@ -203,7 +203,8 @@ fn add(count: u64, delta: i64) -> u64 {
 
 /// `update` as one atomic step, on stores that implement `modify`; `None` on others. The same
 /// rules as the CAS loop: an older window reads as 0, a newer one is left alone, another key's
-/// value is counted locally.
+/// value is counted locally. Only this wrapper is generic (it is instantiated per caller);
+/// the step itself is not, to keep the Wasm filter, which never takes this path, small.
 fn update_in_place<T, E>(
     host: &mut dyn CounterBackend,
     key: &str,
@@ -211,62 +212,83 @@ fn update_in_place<T, E>(
     delta: i64,
     check: &mut impl FnMut(u64) -> Result<T, E>,
 ) -> Option<Update<T, E>> {
-    let mut outcome: Option<Update<T, E>> = None;
-    let mut aliased = false;
+    let mut verdict: Option<Result<T, E>> = None;
+    let step = in_place(host, key, window_start, delta, &mut |count| {
+        let v = check(count);
+        let passed = v.is_ok();
+        verdict = Some(v);
+        passed
+    })?;
+    Some(match (step, verdict) {
+        (InPlace::Written, Some(Ok(v))) => Update::Done(v),
+        (InPlace::Left, Some(Ok(v))) => Update::Done(v),
+        (_, Some(Err(e))) => Update::Refused(e),
+        (InPlace::Unshared, Some(Ok(v))) => Update::Unshared(Ok(v)),
+        (InPlace::Aliased, _) | (_, None) => Update::Unshared(check(0)),
+    })
+}
+
+/// What one in-place step did.
+enum InPlace {
+    /// The check passed and the new count was stored.
+    Written,
+    /// The check ran on 0 for a newer window's counter, which was left alone.
+    Left,
+    /// The store holds another key's value: nothing was checked or written.
+    Aliased,
+    /// The store refused: the check's verdict stands, unwritten.
+    Unshared,
+}
+
+/// The step of `update_in_place`: `check` gets the count and says whether it passes.
+fn in_place(
+    host: &mut dyn CounterBackend,
+    key: &str,
+    window_start: Timestamp,
+    delta: i64,
+    check: &mut dyn FnMut(u64) -> bool,
+) -> Option<InPlace> {
+    let mut step = InPlace::Aliased;
     let written = host.modify(key, &mut |stored: Option<&[u8]>| {
         let current = match stored.filter(|b| !b.is_empty()).map(|b| decode(key, b)) {
             None => 0,
             Some(Some(v)) if v.window_start == window_start => v.count,
             Some(Some(v)) if v.window_start > window_start => {
-                outcome = Some(match check(0) {
-                    Ok(v) => Update::Done(v),
-                    Err(e) => Update::Refused(e),
-                });
+                check(0);
+                step = InPlace::Left;
                 return None;
             }
             Some(Some(_)) => 0,
             Some(None) => {
-                aliased = true;
+                step = InPlace::Aliased;
                 return None;
             }
         };
-        match check(current) {
-            Err(e) => {
-                outcome = Some(Update::Refused(e));
-                None
+        step = InPlace::Written;
+        check(current).then(|| {
+            CounterValue {
+                window_start,
+                count: add(current, delta),
             }
-            Ok(v) => {
-                outcome = Some(Update::Done(v));
-                Some(
-                    CounterValue {
-                        window_start,
-                        count: add(current, delta),
-                    }
-                    .encode(key),
-                )
-            }
-        }
+            .encode(key)
+        })
     })?;
-    if aliased {
-        host.warn(&format!(
-            "aforo: shared counter {key:?} holds another key's value (host key aliasing); counting locally"
-        ));
-        return Some(Update::Unshared(check(0)));
-    }
-    match written {
-        Ok(()) => outcome,
-        Err(SharedSetError::Unavailable(why)) => {
+    match (written, step) {
+        (_, InPlace::Aliased) => {
+            host.warn(&format!(
+                "aforo: shared counter {key:?} holds another key's value (host key aliasing); counting locally"
+            ));
+            Some(InPlace::Aliased)
+        }
+        (Ok(()), step) => Some(step),
+        (Err(SharedSetError::Unavailable(why)), _) => {
             host.warn(&format!(
                 "aforo: shared data unavailable ({why}); quotas are counted per worker"
             ));
-            Some(match outcome {
-                Some(Update::Done(v)) => Update::Unshared(Ok(v)),
-                Some(other) => other,
-                None => Update::Unshared(check(0)),
-            })
+            Some(InPlace::Unshared)
         }
         // A store that holds the key cannot lose a race: use the CAS loop if it says so.
-        Err(SharedSetError::CasMismatch) => None,
+        (Err(SharedSetError::CasMismatch), _) => None,
     }
 }
 
