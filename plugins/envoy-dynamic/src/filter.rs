@@ -3,18 +3,21 @@
 
 use crate::abi::{Filter, Side};
 use crate::host::{NativeHost, Site};
-use crate::module::{lock, Module};
+use crate::module::Module;
 use aforo_core::config::{BodyNeeds, Route};
+use aforo_core::entitlement::LocalReply;
 use aforo_core::gateway::{Exchange, RequestVerdict, RequestView, ResponseHeaders};
-use std::cell::OnceCell;
 use std::sync::Arc;
 
-/// What a hook tells Envoy to do with the stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the request-headers hook tells Envoy.
+#[derive(Debug)]
 pub enum Next {
     /// Go on to the next filter.
     Continue,
-    /// Stop: a local reply was sent.
+    /// Answer locally with this reply, and stop (the hook sends it as its last action: the
+    /// reply can end the stream, and with it this filter, at once).
+    Reply(LocalReply),
+    /// Stop: the answer was already given.
     Stop,
 }
 
@@ -26,20 +29,18 @@ pub struct RequestFilter {
     needs: BodyNeeds,
 }
 
-/// The request headers, fetched in one call on first use.
+/// The request headers, each read from Envoy when the engine asks (a native call costs less
+/// than copying every header).
 struct RequestHeaders {
     filter: Filter,
-    all: OnceCell<Vec<(String, Vec<u8>)>>,
 }
 
 impl RequestView for RequestHeaders {
     fn header(&self, name: &str) -> Option<String> {
         // A value that is not UTF-8 reads as absent, as in the Wasm filter.
-        self.all
-            .get_or_init(|| self.filter.headers(Side::Request))
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+        self.filter
+            .header(Side::Request, name)
+            .and_then(|v| String::from_utf8(v).ok())
     }
 
     fn peer_address(&self) -> Option<String> {
@@ -68,32 +69,30 @@ impl RequestFilter {
         }
     }
 
-    /// Runs `f` with this request's engine (and wakes the main thread for calls it queued).
+    /// Runs `f` with this request's engine (and wakes the main thread for calls it queued);
+    /// `None` when the engine is gone (the configuration is being replaced).
     fn with_engine<T>(
         &mut self,
         filter: Filter,
         f: impl FnOnce(&mut aforo_core::gateway::Gateway, &mut NativeHost) -> T,
-    ) -> (T, Option<aforo_core::entitlement::LocalReply>) {
+    ) -> Option<(T, Option<LocalReply>)> {
         let worker = *self.worker.get_or_insert_with(|| filter.worker_index());
         let module = &*self.module;
         let mut host = NativeHost::new(module, worker, Site::Worker(filter));
         let out = {
-            let mut g = lock(module.engine(worker));
-            f(&mut g, &mut host)
+            let mut slot = module.engine(worker);
+            f(slot.as_mut()?, &mut host)
         };
         if host.queued_call {
             module.wake_for_calls();
         }
-        (out, host.reply)
+        Some((out, host.reply))
     }
 
     /// Request headers: the decision.
     pub fn on_request_headers(&mut self, filter: Filter) -> Next {
-        let view = RequestHeaders {
-            filter,
-            all: OnceCell::new(),
-        };
-        let ((verdict, needs), reply) = self.with_engine(filter, |g, host| {
+        let view = RequestHeaders { filter };
+        let Some(((verdict, needs), reply)) = self.with_engine(filter, |g, host| {
             let v = g.on_request(host, &view);
             let needs = match &v {
                 RequestVerdict::Continue {
@@ -107,10 +106,11 @@ impl RequestFilter {
                 _ => BodyNeeds::default(),
             };
             (v, needs)
-        });
+        }) else {
+            return Next::Continue;
+        };
         if let Some(reply) = reply {
-            filter.send_response(reply.status, &reply.headers, &reply.body);
-            return Next::Stop;
+            return Next::Reply(reply);
         }
         match verdict {
             RequestVerdict::Denied(_) => Next::Stop,
@@ -202,8 +202,11 @@ impl RequestFilter {
         };
         let worker = *self.worker.get_or_insert_with(|| filter.worker_index());
         let max = self.module.max_body;
-        let g = lock(self.module.engine(worker));
-        if let Some(route) = g.config().routes.get(ex.route_index()) {
+        let slot = self.module.engine(worker);
+        if let Some(route) = slot
+            .as_ref()
+            .and_then(|g| g.config().routes.get(ex.route_index()))
+        {
             f(ex, route, max);
         }
     }

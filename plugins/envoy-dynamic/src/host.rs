@@ -3,7 +3,7 @@
 
 use crate::abi::{log, Filter, Level};
 use crate::counter_store;
-use crate::module::{lock, Module};
+use crate::module::Module;
 use aforo_core::entitlement::{LocalReply, ModifyFn};
 use aforo_core::host::{Host, LogLevel, Metric, OutboundRequest, SharedSetError};
 use aforo_core::redact::redact_secrets;
@@ -22,7 +22,7 @@ pub enum Site {
 /// the engine's lock is released.
 pub struct NativeHost<'a> {
     module: &'a Module,
-    worker: usize,
+    engine: usize,
     site: Site,
     /// The reply the engine asked for, if any.
     pub reply: Option<LocalReply>,
@@ -31,15 +31,22 @@ pub struct NativeHost<'a> {
 }
 
 impl<'a> NativeHost<'a> {
-    /// A host for `worker`'s engine.
-    pub fn new(module: &'a Module, worker: usize, site: Site) -> Self {
+    /// A host for engine `engine` of `module` (a worker's, or one adopted).
+    pub fn new(module: &'a Module, engine: usize, site: Site) -> Self {
         NativeHost {
             module,
-            worker,
+            engine,
             site,
             reply: None,
             queued_call: false,
         }
+    }
+}
+
+impl NativeHost<'_> {
+    /// `key` in this configuration's part of the process-wide counter store.
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.module.namespace)
     }
 }
 
@@ -70,7 +77,7 @@ impl Host for NativeHost<'_> {
     fn http_call(&mut self, request: &OutboundRequest) -> Result<u32, String> {
         // Envoy starts calls from the main thread only: queue it; a worker wakes the main
         // thread once its hook is done, the main thread starts it when its own work is.
-        let token = lock(self.module.calls()).queue(self.worker, request);
+        let token = self.module.queue_call(self.engine, request)?;
         self.queued_call = true;
         Ok(token)
     }
@@ -105,11 +112,11 @@ impl Host for NativeHost<'_> {
     }
 
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        counter_store::global().get(key)
+        counter_store::global().get(&self.key(key))
     }
 
     fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
-        counter_store::global().set(key, value, cas)
+        counter_store::global().set(&self.key(key), value, cas)
     }
 
     fn shared_modify(
@@ -117,7 +124,7 @@ impl Host for NativeHost<'_> {
         key: &str,
         f: &mut ModifyFn<'_>,
     ) -> Option<Result<(), SharedSetError>> {
-        counter_store::global().modify(key, f);
+        counter_store::global().modify(&self.key(key), f);
         Some(Ok(()))
     }
 }

@@ -8,6 +8,7 @@
 mod abi;
 mod counter_store;
 mod filter;
+mod handoff;
 mod host;
 mod metrics;
 mod module;

@@ -134,26 +134,6 @@ impl Filter {
         Filter(ptr)
     }
 
-    /// Every header of `side`, in one call (values as bytes: they need not be UTF-8).
-    pub fn headers(self, side: Side) -> Vec<(String, Vec<u8>)> {
-        // SAFETY: the filter pointer is valid during the hook; the vector holds `n` slots.
-        unsafe {
-            let n = envoy_dynamic_module_callback_http_get_headers_size(self.0, side.header_type());
-            if n == 0 {
-                return Vec::new();
-            }
-            let mut out = vec![EnvoyHttpHeader::NULL; n];
-            if !envoy_dynamic_module_callback_http_get_headers(
-                self.0,
-                side.header_type(),
-                out.as_mut_ptr(),
-            ) {
-                return Vec::new();
-            }
-            copy_headers(out.as_ptr(), n)
-        }
-    }
-
     /// The first value of one header of `side`.
     pub fn header(self, side: Side, name: &str) -> Option<Vec<u8>> {
         let mut value = EnvoyBuffer::NULL;

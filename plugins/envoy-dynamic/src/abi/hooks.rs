@@ -45,13 +45,6 @@ unsafe fn request<'a>(ptr: FilterModulePtr) -> Option<&'a mut RequestFilter> {
     unsafe { (ptr as *mut RequestFilter).as_mut() }
 }
 
-fn status(next: Next) -> FilterStatus {
-    match next {
-        Next::Continue => CONTINUE,
-        Next::Stop => STOP_ITERATION,
-    }
-}
-
 #[no_mangle]
 extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     ABI_VERSION.as_ptr().cast()
@@ -131,10 +124,20 @@ extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     _end_of_stream: bool,
 ) -> FilterStatus {
     guard("on_http_filter_request_headers", CONTINUE, || {
-        // SAFETY: see `request`.
-        match unsafe { request(filter) } {
-            Some(f) => status(f.on_request_headers(Filter::new(filter_envoy))),
-            None => CONTINUE,
+        let envoy = Filter::new(filter_envoy);
+        // SAFETY: see `request`. The borrow ends before the reply is sent: sending it can end
+        // the stream and destroy this filter inside the call.
+        let next = match unsafe { request(filter) } {
+            Some(f) => f.on_request_headers(envoy),
+            None => return CONTINUE,
+        };
+        match next {
+            Next::Continue => CONTINUE,
+            Next::Stop => STOP_ITERATION,
+            Next::Reply(r) => {
+                envoy.send_response(r.status, &r.headers, &r.body);
+                STOP_ITERATION
+            }
         }
     })
 }

@@ -57,15 +57,6 @@ pub struct EnvoyHttpHeader {
     pub value_length: usize,
 }
 
-impl EnvoyHttpHeader {
-    pub const NULL: EnvoyHttpHeader = EnvoyHttpHeader {
-        key_ptr: std::ptr::null(),
-        key_length: 0,
-        value_ptr: std::ptr::null(),
-        value_length: 0,
-    };
-}
-
 pub type ConfigEnvoyPtr = *mut c_void;
 pub type ConfigModulePtr = *const c_void;
 pub type PerRouteConfigModulePtr = *const c_void;
@@ -191,15 +182,6 @@ unsafe extern "C" {
         filter: FilterEnvoyPtr,
     ) -> u32;
 
-    pub fn envoy_dynamic_module_callback_http_get_headers_size(
-        filter: FilterEnvoyPtr,
-        header_type: HeaderType,
-    ) -> usize;
-    pub fn envoy_dynamic_module_callback_http_get_headers(
-        filter: FilterEnvoyPtr,
-        header_type: HeaderType,
-        result_headers: *mut EnvoyHttpHeader,
-    ) -> bool;
     pub fn envoy_dynamic_module_callback_http_get_header(
         filter: FilterEnvoyPtr,
         header_type: HeaderType,
