@@ -275,20 +275,27 @@ impl Envoy {
         vars: &[(&str, &str)],
     ) -> Result<Envoy, String> {
         let mut env = Envoy::spawn_with_env(config_yaml, port, admin, concurrency, vars)?;
+        env.wait_ready()?;
+        Ok(env)
+    }
+
+    /// Waits (up to 30 s) until the admin endpoint says ready; `Err` with the log's tail when
+    /// Envoy exits or never gets there.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(child) = env.child.as_mut() {
+            if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("Envoy exited ({status}):\n{}", env.log_tail(40)));
+                    return Err(format!("Envoy exited ({status}):\n{}", self.log_tail(40)));
                 }
             }
-            if ready(admin) {
-                return Ok(env);
+            if ready(self.admin) {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
                     "Envoy did not become ready in 30 s:\n{}",
-                    env.log_tail(40)
+                    self.log_tail(40)
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -312,6 +319,31 @@ impl Envoy {
         concurrency: u32,
         vars: &[(&str, &str)],
     ) -> Result<Envoy, String> {
+        Envoy::spawn_with_args(config_yaml, port, admin, concurrency, vars, &[])
+    }
+
+    /// Starts Envoy with extra command-line arguments (`--drain-time-s 1` …) and waits until
+    /// it is ready, as `start_with_env` does.
+    pub fn start_with_args(
+        config_yaml: &str,
+        port: u16,
+        admin: u16,
+        concurrency: u32,
+        args: &[&str],
+    ) -> Result<Envoy, String> {
+        let mut env = Envoy::spawn_with_args(config_yaml, port, admin, concurrency, &[], args)?;
+        env.wait_ready()?;
+        Ok(env)
+    }
+
+    fn spawn_with_args(
+        config_yaml: &str,
+        port: u16,
+        admin: u16,
+        concurrency: u32,
+        vars: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Result<Envoy, String> {
         let dir = scratch_dir();
         let cfg = dir.join("envoy.yaml");
         std::fs::write(&cfg, config_yaml).map_err(|e| e.to_string())?;
@@ -331,6 +363,7 @@ impl Envoy {
                 "--log-path",
             ])
             .arg(dir.join("envoy.log"))
+            .args(extra)
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

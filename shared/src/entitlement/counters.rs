@@ -524,3 +524,67 @@ mod in_place_tests {
         assert_eq!(s.inner.map.get("k").map(|(v, _)| v.clone()), Some(other));
     }
 }
+
+#[cfg(test)]
+mod in_place_fallback_tests {
+    use super::*;
+
+    /// A store whose in-place step answers `answer` (and counts its CAS writes).
+    struct Answering {
+        inner: MemoryCounters,
+        answer: SharedSetError,
+        writes: u32,
+    }
+
+    impl CounterBackend for Answering {
+        fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.inner.read(key)
+        }
+        fn write(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
+            self.writes += 1;
+            self.inner.write(key, value, cas)
+        }
+        fn warn(&self, _message: &str) {}
+        fn modify(
+            &mut self,
+            _key: &str,
+            f: &mut ModifyFn<'_>,
+        ) -> Option<Result<(), SharedSetError>> {
+            let _ = f(None);
+            Some(Err(self.answer.clone()))
+        }
+    }
+
+    #[test]
+    fn a_store_that_cannot_write_in_place_is_unshared_and_a_lost_race_falls_back_to_cas() {
+        let w = Timestamp::from_unix_secs(60);
+        let mut down = Answering {
+            inner: MemoryCounters::new(),
+            answer: SharedSetError::Unavailable("down".into()),
+            writes: 0,
+        };
+        assert!(matches!(
+            update(&mut down, "k", w, 1, Ok::<u64, ()>),
+            Update::Unshared(Ok(0))
+        ));
+        // A refusal stays a refusal when the store is down.
+        assert!(matches!(
+            update(&mut down, "k", w, 1, |_| Err::<u64, u8>(7)),
+            Update::Refused(7)
+        ));
+        let mut racing = Answering {
+            inner: MemoryCounters::new(),
+            answer: SharedSetError::CasMismatch,
+            writes: 0,
+        };
+        assert!(matches!(
+            update(&mut racing, "k", w, 1, Ok::<u64, ()>),
+            Update::Done(0)
+        ));
+        assert_eq!(
+            (racing.writes, read(&racing, "k", w)),
+            (1, 1),
+            "counted by the CAS loop"
+        );
+    }
+}
