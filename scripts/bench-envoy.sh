@@ -3,27 +3,32 @@
 # in turn A B C A B C …:
 #   a) no filter, b) the pass-through proxy-wasm filter (the floor), c) the full aforo filter
 #      with a live entitlement snapshot and metering every request, n) the same configuration in
-#      the native dynamic module (libaforo_envoy.so, VARIANTS="a b c n").
+#      the native dynamic module (libaforo_envoy.so), m) a do-nothing dynamic module (the
+#      native floor: what Envoy's dynamic-module plumbing costs; VARIANTS="a b c m n"),
+#   e) one of Envoy's own filters doing nothing (header_mutation with no mutations): what any
+#      extra filter costs, against which m's plumbing is measured.
 # Two passes, each ROUNDS × VARIANTS runs of DURATION seconds:
 #   1. saturated: wrk at CONNECTIONS connections, as fast as Envoy answers: requests/s, p50, p99;
 #   2. fixed rate: oha at half the floor's saturated requests/s (QPS overrides), the same
 #      connections, latency corrected for coordinated omission: p50, p99, p999 — the latency
 #      users see below saturation.
-# Prints every run, the medians per variant and pass, and the ratios c/a, c/b, n/a and n/c.
+# Prints every run, the medians per variant and pass, and the ratios c/a, c/b, m/a, n/a, n/m and
+# n/c.
 #
-#   scripts/bench-envoy.sh     # ROUNDS=3 DURATION=10 CONNECTIONS=16 VARIANTS="a b c n" FIXED=1
+#   scripts/bench-envoy.sh     # ROUNDS=3 DURATION=10 CONNECTIONS=16 VARIANTS="a b c m n" FIXED=1
 # INGEST=null (default): nginx serves the snapshot from a file and answers every batch 202, so
 #   the ingest costs the load generator's core next to nothing (in production it is another
 #   machine); INGEST=agent runs a release aforo-agent there instead (its work on each batch
 #   shares that core with wrk and nginx, and shows in the latency).
-# PROBE='{"batch_size": 1000}' adds variant d: c with these options merged (VARIANTS="b c d").
+# PROBE='{"batch_size": 1000}' adds variant d: c with these options merged (VARIANTS="b c d"), and
+# p: n with them (VARIANTS="m n p").
 # PERF=1 records a perf profile of Envoy during each measured run (perf.<variant>.data here).
 # Bounded: 2 × ROUNDS × |VARIANTS| runs of DURATION seconds. Needs wrk, oha and nginx (installed
 # here).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10}"; CONNECTIONS="${CONNECTIONS:-16}"
-VARIANTS="${VARIANTS:-a b c n}"; INGEST="${INGEST:-null}"; FIXED="${FIXED:-1}"
+VARIANTS="${VARIANTS:-a b c m n}"; INGEST="${INGEST:-null}"; FIXED="${FIXED:-1}"
 PROBE="${PROBE:-}"
 case "$INGEST" in null | agent) ;; *) die "INGEST must be null or agent, not '$INGEST'" ;; esac
 # Envoy's one worker gets a core of its own; wrk, nginx and the agent share the other, so the
@@ -37,8 +42,12 @@ if [ "$FIXED" = 1 ] && ! command -v oha >/dev/null; then
   cargo install --locked --quiet oha
 fi
 NATIVE_MODULE="${AFORO_ENVOY_MODULE:-$CARGO_TARGET_DIR/release/libaforo_envoy.so}"
+NATIVE_FLOOR="$CARGO_TARGET_DIR/release/libaforo_passthrough_native.so"
 case " $VARIANTS " in
-  *" n "*) [ -f "$NATIVE_MODULE" ] || die "$NATIVE_MODULE is missing: cargo build --release -p aforo-envoy (scripts/setup.sh does)" ;;
+  *" n "* | *" p "*) [ -f "$NATIVE_MODULE" ] || die "$NATIVE_MODULE is missing: cargo build --release -p aforo-envoy (scripts/setup.sh does)" ;;
+esac
+case " $VARIANTS " in
+  *" m "*) cargo build --release --quiet -p aforo-passthrough-native ;;
 esac
 if [ "$INGEST" = agent ]; then
   # The agent serves the snapshot and takes the events; AFORO_BENCH_AGENT points at an existing
@@ -176,8 +185,15 @@ bootstrap() { # variant
     b) filters="$(wasm_filter "$WASM_DIR/aforo_passthrough.wasm" '{}')" ;;
     c) filters="$(wasm_filter "$WASM_DIR/aforo_metering.wasm" "$C_CONFIG")" ;;
     d) filters="$(wasm_filter "$WASM_DIR/aforo_metering.wasm" "$D_CONFIG")" ;;
+    e) filters="          - name: envoy.filters.http.header_mutation
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+              mutations: {}
+" ;;
+    m) filters="$(native_filter "$NATIVE_FLOOR" '{}')" ;;
     n) filters="$(native_filter "$NATIVE_MODULE" "$C_CONFIG")" ;;
-    *) die "unknown variant '$1' (a, b, c, d, n)" ;;
+    p) filters="$(native_filter "$NATIVE_MODULE" "$D_CONFIG")" ;;
+    *) die "unknown variant '$1' (a, b, c, d, e, m, n, p)" ;;
   esac
   cat <<EOF
 static_resources:
@@ -222,7 +238,7 @@ start_envoy() {
     -l warning >"$WORK/envoy-$1.log" 2>&1 &
   epid=$!
   wait_http "http://127.0.0.1:$ADMIN/ready"
-  if [ "$1" = c ] || [ "$1" = d ] || [ "$1" = n ]; then
+  if [ "$1" = c ] || [ "$1" = d ] || [ "$1" = n ] || [ "$1" = p ]; then
     local i
     for ((i = 0; ; i++)); do
       case "$(envoy_stat "$(stat_prefix "$1")aforo_snapshot_syncs_total")" in 0 | '?') ;; *) break ;; esac
@@ -235,11 +251,11 @@ start_envoy() {
 }
 
 # Where a variant's filter keeps its stats.
-stat_prefix() { if [ "$1" = n ]; then echo dynamicmodulescustom.; else echo wasmcustom.; fi; }
+stat_prefix() { case "$1" in n | p) echo dynamicmodulescustom. ;; *) echo wasmcustom. ;; esac; }
 # After a run of c, d or n: requests allowed and events delivered to the ingest (every request
 # metered).
 c_counts() {
-  [ "$1" = c ] || [ "$1" = d ] || [ "$1" = n ] || return 0
+  case "$1" in c | d | n | p) ;; *) return 0 ;; esac
   printf 'allowed=%s delivered=%s' "$(envoy_stat "$(stat_prefix "$1")aforo_decisions_allowed_total")" \
     "$(envoy_stat "$(stat_prefix "$1")aforo_events_delivered_total")"
 }
@@ -249,6 +265,8 @@ stop_envoy() { kill "$epid"; wait "$epid" 2>/dev/null || true; }
 # CPU time the hypervisor gave to other guests (steal), as jiffies; its share of a run shows
 # how noisy the machine was while it ran.
 steal_jiffies() { awk '$1 == "cpu" {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+# A process's user + system CPU time so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 steal_share() { # before-output after-output
   awk -v b="$1" -v a="$2" 'BEGIN { split(b, x, " "); split(a, y, " "); t = y[2] - x[2]; printf("steal=%.1f%%", (t > 0) ? 100 * (y[1] - x[1]) / t : 0) }'
 }
@@ -265,15 +283,21 @@ for ((r = 1; r <= ROUNDS; r++)); do
       perfpid=$!
     fi
     s0=$(steal_jiffies)
+    c0=$(cpu_ticks "$epid")
     out=$(taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H 'x-api-key: ck_bench_load' "$URL")
+    c1=$(cpu_ticks "$epid")
     [ -z "$perfpid" ] || wait "$perfpid"
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    # Envoy's CPU time per request (all its threads; the launcher execs Envoy, so $epid is it):
+    # less sensitive to steal and scheduling than requests/s.
+    cpu_us=$(awk -v a="$c0" -v b="$c1" -v n="$(awk '/requests in/ {print $1}' <<<"$out")" -v hz="$(getconf CLK_TCK)" \
+      'BEGIN { printf "%.1f", (n > 0) ? (b - a) * 1e6 / hz / n : 0 }')
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out" | to_ms)
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
     non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-    printf 'round %d  %s  %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %s %s%s\n' "$r" "$v" "$rps" "$p50" "$p99" \
-      "$(steal_share "$s0" "$(steal_jiffies)")" "${non2xx:+non-2xx=$non2xx }" "$(c_counts "$v")"
-    echo "sat $v $rps $p50 $p99 0" >>"$RESULTS"
+    printf 'round %d  %s  %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.1f us/req  %s %s%s\n' "$r" "$v" "$rps" "$p50" "$p99" \
+      "$cpu_us" "$(steal_share "$s0" "$(steal_jiffies)")" "${non2xx:+non-2xx=$non2xx }" "$(c_counts "$v")"
+    echo "sat $v $rps $p50 $p99 0 $cpu_us" >>"$RESULTS"
     stop_envoy
   done
 done
@@ -314,27 +338,33 @@ import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 variants = sys.argv[2].split()
 names = {"a": "a) no filter", "b": "b) pass-through filter", "c": "c) aforo filter", "d": "d) c + PROBE",
-         "n": "n) aforo native module"}
+         "e": "e) Envoy's own, no-op", "m": "m) pass-through native", "n": "n) aforo native module",
+         "p": "p) n + PROBE"}
 for kind, title in (("sat", "saturated"), ("fixed", "fixed rate")):
     med = {}
     for v in variants:
         rs = [r for r in rows if r[0] == kind and r[1] == v]
         if rs:
             med[v] = [statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4, 5)]
+            med[v].append(statistics.median(float(r[6]) for r in rs) if all(len(r) > 6 for r in rs) else 0)
     if not med:
         continue
     n = max(len([r for r in rows if r[0] == kind and r[1] == v]) for v in med)
     print("\n%s: medians over %d rounds" % (title, n))
-    print("  %-24s %12s %10s %10s %10s" % ("variant", "req/s", "p50 ms", "p99 ms", "p999 ms"))
+    print("  %-24s %12s %10s %10s %10s %12s" % ("variant", "req/s", "p50 ms", "p99 ms", "p999 ms", "cpu us/req"))
     for v in med:
         p999 = "%10.3f" % med[v][3] if kind == "fixed" else "%10s" % "-"
-        print("  %-24s %12.0f %10.3f %10.3f %s" % (names.get(v, v), med[v][0], med[v][1], med[v][2], p999))
-    for top, base in (("c", "a"), ("c", "b"), ("d", "b"), ("d", "c"), ("n", "a"), ("n", "b"), ("n", "c")):
+        cpu = "%12.1f" % med[v][4] if med[v][4] else "%12s" % "-"
+        print("  %-24s %12.0f %10.3f %10.3f %s %s" % (names.get(v, v), med[v][0], med[v][1], med[v][2], p999, cpu))
+    for top, base in (("c", "a"), ("c", "b"), ("d", "b"), ("d", "c"), ("e", "a"), ("m", "a"), ("m", "e"),
+                      ("n", "a"), ("n", "m"), ("n", "c"), ("p", "m"), ("p", "n")):
         if top in med and base in med:
             t, b = med[top], med[base]
             line = "  %s/%s  throughput %.3f   p50 %.3f   p99 %.3f" % (
                 top, base, t[0] / b[0], t[1] / b[1], t[2] / b[2])
             if kind == "fixed":
                 line += "   p999 %.3f" % (t[3] / b[3])
+            elif t[4] and b[4]:
+                line += "   cpu/req %+.1f us" % (t[4] - b[4])
             print(line)
 EOF

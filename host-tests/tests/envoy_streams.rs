@@ -1,14 +1,13 @@
-//! Streamed LLM responses through the filter in a real Envoy 1.40: a loopback upstream sends
-//! OpenAI- and Anthropic-shaped `text/event-stream` bodies cut at random boundaries; the client
-//! receives each stream byte for byte, and the ingest receives the usage read from the stream's
+//! Streamed LLM responses through the filter (the Wasm filter and the native module) in a real
+//! Envoy 1.40: a loopback upstream sends OpenAI- and Anthropic-shaped `text/event-stream` bodies
+//! cut at random boundaries; the client receives each stream byte for byte, and the ingest receives the usage read from the stream's
 //! events. A stream cut off by the client or by the upstream is never billed as zero: its event
 //! is refused `quantity_unavailable`, kept as a dead letter, and the log says why. Every process
 //! is stopped when its guard drops.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use aforo_host_tests::artifacts::filter_module;
-use aforo_host_tests::envoy::{bootstrap, cluster, free_port, wasm_filter, Envoy};
+use aforo_host_tests::envoy::{bootstrap, cluster, free_port, Envoy, FilterKind};
 use aforo_host_tests::http1::Client;
 use aforo_host_tests::servers::IngestServer;
 use aforo_host_tests::sse_upstream::{anthropic_stream, openai_stream, Answer, SseUpstream};
@@ -52,12 +51,20 @@ fn answer(path: &str) -> Answer {
 }
 
 struct Stack {
+    kind: FilterKind,
     envoy: Envoy,
     ingest: IngestServer,
     _upstream: SseUpstream,
 }
 
-fn stack() -> Stack {
+impl Stack {
+    /// One of the filter's stats under its build's prefix.
+    fn stat(&self, name: &str) -> Option<i64> {
+        self.envoy.stat(&self.kind.stat(name))
+    }
+}
+
+fn stack(kind: FilterKind) -> Stack {
     let upstream = SseUpstream::start(7, answer).unwrap();
     let ingest = IngestServer::start(None).unwrap();
     let config = json!({
@@ -79,12 +86,9 @@ fn stack() -> Stack {
         ]
     });
     let (port, admin) = (free_port(), free_port());
-    let filter = wasm_filter(
-        &filter_module().unwrap(),
-        &serde_json::to_string_pretty(&config).unwrap(),
-        &[],
-        "FAIL_CLOSED",
-    );
+    let filter = kind
+        .filter(&serde_json::to_string_pretty(&config).unwrap(), &[])
+        .unwrap();
     let yaml = bootstrap(
         port,
         admin,
@@ -94,6 +98,7 @@ fn stack() -> Stack {
     );
     let envoy = Envoy::start(&yaml, port, admin, 1).unwrap_or_else(|e| panic!("{e}"));
     Stack {
+        kind,
         envoy,
         ingest,
         _upstream: upstream,
@@ -127,9 +132,8 @@ fn wait_log(envoy: &Envoy, needle: &str) -> bool {
     false
 }
 
-#[test]
-fn streamed_usage_reaches_the_ingest_and_the_client_gets_every_byte() {
-    let s = stack();
+fn streamed_usage_reaches_the_ingest_and_the_client_gets_every_byte(kind: FilterKind) {
+    let s = stack(kind);
     for n in 0..4u64 {
         let (status, body) = post(&s.envoy, &format!("/v1/chat/openai/{n}"), "acme");
         assert_eq!(status, 200);
@@ -173,9 +177,8 @@ fn streamed_usage_reaches_the_ingest_and_the_client_gets_every_byte() {
     assert_eq!(got, want);
 }
 
-#[test]
-fn a_stream_cut_off_is_a_dead_letter_with_its_reason_never_a_zero() {
-    let s = stack();
+fn a_stream_cut_off_is_a_dead_letter_with_its_reason_never_a_zero(kind: FilterKind) {
+    let s = stack(kind);
     // The upstream fails halfway, before the usage event.
     let r = Client::new(&format!("127.0.0.1:{}", s.envoy.port))
         .with_timeout(Duration::from_secs(10))
@@ -206,13 +209,11 @@ fn a_stream_cut_off_is_a_dead_letter_with_its_reason_never_a_zero() {
     );
     // Both streams' two meters refused with the reason, none delivered: nothing billed as zero.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline
-        && s.envoy.stat("wasmcustom.aforo_events_rejected_total") != Some(4)
-    {
+    while Instant::now() < deadline && s.stat("aforo_events_rejected_total") != Some(4) {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        s.envoy.stat("wasmcustom.aforo_events_rejected_total"),
+        s.stat("aforo_events_rejected_total"),
         Some(4),
         "{}",
         s.envoy.log_tail(40)
@@ -225,13 +226,24 @@ fn a_stream_cut_off_is_a_dead_letter_with_its_reason_never_a_zero() {
         4
     );
     // Every event the filter made is one of those four: none was queued for the ingest.
-    assert_eq!(
-        s.envoy.stat("wasmcustom.aforo_events_received_total"),
-        Some(4)
-    );
-    assert_eq!(
-        s.envoy.stat("wasmcustom.aforo_events_delivered_total"),
-        Some(0)
-    );
+    assert_eq!(s.stat("aforo_events_received_total"), Some(4));
+    assert_eq!(s.stat("aforo_events_delivered_total"), Some(0));
     assert!(s.ingest.stored().is_empty(), "{:?}", s.ingest.stored());
 }
+
+/// Each case, once per build of the filter: `envoy_streams::wasm::…` and `envoy_streams::native::…`.
+macro_rules! for_both_filters {
+    ($($name:ident),* $(,)?) => {
+        mod wasm {
+            $( #[test] fn $name() { super::$name(super::FilterKind::Wasm) } )*
+        }
+        mod native {
+            $( #[test] fn $name() { super::$name(super::FilterKind::Native) } )*
+        }
+    };
+}
+
+for_both_filters!(
+    streamed_usage_reaches_the_ingest_and_the_client_gets_every_byte,
+    a_stream_cut_off_is_a_dead_letter_with_its_reason_never_a_zero,
+);

@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 /// The ABI version this module was written against (Envoy 1.40.0 reports it as matched).
-static ABI_VERSION: &[u8] = b"v0.2.0\0";
+static ABI_VERSION: &std::ffi::CStr = c"v0.2.0";
 
 /// Runs `f`, or logs its panic and returns `fallback`.
 fn guard<T>(hook: &str, fallback: T, f: impl FnOnce() -> T) -> T {
@@ -47,7 +47,7 @@ unsafe fn request<'a>(ptr: FilterModulePtr) -> Option<&'a mut RequestFilter> {
 
 #[no_mangle]
 extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
-    ABI_VERSION.as_ptr().cast()
+    ABI_VERSION.as_ptr()
 }
 
 #[no_mangle]
