@@ -335,7 +335,7 @@ pub static SOURCE: OptionSpec = row(
     Some("AFORO_SOURCE"),
     Kind::Text,
     Default::Text("gateway"),
-    "name of this gateway node, stamped on events and used in usage sync; unset, Envoy's node id (--service-node) when it has one",
+    "name of this gateway node, stamped on events and used in usage sync; unset, Envoy's node id (--service-node) when it has one, the host name in the native module",
 );
 
 /// Every option of the gateway filter, in the order `docs/configuration.md` lists them.
