@@ -55,46 +55,28 @@ pub fn native_module() -> Result<PathBuf, String> {
     let built = std::fs::metadata(&p)
         .and_then(|m| m.modified())
         .map_err(|_| format!("{} is missing: build it first with {rebuild}", p.display()))?;
-    // `cargo test` does not build it: a module older than its sources would test old code.
-    let root = repo_root();
-    let newest = [
-        root.join("plugins/envoy-dynamic/src"),
-        root.join("shared/src"),
-    ]
-    .iter()
-    .filter_map(|d| newest_file(d))
-    .max();
-    match newest {
-        Some((when, file)) if when > built => Err(format!(
+    // `cargo test` does not build it: a module older than one of its sources (the files cargo
+    // lists in the `.d` file beside it) would test old code.
+    let deps = std::fs::read_to_string(p.with_extension("d")).unwrap_or_default();
+    let stale = deps
+        .split_once(": ")
+        .map(|(_, list)| list.replace("\\ ", "\u{1}"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|f| PathBuf::from(f.replace('\u{1}', " ")))
+        .find(|f| {
+            std::fs::metadata(f)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t > built)
+        });
+    match stale {
+        Some(file) => Err(format!(
             "{} is older than {}: rebuild it with {rebuild}",
             p.display(),
             file.display()
         )),
-        _ => Ok(p),
+        None => Ok(p),
     }
-}
-
-/// The most recently modified file under `dir`, and when.
-fn newest_file(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
-    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let found = if path.is_dir() {
-            newest_file(&path)
-        } else {
-            entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .map(|t| (t, path))
-        };
-        if let Some(f) = found {
-            if best.as_ref().is_none_or(|b| f.0 > b.0) {
-                best = Some(f);
-            }
-        }
-    }
-    best
 }
 
 /// The WASI component the agent hosts: `aforo_policy.wasm` (wasm32-wasip2).

@@ -78,7 +78,7 @@ impl RequestFilter {
     ) -> Option<(T, Option<LocalReply>)> {
         let worker = *self.worker.get_or_insert_with(|| filter.worker_index());
         let module = &*self.module;
-        let mut host = NativeHost::new(module, worker, Site::Worker(filter));
+        let mut host = NativeHost::new(module, worker, Site::Worker(filter), &module.namespace);
         let out = {
             let mut slot = module.engine(worker);
             f(slot.as_mut()?, &mut host)

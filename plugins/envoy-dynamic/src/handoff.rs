@@ -8,31 +8,47 @@ use crate::module::lock;
 use aforo_core::gateway::Gateway;
 use std::sync::Mutex;
 
-/// At most this many engines wait (configurations replaced faster than they deliver, with the
-/// ingest down); beyond it the oldest are dropped, with their count of events in the log.
-const MAX_WAITING: usize = 64;
+/// At most this many bytes of events wait (configurations replaced faster than they deliver,
+/// with the ingest down); beyond it the oldest engines are dropped, their events counted in
+/// the log.
+const MAX_WAITING_BYTES: usize = 1 << 30;
 
-static WAITING: Mutex<Vec<Gateway>> = Mutex::new(Vec::new());
+/// An engine of a replaced configuration.
+pub struct Retired {
+    /// Its part of the counter store (its configuration's API key's).
+    pub namespace: String,
+    /// The engine, with what it holds.
+    pub gateway: Gateway,
+    /// Its calls Envoy cancelled: the adopter answers them as failed, so they are sent again.
+    pub cancelled: Vec<u32>,
+}
 
-/// Leaves `engines` for the next configuration (those holding nothing are dropped).
-pub fn hand_over(engines: Vec<Gateway>) {
+static WAITING: Mutex<Vec<Retired>> = Mutex::new(Vec::new());
+
+/// Leaves `engines` for the next configuration.
+pub fn hand_over(engines: Vec<Retired>) {
     let mut waiting = lock(&WAITING);
-    waiting.extend(engines.into_iter().filter(|g| g.counters().buffered > 0));
-    if waiting.len() > MAX_WAITING {
-        let excess = waiting.len() - MAX_WAITING;
-        let dropped: Vec<Gateway> = waiting.drain(..excess).collect();
-        let lost: u64 = dropped.iter().map(|g| g.counters().buffered).sum();
+    waiting.extend(engines);
+    let mut total: usize = waiting.iter().map(|r| r.gateway.held_bytes()).sum();
+    let mut dropped = (0usize, 0u64);
+    while total > MAX_WAITING_BYTES && !waiting.is_empty() {
+        let r = waiting.remove(0);
+        total -= r.gateway.held_bytes();
+        dropped.0 += 1;
+        dropped.1 += r.gateway.counters().buffered;
+    }
+    if dropped.0 > 0 {
         log(
             Level::Error,
             &format!(
-                "aforo: {lost} events of {} replaced configurations dropped: more than {MAX_WAITING} wait for delivery (is the ingest down while the configuration changes?)",
-                dropped.len()
+                "aforo: {} events of {} replaced engines dropped: more than {MAX_WAITING_BYTES} bytes wait for delivery (is the ingest down while the configuration changes?)",
+                dropped.1, dropped.0
             ),
         );
     }
 }
 
 /// Takes every waiting engine.
-pub fn adopt() -> Vec<Gateway> {
+pub fn adopt() -> Vec<Retired> {
     std::mem::take(&mut *lock(&WAITING))
 }

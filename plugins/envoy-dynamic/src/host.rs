@@ -16,6 +16,9 @@ pub enum Site {
     Worker(Filter),
     /// Envoy's main thread (ticks, answers to calls): stats go through the configuration.
     Main,
+    /// The main thread, for an engine adopted from a replaced configuration: as `Main`, but
+    /// its per-worker gauge (snapshot age) is not set over the live engines'.
+    Adopted,
 }
 
 /// The host as seen from one hook. Local replies are collected and sent by the caller after
@@ -24,6 +27,8 @@ pub struct NativeHost<'a> {
     module: &'a Module,
     engine: usize,
     site: Site,
+    /// The engine's part of the process-wide counter store (an adopted engine keeps its own).
+    namespace: &'a str,
     /// The reply the engine asked for, if any.
     pub reply: Option<LocalReply>,
     /// Whether a call was queued (a worker must wake the main thread).
@@ -31,12 +36,14 @@ pub struct NativeHost<'a> {
 }
 
 impl<'a> NativeHost<'a> {
-    /// A host for engine `engine` of `module` (a worker's, or one adopted).
-    pub fn new(module: &'a Module, engine: usize, site: Site) -> Self {
+    /// A host for engine `engine` of `module` (a worker's, or one adopted), counting in
+    /// `namespace`.
+    pub fn new(module: &'a Module, engine: usize, site: Site, namespace: &'a str) -> Self {
         NativeHost {
             module,
             engine,
             site,
+            namespace,
             reply: None,
             queued_call: false,
         }
@@ -44,9 +51,9 @@ impl<'a> NativeHost<'a> {
 }
 
 impl NativeHost<'_> {
-    /// `key` in this configuration's part of the process-wide counter store.
+    /// `key` in this engine's part of the process-wide counter store.
     fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.module.namespace)
+        format!("{}{key}", self.namespace)
     }
 }
 
@@ -93,8 +100,8 @@ impl Host for NativeHost<'_> {
         match (self.site, metric.is_gauge()) {
             (Site::Worker(f), true) => f.gauge_add(id, delta),
             (Site::Worker(f), false) => f.counter_add(id, delta.max(0).unsigned_abs()),
-            (Site::Main, true) => self.module.config().gauge_add(id, delta),
-            (Site::Main, false) => self
+            (Site::Main | Site::Adopted, true) => self.module.config().gauge_add(id, delta),
+            (Site::Main | Site::Adopted, false) => self
                 .module
                 .config()
                 .counter_add(id, delta.max(0).unsigned_abs()),
@@ -108,6 +115,7 @@ impl Host for NativeHost<'_> {
         match self.site {
             Site::Worker(f) => f.gauge_set(id, value),
             Site::Main => self.module.config().gauge_set(id, value),
+            Site::Adopted => {}
         }
     }
 

@@ -15,7 +15,7 @@ use aforo_core::config::Config as FilterConfig;
 use aforo_core::gateway::Gateway;
 use aforo_core::host::{CallResponse, OutboundRequest};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The scheduled event that runs every engine's tick.
@@ -37,17 +37,19 @@ struct Queued {
 /// Calls waiting for the main thread, and those Envoy is running.
 #[derive(Default)]
 pub struct Calls {
-    next_token: u32,
     queued: Vec<Queued>,
     in_flight: HashMap<u64, (usize, u32)>,
 }
+
+/// Call tokens, unique in the process: an engine handed to another configuration keeps the
+/// tokens of its cancelled calls until they are answered there.
+static NEXT_TOKEN: AtomicU32 = AtomicU32::new(1);
 
 impl Calls {
     /// Queues a call of engine `engine` for the main thread; the token is the engine's to
     /// match the answer.
     pub fn queue(&mut self, engine: usize, request: &OutboundRequest) -> u32 {
-        self.next_token = self.next_token.wrapping_add(1).max(1);
-        let token = self.next_token;
+        let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed).max(1);
         self.queued.push(Queued {
             engine,
             token,
@@ -55,16 +57,16 @@ impl Calls {
         });
         token
     }
-
-    /// Whether engine `engine` waits for an answer.
-    fn waits(&self, engine: usize) -> bool {
-        self.queued.iter().any(|q| q.engine == engine)
-            || self.in_flight.values().any(|(e, _)| *e == engine)
-    }
 }
 
 /// A worker's engine: `None` once it was handed over.
 type Slot = Mutex<Option<Gateway>>;
+
+/// An engine adopted from a replaced configuration, with its own part of the counter store.
+struct Adopted {
+    namespace: String,
+    gateway: Gateway,
+}
 
 /// The state behind one `on_http_filter_config_new`.
 pub struct Module {
@@ -73,7 +75,7 @@ pub struct Module {
     workers: Vec<Slot>,
     /// Engines adopted from replaced configurations (numbered after the workers'; `None` once
     /// delivered). Only the main thread uses them.
-    adopted: Mutex<Vec<Option<Gateway>>>,
+    adopted: Mutex<Vec<Option<Adopted>>>,
     /// Metric ids Envoy gave at configuration time.
     pub metrics: MetricIds,
     /// The prefix of this configuration's counters in the process-wide store.
@@ -158,14 +160,24 @@ impl Module {
         lock(&self.workers[worker % self.workers.len()])
     }
 
-    /// Runs `f` on engine `i`: a worker's, or (past the workers) an adopted one.
-    fn with_engine<R>(&self, i: usize, f: impl FnOnce(&mut Gateway) -> R) -> Option<R> {
+    /// Runs `f` on engine `i` (a worker's, or past the workers an adopted one) with a
+    /// main-thread host for it.
+    fn with_engine<R>(
+        &self,
+        i: usize,
+        f: impl FnOnce(&mut Gateway, &mut NativeHost) -> R,
+    ) -> Option<R> {
         match self.workers.get(i) {
-            Some(slot) => lock(slot).as_mut().map(f),
-            None => lock(&self.adopted)
-                .get_mut(i - self.workers.len())
-                .and_then(Option::as_mut)
-                .map(f),
+            Some(slot) => {
+                let mut host = NativeHost::new(self, i, Site::Main, &self.namespace);
+                lock(slot).as_mut().map(|g| f(g, &mut host))
+            }
+            None => {
+                let mut adopted = lock(&self.adopted);
+                let a = adopted.get_mut(i - self.workers.len())?.as_mut()?;
+                let mut host = NativeHost::new(self, i, Site::Adopted, &a.namespace);
+                Some(f(&mut a.gateway, &mut host))
+            }
         }
     }
 
@@ -200,11 +212,10 @@ impl Module {
             }
             let mut period = u64::MAX;
             for i in 0..self.workers.len() {
-                let mut host = NativeHost::new(self, i, Site::Main);
-                if let Some(g) = lock(&self.workers[i]).as_mut() {
-                    g.on_tick(&mut host);
+                self.with_engine(i, |g, host| {
+                    g.on_tick(host);
                     period = period.min(g.tick_period_ms());
-                }
+                });
             }
             if period != u64::MAX {
                 self.tick_ms.store(period, Ordering::Relaxed);
@@ -249,63 +260,96 @@ impl Module {
     }
 
     fn answer(&self, engine: usize, token: u32, response: CallResponse) {
-        let mut host = NativeHost::new(self, engine, Site::Main);
-        self.with_engine(engine, |g| g.on_call_response(&mut host, token, response));
+        self.with_engine(engine, |g, host| g.on_call_response(host, token, response));
     }
 
     /// Main thread: adopts the engines a replaced configuration left (Envoy creates the new
-    /// configuration before it destroys the old one), and ticks them until they have
-    /// delivered what they held.
+    /// configuration before it destroys the old one), answers their cancelled calls as failed
+    /// (so they are sent again from here), and ticks them until they hold no more work.
     fn tick_adopted(&self) {
+        let first = self.workers.len();
         let newly = handoff::adopt();
-        let mut adopted = lock(&self.adopted);
         if !newly.is_empty() {
-            let held: u64 = newly.iter().map(|g| g.counters().buffered).sum();
+            let held: u64 = newly.iter().map(|r| r.gateway.counters().buffered).sum();
             log(
                 Level::Info,
                 &format!("aforo: delivering {held} events held by a replaced configuration"),
             );
-            adopted.extend(newly.into_iter().map(Some));
+            let mut cancelled = Vec::new();
+            {
+                let mut adopted = lock(&self.adopted);
+                for r in newly {
+                    cancelled.extend(r.cancelled.iter().map(|t| (first + adopted.len(), *t)));
+                    adopted.push(Some(Adopted {
+                        namespace: r.namespace,
+                        gateway: r.gateway,
+                    }));
+                }
+            }
+            for (engine, token) in cancelled {
+                self.answer(engine, token, CallResponse::failed());
+            }
         }
-        let first = self.workers.len();
+        let mut adopted = lock(&self.adopted);
         for (n, slot) in adopted.iter_mut().enumerate() {
-            let Some(g) = slot.as_mut() else { continue };
-            let mut host = NativeHost::new(self, first + n, Site::Main);
-            g.on_tick(&mut host);
-            if g.counters().buffered == 0 && !lock(&self.calls).waits(first + n) {
-                *slot = None;
+            let Some(a) = slot.as_mut() else { continue };
+            let mut host = NativeHost::new(self, first + n, Site::Adopted, &a.namespace);
+            a.gateway.on_tick(&mut host);
+            if !a.gateway.holds_work() {
+                // Delivered: what is left (dead letters) goes to the log, and the slot empties.
+                if let Some(done) = slot.take() {
+                    let mut host = NativeHost::new(self, first + n, Site::Adopted, &done.namespace);
+                    done.gateway.end(&mut host);
+                }
             }
         }
     }
 
     /// When Envoy drops the configuration (no request uses it any more). Envoy cancels its
-    /// calls, so their batches are marked failed, to be sent again; then every engine, with
-    /// the events it holds, is handed to the next configuration. When Envoy is exiting there
-    /// is none, and what is held is lost (the documented loss window of a shutdown).
+    /// calls without answering them; every engine, with what it holds and the tokens of those
+    /// calls, leaves for the next configuration, which answers them as failed and delivers
+    /// what the engine holds. When Envoy is exiting there is no next configuration, and what is
+    /// held is lost (the documented loss window of a shutdown).
     pub fn shutdown(&self) {
         if let Some(t) = lock(&self.ticker).take() {
             t.stop();
         }
-        // Nothing may start a call from here on: an engine asking gets `Err` and retries later.
         let scheduler = lock(&self.scheduler).take();
-        for _ in 0..MAX_DISPATCH_ROUNDS {
-            let pending: Vec<(usize, u32)> = {
-                let mut calls = lock(&self.calls);
-                let mut p: Vec<(usize, u32)> = calls.in_flight.drain().map(|(_, v)| v).collect();
-                p.extend(calls.queued.drain(..).map(|q| (q.engine, q.token)));
-                p
-            };
-            if pending.is_empty() {
-                break;
+        let mut cancelled: HashMap<usize, Vec<u32>> = HashMap::new();
+        {
+            let mut calls = lock(&self.calls);
+            for (engine, token) in calls.in_flight.drain().map(|(_, v)| v) {
+                cancelled.entry(engine).or_default().push(token);
             }
-            for (engine, token) in pending {
-                self.answer(engine, token, CallResponse::failed());
+            for q in calls.queued.drain(..) {
+                cancelled.entry(q.engine).or_default().push(q.token);
             }
         }
-        let mut engines: Vec<Gateway> =
-            self.workers.iter().filter_map(|s| lock(s).take()).collect();
-        engines.extend(lock(&self.adopted).drain(..).flatten());
-        let held: u64 = engines.iter().map(|g| g.counters().buffered).sum();
+        let mut leaving = Vec::new();
+        for (i, slot) in self.workers.iter().enumerate() {
+            if let Some(mut g) = lock(slot).take() {
+                let mut host = NativeHost::new(self, i, Site::Main, &self.namespace);
+                g.leave(&mut host);
+                leaving.push(handoff::Retired {
+                    namespace: self.namespace.clone(),
+                    gateway: g,
+                    cancelled: cancelled.remove(&i).unwrap_or_default(),
+                });
+            }
+        }
+        let first = self.workers.len();
+        for (n, slot) in lock(&self.adopted).drain(..).enumerate() {
+            if let Some(mut a) = slot {
+                let mut host = NativeHost::new(self, first + n, Site::Adopted, &a.namespace);
+                a.gateway.leave(&mut host);
+                leaving.push(handoff::Retired {
+                    namespace: a.namespace,
+                    gateway: a.gateway,
+                    cancelled: cancelled.remove(&(first + n)).unwrap_or_default(),
+                });
+            }
+        }
+        let held: u64 = leaving.iter().map(|r| r.gateway.counters().buffered).sum();
         if held > 0 {
             log(
                 Level::Info,
@@ -314,7 +358,7 @@ impl Module {
                 ),
             );
         }
-        handoff::hand_over(engines);
+        handoff::hand_over(leaving);
         drop(scheduler);
     }
 }

@@ -7,6 +7,7 @@
 
 mod awaiting;
 mod exchange;
+mod handover;
 mod logged;
 mod meter;
 mod outbound;

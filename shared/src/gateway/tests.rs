@@ -1028,6 +1028,112 @@ fn an_ingest_outage_loses_nothing_and_duplicates_nothing() {
 }
 
 #[test]
+fn an_engine_handed_to_another_host_delivers_its_dead_letters_and_buffer_there() {
+    // The first host: the ingest refuses long enough for batches to be dead-lettered.
+    let mut old = TestHost::new();
+    let mut gw = Gateway::new(
+        config(
+            json!({"max_retry_time_ms": 2_000, "initial_backoff_ms": 100, "max_backoff_ms": 500}),
+        ),
+        9,
+    );
+    let mut ingest = Ingest::new();
+    ingest.fail_with = Some(503);
+    for i in 0..12 {
+        let req = Req::new(
+            "POST",
+            "/v1/chat",
+            &[
+                ("x-api-key", "ck_live_alpha"),
+                ("x-request-id", &format!("h{i}")),
+            ],
+        );
+        exchange(
+            &mut gw,
+            &mut old,
+            &req,
+            200,
+            br#"{"usage": {"total_tokens": 2}}"#,
+        )
+        .unwrap();
+        old.advance_ms(500);
+        gw.on_tick(&mut old);
+        ingest.serve(&mut gw, &mut old);
+    }
+    // Calls the first host never answered (its configuration went away) are failed.
+    for (token, _) in old.take_calls() {
+        gw.on_call_response(&mut old, token, CallResponse::failed());
+    }
+    let before = gw.counters();
+    assert!(before.dead_lettered > 0 && before.balanced(), "{before:?}");
+    gw.leave(&mut old);
+    assert!(gw.holds_work(), "dead letters went back to the buffer");
+    assert_eq!(
+        (
+            old.metric(Metric::EventsBuffered),
+            old.metric(Metric::EventsDeadLettered)
+        ),
+        (0, 0),
+        "the first host's gauges no longer count this engine"
+    );
+    // The next host: the ingest answers; everything arrives once.
+    let mut new = TestHost::new();
+    new.now = old.now;
+    ingest.fail_with = None;
+    for _ in 0..40 {
+        new.advance_ms(500);
+        gw.on_tick(&mut new);
+        ingest.serve(&mut gw, &mut new);
+    }
+    assert!(!gw.holds_work(), "{:?}", gw.counters());
+    let mut ids: Vec<&str> = ingest
+        .stored
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "every event stored");
+    gw.end(&mut new);
+    assert_eq!(new.metric(Metric::EventsBuffered), 0);
+    assert_eq!(new.metric(Metric::EventsDeadLettered), 0);
+}
+
+#[test]
+fn an_engine_that_ends_with_dead_letters_writes_them_to_the_log() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(
+        config(json!({"max_retry_time_ms": 1_000, "initial_backoff_ms": 100})),
+        3,
+    );
+    let mut ingest = Ingest::new();
+    ingest.fail_with = Some(503);
+    let req = Req::new(
+        "GET",
+        "/v1/search",
+        &[("x-api-key", "ck_live_alpha"), ("x-request-id", "dl-1")],
+    );
+    exchange(&mut gw, &mut host, &req, 200, b"{}").unwrap();
+    for _ in 0..20 {
+        host.advance_ms(500);
+        gw.on_tick(&mut host);
+        ingest.serve(&mut gw, &mut host);
+    }
+    assert_eq!(gw.counters().dead_lettered, 1, "{:?}", gw.counters());
+    gw.end(&mut host);
+    let logs = host.logs.borrow();
+    assert!(
+        logs.iter().any(
+            |(_, m)| m.starts_with("aforo dead letter of a replaced configuration")
+                && m.contains("dl-1")
+                || m.starts_with("aforo dead letter of a replaced configuration")
+                    && m.contains("evt_")
+        ),
+        "{logs:?}"
+    );
+}
+
+#[test]
 fn sandbox_mode_partners_go_to_the_sandbox_pipeline() {
     let mut host = TestHost::new();
     // A live gateway with a sandbox key for sandbox-mode partners.
