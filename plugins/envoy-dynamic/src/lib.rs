@@ -60,17 +60,5 @@ fn configure(
 /// neither `source` nor `AFORO_SOURCE` names it.
 fn host_name() -> Option<String> {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    let name: String = raw
-        .trim()
-        .chars()
-        .take(128)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    (!name.is_empty()).then_some(name)
+    aforo_core::config::source_name(&raw)
 }

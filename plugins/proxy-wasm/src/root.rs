@@ -170,16 +170,5 @@ fn node_id() -> Option<String> {
                 .flatten()
                 .filter(|b| !b.is_empty())
         })?;
-    let name: String = String::from_utf8_lossy(&bytes)
-        .chars()
-        .take(128)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    (!name.is_empty()).then_some(name)
+    aforo_core::config::source_name(&String::from_utf8_lossy(&bytes))
 }

@@ -229,6 +229,25 @@ impl Config {
     }
 }
 
+/// A node name a host gives (Envoy's node id, a host name) as a `source`: characters outside
+/// `[A-Za-z0-9_.:-]` become `_` (Istio's `sidecar~10.0.0.1~pod.ns~…`), at most 128 of them;
+/// `None` when nothing is left.
+pub fn source_name(raw: &str) -> Option<String> {
+    let name: String = raw
+        .trim()
+        .chars()
+        .take(128)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
 /// Host configuration bytes as a JSON object: accepts an object, a JSON string holding an object
 /// (Kong with a meta.json schema encodes string configs), or nothing.
 pub fn decode_host_config(bytes: &[u8]) -> Result<Value, FieldError> {
@@ -890,5 +909,27 @@ mod tests {
         assert_eq!(c.delivery.max_buffer_bytes as u64, 4_294_967_295);
         let e = parse(json!({"max_buffer_bytes": 4_294_967_296u64}), MIN).unwrap_err();
         assert_eq!(e.path, "max_buffer_bytes");
+    }
+}
+
+#[cfg(test)]
+mod source_name_tests {
+    use super::*;
+
+    #[test]
+    fn a_host_given_node_name_becomes_a_valid_source() {
+        let istio = source_name("sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local").unwrap();
+        assert_eq!(istio, "sidecar_10.0.0.1_pod.ns_ns.svc.cluster.local");
+        assert!(is_name(&istio));
+        assert_eq!(
+            source_name("gw-7\n").as_deref(),
+            Some("gw-7"),
+            "a host name file's newline"
+        );
+        let long = source_name(&"x".repeat(300)).unwrap();
+        assert_eq!(long.len(), 128);
+        assert!(is_name(&long));
+        assert_eq!(source_name("  \n"), None);
+        assert_eq!(source_name("\",\"key\":\"x").as_deref(), Some("___key_:_x"));
     }
 }
