@@ -144,6 +144,20 @@ impl FilterKind {
     }
 }
 
+/// Runs each named case (a `fn(FilterKind)` of the calling test file) once per build of the
+/// filter, as the tests `wasm::<case>` and `native::<case>`.
+#[macro_export]
+macro_rules! for_both_filters {
+    ($($name:ident),* $(,)?) => {
+        mod wasm {
+            $( #[test] fn $name() { super::$name($crate::envoy::FilterKind::Wasm) } )*
+        }
+        mod native {
+            $( #[test] fn $name() { super::$name($crate::envoy::FilterKind::Native) } )*
+        }
+    };
+}
+
 /// The HTTP filter entry for the native module with a JSON configuration (a `StringValue`).
 pub fn native_filter(module: &Path, config_json: &str) -> String {
     let indented: String = config_json

@@ -819,19 +819,8 @@ fn the_wasm_filter_and_the_native_module_answer_and_meter_the_same() {
     assert_eq!(wasm.1.len(), 5);
 }
 
-/// Each case above, once per build of the filter: `envoy_e2e::wasm::…` and `envoy_e2e::native::…`.
-macro_rules! for_both_filters {
-    ($($name:ident),* $(,)?) => {
-        mod wasm {
-            $( #[test] fn $name() { super::$name(super::FilterKind::Wasm) } )*
-        }
-        mod native {
-            $( #[test] fn $name() { super::$name(super::FilterKind::Native) } )*
-        }
-    };
-}
-
-for_both_filters!(
+// Each case, once per build of the filter: `wasm::…` and `native::…`.
+aforo_host_tests::for_both_filters!(
     an_allowed_request_reaches_the_upstream_and_is_metered_with_seven_fields,
     over_quota_unknown_feature_and_bad_keys_are_refused_with_the_contract,
     an_ingest_outage_ends_with_every_event_once,

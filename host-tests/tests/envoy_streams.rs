@@ -231,19 +231,8 @@ fn a_stream_cut_off_is_a_dead_letter_with_its_reason_never_a_zero(kind: FilterKi
     assert!(s.ingest.stored().is_empty(), "{:?}", s.ingest.stored());
 }
 
-/// Each case, once per build of the filter: `envoy_streams::wasm::…` and `envoy_streams::native::…`.
-macro_rules! for_both_filters {
-    ($($name:ident),* $(,)?) => {
-        mod wasm {
-            $( #[test] fn $name() { super::$name(super::FilterKind::Wasm) } )*
-        }
-        mod native {
-            $( #[test] fn $name() { super::$name(super::FilterKind::Native) } )*
-        }
-    };
-}
-
-for_both_filters!(
+// Each case, once per build of the filter: `wasm::…` and `native::…`.
+aforo_host_tests::for_both_filters!(
     streamed_usage_reaches_the_ingest_and_the_client_gets_every_byte,
     a_stream_cut_off_is_a_dead_letter_with_its_reason_never_a_zero,
 );
