@@ -125,6 +125,30 @@ fn module_headers(headers: &[(String, String)]) -> Vec<ModuleHttpHeader> {
         .collect()
 }
 
+/// The shape of Envoy's metric callbacks (on a filter or a configuration pointer).
+type MetricFn = unsafe extern "C" fn(
+    *mut std::ffi::c_void,
+    usize,
+    *mut ModuleBuffer,
+    usize,
+    u64,
+) -> MetricsResult;
+
+/// Calls one of Envoy's metric callbacks on `target`, with no labels.
+fn metric(f: MetricFn, target: *mut std::ffi::c_void, id: usize, value: u64) {
+    // SAFETY: `target` is a filter or configuration pointer valid for the call (see the
+    // handles' documentation); no labels are passed, as the metrics were defined without.
+    unsafe {
+        f(target, id, std::ptr::null_mut(), 0, value);
+    }
+}
+
+/// Moves a gauge by `delta` through its increment or decrement callback.
+fn gauge_delta(inc: MetricFn, dec: MetricFn, target: *mut std::ffi::c_void, id: usize, delta: i64) {
+    let f = if delta >= 0 { inc } else { dec };
+    metric(f, target, id, delta.unsigned_abs());
+}
+
 /// One request's filter in Envoy; valid during the event hook it was made in.
 #[derive(Clone, Copy)]
 pub struct Filter(FilterEnvoyPtr);
@@ -248,54 +272,33 @@ impl Filter {
 
     /// Adds to a counter defined on the configuration.
     pub fn counter_add(self, id: usize, value: u64) {
-        // SAFETY: valid filter pointer; no labels.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_increment_counter(
-                self.0,
-                id,
-                std::ptr::null_mut(),
-                0,
-                value,
-            );
-        }
+        metric(
+            envoy_dynamic_module_callback_http_filter_increment_counter,
+            self.0,
+            id,
+            value,
+        );
     }
 
     /// Moves a gauge defined on the configuration up or down.
     pub fn gauge_add(self, id: usize, delta: i64) {
-        // SAFETY: valid filter pointer; no labels.
-        unsafe {
-            if delta >= 0 {
-                envoy_dynamic_module_callback_http_filter_increment_gauge(
-                    self.0,
-                    id,
-                    std::ptr::null_mut(),
-                    0,
-                    delta.unsigned_abs(),
-                );
-            } else {
-                envoy_dynamic_module_callback_http_filter_decrement_gauge(
-                    self.0,
-                    id,
-                    std::ptr::null_mut(),
-                    0,
-                    delta.unsigned_abs(),
-                );
-            }
-        }
+        gauge_delta(
+            envoy_dynamic_module_callback_http_filter_increment_gauge,
+            envoy_dynamic_module_callback_http_filter_decrement_gauge,
+            self.0,
+            id,
+            delta,
+        );
     }
 
     /// Sets a gauge defined on the configuration.
     pub fn gauge_set(self, id: usize, value: u64) {
-        // SAFETY: valid filter pointer; no labels.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_set_gauge(
-                self.0,
-                id,
-                std::ptr::null_mut(),
-                0,
-                value,
-            );
-        }
+        metric(
+            envoy_dynamic_module_callback_http_filter_set_gauge,
+            self.0,
+            id,
+            value,
+        );
     }
 }
 
@@ -354,54 +357,33 @@ impl Config {
 
     /// Adds to a counter outside any request (main thread).
     pub fn counter_add(self, id: usize, value: u64) {
-        // SAFETY: valid configuration pointer; no labels.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_config_increment_counter(
-                self.0,
-                id,
-                std::ptr::null_mut(),
-                0,
-                value,
-            );
-        }
+        metric(
+            envoy_dynamic_module_callback_http_filter_config_increment_counter,
+            self.0,
+            id,
+            value,
+        );
     }
 
     /// Moves a gauge outside any request (main thread).
     pub fn gauge_add(self, id: usize, delta: i64) {
-        // SAFETY: valid configuration pointer; no labels.
-        unsafe {
-            if delta >= 0 {
-                envoy_dynamic_module_callback_http_filter_config_increment_gauge(
-                    self.0,
-                    id,
-                    std::ptr::null_mut(),
-                    0,
-                    delta.unsigned_abs(),
-                );
-            } else {
-                envoy_dynamic_module_callback_http_filter_config_decrement_gauge(
-                    self.0,
-                    id,
-                    std::ptr::null_mut(),
-                    0,
-                    delta.unsigned_abs(),
-                );
-            }
-        }
+        gauge_delta(
+            envoy_dynamic_module_callback_http_filter_config_increment_gauge,
+            envoy_dynamic_module_callback_http_filter_config_decrement_gauge,
+            self.0,
+            id,
+            delta,
+        );
     }
 
     /// Sets a gauge outside any request (main thread).
     pub fn gauge_set(self, id: usize, value: u64) {
-        // SAFETY: valid configuration pointer; no labels.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_config_set_gauge(
-                self.0,
-                id,
-                std::ptr::null_mut(),
-                0,
-                value,
-            );
-        }
+        metric(
+            envoy_dynamic_module_callback_http_filter_config_set_gauge,
+            self.0,
+            id,
+            value,
+        );
     }
 
     /// Starts an HTTP call to `cluster` (main thread); the answer comes to
