@@ -188,31 +188,47 @@ pub fn bootstrap(
     filters: &str,
     clusters: &str,
 ) -> String {
+    let listener: String = listener(listen, filters)
+        .lines()
+        .map(|l| format!("  {l}\n"))
+        .collect();
     format!(
         "static_resources:
   listeners:
-  - name: ingress
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: [\"*\"]
-              routes: [{{ match: {{ prefix: \"/\" }}, route: {{ cluster: upstream }} }}]
-          http_filters:
-{filters}          - name: envoy.filters.http.router
-            typed_config:
-              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
+{listener}  clusters:
 {}{clusters}admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
 ",
         cluster("upstream", upstream_port)
+    )
+}
+
+/// The one listener of the test bootstraps, as a YAML list item at indentation 0: everything
+/// to the `upstream` cluster, with `filters` (indented for `bootstrap`) before the router.
+pub fn listener(listen: u16, filters: &str) -> String {
+    let filters: String = filters
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect();
+    format!(
+        "- name: ingress
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: ingress_http
+        route_config:
+          virtual_hosts:
+          - name: all
+            domains: [\"*\"]
+            routes: [{{ match: {{ prefix: \"/\" }}, route: {{ cluster: upstream }} }}]
+        http_filters:
+{filters}        - name: envoy.filters.http.router
+          typed_config:
+            \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"
     )
 }
 

@@ -6,7 +6,9 @@
 
 use aforo_core::keys::hash_key;
 use aforo_host_tests::artifacts::filter_module;
-use aforo_host_tests::envoy::{bootstrap, cluster, free_port, wasm_filter, Envoy, FilterKind};
+use aforo_host_tests::envoy::{
+    bootstrap, cluster, free_port, listener, wasm_filter, Envoy, FilterKind,
+};
 use aforo_host_tests::http1::{Client, Response};
 use aforo_host_tests::servers::{IngestServer, Upstream};
 use serde_json::{json, Value};
@@ -743,7 +745,10 @@ fn the_wasm_filter_and_the_native_module_answer_and_meter_the_same() {
         let mut c = Client::new(&format!("127.0.0.1:{}", s.envoy.port));
         let mut statuses = Vec::new();
         for (i, (method, path, key)) in traffic.iter().enumerate() {
-            let mut h = vec![("x-request-id".to_string(), format!("same-{i}"))];
+            // A hostile request id: event ids derive from it (request_id_header), and must
+            // neither carry it nor let it forge another field.
+            let rid = format!("same-{i}\",\"id\":\"evt_forged\",\"customer_id\":\"cust_forged");
+            let mut h = vec![("x-request-id".to_string(), rid)];
             if !key.is_empty() {
                 h.push(("x-api-key".to_string(), key.to_string()));
             }
@@ -817,6 +822,19 @@ fn the_wasm_filter_and_the_native_module_answer_and_meter_the_same() {
     );
     assert_eq!(wasm.1, native.1, "the same events at the ingest");
     assert_eq!(wasm.1.len(), 5);
+    for e in &wasm.1 {
+        assert!(
+            e.0.starts_with("evt_") && !e.0.contains('"') && e.0 != "evt_forged",
+            "{e:?}"
+        );
+    }
+    let customers: Vec<&str> = wasm.1.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        customers.iter().filter(|c| **c == "cust_a").count(),
+        2,
+        "the customer comes from the key, never the request id: {customers:?}"
+    );
+    assert_eq!(customers.iter().filter(|c| **c == "cust_b").count(), 3);
 }
 
 // Each case, once per build of the filter: `wasm::…` and `native::…`.
@@ -833,34 +851,14 @@ aforo_host_tests::for_both_filters!(
     a_header_that_is_not_utf8_neither_traps_the_filter_nor_loses_the_event,
 );
 
-/// A listener as an LDS resource file, with `filters` before the router.
+/// The test listener as an LDS resource file, with `filters` before the router.
 fn lds_file(port: u16, filters: &str) -> String {
-    format!(
-        "resources:
-- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener
-  name: ingress
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-  filter_chains:
-  - filters:
-    - name: envoy.filters.network.http_connection_manager
-      typed_config:
-        \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-        stat_prefix: ingress_http
-        route_config:
-          virtual_hosts:
-          - name: all
-            domains: [\"*\"]
-            routes: [{{ match: {{ prefix: \"/\" }}, route: {{ cluster: upstream }} }}]
-        http_filters:
-{}        - name: envoy.filters.http.router
-          typed_config:
-            \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-",
-        filters
-            .lines()
-            .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
-            .collect::<String>()
-    )
+    let item = listener(port, filters).replacen(
+        "- name: ingress",
+        "- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n  name: ingress",
+        1,
+    );
+    format!("resources:\n{item}")
 }
 
 /// Envoy replaces a filter configuration on a listener update and cancels its calls; the events
