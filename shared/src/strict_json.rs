@@ -255,17 +255,20 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// Parses bytes as JSON with an error that says where (line and column). Configuration and
 /// snapshots come from the operator; bodies a caller writes go through `parse_unique`.
 pub fn parse_json(what: &str, bytes: &[u8]) -> Result<Value, FieldError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        FieldError::new(
-            "",
-            format!(
-                "{what} is not valid JSON: {} at line {} column {}",
-                json_error_kind(&e),
-                e.line(),
-                e.column()
-            ),
-        )
-    })
+    serde_json::from_slice(bytes).map_err(|e| not_json(what, &e))
+}
+
+/// The error for `what` that does not parse as JSON, with serde_json's reason, line and column.
+pub fn not_json(what: &str, e: &serde_json::Error) -> FieldError {
+    FieldError::new(
+        "",
+        format!(
+            "{what} is not valid JSON: {} at line {} column {}",
+            json_error_kind(e),
+            e.line(),
+            e.column()
+        ),
+    )
 }
 
 /// Parses JSON like `serde_json::from_slice`, refusing a key that appears twice in one object

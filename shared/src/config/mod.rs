@@ -3,10 +3,12 @@
 //! Explicit JSON wins over the environment; unknown fields are refused; every error names the
 //! field (or the variable) and says what is allowed.
 
+mod decode;
 pub mod options;
 mod route;
 mod url;
 
+pub use decode::{decode_host_config, HostConfig};
 #[cfg(not(target_arch = "wasm32"))]
 pub use options::reference_table;
 pub use options::{option, Default, Kind, OptionSpec, FIELD_NAMES, OPTIONS};
@@ -24,7 +26,7 @@ use crate::keys::Cidr;
 use crate::option_table::{choice, flag, integer, text, Merged};
 use crate::strict_json::{describe, index, FieldError, ObjReader};
 use options as o;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// The product stamped on events when neither the configuration nor the snapshot names one.
 pub const DEFAULT_PRODUCT_ID: &str = "default";
@@ -218,13 +220,11 @@ impl Config {
     ///
     /// Empty bytes mean "everything from the environment".
     pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Self, FieldError> {
-        let json = decode_host_config(bytes)?;
+        let HostConfig { fields, inline } = decode_host_config(bytes)?;
         let mut merged = Merged::from_env(OPTIONS, env);
-        if let Value::Object(obj) = json {
-            merged.json(obj);
-        }
+        merged.json(fields);
         // Name the variable when the bad value came from the environment.
-        parse_merged(&Value::Object(std::mem::take(&mut merged.values)))
+        parse_merged(&Value::Object(std::mem::take(&mut merged.values)), inline)
             .map_err(|e| merged.blame(e))
     }
 }
@@ -246,34 +246,6 @@ pub fn source_name(raw: &str) -> Option<String> {
         })
         .collect();
     (!name.is_empty()).then_some(name)
-}
-
-/// Host configuration bytes as a JSON object: accepts an object, a JSON string holding an object
-/// (Kong with a meta.json schema encodes string configs), or nothing.
-pub fn decode_host_config(bytes: &[u8]) -> Result<Value, FieldError> {
-    let trimmed = bytes.trim_ascii();
-    if trimmed.is_empty() {
-        return Ok(Value::Object(Map::new()));
-    }
-    let v = crate::strict_json::parse_json("the plugin configuration", trimmed)?;
-    let v = match v {
-        Value::String(inner) if inner.trim().is_empty() => Value::Object(Map::new()),
-        Value::String(inner) => crate::strict_json::parse_json(
-            "the plugin configuration (a JSON string holding JSON)",
-            inner.as_bytes(),
-        )?,
-        other => other,
-    };
-    if !v.is_object() {
-        return Err(FieldError::new(
-            "",
-            format!(
-                "the plugin configuration must be a JSON object, got {}",
-                describe(&v)
-            ),
-        ));
-    }
-    Ok(v)
 }
 
 fn header_name(r: &ObjReader<'_>, spec: &OptionSpec) -> Result<Option<String>, FieldError> {
@@ -335,7 +307,12 @@ fn cluster(r: &ObjReader<'_>, spec: &OptionSpec) -> Result<Option<String>, Field
     Ok(Some(v.to_string()))
 }
 
-fn parse_merged(v: &Value) -> Result<Config, FieldError> {
+/// The configuration from the merged object; `inline` is the snapshot the configuration's
+/// `entitlements` object was already read into (the object holds `{}` in its place).
+fn parse_merged(
+    v: &Value,
+    mut inline: Option<Result<Snapshot, FieldError>>,
+) -> Result<Config, FieldError> {
     let r = ObjReader::new("", v, &FIELD_NAMES)?;
     let api_key = key_field(&r, "api_key")?.ok_or_else(|| {
         FieldError::new(
@@ -461,9 +438,10 @@ fn parse_merged(v: &Value) -> Result<Config, FieldError> {
         "closed" => FailureMode::Closed,
         _ => FailureMode::Open,
     };
-    let inline = match r.get("entitlements") {
-        None => None,
-        Some(v) => Some(Snapshot::from_value("entitlements", v)?),
+    let inline = match (r.get("entitlements"), inline.take()) {
+        (None, _) => None,
+        (Some(_), Some(read)) => Some(read?),
+        (Some(v), None) => Some(Snapshot::from_value("entitlements", v)?),
     };
     let sync_url = endpoint(&r, "entitlements_url")?;
     let customer_header = header_name(&r, &o::CUSTOMER_HEADER)?;

@@ -4,6 +4,7 @@ mod admission;
 mod counter_contract;
 mod counters;
 mod decision;
+mod features;
 mod reply;
 mod slices;
 mod snapshot;
@@ -25,9 +26,11 @@ pub use decision::{
     check_access, check_quota, check_quota_in, check_rate, Allowance, Credential, Deny, DenyCode,
     Grant, ALL_DENY_CODES,
 };
+pub use features::{FeatureNames, Features};
 pub use reply::{deny_reply, error_body, ratelimit_headers, LocalReply};
 pub use slices::{Sliced, Slices};
 pub use snapshot::{Customer, Entitlement, Snapshot, MAX_UNITS};
+pub(crate) use streamed::SnapshotSeed;
 pub use window::{Period, QuotaWindow};
 
 use crate::time::Timestamp;

@@ -1,6 +1,7 @@
 //! The entitlement snapshot: what each customer may use, how much, and which keys are theirs.
 //! Gateways decide from it locally, with no network call on the request path.
 
+use super::features::{FeatureNames, Features};
 use super::window::{Period, QuotaWindow};
 use crate::environment::Environment;
 use crate::keys::{Cidr, ConsumerKey, ConsumerKeyTable, KeyHash};
@@ -55,7 +56,7 @@ pub struct Customer {
     /// Client networks allowed for every key of this customer; empty means any.
     pub ip_allowlist: Vec<Cidr>,
     /// Feature name → entitlement.
-    pub features: HashMap<String, Entitlement>,
+    pub features: Features,
     /// Credits per UTC day (every unit of every metered feature counts one), enforced in
     /// production only: a quota on [`DAILY_CREDITS`](super::DAILY_CREDITS). Boxed: most
     /// customers have none, and a snapshot holds one `Customer` per customer inline.
@@ -134,14 +135,21 @@ pub(super) struct Parts {
     product_id: Option<String>,
     customers: HashMap<String, Customer>,
     keys: Vec<ConsumerKey>,
+    /// Feature names, one copy each.
+    pub(super) names: FeatureNames,
 }
 
 /// One customer read at `cpath.id`; an empty id is refused.
-pub(super) fn customer_at(cpath: &str, id: &str, cv: &Value) -> Result<Customer, FieldError> {
+pub(super) fn customer_at(
+    cpath: &str,
+    id: &str,
+    cv: &Value,
+    names: &mut FeatureNames,
+) -> Result<Customer, FieldError> {
     if id.is_empty() {
         return Err(FieldError::new(cpath, "a customer id must not be empty"));
     }
-    parse_customer(&join(cpath, id), cv)
+    parse_customer(&join(cpath, id), cv, names)
 }
 
 impl Parts {
@@ -160,42 +168,50 @@ impl Parts {
             product_id,
             customers: HashMap::new(),
             keys: Vec::new(),
+            names: FeatureNames::default(),
         })
     }
 
+    /// The customers, read elsewhere (the streamed reader fills the table itself).
+    pub(super) fn set_customers(&mut self, customers: HashMap<String, Customer>) {
+        self.customers = customers;
+    }
+
+    /// Keys read elsewhere, from the list at `kpath`, checked in order against the customers
+    /// for those before `failed_at` (the index of the first key that failed to read: that
+    /// failure is reported unless an earlier key names an unknown customer).
+    pub(super) fn add_keys(
+        &mut self,
+        kpath: &str,
+        keys: Vec<ConsumerKey>,
+        failed_at: usize,
+    ) -> Result<(), FieldError> {
+        for (i, k) in keys.iter().enumerate().take(failed_at) {
+            self.check_customer(&index(kpath, i), k)?;
+        }
+        self.keys = keys;
+        Ok(())
+    }
+
+    fn check_customer(&self, p: &str, key: &ConsumerKey) -> Result<(), FieldError> {
+        if self.customers.contains_key(&key.customer_id) {
+            return Ok(());
+        }
+        Err(FieldError::new(
+            join(p, "customer_id"),
+            format!("customer {:?} is not in customers", key.customer_id),
+        ))
+    }
+
     fn add_customer(&mut self, cpath: &str, id: &str, cv: &Value) -> Result<(), FieldError> {
-        let c = customer_at(cpath, id, cv)?;
+        let c = customer_at(cpath, id, cv, &mut self.names)?;
         self.customers.insert(id.to_string(), c);
         Ok(())
     }
 
-    /// Adds a customer already read (or the error reading it).
-    pub(super) fn add_parsed_customer(
-        &mut self,
-        id: String,
-        c: Result<Customer, FieldError>,
-    ) -> Result<(), FieldError> {
-        self.customers.insert(id, c?);
-        Ok(())
-    }
-
     fn add_key(&mut self, p: &str, kv: &Value) -> Result<(), FieldError> {
-        self.add_parsed_key(p, parse_key(p, kv))
-    }
-
-    /// Adds a key already read (or the error reading it); its customer must be known.
-    pub(super) fn add_parsed_key(
-        &mut self,
-        p: &str,
-        key: Result<ConsumerKey, FieldError>,
-    ) -> Result<(), FieldError> {
-        let key = key?;
-        if !self.customers.contains_key(&key.customer_id) {
-            return Err(FieldError::new(
-                join(p, "customer_id"),
-                format!("customer {:?} is not in customers", key.customer_id),
-            ));
-        }
+        let key = parse_key(p, kv)?;
+        self.check_customer(p, &key)?;
         self.keys.push(key);
         Ok(())
     }
@@ -219,14 +235,10 @@ impl Snapshot {
     /// Parses snapshot JSON bytes. Customers and keys are read one at a time from the raw
     /// text, so the peak memory is the document plus the typed snapshot, not a JSON tree of the
     /// whole document (about ten times its size: what a proxy VM's linear memory would keep
-    /// as its high-water mark). Shapes this path does not expect take the whole-tree path,
-    /// which gives the same result or the same error.
+    /// as its high-water mark). A document of a shape it does not expect is read as a whole
+    /// tree: the same result or the same error.
     pub fn from_json(bytes: &[u8]) -> Result<Self, FieldError> {
-        if let Some(parsed) = super::streamed::from_json(bytes) {
-            return parsed;
-        }
-        let v = crate::strict_json::parse_json("the entitlement snapshot", bytes)?;
-        Self::from_value("", &v)
+        super::streamed::from_json(bytes)
     }
 
     /// Parses a snapshot from a JSON value found at `path`.
@@ -262,12 +274,9 @@ impl Snapshot {
                 continue;
             };
             let mut features = Map::new();
-            let mut names: Vec<&String> = c.features.keys().collect();
-            names.sort();
-            for name in names {
-                let Some(e) = c.features.get(name) else {
-                    continue;
-                };
+            let mut list: Vec<(&str, &Entitlement)> = c.features.iter().collect();
+            list.sort_by_key(|(name, _)| *name);
+            for (name, e) in list {
                 let mut f = Map::new();
                 f.insert("allowed".into(), Value::from(e.allowed));
                 f.insert(
@@ -288,7 +297,7 @@ impl Snapshot {
                 if let Some(rl) = &e.rate_limit {
                     f.insert("rate_limit".into(), rate_value(rl));
                 }
-                features.insert(name.clone(), Value::Object(f));
+                features.insert(name.to_string(), Value::Object(f));
             }
             let mut customer = json!({
                 "status": if c.active { "active" } else { "suspended" },
@@ -399,7 +408,7 @@ fn rate_limit(r: &ObjReader<'_>, key: &str) -> Result<Option<RateLimit>, FieldEr
     Ok(Some(RateLimit { limit, per }))
 }
 
-fn parse_customer(path: &str, v: &Value) -> Result<Customer, FieldError> {
+fn parse_customer(path: &str, v: &Value, names: &mut FeatureNames) -> Result<Customer, FieldError> {
     let r = ObjReader::new(path, v, CUSTOMER)?;
     let active = r
         .choice("status", &["active", "suspended"])?
@@ -407,7 +416,7 @@ fn parse_customer(path: &str, v: &Value) -> Result<Customer, FieldError> {
         == "active";
     let sandbox_mode = r.bool("sandbox_mode")?.unwrap_or(false);
     let ip_allowlist = cidrs(&r, "ip_allowlist")?;
-    let mut features = HashMap::new();
+    let mut features = Vec::new();
     if let Some(f) = r.get("features") {
         let fpath = r.field_path("features");
         let map = f
@@ -420,7 +429,7 @@ fn parse_customer(path: &str, v: &Value) -> Result<Customer, FieldError> {
                     "feature names starting with * are reserved (daily credits count as *daily_credits)",
                 ));
             }
-            features.insert(name.clone(), parse_feature(&join(&fpath, name), fv)?);
+            features.push((names.intern(name), parse_feature(&join(&fpath, name), fv)?));
         }
     }
     let daily_credits = match r.get("daily_credits") {
@@ -431,7 +440,7 @@ fn parse_customer(path: &str, v: &Value) -> Result<Customer, FieldError> {
         active,
         sandbox_mode,
         ip_allowlist,
-        features,
+        features: features.into_iter().collect(),
         daily_credits,
         margin_guard: r.bool("margin_guard")?.unwrap_or(false),
     })
@@ -569,6 +578,30 @@ mod tests {
             r#"{"customers": {"z": {"features": {"f": {"quota": "no"}}}, "a": {"features": {"f": {"quota": -2}}}}}"#,
             r#"{"customers": {}} trailing"#,
             r#"{"customers": {"a": {"features": {"f": {"quota": 1}}}}, "consumer_keys": [{"key_id": "k", "hash": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "customer_id": "zz"}]}"#,
+            // Other shapes than expected, at every level.
+            r#"{"customers": 5}"#,
+            r#"{"customers": [1, {"a": 2}], "version": 1}"#,
+            r#"{"customers": null, "consumer_keys": null}"#,
+            r#"{"consumer_keys": {"a": [1]}, "customers": {}}"#,
+            r#"{"consumer_keys": "none", "customers": {"a": {"features": {"f": {"quota": -1}}}}}"#,
+            r#"{"version": "x", "customers": {"a": {"features": {"f": {"quota": -1}}}}}"#,
+            r#"[1, 2]"#,
+            r#"5"#,
+            r#""snapshot""#,
+            r#"null"#,
+            r#"{"customers": {"a": 1.5}}"#,
+            r#"{"customers": {"a": {"features": {"f": {"quota": 1}}}}, "consumer_keys": [true, 2]}"#,
+            r#"{"customers": {"a": {}}} trailing"#,
+            r#"{"customers": {"a": {}}"#,
+            // Repeated ids and lists: the last one wins, its errors with it.
+            r#"{"customers": {"a": {"features": {"f": {"quota": -1}}}, "a": {"features": {}}}}"#,
+            r#"{"customers": {"a": {"features": {}}, "a": {"features": {"f": {"quota": -1}}}}}"#,
+            r#"{"customers": {"a": {"features": {"f": {"quota": 1}, "f": {"quota": 2}, "g": {}}}}}"#,
+            r#"{"customers": {"a": {}}, "consumer_keys": [{"key_id": "k", "hash": "x", "customer_id": "a"}], "consumer_keys": [{"key_id": "k", "hash": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "customer_id": "a"}]}"#,
+            // The first key that fails is reported, whether it is unreadable or names an unknown customer.
+            r#"{"customers": {"a": {}}, "consumer_keys": [{"key_id": "k", "hash": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "customer_id": "zz"}, {"key_id": "k2", "hash": "x", "customer_id": "a"}]}"#,
+            r#"{"customers": {"a": {}}, "consumer_keys": [{"key_id": "k", "hash": "x", "customer_id": "a"}, {"key_id": "k2", "hash": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "customer_id": "zz"}]}"#,
+            r#"{"consumer_keys": [{"key_id": "k", "hash": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "customer_id": "a"}], "customers": {"b": {"features": {"f": {"quota": -1}}}, "a": {}}}"#,
         ];
         for d in docs {
             let by_parts = Snapshot::from_json(d.as_bytes());

@@ -2,81 +2,125 @@
 //! its own and is turned into its typed form at once, so a proxy VM never holds a tree of the
 //! whole document (about ten times its size, and Wasm linear memory keeps its high-water mark).
 //! Results, errors included, are those of `Snapshot::from_value`: the same checks run in the
-//! same order (customers by id, then keys by index).
+//! same order (the scalar fields, customers by id, then keys by index). A document of another
+//! shape than expected stops the stream; the caller then reads it as a whole tree, which
+//! reports it with the usual words.
 
+use super::features::FeatureNames;
 use super::snapshot::{customer_at, parse_key, Customer, Parts, Snapshot, TOP};
 use crate::keys::ConsumerKey;
-use crate::strict_json::{index, FieldError, ObjReader};
+use crate::strict_json::{index, join, FieldError, ObjReader};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
+
+/// Reads the object at `path` (`""` for a whole document) as a snapshot, or the first error
+/// in it; any other shape is a deserializer error (read it as a whole tree for the message).
+pub(crate) struct SnapshotSeed<'p> {
+    /// Where the snapshot sits, for error paths (`entitlements` in a plugin configuration).
+    pub path: &'p str,
+}
 
 #[derive(Default)]
 struct Streamed {
-    /// Every top-level field except the two lists (stand-ins take their place).
+    /// Every top-level field except the two lists (stand-ins take their place, or the value
+    /// itself when it has another shape).
     head: Map<String, Value>,
-    customers: BTreeMap<String, Result<Customer, FieldError>>,
-    keys: Vec<Result<ConsumerKey, FieldError>>,
+    /// Customers read, straight into the snapshot's table (no second copy while reading).
+    customers: HashMap<String, Customer>,
+    /// Customers that failed to read (rare): the first in id order is the one reported.
+    customer_errors: Vec<(String, FieldError)>,
+    keys: Vec<ConsumerKey>,
+    /// The first key that failed to read, by its index in the list.
+    key_error: Option<(usize, FieldError)>,
+    /// Keys seen, the failed one included (the index of the next).
+    keys_seen: usize,
+    /// Feature names, one copy each (handed to the snapshot's parts).
+    names: FeatureNames,
 }
 
-/// The snapshot, or `None` when the document's shape is unexpected (not an object, a list
-/// that is not a list): the caller then reads it as a whole tree for the exact message.
-pub(super) fn from_json(bytes: &[u8]) -> Option<Result<Snapshot, FieldError>> {
-    let mut s = Streamed::default();
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    de.deserialize_map(Top(&mut s)).ok()?;
-    de.end().ok()?;
-    let head = Value::Object(std::mem::take(&mut s.head));
-    Some((|| {
-        let r = ObjReader::new("", &head, TOP)?;
+impl Streamed {
+    /// The snapshot, checked as `Snapshot::from_value(path, …)` checks the whole tree.
+    fn finish(mut self, path: &str) -> Result<Snapshot, FieldError> {
+        let head = Value::Object(std::mem::take(&mut self.head));
+        let r = ObjReader::new(path, &head, TOP)?;
         let mut parts = Parts::read(&r)?;
-        for (id, c) in std::mem::take(&mut s.customers) {
-            parts.add_parsed_customer(id, c)?;
+        if let Some((_, e)) = self
+            .customer_errors
+            .into_iter()
+            .min_by(|a, b| a.0.cmp(&b.0))
+        {
+            return Err(e);
         }
+        parts.names = self.names;
+        parts.set_customers(self.customers);
         let kpath = r.field_path("consumer_keys");
-        for (i, k) in s.keys.into_iter().enumerate() {
-            parts.add_parsed_key(&index(&kpath, i), k)?;
+        let failed_at = self.key_error.as_ref().map_or(usize::MAX, |(i, _)| *i);
+        parts.add_keys(&kpath, self.keys, failed_at)?;
+        match self.key_error {
+            Some((_, e)) => Err(e),
+            None => Ok(parts.finish()),
         }
-        Ok(parts.finish())
-    })())
+    }
 }
 
-struct Top<'a>(&'a mut Streamed);
+impl<'de> DeserializeSeed<'de> for SnapshotSeed<'_> {
+    type Value = Result<Snapshot, FieldError>;
 
-impl<'de> Visitor<'de> for Top<'_> {
-    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SnapshotSeed<'_> {
+    type Value = Result<Snapshot, FieldError>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a snapshot object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        let mut s = Streamed::default();
         while let Some(k) = m.next_key::<String>()? {
+            // A repeated field replaces the earlier one, as in the whole tree.
             match k.as_str() {
                 "customers" => {
-                    self.0.customers.clear();
-                    m.next_value_seed(Customers(self.0))?;
-                    self.0.head.insert(k, Value::Object(Map::new()));
+                    s.customers.clear();
+                    s.customer_errors.clear();
+                    m.next_value_seed(Customers {
+                        s: &mut s,
+                        path: self.path,
+                    })?;
+                    s.head.insert(k, Value::Object(Map::new()));
                 }
                 "consumer_keys" => {
-                    self.0.keys.clear();
-                    m.next_value_seed(Keys(self.0))?;
-                    self.0.head.insert(k, Value::Array(Vec::new()));
+                    s.keys.clear();
+                    s.key_error = None;
+                    s.keys_seen = 0;
+                    m.next_value_seed(Keys {
+                        s: &mut s,
+                        path: self.path,
+                    })?;
+                    s.head.insert(k, Value::Array(Vec::new()));
                 }
                 _ => {
                     let v: Value = m.next_value()?;
-                    self.0.head.insert(k, v);
+                    s.head.insert(k, v);
                 }
             }
         }
-        Ok(())
+        Ok(s.finish(self.path))
     }
 }
 
-struct Customers<'a>(&'a mut Streamed);
+/// The customers object, each customer read as it comes.
+struct Customers<'a, 'p> {
+    s: &'a mut Streamed,
+    path: &'p str,
+}
 
-impl<'de> DeserializeSeed<'de> for Customers<'_> {
+impl<'de> DeserializeSeed<'de> for Customers<'_, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -84,7 +128,7 @@ impl<'de> DeserializeSeed<'de> for Customers<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Customers<'_> {
+impl<'de> Visitor<'de> for Customers<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -92,17 +136,34 @@ impl<'de> Visitor<'de> for Customers<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+        let cpath = join(self.path, "customers");
         while let Some((id, v)) = m.next_entry::<String, Value>()? {
-            let c = customer_at("customers", &id, &v);
-            self.0.customers.insert(id, c);
+            let read = customer_at(&cpath, &id, &v, &mut self.s.names);
+            // A repeated id replaces the earlier one, as in the whole tree.
+            if !self.s.customer_errors.is_empty() {
+                self.s.customer_errors.retain(|(seen, _)| *seen != id);
+            }
+            match read {
+                Ok(c) => {
+                    self.s.customers.insert(id, c);
+                }
+                Err(e) => {
+                    self.s.customers.remove(&id);
+                    self.s.customer_errors.push((id, e));
+                }
+            }
         }
         Ok(())
     }
 }
 
-struct Keys<'a>(&'a mut Streamed);
+/// The consumer keys list, each key read as it comes.
+struct Keys<'a, 'p> {
+    s: &'a mut Streamed,
+    path: &'p str,
+}
 
-impl<'de> DeserializeSeed<'de> for Keys<'_> {
+impl<'de> DeserializeSeed<'de> for Keys<'_, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -110,7 +171,7 @@ impl<'de> DeserializeSeed<'de> for Keys<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Keys<'_> {
+impl<'de> Visitor<'de> for Keys<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -118,11 +179,33 @@ impl<'de> Visitor<'de> for Keys<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
+        let kpath = join(self.path, "consumer_keys");
         while let Some(v) = s.next_element::<Value>()? {
-            let i = self.0.keys.len();
-            let k = parse_key(&index("consumer_keys", i), &v);
-            self.0.keys.push(k);
+            let i = self.s.keys_seen;
+            self.s.keys_seen += 1;
+            if self.s.key_error.is_some() {
+                continue; // only the first failure is reported; later keys are not kept
+            }
+            match parse_key(&index(&kpath, i), &v) {
+                Ok(k) => self.s.keys.push(k),
+                Err(e) => self.s.key_error = Some((i, e)),
+            }
         }
         Ok(())
+    }
+}
+
+/// A whole snapshot document read as a stream: the snapshot, or the error `from_value` gives
+/// (read as a whole tree when the stream stops at a shape it does not expect).
+#[inline(never)] // one copy, not one per caller (the proxy-wasm module's size)
+pub(super) fn from_json(bytes: &[u8]) -> Result<Snapshot, FieldError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let seed = SnapshotSeed { path: "" };
+    match seed.deserialize(&mut de).and_then(|r| de.end().map(|()| r)) {
+        Ok(read) => read,
+        Err(_) => {
+            let v = crate::strict_json::parse_json("the entitlement snapshot", bytes)?;
+            Snapshot::from_value("", &v)
+        }
     }
 }

@@ -3,7 +3,7 @@
 use super::{hash_key, Cidr, KeyHash};
 use crate::ratelimit::RateLimit;
 use crate::time::Timestamp;
-use std::collections::HashMap;
+use std::collections::BinaryHeap;
 
 /// Prefix of consumer keys this product issues (`ck_…`), so logs can redact them.
 pub const CONSUMER_KEY_PREFIX: &str = "ck_";
@@ -58,21 +58,32 @@ impl ConsumerKey {
     }
 }
 
-/// All consumer keys of a snapshot, indexed by the first bytes of their hash.
+/// All consumer keys of a snapshot, indexed by the first bytes of their hash: one sorted list
+/// of (bucket, position), searched by halves. A proxy VM holds a table per snapshot (10,000
+/// keys and more), and a hash map of lists cost an allocation and a table slot per key.
 #[derive(Clone, Debug, Default)]
 pub struct ConsumerKeyTable {
     keys: Vec<ConsumerKey>,
-    by_bucket: HashMap<u64, Vec<usize>>,
+    by_bucket: Box<[(u64, u32)]>,
 }
 
 impl ConsumerKeyTable {
-    /// Indexes keys for lookup.
-    pub fn new(keys: Vec<ConsumerKey>) -> Self {
-        let mut by_bucket: HashMap<u64, Vec<usize>> = HashMap::with_capacity(keys.len());
-        for (i, k) in keys.iter().enumerate() {
-            by_bucket.entry(k.hash.bucket()).or_default().push(i);
+    /// Indexes keys for lookup. Positions are `u32`: a snapshot holds far fewer than 2^32 keys
+    /// (any beyond are not indexed, so they never authenticate rather than alias another).
+    pub fn new(mut keys: Vec<ConsumerKey>) -> Self {
+        // A list read from a stream grew by doubling: give back the unused half.
+        keys.shrink_to_fit();
+        let by_bucket: BinaryHeap<(u64, u32)> = keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((k.hash.bucket(), u32::try_from(i).ok()?)))
+            .collect();
+        // A heap sort: a third of the code of the slice sort in the proxy-wasm module.
+        let by_bucket = by_bucket.into_sorted_vec();
+        ConsumerKeyTable {
+            keys,
+            by_bucket: by_bucket.into_boxed_slice(),
         }
-        ConsumerKeyTable { keys, by_bucket }
     }
 
     /// Number of keys.
@@ -101,13 +112,12 @@ impl ConsumerKeyTable {
         hash: &KeyHash,
         now: Timestamp,
     ) -> Result<&ConsumerKey, KeyDenial> {
-        let candidates = self
-            .by_bucket
-            .get(&hash.bucket())
-            .ok_or(KeyDenial::Unknown)?;
-        let key = candidates
+        let bucket = hash.bucket();
+        let first = self.by_bucket.partition_point(|&(b, _)| b < bucket);
+        let key = self.by_bucket[first..]
             .iter()
-            .filter_map(|&i| self.keys.get(i))
+            .take_while(|&&(b, _)| b == bucket)
+            .filter_map(|&(_, i)| self.keys.get(i as usize))
             .find(|k| k.hash.ct_eq(hash))
             .ok_or(KeyDenial::Unknown)?;
         if key.revoked {
@@ -165,6 +175,52 @@ mod tests {
         assert!(table
             .authenticate("ck_expiring", now.plus_nanos(-1))
             .is_ok());
+    }
+
+    #[test]
+    fn keys_sharing_a_bucket_are_each_found_by_their_whole_hash() {
+        let now = parse_rfc3339("2026-03-15T12:00:00Z").unwrap();
+        // Three hashes with the same first eight bytes (the bucket), one more elsewhere.
+        let mut keys = Vec::new();
+        for (i, last) in [3u8, 1, 2].into_iter().enumerate() {
+            let mut k = key(&format!("k{i}"), "unused");
+            k.hash = KeyHash([[7u8; 31].as_slice(), &[last]].concat().try_into().unwrap());
+            keys.push(k);
+        }
+        let mut other = key("k3", "unused");
+        other.hash = KeyHash([9u8; 32]);
+        keys.push(other);
+        let table = ConsumerKeyTable::new(keys);
+        for (id, last) in [("k0", 3u8), ("k1", 1), ("k2", 2)] {
+            let h = KeyHash([[7u8; 31].as_slice(), &[last]].concat().try_into().unwrap());
+            assert_eq!(table.authenticate_hash(&h, now).unwrap().key_id, id);
+        }
+        assert_eq!(
+            table
+                .authenticate_hash(&KeyHash([9u8; 32]), now)
+                .unwrap()
+                .key_id,
+            "k3"
+        );
+        let absent = KeyHash([[7u8; 31].as_slice(), &[4]].concat().try_into().unwrap());
+        assert_eq!(
+            table.authenticate_hash(&absent, now),
+            Err(KeyDenial::Unknown)
+        );
+        assert_eq!(
+            table.authenticate_hash(&KeyHash([0u8; 32]), now),
+            Err(KeyDenial::Unknown)
+        );
+        assert_eq!(
+            table.authenticate_hash(&KeyHash([255u8; 32]), now),
+            Err(KeyDenial::Unknown)
+        );
+        let ids: Vec<&str> = table.iter().map(|k| k.key_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["k0", "k1", "k2", "k3"],
+            "reports keep the snapshot's order"
+        );
     }
 
     #[test]
