@@ -5,6 +5,7 @@ mod counter_contract;
 mod counters;
 mod decision;
 mod features;
+mod lease;
 mod reply;
 mod slices;
 mod snapshot;
@@ -27,6 +28,9 @@ pub use decision::{
     Grant, ALL_DENY_CODES,
 };
 pub use features::{FeatureNames, Features};
+pub use lease::{
+    GiveBack, LeaseGrant, LeasePolicy, NodeLeases, OpenLease, Renewal, StoredLeases, Take,
+};
 pub use reply::{deny_reply, error_body, ratelimit_headers, LocalReply};
 pub use slices::{Sliced, Slices};
 pub use snapshot::{Customer, Entitlement, Snapshot, MAX_UNITS};

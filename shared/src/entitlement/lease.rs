@@ -1,0 +1,615 @@
+//! Quota leases across nodes: a node takes a share of a counter's remaining quota from the
+//! shared store in one atomic step, spends it locally with no network on the request path, and
+//! gives back what it did not spend when the lease ends.
+//!
+//! The store never grants more than the quota plus `max_overshoot` in a window, and a node
+//! admits only units it was granted, so a window passes its quota by at most `max_overshoot`
+//! units however many nodes there are (0: strict). Shares shrink as the quota runs out (at most
+//! half of what is left, split between the nodes asking), and follow each node's demand (a
+//! node that spent its lease asks for twice as much next time), so a hot counter costs a store
+//! call per many requests and the last units are granted one at a time.
+//!
+//! Both sides are here, I/O-free: the node's book (`NodeLeases`) and the store's rule
+//! (`StoredLeases::renew`, `give_back`), which the store's atomic script implements and the
+//! tests' simulation runs as a model.
+
+use crate::time::Timestamp;
+use std::collections::HashMap;
+
+/// How leases are sized and how long they live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeasePolicy {
+    /// Units a window may pass its quota by, across all nodes together: 0 for strict quotas.
+    pub max_overshoot: u64,
+    /// How long a node holds a lease before it gives the unspent units back.
+    pub lease_ns: i64,
+    /// How long a node refuses after the store said nothing is left, before it asks again
+    /// (units come back as other nodes' leases end).
+    pub recheck_ns: i64,
+}
+
+impl LeasePolicy {
+    /// Strict quotas (no overshoot), leases of 2 s, a refused node asking again after 250 ms.
+    pub const STRICT: LeasePolicy = LeasePolicy {
+        max_overshoot: 0,
+        lease_ns: 2_000_000_000,
+        recheck_ns: 250_000_000,
+    };
+
+    /// How long the store keeps a lease open for its give-back: twice the lease. A node that
+    /// never gives back (it died) has its lease counted as spent after that.
+    pub const fn open_ns(&self) -> i64 {
+        self.lease_ns.saturating_mul(2)
+    }
+}
+
+/// A node's request to the store: give back what is left of its lease (if any) and take a new
+/// one, in one atomic step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    /// The window the units are for.
+    pub window_start: Timestamp,
+    /// The quota of the window, as the node's snapshot says.
+    pub quota: u64,
+    /// The lease given back, and its unspent units.
+    pub give_back: Option<(u64, u64)>,
+    /// Units the node would like (its demand over a lease's time).
+    pub want: u64,
+    /// Units the request at hand needs: a grant of fewer is no grant.
+    pub need: u64,
+}
+
+/// The store's answer to a renewal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseGrant {
+    /// The new lease's id (0: nothing granted).
+    pub lease: u64,
+    /// Units granted.
+    pub units: u64,
+    /// Units the store can still grant in this window after this grant.
+    pub left: u64,
+    /// Units held in other open leases, which may still come back (0 with nothing left: the
+    /// window is spent, a node need not ask again before it ends).
+    pub returning: u64,
+}
+
+/// One open lease in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenLease {
+    /// Its id, unique within the counter.
+    pub id: u64,
+    /// The node holding it.
+    pub node: String,
+    /// Units granted with it.
+    pub units: u64,
+    /// When it was granted (the store's clock).
+    pub granted_at: Timestamp,
+}
+
+/// One counter's leases in the store for one window: what the store's script keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredLeases {
+    /// The window the state is for; an ask for a later window starts a new one.
+    pub window_start: Timestamp,
+    /// Units granted in this window, spent or held, less those given back.
+    pub granted: u64,
+    /// The last lease id handed out.
+    pub last_id: u64,
+    /// Leases whose unspent units may still come back.
+    pub open: Vec<OpenLease>,
+}
+
+impl StoredLeases {
+    /// The store's atomic step for `node` at `now` (the store's own clock): the give-back, then
+    /// a grant of at most half of what is left split between the nodes holding open leases
+    /// (never less than one unit, or `max_overshoot` split between them), never beyond the
+    /// node's want (but at least its need), never past `quota + max_overshoot` in the window.
+    pub fn renew(
+        &mut self,
+        node: &str,
+        r: &Renewal,
+        now: Timestamp,
+        p: &LeasePolicy,
+    ) -> LeaseGrant {
+        if r.window_start < self.window_start {
+            // A node whose clock lags: nothing for a window that is over.
+            return LeaseGrant {
+                lease: 0,
+                units: 0,
+                left: 0,
+                returning: 0,
+            };
+        }
+        if r.window_start > self.window_start {
+            *self = StoredLeases {
+                window_start: r.window_start,
+                ..StoredLeases::default()
+            };
+        }
+        if let Some((id, unspent)) = r.give_back {
+            self.give_back(node, r.window_start, id, unspent);
+        }
+        self.close_expired(now, p);
+        let mut nodes: Vec<&str> = self.open.iter().map(|l| l.node.as_str()).collect();
+        nodes.push(node);
+        nodes.sort_unstable();
+        nodes.dedup();
+        let active = nodes.len() as u64;
+        let left = r
+            .quota
+            .saturating_add(p.max_overshoot)
+            .saturating_sub(self.granted);
+        // The budget buys bigger last grants: a share never below budget / nodes.
+        let floor = (p.max_overshoot / active).max(1);
+        let share = (left / active.saturating_mul(2)).max(floor);
+        let units = r.want.min(share).max(r.need).min(left);
+        if units == 0 || units < r.need {
+            return LeaseGrant {
+                lease: 0,
+                units: 0,
+                left,
+                returning: self.open.iter().map(|l| l.units).sum(),
+            };
+        }
+        self.granted += units;
+        self.last_id += 1;
+        self.open.push(OpenLease {
+            id: self.last_id,
+            node: node.to_string(),
+            units,
+            granted_at: now,
+        });
+        LeaseGrant {
+            lease: self.last_id,
+            units,
+            left: left - units,
+            returning: 0,
+        }
+    }
+
+    /// Takes back the unspent units of `node`'s lease `id` of window `window_start`, once: a
+    /// lease that is closed (given back already, or open too long), another node's, or of
+    /// another window changes nothing, so a repeated give-back never returns units twice.
+    pub fn give_back(&mut self, node: &str, window_start: Timestamp, id: u64, unspent: u64) {
+        if window_start != self.window_start {
+            return;
+        }
+        if let Some(i) = self.open.iter().position(|l| l.id == id && l.node == node) {
+            let lease = self.open.swap_remove(i);
+            self.granted = self.granted.saturating_sub(unspent.min(lease.units));
+        }
+    }
+
+    /// Closes leases open longer than `open_ns`: their units count as spent.
+    fn close_expired(&mut self, now: Timestamp, p: &LeasePolicy) {
+        self.open
+            .retain(|l| now.nanos_since(l.granted_at) < p.open_ns());
+    }
+}
+
+/// A lease as its node holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Held {
+    window_start: Timestamp,
+    id: u64,
+    /// Units left to spend.
+    left: u64,
+    /// Units spent from it.
+    spent: u64,
+    /// Units it was granted.
+    units: u64,
+    /// When the node gives back what is left.
+    ends_at: Timestamp,
+}
+
+/// One counter as a node sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counter {
+    lease: Option<Held>,
+    /// The store said nothing is left: refuse without asking until then.
+    refused_until: Option<(Timestamp, Timestamp)>,
+    /// Units to ask for next (its demand over a lease's time).
+    want: u64,
+    /// Refusals by the store in a row (each waits twice as long before asking again).
+    refusals: u32,
+}
+
+/// What a node does with a request's units.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Take {
+    /// Admit: spent from the lease held.
+    Admit,
+    /// Refuse: the store said nothing is left in this window, a moment ago.
+    Refuse,
+    /// Ask the store (one atomic step), then call `NodeLeases::granted` with its answer.
+    Ask(Renewal),
+}
+
+/// A lease to give back to the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GiveBack {
+    /// The window it was for.
+    pub window_start: Timestamp,
+    /// Its id.
+    pub lease: u64,
+    /// Units not spent.
+    pub unspent: u64,
+}
+
+/// A node's leases, by counter key.
+#[derive(Debug)]
+pub struct NodeLeases {
+    policy: LeasePolicy,
+    counters: HashMap<String, Counter>,
+    /// Leases displaced by a newer one, to give back with the next `due`.
+    returning: Vec<(String, GiveBack)>,
+}
+
+impl NodeLeases {
+    /// An empty book under `policy`.
+    pub fn new(policy: LeasePolicy) -> Self {
+        NodeLeases {
+            policy,
+            counters: HashMap::new(),
+            returning: Vec::new(),
+        }
+    }
+
+    /// The policy the book follows.
+    pub fn policy(&self) -> &LeasePolicy {
+        &self.policy
+    }
+
+    /// Spends `cost` units of `key` in the window starting at `window_start` (quota `quota`)
+    /// from the lease held, or says to refuse or to ask the store.
+    pub fn take(
+        &mut self,
+        key: &str,
+        window_start: Timestamp,
+        quota: u64,
+        cost: u64,
+        now: Timestamp,
+    ) -> Take {
+        let c = self.counters.entry(key.to_string()).or_default();
+        if c.lease.is_some_and(|l| l.window_start != window_start) {
+            // A new window: the store starts it afresh, nothing to give back.
+            *c = Counter::default();
+        }
+        if let Some(l) = c.lease.as_mut() {
+            if l.left >= cost {
+                l.left -= cost;
+                l.spent += cost;
+                return Take::Admit;
+            }
+        }
+        if c.refused_until
+            .is_some_and(|(w, until)| w == window_start && now < until)
+        {
+            return Take::Refuse;
+        }
+        // The lease goes back with the ask and leaves the book now: nothing more is spent
+        // from it while the ask is out (whether the store took it back is then unknown if the
+        // ask fails, so its units are never spent again: under-admission, never over).
+        let back = c.lease.take().map(|l| {
+            // Spent before its end: ask for twice as much.
+            c.want = l.units.saturating_mul(2);
+            (l.id, l.left)
+        });
+        Take::Ask(Renewal {
+            window_start,
+            quota,
+            give_back: back,
+            want: c.want.max(cost),
+            need: cost,
+        })
+    }
+
+    /// Applies the store's answer to a `Take::Ask` for `key`; true when the request that asked
+    /// is admitted (its units are spent from the new lease). An ask that got no answer (the
+    /// store unreachable) is not applied: the caller's failure mode decides the request.
+    pub fn granted(&mut self, key: &str, asked: &Renewal, g: LeaseGrant, now: Timestamp) -> bool {
+        let p = self.policy;
+        let c = self.counters.entry(key.to_string()).or_default();
+        if g.lease == 0 || g.units < asked.need {
+            // Nothing left and nothing that can come back: refuse for the rest of the window.
+            // Otherwise ask again in a moment, waiting twice as long after each refusal (up
+            // to a lease's time: units come back as leases end).
+            let until = if g.left < asked.need && g.returning == 0 {
+                Timestamp::from_unix_nanos(i64::MAX)
+            } else {
+                let wait = p.recheck_ns.saturating_mul(1 << c.refusals.min(8));
+                c.refusals = c.refusals.saturating_add(1);
+                now.plus_nanos(wait.min(p.lease_ns.max(p.recheck_ns)))
+            };
+            c.refused_until = Some((asked.window_start, until));
+            return false;
+        }
+        c.refused_until = None;
+        c.refusals = 0;
+        let new = Held {
+            window_start: asked.window_start,
+            id: g.lease,
+            left: g.units - asked.need,
+            spent: asked.need,
+            units: g.units,
+            ends_at: now.plus_nanos(p.lease_ns),
+        };
+        // Another ask for the same counter answered first (concurrent requests): the older
+        // lease goes back with the next `due`.
+        if let Some(old) = c.lease.replace(new) {
+            self.returning.push((
+                key.to_string(),
+                GiveBack {
+                    window_start: old.window_start,
+                    lease: old.id,
+                    unspent: old.left,
+                },
+            ));
+        }
+        true
+    }
+
+    /// Leases whose time is up: their unspent units go back to the store (the caller sends
+    /// them; a give-back that fails loses nothing but those units for the window). A lease
+    /// spent whole is just dropped: the store counts it as spent when it closes it.
+    pub fn due(&mut self, now: Timestamp) -> Vec<(String, GiveBack)> {
+        let mut out = std::mem::take(&mut self.returning);
+        for (key, c) in &mut self.counters {
+            let Some(l) = c.lease else { continue };
+            if now < l.ends_at {
+                continue;
+            }
+            c.lease = None;
+            c.want = l.spent.max(1);
+            if l.left == 0 {
+                continue;
+            }
+            out.push((
+                key.clone(),
+                GiveBack {
+                    window_start: l.window_start,
+                    lease: l.id,
+                    unspent: l.left,
+                },
+            ));
+        }
+        self.counters
+            .retain(|_, c| c.lease.is_some() || c.refused_until.is_some_and(|(_, t)| now < t));
+        out
+    }
+
+    /// Units this node holds unspent, over all counters (for gauges and tests).
+    pub fn held(&self) -> u64 {
+        self.counters
+            .values()
+            .filter_map(|c| c.lease.map(|l| l.left))
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Timestamp = Timestamp::from_unix_secs(1_773_576_000);
+    const W: Timestamp = Timestamp::from_unix_secs(1_773_575_940);
+
+    fn ask(want: u64, need: u64, give_back: Option<(u64, u64)>) -> Renewal {
+        Renewal {
+            window_start: W,
+            quota: 100,
+            give_back,
+            want,
+            need,
+        }
+    }
+
+    #[test]
+    fn the_store_grants_at_most_half_of_what_is_left_per_node_and_never_past_the_ceiling() {
+        let p = LeasePolicy::STRICT;
+        let mut s = StoredLeases::default();
+        let g = s.renew("a", &ask(1_000, 1, None), T0, &p);
+        assert_eq!((g.units, g.left), (50, 50), "one node: half of 100");
+        let g = s.renew("b", &ask(1_000, 1, None), T0, &p);
+        assert_eq!((g.units, g.left), (12, 38), "two nodes: a quarter of 50");
+        let g = s.renew("b", &ask(3, 1, None), T0, &p);
+        assert_eq!(g.units, 3, "never beyond the want");
+        // Down to the last units: one at a time, then nothing.
+        let mut granted = 50 + 12 + 3;
+        loop {
+            let g = s.renew("c", &ask(1_000, 1, None), T0, &p);
+            if g.units == 0 {
+                assert_eq!(g.left, 0);
+                break;
+            }
+            granted += g.units;
+        }
+        assert_eq!(granted, 100, "exactly the quota, with no overshoot budget");
+        assert_eq!(s.granted, 100);
+    }
+
+    #[test]
+    fn the_budget_is_the_only_overshoot_and_a_need_is_granted_whole_or_not_at_all() {
+        let p = LeasePolicy {
+            max_overshoot: 5,
+            ..LeasePolicy::STRICT
+        };
+        let mut s = StoredLeases::default();
+        let mut total = 0;
+        for _ in 0..1_000 {
+            total += s.renew("a", &ask(7, 1, None), T0, &p).units;
+        }
+        assert_eq!(total, 105);
+        let mut s = StoredLeases::default();
+        s.renew("a", &ask(98, 98, None), T0, &LeasePolicy::STRICT);
+        let g = s.renew("a", &ask(3, 3, None), T0, &LeasePolicy::STRICT);
+        assert_eq!(
+            (g.lease, g.units, g.left),
+            (0, 0, 2),
+            "2 left, 3 needed: nothing"
+        );
+        assert_eq!(s.granted, 98, "a refused need takes nothing");
+    }
+
+    #[test]
+    fn a_give_back_counts_once_and_only_for_its_own_open_lease() {
+        let p = LeasePolicy::STRICT;
+        let mut s = StoredLeases::default();
+        let g = s.renew("a", &ask(40, 1, None), T0, &p);
+        assert_eq!(g.units, 40);
+        s.give_back("b", W, g.lease, 30);
+        assert_eq!(s.granted, 40, "another node's give-back is ignored");
+        s.give_back("a", W.plus_nanos(-1), g.lease, 30);
+        assert_eq!(s.granted, 40, "another window's too");
+        s.give_back("a", W, g.lease, 30);
+        assert_eq!(s.granted, 10);
+        s.give_back("a", W, g.lease, 30);
+        assert_eq!(s.granted, 10, "a repeated give-back returns nothing");
+        let g = s.renew("a", &ask(10, 1, None), T0, &p);
+        s.give_back("a", W, g.lease, 1_000);
+        assert_eq!(s.granted, 10, "never more than the lease had");
+    }
+
+    #[test]
+    fn a_lease_never_given_back_counts_as_spent_and_a_new_window_starts_afresh() {
+        let p = LeasePolicy::STRICT;
+        let mut s = StoredLeases::default();
+        let g = s.renew("dead", &ask(40, 1, None), T0, &p);
+        let later = T0.plus_nanos(p.open_ns());
+        s.renew("a", &ask(1, 1, None), later, &p);
+        assert!(
+            s.open.iter().all(|l| l.node != "dead"),
+            "closed after open_ns"
+        );
+        s.give_back("dead", W, g.lease, 40);
+        assert_eq!(s.granted, 41, "too late: its units stay spent");
+        let next = Renewal {
+            window_start: W.plus_nanos(60_000_000_000),
+            ..ask(1_000, 1, None)
+        };
+        assert_eq!(s.renew("a", &next, later, &p).units, 50);
+        let old = s.renew("a", &ask(1_000, 1, None), later, &p);
+        assert_eq!(
+            (old.units, old.left),
+            (0, 0),
+            "nothing for a window that is over"
+        );
+    }
+
+    #[test]
+    fn a_node_spends_its_lease_asks_when_it_runs_out_and_asks_for_more_each_time() {
+        let p = LeasePolicy::STRICT;
+        let mut store = StoredLeases::default();
+        let mut book = NodeLeases::new(p);
+        let mut units = Vec::new();
+        let mut admitted = 0;
+        for i in 0..40 {
+            let now = T0.plus_nanos(i);
+            match book.take("k", W, 1_000_000, 1, now) {
+                Take::Admit => admitted += 1,
+                Take::Refuse => panic!("refused with quota left"),
+                Take::Ask(r) => {
+                    let g = store.renew("a", &r, now, &p);
+                    units.push(g.units);
+                    assert!(book.granted("k", &r, g, now));
+                    admitted += 1;
+                }
+            }
+        }
+        assert_eq!(admitted, 40);
+        assert_eq!(
+            units,
+            [1, 2, 4, 8, 16, 32],
+            "demand doubles while leases run out"
+        );
+        assert_eq!(store.granted, 63);
+        // Each lease but the last went back with the next ask, whole or nearly.
+        assert_eq!(store.open.len(), 1);
+        assert_eq!(book.held(), 63 - 40);
+    }
+
+    #[test]
+    fn a_refusal_is_remembered_for_a_moment_and_a_lease_goes_back_when_its_time_is_up() {
+        let p = LeasePolicy::STRICT;
+        let mut store = StoredLeases::default();
+        let mut book = NodeLeases::new(p);
+        let Take::Ask(r) = book.take("k", W, 1, 1, T0) else {
+            panic!("asks first")
+        };
+        let g = store.renew("a", &r, T0, &p);
+        assert!(book.granted("k", &r, g, T0));
+        let Take::Ask(r) = book.take("k", W, 1, 1, T0) else {
+            panic!("asks again when spent")
+        };
+        assert_eq!(r.give_back, Some((g.lease, 0)));
+        let g = store.renew("a", &r, T0, &p);
+        assert!(!book.granted("k", &r, g, T0), "the quota of 1 is spent");
+        // Nothing left and no lease open elsewhere: refused for the rest of the window.
+        assert_eq!(book.take("k", W, 1, 1, T0), Take::Refuse);
+        assert_eq!(
+            book.take("k", W, 1, 1, T0.plus_nanos(60_000_000_000 - 1)),
+            Take::Refuse
+        );
+        assert!(matches!(
+            book.take("k", W.plus_nanos(60_000_000_000), 1, 1, T0),
+            Take::Ask(_)
+        ));
+        // Units held by another node may come back: ask again in a moment, then less often.
+        let mut store = StoredLeases::default();
+        let other = store.renew("b", &ask(1, 1, None), T0, &p);
+        assert_eq!(other.units, 1);
+        let mut book = NodeLeases::new(p);
+        let asked_at = |book: &mut NodeLeases, store: &mut StoredLeases, t: Timestamp| {
+            let Take::Ask(r) = book.take("k", W, 1, 1, t) else {
+                return false;
+            };
+            let g = store.renew("a", &r, t, &p);
+            assert!(!book.granted("k", &r, g, t));
+            true
+        };
+        assert!(asked_at(&mut book, &mut store, T0));
+        let t1 = T0.plus_nanos(p.recheck_ns);
+        assert_eq!(book.take("k", W, 1, 1, t1.plus_nanos(-1)), Take::Refuse);
+        assert!(asked_at(&mut book, &mut store, t1));
+        let t2 = t1.plus_nanos(2 * p.recheck_ns);
+        assert_eq!(book.take("k", W, 1, 1, t2.plus_nanos(-1)), Take::Refuse);
+        assert!(asked_at(&mut book, &mut store, t2));
+        // A new lease, half spent, given back when its time is up.
+        let mut store = StoredLeases::default();
+        let mut book = NodeLeases::new(p);
+        let Take::Ask(r) = book.take("k", W, 100, 1, T0) else {
+            panic!()
+        };
+        let r = Renewal { want: 10, ..r };
+        let g = store.renew("a", &r, T0, &p);
+        assert!(book.granted("k", &r, g, T0));
+        for _ in 0..4 {
+            assert_eq!(book.take("k", W, 100, 1, T0), Take::Admit);
+        }
+        assert!(book.due(T0.plus_nanos(p.lease_ns - 1)).is_empty());
+        let due = book.due(T0.plus_nanos(p.lease_ns));
+        assert_eq!(due.len(), 1);
+        let (key, back) = &due[0];
+        assert_eq!((key.as_str(), back.unspent), ("k", 5));
+        store.give_back("a", back.window_start, back.lease, back.unspent);
+        assert_eq!(store.granted, 5, "what was spent stays counted");
+        assert_eq!(book.held(), 0);
+    }
+
+    #[test]
+    fn a_new_window_drops_the_old_lease_without_giving_it_back() {
+        let p = LeasePolicy::STRICT;
+        let mut store = StoredLeases::default();
+        let mut book = NodeLeases::new(p);
+        let Take::Ask(r) = book.take("k", W, 100, 1, T0) else {
+            panic!()
+        };
+        let g = store.renew("a", &r, T0, &p);
+        assert!(book.granted("k", &r, g, T0));
+        let next = W.plus_nanos(60_000_000_000);
+        let Take::Ask(r) = book.take("k", next, 100, 1, T0) else {
+            panic!("a new window asks afresh")
+        };
+        assert_eq!((r.give_back, r.want), (None, 1));
+    }
+}
