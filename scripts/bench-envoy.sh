@@ -22,7 +22,8 @@
 #   shares that core with wrk and nginx, and shows in the latency).
 # PROBE='{"batch_size": 1000}' adds variant d: c with these options merged (VARIANTS="b c d"), and
 # p: n with them (VARIANTS="m n p").
-# PERF=1 records a perf profile of Envoy during each measured run (perf.<variant>.data here).
+# PERF=1 records a perf profile of Envoy during each measured run (perf.<variant>.data here;
+# PERF_HZ sets the sampling rate, default 499; PERF_CALLGRAPH= (empty) records no call graphs).
 # Bounded: 2 × ROUNDS × |VARIANTS| runs of DURATION seconds. Needs wrk, oha and nginx (installed
 # here).
 source "$(dirname "$0")/lib.sh"
@@ -279,7 +280,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     start_envoy "$v"
     perfpid=""
     if [ "${PERF:-0}" = 1 ]; then
-      perf record -F 499 -g -p "$epid" -o "$ROOT/perf.$v.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+      perf record -F "${PERF_HZ:-499}" ${PERF_CALLGRAPH--g} -p "$epid" -o "$ROOT/perf.$v.data" -- sleep "$DURATION" >/dev/null 2>&1 &
       perfpid=$!
     fi
     s0=$(steal_jiffies)
