@@ -1,17 +1,21 @@
 //! The counter contract between the core and the agent's Redis scripts: `cas.lua` and
 //! `claim.lua` run on a real redis-server against values `aforo-core` encodes, and what they
-//! write decodes with `aforo-core`, so the two byte layouts cannot drift apart.
+//! write decodes with `aforo-core`, so the two byte layouts cannot drift apart; `lease.lua`
+//! answers every renewal and give-back as the core's lease rule does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use aforo_core::entitlement::{quota_key, CounterKey, CounterValue, MAX_UNITS};
+use aforo_core::entitlement::{
+    quota_key, CounterKey, CounterValue, LeaseGrant, LeasePolicy, Renewal, StoredLeases, MAX_UNITS,
+};
 use aforo_core::{Environment, Timestamp};
 use common::redis_server::RedisServer;
 
 const CAS: &str = include_str!("../src/redis_state/cas.lua");
 const CLAIM: &str = include_str!("../src/redis_state/claim.lua");
+const LEASE: &str = include_str!("../src/redis_state/lease.lua");
 
 fn stored(con: &mut redis::Connection, rkey: &str) -> Vec<u8> {
     redis::cmd("HGET").arg(rkey).arg("v").query(con).unwrap()
@@ -137,4 +141,120 @@ fn the_redis_scripts_read_and_write_the_cores_counter_values() {
             .count,
         MAX_UNITS
     );
+}
+
+/// One renewal through `lease.lua` (window start and now in ms).
+fn lease_script(
+    con: &mut redis::Connection,
+    node: &str,
+    r: &Renewal,
+    p: &LeasePolicy,
+    now_ms: i64,
+) -> LeaseGrant {
+    let (back, unspent) = r.give_back.unwrap_or((0, 0));
+    let out: Vec<u64> = redis::cmd("EVAL")
+        .arg(LEASE)
+        .arg(1)
+        .arg("t:l:counter")
+        .arg(node)
+        .arg(r.window_start.unix_millis())
+        .arg(r.quota)
+        .arg(p.max_overshoot)
+        .arg(back)
+        .arg(unspent)
+        .arg(r.want)
+        .arg(r.need)
+        .arg(now_ms)
+        .arg(p.open_ns() / 1_000_000)
+        .arg(4_102_444_800_000u64)
+        .query(con)
+        .unwrap();
+    LeaseGrant {
+        lease: out[0],
+        units: out[1],
+        left: out[2],
+        returning: out[3],
+    }
+}
+
+#[test]
+fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
+    let server = RedisServer::start("leases");
+    let mut con = server.connection().expect("redis answers");
+    // A deterministic walk: nodes (one with a '|' in its name) renewing, giving back (their
+    // own leases, others', twice), time passing past the open time, windows turning, lagging.
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let nodes = ["a", "b", "node|c"];
+    for (quota, budget) in [(100u64, 0u64), (37, 5), (MAX_UNITS, 0), (1, 3)] {
+        redis::cmd("DEL")
+            .arg("t:l:counter")
+            .query::<()>(&mut con)
+            .unwrap();
+        let p = LeasePolicy {
+            max_overshoot: budget,
+            ..LeasePolicy::STRICT
+        };
+        let mut model = StoredLeases::default();
+        let mut held: Vec<(usize, u64, u64)> = Vec::new(); // node, lease, units
+        let mut window_ms: i64 = 1_767_225_600_000;
+        let mut now_ms = window_ms + 1_000;
+        for step in 0..400 {
+            let node = next(3) as usize;
+            match next(10) {
+                0 => now_ms += p.open_ns() / 1_000_000, // every open lease closes
+                1 => now_ms += 100,
+                2 => {
+                    window_ms += 60_000; // the next window
+                    now_ms = now_ms.max(window_ms);
+                }
+                _ => {}
+            }
+            let lag = next(20) == 0;
+            let give_back = match next(4) {
+                0 if !held.is_empty() => {
+                    let (_, id, units) = held[next(held.len() as u64) as usize];
+                    Some((id, next(units + 2)))
+                }
+                _ => None,
+            };
+            let want = match next(3) {
+                0 => 0,
+                1 => 1 + next(8),
+                _ => 1 + next(1_000_000),
+            };
+            let r = Renewal {
+                window_start: Timestamp::from_unix_millis(if lag {
+                    window_ms - 60_000
+                } else {
+                    window_ms
+                }),
+                quota,
+                give_back,
+                want,
+                need: next(3).min(want),
+            };
+            let expected = model.renew(nodes[node], &r, Timestamp::from_unix_millis(now_ms), &p);
+            let got = lease_script(&mut con, nodes[node], &r, &p, now_ms);
+            assert_eq!(
+                got, expected,
+                "quota {quota} budget {budget}, step {step}: {r:?}"
+            );
+            let granted: u64 = redis::cmd("HGET")
+                .arg("t:l:counter")
+                .arg("g")
+                .query(&mut con)
+                .unwrap();
+            assert_eq!(granted, model.granted, "step {step}");
+            if got.lease > 0 {
+                held.push((node, got.lease, got.units));
+            }
+        }
+        assert!(model.granted <= quota.saturating_add(budget));
+    }
 }
