@@ -22,26 +22,33 @@ pub struct HostConfig {
 /// Host configuration bytes as a JSON object: accepts an object, a JSON string holding an object
 /// (Kong with a meta.json schema encodes string configs), or nothing.
 pub fn decode_host_config(bytes: &[u8]) -> Result<HostConfig, FieldError> {
-    decode(bytes, "the plugin configuration", true)
-}
-
-fn decode(bytes: &[u8], what: &str, outer: bool) -> Result<HostConfig, FieldError> {
     let trimmed = bytes.trim_ascii();
     if trimmed.is_empty() {
-        return Ok(HostConfig {
-            fields: Map::new(),
-            inline: None,
-        });
+        return Ok(empty());
     }
-    let mut de = serde_json::Deserializer::from_slice(trimmed);
+    decode(trimmed, "the plugin configuration", true)
+}
+
+fn empty() -> HostConfig {
+    HostConfig {
+        fields: Map::new(),
+        inline: None,
+    }
+}
+
+/// `bytes` (not blank) as an object; the outer bytes may be a string holding one, which is
+/// read as it is (blank text, Unicode spaces included, is an empty configuration).
+fn decode(bytes: &[u8], what: &str, outer: bool) -> Result<HostConfig, FieldError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
     if let Ok(c) = de.deserialize_map(Top).and_then(|c| de.end().map(|()| c)) {
         return Ok(c);
     }
-    match parse_json(what, trimmed)? {
+    match parse_json(what, bytes)? {
         Value::Object(fields) => Ok(HostConfig {
             fields,
             inline: None,
         }),
+        Value::String(inner) if outer && inner.trim().is_empty() => Ok(empty()),
         Value::String(inner) if outer => decode(
             inner.as_bytes(),
             "the plugin configuration (a JSON string holding JSON)",
@@ -186,6 +193,28 @@ mod tests {
         }
         let e = parse(&with(r#"{"customers": {"c": }}"#)).unwrap_err();
         assert!(e.to_string().contains("line 1 column"), "{e}");
+    }
+
+    #[test]
+    fn a_string_holding_json_is_read_as_it_is() {
+        let env = |k: &str| match k {
+            "AFORO_API_KEY" => Some("sk_test_abc".to_string()),
+            "AFORO_PRODUCT_ID" => Some("p".to_string()),
+            _ => None,
+        };
+        let parse = |v: Value| Config::parse(v.to_string().as_bytes(), &env);
+        // Unicode space alone: an empty configuration, as blank bytes are.
+        assert!(parse(Value::from("\u{a0}\n")).is_ok());
+        // Lines count from the string's own start.
+        let e = parse(Value::from("\n{\"api_key\": }")).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+        assert!(e.to_string().contains("a JSON string holding JSON"), "{e}");
+        // What JSON does not call space is not trimmed away.
+        let e = parse(Value::from("\u{c}{}")).unwrap_err();
+        assert!(e.to_string().contains("not valid JSON"), "{e}");
+        // A string holding a string holding JSON is one level too many.
+        let e = parse(Value::from(Value::from("{}").to_string())).unwrap_err();
+        assert!(e.to_string().contains("must be a JSON object"), "{e}");
     }
 
     #[test]

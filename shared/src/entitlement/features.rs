@@ -7,44 +7,52 @@ use std::collections::HashSet;
 use std::ops::Index;
 use std::sync::Arc;
 
-/// Feature name → entitlement for one customer. Customers have a handful of features, so a
-/// linear scan is as fast as a hash lookup and costs no table.
+/// Feature name → entitlement for one customer. Read from a JSON object, the names are unique
+/// and (serde_json's map is ordered) sorted, so a lookup searches by halves; a list that is not
+/// sorted is searched in order (never a wrong answer, whatever builds it).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Features(Box<[(Arc<str>, Entitlement)]>);
+pub struct Features {
+    list: Box<[(Arc<str>, Entitlement)]>,
+    sorted: bool,
+}
 
 impl Features {
     /// The entitlement to `name`, if the customer has the feature.
     pub fn get(&self, name: &str) -> Option<&Entitlement> {
-        self.0.iter().find(|(n, _)| &**n == name).map(|(_, e)| e)
+        if self.sorted {
+            let i = self.list.binary_search_by(|(n, _)| (**n).cmp(name)).ok()?;
+            self.list.get(i).map(|(_, e)| e)
+        } else {
+            self.list.iter().find(|(n, _)| &**n == name).map(|(_, e)| e)
+        }
     }
 
     /// Every feature, in the order read.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Entitlement)> {
-        self.0.iter().map(|(n, e)| (&**n, e))
+        self.list.iter().map(|(n, e)| (&**n, e))
     }
 
     /// Number of features.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.list.len()
     }
 
     /// Whether the customer has no features.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty()
     }
 }
 
 impl FromIterator<(Arc<str>, Entitlement)> for Features {
-    /// Later entries with a name already seen replace the earlier one (as a map would).
+    /// The features as given: names are expected unique (a JSON object's keys); with a name
+    /// twice, lookups find one of them.
     fn from_iter<I: IntoIterator<Item = (Arc<str>, Entitlement)>>(iter: I) -> Self {
-        let mut list: Vec<(Arc<str>, Entitlement)> = Vec::new();
-        for (name, e) in iter {
-            match list.iter_mut().find(|(n, _)| *n == name) {
-                Some(slot) => slot.1 = e,
-                None => list.push((name, e)),
-            }
-        }
-        Features(list.into_boxed_slice())
+        let list: Box<[(Arc<str>, Entitlement)]> = iter.into_iter().collect();
+        let sorted = list.windows(2).all(|w| match w {
+            [a, b] => a.0 < b.0,
+            _ => true,
+        });
+        Features { list, sorted }
     }
 }
 
@@ -99,20 +107,33 @@ mod tests {
     }
 
     #[test]
-    fn names_are_shared_and_lookups_find_each_feature_once() {
+    fn names_are_shared_and_lookups_find_every_feature_sorted_or_not() {
         let mut names = FeatureNames::default();
         let a = names.intern("search");
         let b = names.intern("search");
         assert!(Arc::ptr_eq(&a, &b), "one copy of a name per snapshot");
-        let f: Features = [(a, ent(1)), (names.intern("chat"), ent(2)), (b, ent(3))]
+        drop(b);
+        // Sorted (as read from a JSON object): searched by halves.
+        let names_in_order = ["a", "chat", "export", "search", "zz"];
+        let f: Features = names_in_order
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (names.intern(n), ent(i as u64)))
+            .collect();
+        assert!(f.sorted);
+        for (i, n) in names_in_order.iter().enumerate() {
+            assert_eq!(f.get(n).and_then(|e| e.quota), Some(i as u64), "{n}");
+        }
+        for absent in ["", "b", "sear", "searchx", "zzz", "A"] {
+            assert!(f.get(absent).is_none(), "{absent}");
+        }
+        // In another order: searched in order, the same answers.
+        let f: Features = [(a, ent(3)), (names.intern("chat"), ent(2))]
             .into_iter()
             .collect();
+        assert!(!f.sorted);
         assert_eq!(f.len(), 2);
-        assert_eq!(
-            f.get("search").and_then(|e| e.quota),
-            Some(3),
-            "the last one wins"
-        );
+        assert_eq!(f["search"].quota, Some(3));
         assert_eq!(f["chat"].quota, Some(2));
         assert!(f.get("sear").is_none() && f.get("").is_none());
     }

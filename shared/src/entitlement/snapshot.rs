@@ -177,16 +177,13 @@ impl Parts {
         self.customers = customers;
     }
 
-    /// Keys read elsewhere, from the list at `kpath`, checked in order against the customers
-    /// for those before `failed_at` (the index of the first key that failed to read: that
-    /// failure is reported unless an earlier key names an unknown customer).
+    /// Keys read elsewhere, from the list at `kpath`, checked in order against the customers.
     pub(super) fn add_keys(
         &mut self,
         kpath: &str,
         keys: Vec<ConsumerKey>,
-        failed_at: usize,
     ) -> Result<(), FieldError> {
-        for (i, k) in keys.iter().enumerate().take(failed_at) {
+        for (i, k) in keys.iter().enumerate() {
             self.check_customer(&index(kpath, i), k)?;
         }
         self.keys = keys;
@@ -593,6 +590,11 @@ mod tests {
             r#"{"customers": {"a": {"features": {"f": {"quota": 1}}}}, "consumer_keys": [true, 2]}"#,
             r#"{"customers": {"a": {}}} trailing"#,
             r#"{"customers": {"a": {}}"#,
+            // A customer that fails is reported before a key naming it.
+            r#"{"consumer_keys": [{"key_id": "k", "hash": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "customer_id": "b"}], "customers": {"b": {"features": {"f": {"quota": -1}}}}}"#,
+            r#"{"consumer_keys": [{"key_id": "k", "hash": "x", "customer_id": "b"}], "customers": {"b": {"features": {"f": {"quota": -1}}}}}"#,
+            r#"{"customers": {"c": {"features": {"f": {"quota": -1}}}, "a": {"features": {"f": {"quota": -2}}}}}"#,
+            r#"{"customers": {"a": {}}, "customers": {"a": {"features": {"f": {"quota": -1}}}}, "version": -1}"#,
             // Repeated ids and lists: the last one wins, its errors with it.
             r#"{"customers": {"a": {"features": {"f": {"quota": -1}}}, "a": {"features": {}}}}"#,
             r#"{"customers": {"a": {"features": {}}, "a": {"features": {"f": {"quota": -1}}}}}"#,

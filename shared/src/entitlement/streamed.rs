@@ -2,9 +2,10 @@
 //! its own and is turned into its typed form at once, so a proxy VM never holds a tree of the
 //! whole document (about ten times its size, and Wasm linear memory keeps its high-water mark).
 //! Results, errors included, are those of `Snapshot::from_value`: the same checks run in the
-//! same order (the scalar fields, customers by id, then keys by index). A document of another
-//! shape than expected stops the stream; the caller then reads it as a whole tree, which
-//! reports it with the usual words.
+//! same order (the scalar fields, customers by id, then keys by index). A customer or a key
+//! that fails to read, or a document of another shape than expected, stops the stream; the
+//! caller then reads the document as a whole tree, which reports the first error in the usual
+//! order and words (errors cost a tree, a good snapshot never does).
 
 use super::features::FeatureNames;
 use super::snapshot::{customer_at, parse_key, Customer, Parts, Snapshot, TOP};
@@ -27,15 +28,10 @@ struct Streamed {
     /// Every top-level field except the two lists (stand-ins take their place, or the value
     /// itself when it has another shape).
     head: Map<String, Value>,
-    /// Customers read, straight into the snapshot's table (no second copy while reading).
+    /// Customers read, straight into the snapshot's table (no second copy while reading; a
+    /// repeated id replaces the earlier one, as in the whole tree).
     customers: HashMap<String, Customer>,
-    /// Customers that failed to read (rare): the first in id order is the one reported.
-    customer_errors: Vec<(String, FieldError)>,
     keys: Vec<ConsumerKey>,
-    /// The first key that failed to read, by its index in the list.
-    key_error: Option<(usize, FieldError)>,
-    /// Keys seen, the failed one included (the index of the next).
-    keys_seen: usize,
     /// Feature names, one copy each (handed to the snapshot's parts).
     names: FeatureNames,
 }
@@ -46,22 +42,10 @@ impl Streamed {
         let head = Value::Object(std::mem::take(&mut self.head));
         let r = ObjReader::new(path, &head, TOP)?;
         let mut parts = Parts::read(&r)?;
-        if let Some((_, e)) = self
-            .customer_errors
-            .into_iter()
-            .min_by(|a, b| a.0.cmp(&b.0))
-        {
-            return Err(e);
-        }
         parts.names = self.names;
         parts.set_customers(self.customers);
-        let kpath = r.field_path("consumer_keys");
-        let failed_at = self.key_error.as_ref().map_or(usize::MAX, |(i, _)| *i);
-        parts.add_keys(&kpath, self.keys, failed_at)?;
-        match self.key_error {
-            Some((_, e)) => Err(e),
-            None => Ok(parts.finish()),
-        }
+        parts.add_keys(&r.field_path("consumer_keys"), self.keys)?;
+        Ok(parts.finish())
     }
 }
 
@@ -87,7 +71,6 @@ impl<'de> Visitor<'de> for SnapshotSeed<'_> {
             match k.as_str() {
                 "customers" => {
                     s.customers.clear();
-                    s.customer_errors.clear();
                     m.next_value_seed(Customers {
                         s: &mut s,
                         path: self.path,
@@ -96,8 +79,6 @@ impl<'de> Visitor<'de> for SnapshotSeed<'_> {
                 }
                 "consumer_keys" => {
                     s.keys.clear();
-                    s.key_error = None;
-                    s.keys_seen = 0;
                     m.next_value_seed(Keys {
                         s: &mut s,
                         path: self.path,
@@ -138,20 +119,8 @@ impl<'de> Visitor<'de> for Customers<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
         let cpath = join(self.path, "customers");
         while let Some((id, v)) = m.next_entry::<String, Value>()? {
-            let read = customer_at(&cpath, &id, &v, &mut self.s.names);
-            // A repeated id replaces the earlier one, as in the whole tree.
-            if !self.s.customer_errors.is_empty() {
-                self.s.customer_errors.retain(|(seen, _)| *seen != id);
-            }
-            match read {
-                Ok(c) => {
-                    self.s.customers.insert(id, c);
-                }
-                Err(e) => {
-                    self.s.customers.remove(&id);
-                    self.s.customer_errors.push((id, e));
-                }
-            }
+            let c = customer_at(&cpath, &id, &v, &mut self.s.names).map_err(stop)?;
+            self.s.customers.insert(id, c);
         }
         Ok(())
     }
@@ -181,22 +150,21 @@ impl<'de> Visitor<'de> for Keys<'_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
         let kpath = join(self.path, "consumer_keys");
         while let Some(v) = s.next_element::<Value>()? {
-            let i = self.s.keys_seen;
-            self.s.keys_seen += 1;
-            if self.s.key_error.is_some() {
-                continue; // only the first failure is reported; later keys are not kept
-            }
-            match parse_key(&index(&kpath, i), &v) {
-                Ok(k) => self.s.keys.push(k),
-                Err(e) => self.s.key_error = Some((i, e)),
-            }
+            let i = self.s.keys.len();
+            let k = parse_key(&index(&kpath, i), &v).map_err(stop)?;
+            self.s.keys.push(k);
         }
         Ok(())
     }
 }
 
+/// Stops the stream at an entry that fails to read: the whole tree reports it, first in order.
+fn stop<E: serde::de::Error>(e: FieldError) -> E {
+    E::custom(e)
+}
+
 /// A whole snapshot document read as a stream: the snapshot, or the error `from_value` gives
-/// (read as a whole tree when the stream stops at a shape it does not expect).
+/// (read as a whole tree when the stream stops: an entry that fails, a shape it does not expect).
 #[inline(never)] // one copy, not one per caller (the proxy-wasm module's size)
 pub(super) fn from_json(bytes: &[u8]) -> Result<Snapshot, FieldError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);

@@ -181,15 +181,15 @@ mod tests {
     fn keys_sharing_a_bucket_are_each_found_by_their_whole_hash() {
         let now = parse_rfc3339("2026-03-15T12:00:00Z").unwrap();
         // Three hashes with the same first eight bytes (the bucket), one more elsewhere.
-        let mut keys = Vec::new();
+        // The other key first: the index must sort, not rely on the order given.
+        let mut other = key("k3", "unused");
+        other.hash = KeyHash([9u8; 32]);
+        let mut keys = vec![other];
         for (i, last) in [3u8, 1, 2].into_iter().enumerate() {
             let mut k = key(&format!("k{i}"), "unused");
             k.hash = KeyHash([[7u8; 31].as_slice(), &[last]].concat().try_into().unwrap());
             keys.push(k);
         }
-        let mut other = key("k3", "unused");
-        other.hash = KeyHash([9u8; 32]);
-        keys.push(other);
         let table = ConsumerKeyTable::new(keys);
         for (id, last) in [("k0", 3u8), ("k1", 1), ("k2", 2)] {
             let h = KeyHash([[7u8; 31].as_slice(), &[last]].concat().try_into().unwrap());
@@ -218,7 +218,7 @@ mod tests {
         let ids: Vec<&str> = table.iter().map(|k| k.key_id.as_str()).collect();
         assert_eq!(
             ids,
-            ["k0", "k1", "k2", "k3"],
+            ["k3", "k0", "k1", "k2"],
             "reports keep the snapshot's order"
         );
     }
