@@ -127,6 +127,7 @@ fn run(s: &Setup) -> Outcome {
         let now = start.plus_nanos(ms * MS);
         let window = ms / WINDOW_MS;
         let window_start = start.plus_nanos(window * WINDOW_MS * MS);
+        let window_end = window_start.plus_nanos(WINDOW_MS * MS);
         store.up = !s.outage_ms.is_some_and(|(a, b)| ms >= a && ms < b);
         // Every node gives back what is due every 100 ms (one call per lease, counted).
         if ms % 100 == 0 {
@@ -153,23 +154,24 @@ fn run(s: &Setup) -> Outcome {
                 let node = rng.below(s.nodes as u64) as usize;
                 let t = per_window.entry((window, ci)).or_default();
                 t.requests += 1;
-                let admitted = match books[node].take(&c.key, window_start, c.quota, 1, now) {
-                    Take::Admit => true,
-                    Take::Refuse => false,
-                    Take::Ask(r) => {
-                        if store.up {
-                            *store.calls.entry(c.key.clone()).or_default() += 1;
-                            let g: LeaseGrant = store
-                                .counters
-                                .entry(c.key.clone())
-                                .or_default()
-                                .renew(&names[node], &r, now, &s.policy);
-                            books[node].granted(&c.key, &r, g, now)
-                        } else {
-                            false // failure_mode closed
+                let admitted =
+                    match books[node].take(&c.key, (window_start, window_end), c.quota, 1, now) {
+                        Take::Admit => true,
+                        Take::Refuse => false,
+                        Take::Ask(r) => {
+                            if store.up {
+                                *store.calls.entry(c.key.clone()).or_default() += 1;
+                                let g: LeaseGrant = store
+                                    .counters
+                                    .entry(c.key.clone())
+                                    .or_default()
+                                    .renew(&names[node], &r, now, &s.policy);
+                                books[node].granted(&c.key, &r, g, now)
+                            } else {
+                                false // failure_mode closed
+                            }
                         }
-                    }
-                };
+                    };
                 if admitted {
                     t.admitted += 1;
                 } else {

@@ -158,6 +158,7 @@ fn lease_script(
         .arg("t:l:counter")
         .arg(node)
         .arg(r.window_start.unix_millis())
+        .arg(r.window_end.unix_millis())
         .arg(r.quota)
         .arg(p.max_overshoot)
         .arg(back)
@@ -166,6 +167,7 @@ fn lease_script(
         .arg(r.need)
         .arg(now_ms)
         .arg(p.open_ns() / 1_000_000)
+        .arg(p.max_ahead_ns / 1_000_000)
         .arg(4_102_444_800_000u64)
         .query(con)
         .unwrap();
@@ -174,6 +176,7 @@ fn lease_script(
         units: out[1],
         left: out[2],
         returning: out[3],
+        current: out[4] == 1,
     }
 }
 
@@ -191,7 +194,15 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
         seed % n
     };
     let nodes = ["a", "b", "node|c"];
-    for (quota, budget) in [(100u64, 0u64), (37, 5), (MAX_UNITS, 0), (1, 3)] {
+    // Not current, refused, granted: each must happen.
+    let mut outcomes = [0u32; 3];
+    for (quota, budget) in [
+        (100u64, 0u64),
+        (37, 5),
+        (MAX_UNITS, 0),
+        (MAX_UNITS, 3),
+        (1, 3),
+    ] {
         redis::cmd("DEL")
             .arg("t:l:counter")
             .query::<()>(&mut con)
@@ -202,20 +213,27 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
         };
         let mut model = StoredLeases::default();
         let mut held: Vec<(usize, u64, u64)> = Vec::new(); // node, lease, units
-        let mut window_ms: i64 = 1_767_225_600_000;
-        let mut now_ms = window_ms + 1_000;
+        let base: i64 = 1_767_225_600_000;
+        let mut now_ms = base + 1_000;
         for step in 0..400 {
             let node = next(3) as usize;
             match next(10) {
                 0 => now_ms += p.open_ns() / 1_000_000, // every open lease closes
                 1 => now_ms += 100,
-                2 => {
-                    window_ms += 60_000; // the next window
-                    now_ms = now_ms.max(window_ms);
-                }
+                2 => now_ms += 60_000 - (now_ms - base) % 60_000, // the next window starts
                 _ => {}
             }
-            let lag = next(20) == 0;
+            let window_ms = base + (now_ms - base) / 60_000 * 60_000;
+            // Lagging a window behind, running a window ahead (more than the allowance or
+            // just within it), or asking for a window that ended by the store's clock.
+            let ahead = p.max_ahead_ns / 1_000_000;
+            let start = match next(20) {
+                0 => window_ms - 60_000,
+                1 => now_ms + ahead + 1,
+                2 => now_ms + ahead,
+                3 => now_ms - 60_000 - 1,
+                _ => window_ms,
+            };
             let give_back = match next(4) {
                 0 if !held.is_empty() => {
                     let (_, id, units) = held[next(held.len() as u64) as usize];
@@ -229,11 +247,8 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
                 _ => 1 + next(1_000_000),
             };
             let r = Renewal {
-                window_start: Timestamp::from_unix_millis(if lag {
-                    window_ms - 60_000
-                } else {
-                    window_ms
-                }),
+                window_start: Timestamp::from_unix_millis(start),
+                window_end: Timestamp::from_unix_millis(start + 60_000),
                 quota,
                 give_back,
                 want,
@@ -245,16 +260,56 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
                 got, expected,
                 "quota {quota} budget {budget}, step {step}: {r:?}"
             );
-            let granted: u64 = redis::cmd("HGET")
+            let granted: Option<u64> = redis::cmd("HGET")
                 .arg("t:l:counter")
                 .arg("g")
                 .query(&mut con)
                 .unwrap();
-            assert_eq!(granted, model.granted, "step {step}");
+            assert_eq!(granted.unwrap_or(0), model.granted, "step {step}");
+            outcomes[usize::from(got.current) + usize::from(got.units > 0)] += 1;
+            // The hash forgotten (expired) mid-window: a window that is over stays over.
+            if next(50) == 0 {
+                redis::cmd("DEL")
+                    .arg("t:l:counter")
+                    .query::<()>(&mut con)
+                    .unwrap();
+                model = StoredLeases::default();
+            }
             if got.lease > 0 {
                 held.push((node, got.lease, got.units));
             }
         }
         assert!(model.granted <= quota.saturating_add(budget));
     }
+    assert!(outcomes.iter().all(|&n| n > 20), "{outcomes:?}");
+    // With no clock given, the script reads Redis's own.
+    let p = LeasePolicy::STRICT;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let out: Vec<u64> = redis::cmd("EVAL")
+        .arg(LEASE)
+        .arg(1)
+        .arg("t:l:clock")
+        .arg("a")
+        .arg(now - 1_000)
+        .arg(now + 60_000)
+        .arg(10)
+        .arg(0)
+        .arg(0)
+        .arg(0)
+        .arg(4)
+        .arg(1)
+        .arg("")
+        .arg(p.open_ns() / 1_000_000)
+        .arg(p.max_ahead_ns / 1_000_000)
+        .arg(4_102_444_800_000u64)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        out,
+        [1, 4, 6, 0, 1],
+        "4 of 10 granted (half is 5, 4 wanted), 6 left"
+    );
 }

@@ -5,14 +5,29 @@
 //! The store never grants more than the quota plus `max_overshoot` in a window, and a node
 //! admits only units it was granted, so a window passes its quota by at most `max_overshoot`
 //! units however many nodes there are (0: strict). Shares shrink as the quota runs out (at most
-//! half of what is left, split between the nodes asking), and follow each node's demand (a
-//! node that spent its lease asks for twice as much next time), so a hot counter costs a store
-//! call per many requests and the last units are granted one at a time.
+//! half of what is left, split between the nodes holding leases), and follow each node's
+//! demand (a node that spent its lease asks for twice as much next time), so a hot counter
+//! costs a store call per many requests and the last units are granted one at a time.
 //!
 //! Both sides are here, I/O-free: the node's book (`NodeLeases`) and the store's rule
 //! (`StoredLeases::renew`, `give_back`), which the store's atomic script implements and the
 //! tests' simulation runs as a model.
+//!
+//! Where the bound ends, stated rather than hidden:
+//! - With the store unreachable a node spends the lease it holds; past it, the host's failure
+//!   mode decides: closed refuses (the bound holds), open admits without a grant (overshoot
+//!   then grows with the nodes and the outage, as without leases).
+//! - Units are taken when a request is admitted. A request whose quantity is known only after
+//!   its response takes one unit here; what it really used is not taken from leases.
+//! - The store serves one window of a counter at a time, by its own clock: a window is asked
+//!   for from `max_ahead_ns` before it starts until it ends. A node whose clock is off by more
+//!   is refused at each window's turn for that long (never granted twice for a window).
+//! - Each ask carries the quota of the asking node's snapshot: nodes on different snapshots
+//!   share the window under the quota each believes until they sync.
+//! - Asks for one counter should go out one at a time per node (the host's lock): concurrent
+//!   asks are safe, but each takes its own share.
 
+use super::snapshot::MAX_UNITS;
 use crate::time::Timestamp;
 use std::collections::HashMap;
 
@@ -24,16 +39,20 @@ pub struct LeasePolicy {
     /// How long a node holds a lease before it gives the unspent units back.
     pub lease_ns: i64,
     /// How long a node refuses after the store said nothing is left, before it asks again
-    /// (units come back as other nodes' leases end).
+    /// (units come back as other nodes' leases end); twice as long after each refusal.
     pub recheck_ns: i64,
+    /// How long before a window starts (by the store's clock) a node may open it.
+    pub max_ahead_ns: i64,
 }
 
 impl LeasePolicy {
-    /// Strict quotas (no overshoot), leases of 2 s, a refused node asking again after 250 ms.
+    /// Strict quotas (no overshoot), leases of 2 s, a refused node asking again after 250 ms,
+    /// windows opened at most 1 s early.
     pub const STRICT: LeasePolicy = LeasePolicy {
         max_overshoot: 0,
         lease_ns: 2_000_000_000,
         recheck_ns: 250_000_000,
+        max_ahead_ns: 1_000_000_000,
     };
 
     /// How long the store keeps a lease open for its give-back: twice the lease. A node that
@@ -49,6 +68,8 @@ impl LeasePolicy {
 pub struct Renewal {
     /// The window the units are for.
     pub window_start: Timestamp,
+    /// When that window ends.
+    pub window_end: Timestamp,
     /// The quota of the window, as the node's snapshot says.
     pub quota: u64,
     /// The lease given back, and its unspent units.
@@ -68,9 +89,23 @@ pub struct LeaseGrant {
     pub units: u64,
     /// Units the store can still grant in this window after this grant.
     pub left: u64,
-    /// Units held in other open leases, which may still come back (0 with nothing left: the
-    /// window is spent, a node need not ask again before it ends).
+    /// Units granted with the open leases (spent or not), which may partly come back (0 with
+    /// nothing left: the window is spent, a node need not ask again before it ends).
     pub returning: u64,
+    /// Whether the window asked for is the store's current one (false: over, or not started
+    /// by the store's clock; nothing was given back or granted).
+    pub current: bool,
+}
+
+impl LeaseGrant {
+    /// The answer for a window that is not the store's current one.
+    const NOT_CURRENT: LeaseGrant = LeaseGrant {
+        lease: 0,
+        units: 0,
+        left: 0,
+        returning: 0,
+        current: false,
+    };
 }
 
 /// One open lease in the store.
@@ -104,6 +139,7 @@ impl StoredLeases {
     /// a grant of at most half of what is left split between the nodes holding open leases
     /// (never less than one unit, or `max_overshoot` split between them), never beyond the
     /// node's want (but at least its need), never past `quota + max_overshoot` in the window.
+    /// Times are compared in whole milliseconds, as the store's script does.
     pub fn renew(
         &mut self,
         node: &str,
@@ -111,14 +147,15 @@ impl StoredLeases {
         now: Timestamp,
         p: &LeasePolicy,
     ) -> LeaseGrant {
-        if r.window_start < self.window_start {
-            // A node whose clock lags: nothing for a window that is over.
-            return LeaseGrant {
-                lease: 0,
-                units: 0,
-                left: 0,
-                returning: 0,
-            };
+        let now_ms = now.unix_millis();
+        let ahead_ms = p.max_ahead_ns / 1_000_000;
+        if now_ms >= r.window_end.unix_millis()
+            || r.window_start.unix_millis() > now_ms.saturating_add(ahead_ms)
+            || r.window_start < self.window_start
+        {
+            // Over, not started yet, or older than the one the store serves: nothing is
+            // granted twice for a window, whatever a node's clock says.
+            return LeaseGrant::NOT_CURRENT;
         }
         if r.window_start > self.window_start {
             *self = StoredLeases {
@@ -129,7 +166,9 @@ impl StoredLeases {
         if let Some((id, unspent)) = r.give_back {
             self.give_back(node, r.window_start, id, unspent);
         }
-        self.close_expired(now, p);
+        let open_ms = p.open_ns() / 1_000_000;
+        self.open
+            .retain(|l| now_ms - l.granted_at.unix_millis() < open_ms);
         let mut nodes: Vec<&str> = self.open.iter().map(|l| l.node.as_str()).collect();
         nodes.push(node);
         nodes.sort_unstable();
@@ -138,6 +177,7 @@ impl StoredLeases {
         let left = r
             .quota
             .saturating_add(p.max_overshoot)
+            .min(MAX_UNITS)
             .saturating_sub(self.granted);
         // The budget buys bigger last grants: a share never below budget / nodes.
         let floor = (p.max_overshoot / active).max(1);
@@ -149,6 +189,7 @@ impl StoredLeases {
                 units: 0,
                 left,
                 returning: self.open.iter().map(|l| l.units).sum(),
+                current: true,
             };
         }
         self.granted += units;
@@ -164,6 +205,7 @@ impl StoredLeases {
             units,
             left: left - units,
             returning: 0,
+            current: true,
         }
     }
 
@@ -178,12 +220,6 @@ impl StoredLeases {
             let lease = self.open.swap_remove(i);
             self.granted = self.granted.saturating_sub(unspent.min(lease.units));
         }
-    }
-
-    /// Closes leases open longer than `open_ns`: their units count as spent.
-    fn close_expired(&mut self, now: Timestamp, p: &LeasePolicy) {
-        self.open
-            .retain(|l| now.nanos_since(l.granted_at) < p.open_ns());
     }
 }
 
@@ -202,16 +238,28 @@ struct Held {
     ends_at: Timestamp,
 }
 
+/// A refusal the node remembers, so it does not ask the store on every request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Refused {
+    window_start: Timestamp,
+    /// The quota asked under (a new snapshot's quota asks again).
+    quota: u64,
+    /// Requests needing this many units or more are refused until `until`.
+    need: u64,
+    until: Timestamp,
+}
+
 /// One counter as a node sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Counter {
     lease: Option<Held>,
-    /// The store said nothing is left: refuse without asking until then.
-    refused_until: Option<(Timestamp, Timestamp)>,
+    refused: Option<Refused>,
     /// Units to ask for next (its demand over a lease's time).
     want: u64,
-    /// Refusals by the store in a row (each waits twice as long before asking again).
+    /// Refusals by the store in a row in this window (each waits twice as long).
     refusals: u32,
+    /// When a request last used the counter (its demand is remembered for a while).
+    last_used: Timestamp,
 }
 
 /// What a node does with a request's units.
@@ -219,7 +267,7 @@ struct Counter {
 pub enum Take {
     /// Admit: spent from the lease held.
     Admit,
-    /// Refuse: the store said nothing is left in this window, a moment ago.
+    /// Refuse: the store said a moment ago that there is not enough in this window.
     Refuse,
     /// Ask the store (one atomic step), then call `NodeLeases::granted` with its answer.
     Ask(Renewal),
@@ -260,30 +308,38 @@ impl NodeLeases {
         &self.policy
     }
 
-    /// Spends `cost` units of `key` in the window starting at `window_start` (quota `quota`)
-    /// from the lease held, or says to refuse or to ask the store.
+    /// Spends `cost` units (at least one) of `key` in the window `[window_start, window_end)`
+    /// under `quota` from the lease held, or says to refuse or to ask the store.
     pub fn take(
         &mut self,
         key: &str,
-        window_start: Timestamp,
+        (window_start, window_end): (Timestamp, Timestamp),
         quota: u64,
         cost: u64,
         now: Timestamp,
     ) -> Take {
+        let need = cost.max(1);
         let c = self.counters.entry(key.to_string()).or_default();
-        if c.lease.is_some_and(|l| l.window_start != window_start) {
+        c.last_used = now;
+        let other_window = |w: Timestamp| w != window_start;
+        if c.lease.is_some_and(|l| other_window(l.window_start))
+            || c.refused.is_some_and(|r| other_window(r.window_start))
+        {
             // A new window: the store starts it afresh, nothing to give back.
-            *c = Counter::default();
+            *c = Counter {
+                last_used: now,
+                ..Counter::default()
+            };
         }
         if let Some(l) = c.lease.as_mut() {
-            if l.left >= cost {
-                l.left -= cost;
-                l.spent += cost;
+            if l.left >= need {
+                l.left -= need;
+                l.spent += need;
                 return Take::Admit;
             }
         }
-        if c.refused_until
-            .is_some_and(|(w, until)| w == window_start && now < until)
+        if c.refused
+            .is_some_and(|r| r.quota == quota && need >= r.need && now < r.until)
         {
             return Take::Refuse;
         }
@@ -297,10 +353,11 @@ impl NodeLeases {
         });
         Take::Ask(Renewal {
             window_start,
+            window_end,
             quota,
             give_back: back,
-            want: c.want.max(cost),
-            need: cost,
+            want: c.want.max(need),
+            need,
         })
     }
 
@@ -311,20 +368,26 @@ impl NodeLeases {
         let p = self.policy;
         let c = self.counters.entry(key.to_string()).or_default();
         if g.lease == 0 || g.units < asked.need {
-            // Nothing left and nothing that can come back: refuse for the rest of the window.
-            // Otherwise ask again in a moment, waiting twice as long after each refusal (up
-            // to a lease's time: units come back as leases end).
-            let until = if g.left < asked.need && g.returning == 0 {
-                Timestamp::from_unix_nanos(i64::MAX)
+            let until = if g.current && g.left < asked.need && g.returning == 0 {
+                // Not enough left and nothing that can come back: refused to the window's end.
+                asked.window_end
             } else {
+                // Ask again in a moment (units come back as leases end; a window not current
+                // by the store's clock soon is), twice as long after each refusal, at most a
+                // lease's time.
                 let wait = p.recheck_ns.saturating_mul(1 << c.refusals.min(8));
                 c.refusals = c.refusals.saturating_add(1);
                 now.plus_nanos(wait.min(p.lease_ns.max(p.recheck_ns)))
             };
-            c.refused_until = Some((asked.window_start, until));
+            c.refused = Some(Refused {
+                window_start: asked.window_start,
+                quota: asked.quota,
+                need: asked.need,
+                until,
+            });
             return false;
         }
-        c.refused_until = None;
+        c.refused = None;
         c.refusals = 0;
         let new = Held {
             window_start: asked.window_start,
@@ -373,8 +436,12 @@ impl NodeLeases {
                 },
             ));
         }
-        self.counters
-            .retain(|_, c| c.lease.is_some() || c.refused_until.is_some_and(|(_, t)| now < t));
+        let remember = self.policy.lease_ns.saturating_mul(2);
+        self.counters.retain(|_, c| {
+            c.lease.is_some()
+                || c.refused.is_some_and(|r| now < r.until)
+                || now.nanos_since(c.last_used) < remember
+        });
         out
     }
 
@@ -393,10 +460,13 @@ mod tests {
 
     const T0: Timestamp = Timestamp::from_unix_secs(1_773_576_000);
     const W: Timestamp = Timestamp::from_unix_secs(1_773_575_940);
+    const END: Timestamp = Timestamp::from_unix_secs(1_773_576_000 + 3_600);
+    const WIN: (Timestamp, Timestamp) = (W, END);
 
     fn ask(want: u64, need: u64, give_back: Option<(u64, u64)>) -> Renewal {
         Renewal {
             window_start: W,
+            window_end: END,
             quota: 100,
             give_back,
             want,
@@ -505,7 +575,7 @@ mod tests {
         let mut admitted = 0;
         for i in 0..40 {
             let now = T0.plus_nanos(i);
-            match book.take("k", W, 1_000_000, 1, now) {
+            match book.take("k", WIN, 1_000_000, 1, now) {
                 Take::Admit => admitted += 1,
                 Take::Refuse => panic!("refused with quota left"),
                 Take::Ask(r) => {
@@ -533,34 +603,31 @@ mod tests {
         let p = LeasePolicy::STRICT;
         let mut store = StoredLeases::default();
         let mut book = NodeLeases::new(p);
-        let Take::Ask(r) = book.take("k", W, 1, 1, T0) else {
+        let Take::Ask(r) = book.take("k", WIN, 1, 1, T0) else {
             panic!("asks first")
         };
         let g = store.renew("a", &r, T0, &p);
         assert!(book.granted("k", &r, g, T0));
-        let Take::Ask(r) = book.take("k", W, 1, 1, T0) else {
+        let Take::Ask(r) = book.take("k", WIN, 1, 1, T0) else {
             panic!("asks again when spent")
         };
         assert_eq!(r.give_back, Some((g.lease, 0)));
         let g = store.renew("a", &r, T0, &p);
         assert!(!book.granted("k", &r, g, T0), "the quota of 1 is spent");
         // Nothing left and no lease open elsewhere: refused for the rest of the window.
-        assert_eq!(book.take("k", W, 1, 1, T0), Take::Refuse);
+        assert_eq!(book.take("k", WIN, 1, 1, T0), Take::Refuse);
         assert_eq!(
-            book.take("k", W, 1, 1, T0.plus_nanos(60_000_000_000 - 1)),
+            book.take("k", WIN, 1, 1, T0.plus_nanos(60_000_000_000 - 1)),
             Take::Refuse
         );
-        assert!(matches!(
-            book.take("k", W.plus_nanos(60_000_000_000), 1, 1, T0),
-            Take::Ask(_)
-        ));
+        assert!(matches!(book.take("k", (T0, END), 1, 1, T0), Take::Ask(_)));
         // Units held by another node may come back: ask again in a moment, then less often.
         let mut store = StoredLeases::default();
         let other = store.renew("b", &ask(1, 1, None), T0, &p);
         assert_eq!(other.units, 1);
         let mut book = NodeLeases::new(p);
         let asked_at = |book: &mut NodeLeases, store: &mut StoredLeases, t: Timestamp| {
-            let Take::Ask(r) = book.take("k", W, 1, 1, t) else {
+            let Take::Ask(r) = book.take("k", WIN, 1, 1, t) else {
                 return false;
             };
             let g = store.renew("a", &r, t, &p);
@@ -569,22 +636,22 @@ mod tests {
         };
         assert!(asked_at(&mut book, &mut store, T0));
         let t1 = T0.plus_nanos(p.recheck_ns);
-        assert_eq!(book.take("k", W, 1, 1, t1.plus_nanos(-1)), Take::Refuse);
+        assert_eq!(book.take("k", WIN, 1, 1, t1.plus_nanos(-1)), Take::Refuse);
         assert!(asked_at(&mut book, &mut store, t1));
         let t2 = t1.plus_nanos(2 * p.recheck_ns);
-        assert_eq!(book.take("k", W, 1, 1, t2.plus_nanos(-1)), Take::Refuse);
+        assert_eq!(book.take("k", WIN, 1, 1, t2.plus_nanos(-1)), Take::Refuse);
         assert!(asked_at(&mut book, &mut store, t2));
         // A new lease, half spent, given back when its time is up.
         let mut store = StoredLeases::default();
         let mut book = NodeLeases::new(p);
-        let Take::Ask(r) = book.take("k", W, 100, 1, T0) else {
+        let Take::Ask(r) = book.take("k", WIN, 100, 1, T0) else {
             panic!()
         };
         let r = Renewal { want: 10, ..r };
         let g = store.renew("a", &r, T0, &p);
         assert!(book.granted("k", &r, g, T0));
         for _ in 0..4 {
-            assert_eq!(book.take("k", W, 100, 1, T0), Take::Admit);
+            assert_eq!(book.take("k", WIN, 100, 1, T0), Take::Admit);
         }
         assert!(book.due(T0.plus_nanos(p.lease_ns - 1)).is_empty());
         let due = book.due(T0.plus_nanos(p.lease_ns));
@@ -601,15 +668,125 @@ mod tests {
         let p = LeasePolicy::STRICT;
         let mut store = StoredLeases::default();
         let mut book = NodeLeases::new(p);
-        let Take::Ask(r) = book.take("k", W, 100, 1, T0) else {
+        let Take::Ask(r) = book.take("k", WIN, 100, 1, T0) else {
             panic!()
         };
         let g = store.renew("a", &r, T0, &p);
         assert!(book.granted("k", &r, g, T0));
         let next = W.plus_nanos(60_000_000_000);
-        let Take::Ask(r) = book.take("k", next, 100, 1, T0) else {
+        let Take::Ask(r) = book.take("k", (next, END), 100, 1, T0) else {
             panic!("a new window asks afresh")
         };
         assert_eq!((r.give_back, r.want), (None, 1));
+    }
+
+    #[test]
+    fn a_window_is_granted_only_while_it_is_current_by_the_stores_clock() {
+        let p = LeasePolicy::STRICT;
+        // The window ended: nothing, even from a store that forgot it (its state expired).
+        let mut s = StoredLeases::default();
+        let over = Renewal {
+            window_end: T0,
+            ..ask(10, 1, None)
+        };
+        assert_eq!(s.renew("a", &over, T0, &p), LeaseGrant::NOT_CURRENT);
+        assert_eq!(s, StoredLeases::default(), "nothing changed");
+        // A node whose clock runs ahead cannot open the next window early...
+        let next = Renewal {
+            window_start: T0.plus_nanos(p.max_ahead_ns + 1_000_000),
+            window_end: END.plus_nanos(60_000_000_000),
+            ..ask(10, 1, None)
+        };
+        assert_eq!(s.renew("fast", &next, T0, &p), LeaseGrant::NOT_CURRENT);
+        // ...and the node asks again soon, not at the window's end.
+        let mut book = NodeLeases::new(p);
+        let Take::Ask(r) = book.take("k", (next.window_start, next.window_end), 100, 1, T0) else {
+            panic!()
+        };
+        assert!(!book.granted("k", &r, LeaseGrant::NOT_CURRENT, T0));
+        assert!(matches!(
+            book.take(
+                "k",
+                (next.window_start, next.window_end),
+                100,
+                1,
+                T0.plus_nanos(p.recheck_ns)
+            ),
+            Take::Ask(_)
+        ));
+        // Within the allowance it may, and then a lagging node's old window is over for it.
+        let early = Renewal {
+            window_start: T0.plus_nanos(p.max_ahead_ns),
+            ..next.clone()
+        };
+        assert_eq!(s.renew("fast", &early, T0, &p).units, 10);
+        assert_eq!(
+            s.renew("slow", &ask(10, 1, None), T0, &p),
+            LeaseGrant::NOT_CURRENT
+        );
+    }
+
+    #[test]
+    fn a_refusal_holds_for_requests_as_large_under_the_same_quota_only() {
+        let p = LeasePolicy::STRICT;
+        let mut store = StoredLeases::default();
+        let mut book = NodeLeases::new(p);
+        // 2 units left of 3 and nothing open: a request of 3 is refused to the window's end.
+        let g = store.renew(
+            "b",
+            &Renewal {
+                quota: 3,
+                ..ask(1, 1, None)
+            },
+            T0,
+            &p,
+        );
+        store.give_back("b", W, g.lease, 0);
+        let Take::Ask(r) = book.take("k", WIN, 3, 3, T0) else {
+            panic!()
+        };
+        let g = store.renew("a", &r, T0, &p);
+        assert_eq!((g.units, g.left, g.returning), (0, 2, 0));
+        assert!(!book.granted("k", &r, g, T0));
+        assert_eq!(book.take("k", WIN, 3, 3, T0), Take::Refuse);
+        assert_eq!(book.take("k", WIN, 3, 5, T0), Take::Refuse);
+        // A request of 1 still asks, and is granted.
+        let Take::Ask(r) = book.take("k", WIN, 3, 1, T0) else {
+            panic!("a smaller request asks")
+        };
+        assert!(book.granted("k", &r, store.renew("a", &r, T0, &p), T0));
+        // A new snapshot's quota asks again.
+        let mut book = NodeLeases::new(p);
+        let Take::Ask(r) = book.take("k", WIN, 3, 3, T0) else {
+            panic!()
+        };
+        assert!(!book.granted("k", &r, store.renew("a", &r, T0, &p), T0));
+        assert!(matches!(book.take("k", WIN, 10, 3, T0), Take::Ask(_)));
+    }
+
+    #[test]
+    fn a_request_of_unknown_cost_takes_one_unit_and_the_ceiling_stays_exact() {
+        let p = LeasePolicy::STRICT;
+        let mut book = NodeLeases::new(p);
+        let Take::Ask(r) = book.take("k", WIN, 100, 0, T0) else {
+            panic!()
+        };
+        assert_eq!((r.need, r.want), (1, 1));
+        let budget = LeasePolicy {
+            max_overshoot: 3,
+            ..p
+        };
+        let mut s = StoredLeases::default();
+        let g = s.renew(
+            "a",
+            &Renewal {
+                quota: MAX_UNITS,
+                want: u64::MAX,
+                ..ask(0, 1, None)
+            },
+            T0,
+            &budget,
+        );
+        assert_eq!(g.units + g.left, MAX_UNITS, "quota + budget capped at 2^53");
     }
 }
