@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use aforo_core::entitlement::{LeaseGrant, LeasePolicy, NodeLeases, StoredLeases, Take};
+use aforo_core::entitlement::{LeaseGrant, LeasePolicy, NodeLeases, Renewal, StoredLeases, Take};
 use aforo_core::Timestamp;
 use std::collections::HashMap;
 
@@ -82,6 +82,23 @@ struct Setup {
     cold: usize,
     /// The store does not answer from..to (ms of the run).
     outage_ms: Option<(i64, i64)>,
+    /// Round trip to the store: an ask runs in the store half-way and its answer arrives
+    /// after the whole (requests arriving meanwhile at the node ask too: concurrent asks).
+    rtt_ms: i64,
+    /// Each node's clock is off by up to this much, either way (windows turn at different
+    /// moments on different nodes; the store's clock is the true one).
+    skew_ms: i64,
+}
+
+/// An ask on its way: run in the store at `run_at`, answered at `reply_at`.
+struct InFlight {
+    node: usize,
+    customer: usize,
+    window: i64,
+    renewal: Renewal,
+    run_at: i64,
+    reply_at: i64,
+    answer: Option<LeaseGrant>,
 }
 
 fn customers(cold: usize) -> Vec<Customer> {
@@ -123,16 +140,55 @@ fn run(s: &Setup) -> Outcome {
     let start = Timestamp::from_unix_secs(1_773_576_000);
     let mut per_window: HashMap<(i64, usize), Tally> = HashMap::new();
     let total_ms = s.windows * WINDOW_MS;
+    let skew: Vec<i64> = (0..s.nodes)
+        .map(|_| {
+            if s.skew_ms == 0 {
+                0
+            } else {
+                rng.below(2 * s.skew_ms as u64 + 1) as i64 - s.skew_ms
+            }
+        })
+        .collect();
+    let mut in_flight: Vec<InFlight> = Vec::new();
     for ms in 0..total_ms {
         let now = start.plus_nanos(ms * MS);
-        let window = ms / WINDOW_MS;
-        let window_start = start.plus_nanos(window * WINDOW_MS * MS);
-        let window_end = window_start.plus_nanos(WINDOW_MS * MS);
         store.up = !s.outage_ms.is_some_and(|(a, b)| ms >= a && ms < b);
+        // Asks reaching the store now run there; answers arriving now are applied.
+        for f in in_flight.iter_mut().filter(|f| f.run_at == ms) {
+            if store.up {
+                *store.calls.entry(cs[f.customer].key.clone()).or_default() += 1;
+                f.answer = Some(
+                    store
+                        .counters
+                        .entry(cs[f.customer].key.clone())
+                        .or_default()
+                        .renew(&names[f.node], &f.renewal, now, &s.policy),
+                );
+            }
+        }
+        let mut i = 0;
+        while i < in_flight.len() {
+            if in_flight[i].reply_at != ms {
+                i += 1;
+                continue;
+            }
+            let f = in_flight.swap_remove(i);
+            let node_now = now.plus_nanos(skew[f.node] * MS);
+            let admitted = match f.answer {
+                Some(g) => books[f.node].granted(&cs[f.customer].key, &f.renewal, g, node_now),
+                None => false, // the store did not answer: failure_mode closed
+            };
+            let t = per_window.entry((f.window, f.customer)).or_default();
+            if admitted {
+                t.admitted += 1;
+            } else {
+                t.refused += 1;
+            }
+        }
         // Every node gives back what is due every 100 ms (one call per lease, counted).
         if ms % 100 == 0 {
             for (n, book) in books.iter_mut().enumerate() {
-                for (key, back) in book.due(now) {
+                for (key, back) in book.due(now.plus_nanos(skew[n] * MS)) {
                     if !store.up {
                         continue; // lost for the window: under-admission only
                     }
@@ -152,30 +208,46 @@ fn run(s: &Setup) -> Outcome {
             let n = per_ms.floor() as u64 + u64::from(rng.chance(per_ms.fract()));
             for _ in 0..n {
                 let node = rng.below(s.nodes as u64) as usize;
+                // The node's own clock decides its window.
+                let node_ms = ms + skew[node];
+                let window = node_ms.div_euclid(WINDOW_MS);
+                let window_start = start.plus_nanos(window * WINDOW_MS * MS);
+                let window_end = window_start.plus_nanos(WINDOW_MS * MS);
+                let node_now = start.plus_nanos(node_ms * MS);
                 let t = per_window.entry((window, ci)).or_default();
                 t.requests += 1;
-                let admitted =
-                    match books[node].take(&c.key, (window_start, window_end), c.quota, 1, now) {
-                        Take::Admit => true,
-                        Take::Refuse => false,
-                        Take::Ask(r) => {
-                            if store.up {
-                                *store.calls.entry(c.key.clone()).or_default() += 1;
-                                let g: LeaseGrant = store
-                                    .counters
-                                    .entry(c.key.clone())
-                                    .or_default()
-                                    .renew(&names[node], &r, now, &s.policy);
-                                books[node].granted(&c.key, &r, g, now)
-                            } else {
-                                false // failure_mode closed
-                            }
+                match books[node].take(&c.key, (window_start, window_end), c.quota, 1, node_now) {
+                    Take::Admit => t.admitted += 1,
+                    Take::Refuse => t.refused += 1,
+                    Take::Ask(r) if s.rtt_ms == 0 => {
+                        let g = if store.up {
+                            *store.calls.entry(c.key.clone()).or_default() += 1;
+                            Some(store.counters.entry(c.key.clone()).or_default().renew(
+                                &names[node],
+                                &r,
+                                now,
+                                &s.policy,
+                            ))
+                        } else {
+                            None
+                        };
+                        let admitted =
+                            g.is_some_and(|g| books[node].granted(&c.key, &r, g, node_now));
+                        if admitted {
+                            t.admitted += 1;
+                        } else {
+                            t.refused += 1;
                         }
-                    };
-                if admitted {
-                    t.admitted += 1;
-                } else {
-                    t.refused += 1;
+                    }
+                    Take::Ask(r) => in_flight.push(InFlight {
+                        node,
+                        customer: ci,
+                        window,
+                        renewal: r,
+                        run_at: ms + s.rtt_ms / 2,
+                        reply_at: ms + s.rtt_ms,
+                        answer: None,
+                    }),
                 }
             }
         }
@@ -192,7 +264,7 @@ fn run(s: &Setup) -> Outcome {
     for (ci, c) in cs.iter().enumerate() {
         let k = c.kind as u8;
         *calls.entry(k).or_default() += store.calls.get(&c.key).copied().unwrap_or(0);
-        for w in 0..s.windows {
+        for w in -1..=s.windows {
             let t = per_window.get(&(w, ci)).copied().unwrap_or_default();
             *requests.entry(k).or_default() += t.requests;
             let over = t.admitted as i64 - c.quota as i64;
@@ -248,6 +320,8 @@ fn no_window_passes_its_quota_by_more_than_the_budget_at_any_number_of_nodes() {
                 windows: 2,
                 cold: 50,
                 outage_ms: None,
+                rtt_ms: 0,
+                skew_ms: 0,
             });
             let g = |m: &HashMap<u8, i64>, k: Kind| m.get(&(k as u8)).copied().unwrap_or(0);
             let f = |m: &HashMap<u8, f64>, k: Kind| m.get(&(k as u8)).copied().unwrap_or(0.0);
@@ -292,6 +366,8 @@ fn a_store_outage_spends_the_leases_held_and_then_refuses() {
             windows: 1,
             cold: 20,
             outage_ms: Some((20_000, 40_000)),
+            rtt_ms: 2,
+            skew_ms: 0,
         });
         for k in [Kind::Hot, Kind::Cold, Kind::Under] {
             let over = o.worst_over.get(&(k as u8)).copied().unwrap_or(0);
@@ -299,6 +375,60 @@ fn a_store_outage_spends_the_leases_held_and_then_refuses() {
                 over <= 0,
                 "{nodes} nodes: overshoot {over} with the store down"
             );
+        }
+    }
+}
+
+#[test]
+fn a_store_a_round_trip_away_and_clocks_that_differ_keep_the_bound() {
+    println!(
+        "{:>5} {:>6} {:>4} {:>5} | {:>10} {:>10} | {:>9} {:>9} | {:>8} {:>8}",
+        "nodes",
+        "budget",
+        "rtt",
+        "skew",
+        "hot c/req",
+        "cold c/req",
+        "hot over",
+        "cold over",
+        "hot used",
+        "cold used"
+    );
+    for nodes in [2, 10, 100] {
+        for budget in [0, 5] {
+            for (rtt_ms, skew_ms) in [(2, 0), (2, 300), (20, 300)] {
+                let o = run(&Setup {
+                    nodes,
+                    policy: policy(budget),
+                    windows: 2,
+                    cold: 20,
+                    outage_ms: None,
+                    rtt_ms,
+                    skew_ms,
+                });
+                let g = |m: &HashMap<u8, i64>, k: Kind| m.get(&(k as u8)).copied().unwrap_or(0);
+                let f = |m: &HashMap<u8, f64>, k: Kind| m.get(&(k as u8)).copied().unwrap_or(0.0);
+                println!(
+                    "{:>5} {:>6} {:>4} {:>5} | {:>10.4} {:>10.4} | {:>9} {:>9} | {:>8.3} {:>8.3}",
+                    nodes,
+                    budget,
+                    rtt_ms,
+                    skew_ms,
+                    f(&o.calls_per_request, Kind::Hot),
+                    f(&o.calls_per_request, Kind::Cold),
+                    g(&o.worst_over, Kind::Hot),
+                    g(&o.worst_over, Kind::Cold),
+                    f(&o.min_used, Kind::Hot),
+                    f(&o.min_used, Kind::Cold),
+                );
+                for k in [Kind::Hot, Kind::Cold, Kind::Under] {
+                    assert!(
+                        g(&o.worst_over, k) <= budget as i64,
+                        "{nodes} nodes, budget {budget}, rtt {rtt_ms}, skew {skew_ms}: over by {}",
+                        g(&o.worst_over, k)
+                    );
+                }
+            }
         }
     }
 }
