@@ -1,7 +1,8 @@
 //! Quota leases at N nodes, simulated: the core's lease book in every node, a virtual clock, and
 //! the store's rule (`StoredLeases::renew`, `give_back`) as an in-memory model of the store's
 //! atomic script. Skewed traffic: one hot customer spread over every node, many small ones on
-//! random nodes, and one that stays under its quota. Asserts, in every window, that no customer
+//! random nodes, and one that stays under its quota; a store answering at once or a round trip
+//! away (requests arriving meanwhile wait for the node's one ask), clocks that differ. Asserts, in every window, that no customer
 //! is admitted more than its quota plus `max_overshoot`, whatever N; prints the store calls per
 //! request and how much of each quota was used (BENCHMARKS.md, "Quota leases, simulated").
 //!
@@ -150,6 +151,8 @@ fn run(s: &Setup) -> Outcome {
         })
         .collect();
     let mut in_flight: Vec<InFlight> = Vec::new();
+    // Requests waiting at a node for the answer to its ask for a customer: their windows.
+    let mut waiting: HashMap<(usize, usize), Vec<i64>> = HashMap::new();
     for ms in 0..total_ms {
         let now = start.plus_nanos(ms * MS);
         store.up = !s.outage_ms.is_some_and(|(a, b)| ms >= a && ms < b);
@@ -174,15 +177,54 @@ fn run(s: &Setup) -> Outcome {
             }
             let f = in_flight.swap_remove(i);
             let node_now = now.plus_nanos(skew[f.node] * MS);
+            let key = &cs[f.customer].key;
             let admitted = match f.answer {
-                Some(g) => books[f.node].granted(&cs[f.customer].key, &f.renewal, g, node_now),
-                None => false, // the store did not answer: failure_mode closed
+                Some(g) => books[f.node].granted(key, &f.renewal, g, node_now),
+                None => {
+                    books[f.node].unanswered(key);
+                    false // the store did not answer: failure_mode closed
+                }
             };
             let t = per_window.entry((f.window, f.customer)).or_default();
             if admitted {
                 t.admitted += 1;
             } else {
                 t.refused += 1;
+            }
+            // The requests that waited on this ask take again (an unanswered ask refuses them:
+            // failure_mode closed).
+            let waiters = waiting.remove(&(f.node, f.customer)).unwrap_or_default();
+            for window in waiters {
+                let t = per_window.entry((window, f.customer)).or_default();
+                if f.answer.is_none() {
+                    t.refused += 1;
+                    continue;
+                }
+                let window_start = start.plus_nanos(window * WINDOW_MS * MS);
+                let window_end = window_start.plus_nanos(WINDOW_MS * MS);
+                match books[f.node].take(
+                    key,
+                    (window_start, window_end),
+                    cs[f.customer].quota,
+                    1,
+                    node_now,
+                ) {
+                    Take::Admit => t.admitted += 1,
+                    Take::Refuse => t.refused += 1,
+                    Take::Wait => waiting
+                        .entry((f.node, f.customer))
+                        .or_default()
+                        .push(window),
+                    Take::Ask(r) => in_flight.push(InFlight {
+                        node: f.node,
+                        customer: f.customer,
+                        window,
+                        renewal: r,
+                        run_at: ms + s.rtt_ms / 2,
+                        reply_at: ms + s.rtt_ms,
+                        answer: None,
+                    }),
+                }
             }
         }
         // Every node gives back what is due every 100 ms (one call per lease, counted).
@@ -219,6 +261,7 @@ fn run(s: &Setup) -> Outcome {
                 match books[node].take(&c.key, (window_start, window_end), c.quota, 1, node_now) {
                     Take::Admit => t.admitted += 1,
                     Take::Refuse => t.refused += 1,
+                    Take::Wait => waiting.entry((node, ci)).or_default().push(window),
                     Take::Ask(r) if s.rtt_ms == 0 => {
                         let g = if store.up {
                             *store.calls.entry(c.key.clone()).or_default() += 1;
@@ -231,8 +274,13 @@ fn run(s: &Setup) -> Outcome {
                         } else {
                             None
                         };
-                        let admitted =
-                            g.is_some_and(|g| books[node].granted(&c.key, &r, g, node_now));
+                        let admitted = match g {
+                            Some(g) => books[node].granted(&c.key, &r, g, node_now),
+                            None => {
+                                books[node].unanswered(&c.key);
+                                false
+                            }
+                        };
                         if admitted {
                             t.admitted += 1;
                         } else {

@@ -24,8 +24,10 @@
 //!   is refused at each window's turn for that long (never granted twice for a window).
 //! - Each ask carries the quota of the asking node's snapshot: nodes on different snapshots
 //!   share the window under the quota each believes until they sync.
-//! - Asks for one counter should go out one at a time per node (the host's lock): concurrent
-//!   asks are safe, but each takes its own share.
+//! - One ask per counter is out at a time per node: requests that arrive meanwhile are told to
+//!   wait for its answer (`Take::Wait`), so a hot counter costs one store call per round trip
+//!   however many requests arrive during it. A host that cannot wait may ask anyway: safe, but
+//!   each ask takes its own share.
 
 use super::snapshot::MAX_UNITS;
 use crate::time::Timestamp;
@@ -260,6 +262,8 @@ struct Counter {
     refusals: u32,
     /// When a request last used the counter (its demand is remembered for a while).
     last_used: Timestamp,
+    /// When the ask now out for this counter went out.
+    asking: Option<Timestamp>,
 }
 
 /// What a node does with a request's units.
@@ -269,8 +273,11 @@ pub enum Take {
     Admit,
     /// Refuse: the store said a moment ago that there is not enough in this window.
     Refuse,
-    /// Ask the store (one atomic step), then call `NodeLeases::granted` with its answer.
+    /// Ask the store (one atomic step), then call `NodeLeases::granted` with its answer (or
+    /// `NodeLeases::unanswered` if none came).
     Ask(Renewal),
+    /// An ask for this counter is out: wait for its answer, then take again.
+    Wait,
 }
 
 /// A lease to give back to the store.
@@ -343,6 +350,13 @@ impl NodeLeases {
         {
             return Take::Refuse;
         }
+        // One ask out at a time (an ask unanswered for a lease's time is taken as lost).
+        if c.asking
+            .is_some_and(|t| now.nanos_since(t) < self.policy.lease_ns)
+        {
+            return Take::Wait;
+        }
+        c.asking = Some(now);
         // The lease goes back with the ask and leaves the book now: nothing more is spent
         // from it while the ask is out (whether the store took it back is then unknown if the
         // ask fails, so its units are never spent again: under-admission, never over).
@@ -367,6 +381,7 @@ impl NodeLeases {
     pub fn granted(&mut self, key: &str, asked: &Renewal, g: LeaseGrant, now: Timestamp) -> bool {
         let p = self.policy;
         let c = self.counters.entry(key.to_string()).or_default();
+        c.asking = None;
         if g.lease == 0 || g.units < asked.need {
             let until = if g.current && g.left < asked.need && g.returning == 0 {
                 // Not enough left and nothing that can come back: refused to the window's end.
@@ -412,6 +427,15 @@ impl NodeLeases {
         true
     }
 
+    /// The ask for `key` got no answer (the store unreachable, a timeout): the next request
+    /// may ask again; this one, and those that waited on it, are decided by the caller's
+    /// failure mode.
+    pub fn unanswered(&mut self, key: &str) {
+        if let Some(c) = self.counters.get_mut(key) {
+            c.asking = None;
+        }
+    }
+
     /// Leases whose time is up: their unspent units go back to the store (the caller sends
     /// them; a give-back that fails loses nothing but those units for the window). A lease
     /// spent whole is just dropped: the store counts it as spent when it closes it.
@@ -439,6 +463,7 @@ impl NodeLeases {
         let remember = self.policy.lease_ns.saturating_mul(2);
         self.counters.retain(|_, c| {
             c.lease.is_some()
+                || c.asking.is_some()
                 || c.refused.is_some_and(|r| now < r.until)
                 || now.nanos_since(c.last_used) < remember
         });
@@ -577,7 +602,7 @@ mod tests {
             let now = T0.plus_nanos(i);
             match book.take("k", WIN, 1_000_000, 1, now) {
                 Take::Admit => admitted += 1,
-                Take::Refuse => panic!("refused with quota left"),
+                Take::Refuse | Take::Wait => panic!("refused with quota left"),
                 Take::Ask(r) => {
                     let g = store.renew("a", &r, now, &p);
                     units.push(g.units);
@@ -788,5 +813,46 @@ mod tests {
             &budget,
         );
         assert_eq!(g.units + g.left, MAX_UNITS, "quota + budget capped at 2^53");
+    }
+
+    #[test]
+    fn one_ask_is_out_at_a_time_and_a_lost_one_frees_the_next() {
+        let p = LeasePolicy::STRICT;
+        let mut store = StoredLeases::default();
+        let mut book = NodeLeases::new(p);
+        let Take::Ask(r) = book.take("k", WIN, 100, 1, T0) else {
+            panic!()
+        };
+        assert_eq!(book.take("k", WIN, 100, 1, T0), Take::Wait);
+        assert!(matches!(book.take("other", WIN, 100, 1, T0), Take::Ask(_)));
+        let g = store.renew(
+            "a",
+            &Renewal {
+                want: 5,
+                ..r.clone()
+            },
+            T0,
+            &p,
+        );
+        assert!(book.granted("k", &r, g, T0));
+        assert_eq!(
+            book.take("k", WIN, 100, 1, T0),
+            Take::Admit,
+            "waiters take from the answer"
+        );
+        // An ask with no answer: the next request asks again at once after `unanswered`...
+        let mut book = NodeLeases::new(p);
+        assert!(matches!(book.take("k", WIN, 100, 1, T0), Take::Ask(_)));
+        book.unanswered("k");
+        assert!(matches!(book.take("k", WIN, 100, 1, T0), Take::Ask(_)));
+        // ...or once a lease's time has passed without one.
+        assert_eq!(
+            book.take("k", WIN, 100, 1, T0.plus_nanos(p.lease_ns - 1)),
+            Take::Wait
+        );
+        assert!(matches!(
+            book.take("k", WIN, 100, 1, T0.plus_nanos(p.lease_ns)),
+            Take::Ask(_)
+        ));
     }
 }
