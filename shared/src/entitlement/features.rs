@@ -10,10 +10,20 @@ use std::sync::Arc;
 /// Feature name → entitlement for one customer. Read from a JSON object, the names are unique
 /// and (serde_json's map is ordered) sorted, so a lookup searches by halves; a list that is not
 /// sorted is searched in order (never a wrong answer, whatever builds it).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Features {
     list: Box<[(Arc<str>, Entitlement)]>,
     sorted: bool,
+}
+
+impl Default for Features {
+    /// No features (an empty list is sorted, as one collected from nothing is).
+    fn default() -> Self {
+        Features {
+            list: Box::default(),
+            sorted: true,
+        }
+    }
 }
 
 impl Features {
@@ -136,5 +146,8 @@ mod tests {
         assert_eq!(f["search"].quota, Some(3));
         assert_eq!(f["chat"].quota, Some(2));
         assert!(f.get("sear").is_none() && f.get("").is_none());
+        let none: Features = std::iter::empty().collect();
+        assert_eq!(none, Features::default());
+        assert!(none.get("search").is_none() && none.is_empty());
     }
 }
