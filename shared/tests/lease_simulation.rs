@@ -338,6 +338,37 @@ fn run(s: &Setup) -> Outcome {
     out
 }
 
+impl Outcome {
+    /// The worst overshoot of any window for `k`'s customers.
+    fn over(&self, k: Kind) -> i64 {
+        self.worst_over.get(&(k as u8)).copied().unwrap_or(0)
+    }
+
+    /// Store calls per request for `k`'s customers.
+    fn calls(&self, k: Kind) -> f64 {
+        self.calls_per_request
+            .get(&(k as u8))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// The least share of the quota admitted in a window where demand exceeded it.
+    fn used(&self, k: Kind) -> f64 {
+        self.min_used.get(&(k as u8)).copied().unwrap_or(0.0)
+    }
+
+    /// No window of any customer passed its quota by more than `budget`.
+    fn assert_within(&self, budget: u64, run: &str) {
+        for k in [Kind::Hot, Kind::Cold, Kind::Under] {
+            let over = self.over(k);
+            assert!(
+                over <= budget as i64,
+                "{run}: a window passed its quota by {over}"
+            );
+        }
+    }
+}
+
 fn policy(max_overshoot: u64) -> LeasePolicy {
     LeasePolicy {
         max_overshoot,
@@ -371,36 +402,28 @@ fn no_window_passes_its_quota_by_more_than_the_budget_at_any_number_of_nodes() {
                 rtt_ms: 0,
                 skew_ms: 0,
             });
-            let g = |m: &HashMap<u8, i64>, k: Kind| m.get(&(k as u8)).copied().unwrap_or(0);
-            let f = |m: &HashMap<u8, f64>, k: Kind| m.get(&(k as u8)).copied().unwrap_or(0.0);
             println!(
                 "{:>5} {:>6} | {:>10.4} {:>10.4} {:>10.4} | {:>9} {:>9} {:>9} | {:>8.3} {:>8.3} | {} of {}",
                 nodes,
                 budget,
-                f(&o.calls_per_request, Kind::Hot),
-                f(&o.calls_per_request, Kind::Cold),
-                f(&o.calls_per_request, Kind::Under),
-                g(&o.worst_over, Kind::Hot),
-                g(&o.worst_over, Kind::Cold),
-                g(&o.worst_over, Kind::Under),
-                f(&o.min_used, Kind::Hot),
-                f(&o.min_used, Kind::Cold),
+                o.calls(Kind::Hot),
+                o.calls(Kind::Cold),
+                o.calls(Kind::Under),
+                o.over(Kind::Hot),
+                o.over(Kind::Cold),
+                o.over(Kind::Under),
+                o.used(Kind::Hot),
+                o.used(Kind::Cold),
                 o.under_refused,
                 o.under_requests,
             );
-            for k in [Kind::Hot, Kind::Cold, Kind::Under] {
-                assert!(
-                    g(&o.worst_over, k) <= budget as i64,
-                    "{nodes} nodes, budget {budget}: a window passed its quota by {}",
-                    g(&o.worst_over, k)
-                );
-            }
+            o.assert_within(budget, &format!("{nodes} nodes, budget {budget}"));
             // A hot customer costs the store a call per many requests.
-            assert!(f(&o.calls_per_request, Kind::Hot) < 0.05, "{nodes} nodes");
+            assert!(o.calls(Kind::Hot) < 0.05, "{nodes} nodes");
             // A cold one at most an ask per request and a give-back per lease.
-            assert!(f(&o.calls_per_request, Kind::Cold) <= 2.0, "{nodes} nodes");
+            assert!(o.calls(Kind::Cold) <= 2.0, "{nodes} nodes");
             // The quota is used, not stranded in other nodes' leases.
-            assert!(f(&o.min_used, Kind::Hot) > 0.99, "{nodes} nodes");
+            assert!(o.used(Kind::Hot) > 0.99, "{nodes} nodes");
         }
     }
 }
@@ -417,13 +440,7 @@ fn a_store_outage_spends_the_leases_held_and_then_refuses() {
             rtt_ms: 2,
             skew_ms: 0,
         });
-        for k in [Kind::Hot, Kind::Cold, Kind::Under] {
-            let over = o.worst_over.get(&(k as u8)).copied().unwrap_or(0);
-            assert!(
-                over <= 0,
-                "{nodes} nodes: overshoot {over} with the store down"
-            );
-        }
+        o.assert_within(0, &format!("{nodes} nodes, the store down for 20 s"));
     }
 }
 
@@ -454,28 +471,23 @@ fn a_store_a_round_trip_away_and_clocks_that_differ_keep_the_bound() {
                     rtt_ms,
                     skew_ms,
                 });
-                let g = |m: &HashMap<u8, i64>, k: Kind| m.get(&(k as u8)).copied().unwrap_or(0);
-                let f = |m: &HashMap<u8, f64>, k: Kind| m.get(&(k as u8)).copied().unwrap_or(0.0);
                 println!(
                     "{:>5} {:>6} {:>4} {:>5} | {:>10.4} {:>10.4} | {:>9} {:>9} | {:>8.3} {:>8.3}",
                     nodes,
                     budget,
                     rtt_ms,
                     skew_ms,
-                    f(&o.calls_per_request, Kind::Hot),
-                    f(&o.calls_per_request, Kind::Cold),
-                    g(&o.worst_over, Kind::Hot),
-                    g(&o.worst_over, Kind::Cold),
-                    f(&o.min_used, Kind::Hot),
-                    f(&o.min_used, Kind::Cold),
+                    o.calls(Kind::Hot),
+                    o.calls(Kind::Cold),
+                    o.over(Kind::Hot),
+                    o.over(Kind::Cold),
+                    o.used(Kind::Hot),
+                    o.used(Kind::Cold),
                 );
-                for k in [Kind::Hot, Kind::Cold, Kind::Under] {
-                    assert!(
-                        g(&o.worst_over, k) <= budget as i64,
-                        "{nodes} nodes, budget {budget}, rtt {rtt_ms}, skew {skew_ms}: over by {}",
-                        g(&o.worst_over, k)
-                    );
-                }
+                o.assert_within(
+                    budget,
+                    &format!("{nodes} nodes, budget {budget}, rtt {rtt_ms}, skew {skew_ms}"),
+                );
             }
         }
     }
