@@ -60,24 +60,26 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// An exchange on `route` for `method` and `path`, both taken as they are read (the path
+    /// keeps only its endpoint: no query, no fragment), so no copy is made per request.
     pub(crate) fn new(
         route: usize,
         now: Timestamp,
         request_id: Option<String>,
-        method: &str,
-        path: &str,
+        method: String,
+        mut path: String,
     ) -> Self {
         let end = path
             .bytes()
             .position(|b| b == b'?' || b == b'#')
             .unwrap_or(path.len());
-        let endpoint = path[..end].to_string();
+        path.truncate(end);
         Exchange {
             route,
             started_at: now,
             request_id,
-            method: method.to_string(),
-            endpoint,
+            method,
+            endpoint: path,
             customer_id: None,
             environment: Environment::Sandbox,
             key_id: None,

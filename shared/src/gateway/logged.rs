@@ -74,8 +74,8 @@ impl Gateway {
             route,
             req.time,
             Some(req.request_id.to_string()),
-            req.method,
-            req.path,
+            req.method.to_string(),
+            req.path.to_string(),
         );
         ex.identify(
             req.customer_id.to_string(),

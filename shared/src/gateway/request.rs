@@ -93,13 +93,12 @@ impl Gateway {
             .and_then(|h| req.header(h))
             .filter(|v| !v.is_empty());
         let route = &self.config.routes[route_index];
-        let feature = route.feature.clone();
         let cost = route.first().and_then(|m| m.quantity.constant_units());
         let default_env = self.config.environment();
 
         let fresh = self.snapshot_freshness(now) == Freshness::Fresh;
         let source_none = matches!(self.config.entitlements, EntitlementSource::None);
-        let mut exchange = Exchange::new(route_index, now, request_id, &method, &path);
+        let mut exchange = Exchange::new(route_index, now, request_id, method, path);
 
         // Metering only (no entitlement source): a trusted customer id is enough.
         if source_none || (!fresh && self.config.failure_mode == FailureMode::Open) {
@@ -173,7 +172,7 @@ impl Gateway {
         };
         let access = AccessRequest {
             credential,
-            feature: &feature,
+            feature: &self.config.routes[route_index].feature,
             client_ip: ip,
             cost,
             default_environment: default_env,
