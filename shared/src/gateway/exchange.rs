@@ -74,6 +74,11 @@ impl Exchange {
             .position(|b| b == b'?' || b == b'#')
             .unwrap_or(path.len());
         path.truncate(end);
+        // A long query dropped: give its room back, since an exchange can outlive the request
+        // (waiting for the first snapshot, counted by its bodies' bytes only).
+        if path.capacity() > end.saturating_mul(2).max(256) {
+            path.shrink_to_fit();
+        }
         Exchange {
             route,
             started_at: now,

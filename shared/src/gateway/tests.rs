@@ -1676,3 +1676,25 @@ fn in_nginx_calls_go_to_host_and_port_and_an_explicit_cluster_is_named_in_the_lo
     gw.flush_now(&mut host);
     assert_eq!(host.calls[0].1.upstream, "aforo_ingest_sandbox");
 }
+
+#[test]
+fn an_exchange_keeps_the_endpoint_and_not_the_room_of_a_long_query() {
+    let query = "q=".to_string() + &"x".repeat(60_000);
+    let ex = Exchange::new(
+        0,
+        Timestamp::from_unix_secs(1),
+        None,
+        "GET".into(),
+        format!("/v1/search?{query}"),
+    );
+    assert_eq!(ex.endpoint, "/v1/search");
+    assert!(ex.endpoint.capacity() < 1_000, "{}", ex.endpoint.capacity());
+    let ex = Exchange::new(
+        0,
+        Timestamp::from_unix_secs(1),
+        None,
+        "GET".into(),
+        "/a#b".into(),
+    );
+    assert_eq!(ex.endpoint, "/a");
+}
