@@ -143,6 +143,10 @@ fn the_redis_scripts_read_and_write_the_cores_counter_values() {
     );
 }
 
+/// The counter the lease walk uses: its core key, and its hash in Redis.
+const LEASED: &str = "aforo:q:production:acme:search";
+const LEASED_HASH: &str = "t:q:production:acme:search";
+
 /// One renewal through `lease.lua` (window start and now in ms).
 fn lease_script(
     con: &mut redis::Connection,
@@ -155,7 +159,7 @@ fn lease_script(
     let out: Vec<u64> = redis::cmd("EVAL")
         .arg(LEASE)
         .arg(1)
-        .arg("t:l:counter")
+        .arg(LEASED_HASH)
         .arg(node)
         .arg(r.window_start.unix_millis())
         .arg(r.window_end.unix_millis())
@@ -169,6 +173,8 @@ fn lease_script(
         .arg(p.open_ns() / 1_000_000)
         .arg(p.max_ahead_ns / 1_000_000)
         .arg(4_102_444_800_000u64)
+        .arg(&r.window_start.unix_nanos().to_le_bytes()[..])
+        .arg(LEASED)
         .query(con)
         .unwrap();
     LeaseGrant {
@@ -185,7 +191,8 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
     let server = RedisServer::start("leases");
     let mut con = server.connection().expect("redis answers");
     // A deterministic walk: nodes (one with a '|' in its name) renewing, giving back (their
-    // own leases, others', twice), time passing past the open time, windows turning, lagging.
+    // own leases, others', twice), time passing past the open time, windows turning, lagging,
+    // and events claimed into the same counter (current, older and newer windows).
     let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
     let mut next = |n: u64| {
         seed ^= seed << 13;
@@ -204,7 +211,7 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
         (1, 3),
     ] {
         redis::cmd("DEL")
-            .arg("t:l:counter")
+            .arg(LEASED_HASH)
             .query::<()>(&mut con)
             .unwrap();
         let p = LeasePolicy {
@@ -213,6 +220,7 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
         };
         let mut model = StoredLeases::default();
         let mut held: Vec<(usize, u64, u64)> = Vec::new(); // node, lease, units
+        let mut claimed = 0u64;
         let base: i64 = 1_767_225_600_000;
         let mut now_ms = base + 1_000;
         for step in 0..400 {
@@ -254,23 +262,44 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
                 want,
                 need: next(3).min(want),
             };
+            if next(6) == 0 {
+                // An event claimed into the counter, in this window, the one before or after.
+                let ws = Timestamp::from_unix_millis(match next(6) {
+                    0 => window_ms - 60_000,
+                    1 => window_ms + 60_000,
+                    _ => window_ms,
+                });
+                let units = if next(10) == 0 { quota } else { next(30) };
+                let id = format!("e{quota}-{budget}-{step}");
+                assert_eq!(claim(&mut con, &id, "gw@1", LEASED, ws, units), 1);
+                model.count(ws, units);
+                claimed = claimed.saturating_add(units);
+            }
             let expected = model.renew(nodes[node], &r, Timestamp::from_unix_millis(now_ms), &p);
             let got = lease_script(&mut con, nodes[node], &r, &p, now_ms);
             assert_eq!(
                 got, expected,
                 "quota {quota} budget {budget}, step {step}: {r:?}"
             );
-            let granted: Option<u64> = redis::cmd("HGET")
-                .arg("t:l:counter")
-                .arg("g")
+            // The counter's value is the model's count, in the model's window.
+            let v: Option<Vec<u8>> = redis::cmd("HGET")
+                .arg(LEASED_HASH)
+                .arg("v")
                 .query(&mut con)
                 .unwrap();
-            assert_eq!(granted.unwrap_or(0), model.granted, "step {step}");
+            match v.map(|v| CounterValue::decode(LEASED, &v).expect("a core counter value")) {
+                Some(v) => assert_eq!(
+                    (v.window_start, v.count),
+                    (model.window_start, model.counted),
+                    "step {step}"
+                ),
+                None => assert_eq!(model.counted, 0, "step {step}"),
+            }
             outcomes[usize::from(got.current) + usize::from(got.units > 0)] += 1;
             // The hash forgotten (expired) mid-window: a window that is over stays over.
             if next(50) == 0 {
                 redis::cmd("DEL")
-                    .arg("t:l:counter")
+                    .arg(LEASED_HASH)
                     .query::<()>(&mut con)
                     .unwrap();
                 model = StoredLeases::default();
@@ -279,7 +308,7 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
                 held.push((node, got.lease, got.units));
             }
         }
-        assert!(model.granted <= quota.saturating_add(budget));
+        assert!(model.counted <= quota.saturating_add(budget).saturating_add(claimed));
     }
     assert!(outcomes.iter().all(|&n| n > 20), "{outcomes:?}");
     // With no clock given, the script reads Redis's own.
@@ -305,6 +334,12 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
         .arg(p.open_ns() / 1_000_000)
         .arg(p.max_ahead_ns / 1_000_000)
         .arg(4_102_444_800_000u64)
+        .arg(
+            &Timestamp::from_unix_millis(now - 1_000)
+                .unix_nanos()
+                .to_le_bytes()[..],
+        )
+        .arg(LEASED)
         .query(&mut con)
         .unwrap();
     assert_eq!(

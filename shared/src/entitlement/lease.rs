@@ -123,13 +123,17 @@ pub struct OpenLease {
     pub granted_at: Timestamp,
 }
 
-/// One counter's leases in the store for one window: what the store's script keeps.
+/// One counter's leases in the store for one window: what the store's script keeps, beside
+/// the counter's count in the same record (one Redis hash: one key, one Cluster slot).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredLeases {
-    /// The window the state is for; an ask for a later window starts a new one.
+    /// The window the state is for; an ask (or a count) for a later window starts a new one.
     pub window_start: Timestamp,
-    /// Units granted in this window, spent or held, less those given back.
-    pub granted: u64,
+    /// The counter's count in this window: units granted by leases, spent or held, less those
+    /// given back, plus units other writers added (events claimed, reservations made without
+    /// leases). Leases are granted from what this leaves of the quota, so every way of using
+    /// a quota counts against one number.
+    pub counted: u64,
     /// The last lease id handed out.
     pub last_id: u64,
     /// Leases whose unspent units may still come back.
@@ -180,7 +184,7 @@ impl StoredLeases {
             .quota
             .saturating_add(p.max_overshoot)
             .min(MAX_UNITS)
-            .saturating_sub(self.granted);
+            .saturating_sub(self.counted);
         // The budget buys bigger last grants: a share never below budget / nodes.
         let floor = (p.max_overshoot / active).max(1);
         let share = (left / active.saturating_mul(2)).max(floor);
@@ -194,7 +198,7 @@ impl StoredLeases {
                 current: true,
             };
         }
-        self.granted += units;
+        self.counted = self.counted.saturating_add(units);
         self.last_id += 1;
         self.open.push(OpenLease {
             id: self.last_id,
@@ -220,8 +224,24 @@ impl StoredLeases {
         }
         if let Some(i) = self.open.iter().position(|l| l.id == id && l.node == node) {
             let lease = self.open.swap_remove(i);
-            self.granted = self.granted.saturating_sub(unspent.min(lease.units));
+            self.counted = self.counted.saturating_sub(unspent.min(lease.units));
         }
+    }
+
+    /// Units another writer added to the counter (a claimed event's): counted in their window
+    /// (a later window starts afresh, leases of the old one closed), ignored for an older one
+    /// (a late write never resets the window the store serves). Saturates at 2^53.
+    pub fn count(&mut self, window_start: Timestamp, units: u64) {
+        if window_start < self.window_start {
+            return;
+        }
+        if window_start > self.window_start {
+            *self = StoredLeases {
+                window_start,
+                ..StoredLeases::default()
+            };
+        }
+        self.counted = self.counted.saturating_add(units).min(MAX_UNITS);
     }
 }
 
@@ -520,7 +540,7 @@ mod tests {
             granted += g.units;
         }
         assert_eq!(granted, 100, "exactly the quota, with no overshoot budget");
-        assert_eq!(s.granted, 100);
+        assert_eq!(s.counted, 100);
     }
 
     #[test]
@@ -543,7 +563,7 @@ mod tests {
             (0, 0, 2),
             "2 left, 3 needed: nothing"
         );
-        assert_eq!(s.granted, 98, "a refused need takes nothing");
+        assert_eq!(s.counted, 98, "a refused need takes nothing");
     }
 
     #[test]
@@ -553,16 +573,40 @@ mod tests {
         let g = s.renew("a", &ask(40, 1, None), T0, &p);
         assert_eq!(g.units, 40);
         s.give_back("b", W, g.lease, 30);
-        assert_eq!(s.granted, 40, "another node's give-back is ignored");
+        assert_eq!(s.counted, 40, "another node's give-back is ignored");
         s.give_back("a", W.plus_nanos(-1), g.lease, 30);
-        assert_eq!(s.granted, 40, "another window's too");
+        assert_eq!(s.counted, 40, "another window's too");
         s.give_back("a", W, g.lease, 30);
-        assert_eq!(s.granted, 10);
+        assert_eq!(s.counted, 10);
         s.give_back("a", W, g.lease, 30);
-        assert_eq!(s.granted, 10, "a repeated give-back returns nothing");
+        assert_eq!(s.counted, 10, "a repeated give-back returns nothing");
         let g = s.renew("a", &ask(10, 1, None), T0, &p);
         s.give_back("a", W, g.lease, 1_000);
-        assert_eq!(s.granted, 10, "never more than the lease had");
+        assert_eq!(s.counted, 10, "never more than the lease had");
+    }
+
+    #[test]
+    fn units_counted_by_other_writers_leave_less_to_lease_and_a_late_count_changes_nothing() {
+        let p = LeasePolicy::STRICT;
+        let mut s = StoredLeases::default();
+        s.count(W, 90);
+        let g = s.renew("a", &ask(1_000, 1, None), T0, &p);
+        assert_eq!((g.units, g.left), (5, 5), "half of the 10 the events left");
+        s.count(W, 10);
+        let g = s.renew("a", &ask(1_000, 1, None), T0, &p);
+        assert_eq!((g.lease, g.left), (0, 0), "claims took the rest");
+        assert_eq!(
+            s.counted, 105,
+            "a lease granted before the claims stays counted"
+        );
+        s.count(W.plus_nanos(-1), 7);
+        assert_eq!(s.counted, 105, "a count for an older window is ignored");
+        let next = W.plus_nanos(60_000_000_000);
+        s.count(next, 3);
+        assert_eq!((s.window_start, s.counted), (next, 3));
+        assert!(s.open.is_empty(), "the old window's leases are closed");
+        let old = s.renew("a", &ask(1, 1, None), T0, &p);
+        assert!(!old.current, "the old window is no longer served");
     }
 
     #[test]
@@ -577,7 +621,7 @@ mod tests {
             "closed after open_ns"
         );
         s.give_back("dead", W, g.lease, 40);
-        assert_eq!(s.granted, 41, "too late: its units stay spent");
+        assert_eq!(s.counted, 41, "too late: its units stay spent");
         let next = Renewal {
             window_start: W.plus_nanos(60_000_000_000),
             ..ask(1_000, 1, None)
@@ -617,7 +661,7 @@ mod tests {
             [1, 2, 4, 8, 16, 32],
             "demand doubles while leases run out"
         );
-        assert_eq!(store.granted, 63);
+        assert_eq!(store.counted, 63);
         // Each lease but the last went back with the next ask, whole or nearly.
         assert_eq!(store.open.len(), 1);
         assert_eq!(book.held(), 63 - 40);
@@ -684,7 +728,7 @@ mod tests {
         let (key, back) = &due[0];
         assert_eq!((key.as_str(), back.unspent), ("k", 5));
         store.give_back("a", back.window_start, back.lease, back.unspent);
-        assert_eq!(store.granted, 5, "what was spent stays counted");
+        assert_eq!(store.counted, 5, "what was spent stays counted");
         assert_eq!(book.held(), 0);
     }
 

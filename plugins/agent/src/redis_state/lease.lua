@@ -1,13 +1,17 @@
 -- Quota leases: aforo-core's StoredLeases::renew (shared/src/entitlement/lease.rs), the rule,
--- run atomically in Redis. One counter's leases live in one hash, so a call touches one key
--- (one Redis Cluster slot). plugins/agent/tests/redis_scripts.rs runs random renewals and
--- give-backs through this script and through the core's model and compares every answer.
--- KEYS[1]  the counter's lease hash
+-- run atomically in Redis. A counter's leases live in the counter's own hash, beside its value,
+-- so a call touches one key (one Redis Cluster slot) and leases are granted from what events
+-- claimed (claim.lua) and reservations without leases (cas.lua) left of the quota.
+-- plugins/agent/tests/redis_scripts.rs runs random renewals, give-backs and claims through this
+-- script and through the core's model and compares every answer and count.
+-- KEYS[1]  the counter's hash
 -- ARGV     node, window start (ms), window end (ms), quota, max_overshoot, lease given back
 --          (0: none), its unspent units, want, need, now (ms; empty: Redis's own clock), how
 --          long a lease stays open (ms), how early a window may be opened (ms), expiry of the
---          hash (ms since the epoch, after the window's end)
--- Fields   w window start (ms), g units granted, n last lease id,
+--          hash (ms since the epoch, after the window's end), window start (8 bytes LE ns),
+--          the core's counter key
+-- Fields   v aforo-core's CounterValue (window start . count . key), c its CAS token (both as
+--          cas.lua and claim.lua write them); w the leases' window (ms), n last lease id,
 --          o:<id> = node|units|granted at (ms) for each open lease
 -- Returns  {lease id (0: none), units, left, returning, 1 if the window is current else 0}
 local k = KEYS[1]
@@ -18,6 +22,7 @@ local back, unspent = tonumber(ARGV[6]), tonumber(ARGV[7])
 local want, need = tonumber(ARGV[8]), tonumber(ARGV[9])
 local now = tonumber(ARGV[10])
 local open_ms, ahead_ms, expire_at = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local wb, ckey = ARGV[14], ARGV[15]
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -26,18 +31,57 @@ end
 -- Integers as exact decimal text (Lua's own conversion keeps 14 digits).
 local function int(x) return string.format('%.0f', x) end
 
--- Over, not started yet by this clock, or older than the window served: nothing is granted
--- twice for a window, whatever a node's clock says (even after this hash expired).
+-- Whether window start a (8 bytes LE) is later than b, byte by byte from the top: exact,
+-- where Lua's doubles round nanoseconds past 2^53 (today's are about 2^60).
+local function later(a, b)
+  for i = 8, 1, -1 do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return false
+end
+local function num(s)
+  local v = 0
+  for i = 8, 1, -1 do v = v * 256 + string.byte(s, i) end
+  return v
+end
+local function bytes(v)
+  local t = {}
+  for i = 1, 8 do
+    t[i] = string.char(v % 256)
+    v = math.floor(v / 256)
+  end
+  return table.concat(t)
+end
+
+-- Over, not started yet by this clock, or older than the window served (by the leases or by
+-- the count): nothing is granted twice for a window, whatever a node's clock says (even after
+-- this hash expired).
 local sw = tonumber(redis.call('HGET', k, 'w') or '')
-if now >= w_end or w > now + ahead_ms or (sw and w < sw) then
+local v = redis.call('HGET', k, 'v')
+local vw = (v and #v >= 16) and string.sub(v, 1, 8) or nil
+if now >= w_end or w > now + ahead_ms or (sw and w < sw) or (vw and later(vw, wb)) then
   return {0, 0, 0, 0, 0}
 end
 if not sw or w > sw then
-  redis.call('DEL', k)
-  redis.call('HSET', k, 'w', int(w), 'g', 0, 'n', 0)
-  redis.call('PEXPIREAT', k, int(expire_at))
+  -- A new window for the leases: the old window's close.
+  local all = redis.call('HKEYS', k)
+  for i = 1, #all do
+    if string.sub(all[i], 1, 2) == 'o:' then redis.call('HDEL', k, all[i]) end
+  end
+  redis.call('HSET', k, 'w', int(w), 'n', 0)
 end
-local granted = tonumber(redis.call('HGET', k, 'g'))
+-- The count of this window (an older window's count reads as 0 and is replaced).
+local granted = 0
+if vw == wb then granted = num(string.sub(v, 9, 16)) end
+local before = granted
+local function store(count)
+  local c = tonumber(redis.call('HGET', k, 'c') or '0')
+  redis.call('HSET', k, 'v', wb .. bytes(count) .. ckey, 'c', (c % 2147483647) + 1)
+  if vw ~= wb or redis.call('PTTL', k) < 0 then
+    redis.call('PEXPIREAT', k, int(expire_at))
+  end
+end
 if back > 0 then
   -- Once, and only for the node's own open lease: a repeated give-back returns nothing.
   local f = 'o:' .. int(back)
@@ -74,9 +118,11 @@ local floor = math.max(1, math.floor(budget / active))
 local share = math.max(floor, math.floor(left / (2 * active)))
 local units = math.min(math.max(math.min(want, share), need), left)
 if units == 0 or units < need then
-  redis.call('HSET', k, 'g', int(granted))
+  -- Written only when it changed (a new window, a give-back): a CAS writer's token stays.
+  if vw ~= wb or granted ~= before then store(granted) end
   return {0, 0, left, returning, 1}
 end
 local id = redis.call('HINCRBY', k, 'n', 1)
-redis.call('HSET', k, 'g', int(granted + units), 'o:' .. id, node .. '|' .. int(units) .. '|' .. int(now))
+redis.call('HSET', k, 'o:' .. id, node .. '|' .. int(units) .. '|' .. int(now))
+store(granted + units)
 return {id, units, left - units, 0, 1}
