@@ -4,13 +4,14 @@
 # redis.conf). Measures /v1/canAccess (a quota check; and a reservation of 1 unit, a
 # compare-and-swap on one hot counter) with wrk (req/s, p50, p99), and durable ingest
 # (POST /v1/events, batches of 100 unique events, each batch fsynced, and with Redis claimed,
-# before its 202); then prints Redis against embedded.
+# before its 202); then prints Redis against embedded. The `leases` backend is Redis with
+# max_overshoot 0: reservations are spent from quota leases, not one compare-and-swap each.
 #
-#   scripts/bench-agent.sh                    # DURATION=10 CONNECTIONS=16 BACKENDS="embedded redis"
+#   scripts/bench-agent.sh                    # DURATION=10 CONNECTIONS=16 BACKENDS="embedded redis leases"
 #   AFORO_BENCH_AGENT=path/to/aforo-agent …   # skips the release build
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-DURATION="${DURATION:-10}"; CONNECTIONS="${CONNECTIONS:-16}"; BACKENDS="${BACKENDS:-embedded redis}"
+DURATION="${DURATION:-10}"; CONNECTIONS="${CONNECTIONS:-16}"; BACKENDS="${BACKENDS:-embedded redis leases}"
 [ "${AFORO_BENCH_SKIP_SETUP:-0}" = 1 ] || "$ROOT/scripts/setup.sh"
 apt_install wrk redis-server
 AGENT="$(release_agent)"
@@ -83,7 +84,7 @@ wrk_run() {
 for backend in $BACKENDS; do
   PORT=$(free_port)
   extra=()
-  if [ "$backend" = redis ]; then
+  if [ "$backend" = redis ] || [ "$backend" = leases ]; then
     RPORT=$(free_port)
     mkdir -p "$WORK/redis"
     redis-server deploy-examples/multi-node/redis.conf --bind 127.0.0.1 --port "$RPORT" \
@@ -91,8 +92,9 @@ for backend in $BACKENDS; do
     RPID=$!
     extra=(--config deploy-examples/multi-node/agent.json --node-id bench
       --state "redis://aforo:change-me-to-a-long-random-secret@127.0.0.1:$RPORT")
+    [ "$backend" = leases ] && extra+=(--max-overshoot 0)
   elif [ "$backend" != embedded ]; then
-    die "unknown backend $backend (BACKENDS takes embedded and redis)"
+    die "unknown backend $backend (BACKENDS takes embedded, redis and leases)"
   fi
   "$AGENT" "${extra[@]}" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data-$backend" \
     --environments production --catalog "$WORK/catalog.json" --component "$COMPONENT" \
@@ -113,17 +115,18 @@ for backend in $BACKENDS; do
   if [ -n "$RPID" ]; then kill "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=""; fi
 done
 
-if [[ " $BACKENDS " == *" embedded "* && " $BACKENDS " == *" redis "* ]]; then
-  step "Redis against embedded ($CONNECTIONS connections)"
+for other in redis leases; do
+  [[ " $BACKENDS " == *" embedded "* && " $BACKENDS " == *" $other "* ]] || continue
+  step "$other against embedded ($CONNECTIONS connections)"
   for t in check reserve ingest; do
-    python3 - "$t" "${R[embedded.$t.rps]}" "${R[redis.$t.rps]}" "${R[embedded.$t.p50]}" \
-      "${R[redis.$t.p50]}" "${R[embedded.$t.p99]}" "${R[redis.$t.p99]}" <<'PY'
+    python3 - "$t" "$other" "${R[embedded.$t.rps]}" "${R[$other.$t.rps]}" "${R[embedded.$t.p50]}" \
+      "${R[$other.$t.p50]}" "${R[embedded.$t.p99]}" "${R[$other.$t.p99]}" <<'PY'
 import sys
-t = sys.argv[1]
-er, rr, e50, r50, e99, r99 = map(float, sys.argv[2:])
+t, other = sys.argv[1:3]
+er, rr, e50, r50, e99, r99 = map(float, sys.argv[3:])
 mult, unit = (100, "events/s") if t == "ingest" else (1, "decisions/s")
-print(f"{t:8s} embedded {er*mult:8.0f} {unit}, redis {rr*mult:8.0f} ({rr/er:.2f}x); "
+print(f"{t:8s} embedded {er*mult:8.0f} {unit}, {other} {rr*mult:8.0f} ({rr/er:.2f}x); "
       f"p50 {e50:.3f} -> {r50:.3f} ms (+{r50-e50:.3f}); p99 {e99:.3f} -> {r99:.3f} ms (+{r99-e99:.3f})")
 PY
   done
-fi
+done

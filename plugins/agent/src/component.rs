@@ -1,8 +1,11 @@
 //! Hosting aforo_policy.wasm: a pool of warm component instances (pooling allocator), each
 //! call under a fuel budget and an epoch deadline, so a misbehaving module traps instead of
-//! hanging the agent. The component reads and writes the agent's counters through its import.
+//! hanging the agent. The component reads and writes the agent's counters through its import,
+//! and takes reservations from the agent's quota leases when it has them.
 
 use crate::counters::{Served, SharedCounters};
+use aforo_core::entitlement::Leased;
+use aforo_core::Timestamp;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +48,29 @@ impl aforo::metering::counters::Host for State {
         let (r, served) = self.counters.write_served(&key, &value, cas);
         self.fell_back |= served == Served::Fallback;
         r.is_ok()
+    }
+
+    fn take(
+        &mut self,
+        key: String,
+        window_start_ns: i64,
+        window_end_ns: i64,
+        quota: u64,
+        cost: u64,
+        now_ns: i64,
+    ) -> Option<aforo::metering::counters::Leased> {
+        use aforo::metering::counters::Leased as Wit;
+        let window = (
+            Timestamp::from_unix_nanos(window_start_ns),
+            Timestamp::from_unix_nanos(window_end_ns),
+        );
+        let now = Timestamp::from_unix_nanos(now_ns);
+        self.counters
+            .take_leased(&key, window, quota, cost, now)
+            .map(|l| match l {
+                Leased::Admitted { remaining } => Wit::Admitted(remaining),
+                Leased::Refused { remaining } => Wit::Refused(remaining),
+            })
     }
 }
 

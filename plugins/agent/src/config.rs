@@ -253,6 +253,17 @@ pub mod options {
         Default::Integer(91),
         "how long Redis remembers an event id (events older than 90 days are refused anyway; sandbox ids at most 30 days); shorter saves memory, but a retry older than this through another agent counts twice in quotas (the ingest still deduplicates it)",
     );
+    /// `max_overshoot`.
+    pub static MAX_OVERSHOOT: OptionSpec = row(
+        "max_overshoot",
+        Some("AFORO_AGENT_MAX_OVERSHOOT"),
+        Kind::Integer {
+            min: 0,
+            max: 1 << 53,
+        },
+        Default::Unset("off"),
+        "Redis only: reserve quota (/v1/canAccess with a quantity) from leases, slices of the remaining quota each agent takes from Redis and spends locally, so a hot counter costs a Redis call per many requests; a window passes its quota by at most this many units across every agent (0: strict). Unset: each reservation is one compare-and-swap in Redis (exact, slow on a hot counter)",
+    );
     /// `failure_mode`.
     pub static FAILURE_MODE: OptionSpec = row(
         "failure_mode",
@@ -335,6 +346,7 @@ pub mod options {
         &REDIS_TIMEOUT_MS,
         &REDIS_CA_FILE,
         &REDIS_DEDUP_DAYS,
+        &MAX_OVERSHOOT,
         &FAILURE_MODE,
         &NODE_ID,
     ];
@@ -414,6 +426,8 @@ pub enum StateBackend {
         timeout_ms: u64,
         /// How long event ids are remembered.
         dedup_days: u64,
+        /// Reservations taken from quota leases, with this overshoot budget (none: by CAS).
+        max_overshoot: Option<u64>,
         /// CA of Redis's TLS certificate (none: the webpki roots).
         ca_file: Option<PathBuf>,
     },
@@ -656,6 +670,7 @@ fn from_value(v: &Value) -> Result<AgentConfig, FieldError> {
                 prefix,
                 timeout_ms: integer(&r, &o::REDIS_TIMEOUT_MS)?,
                 dedup_days: integer(&r, &o::REDIS_DEDUP_DAYS)?,
+                max_overshoot: r.u64_in(o::MAX_OVERSHOOT.name, 0, 1 << 53)?,
                 ca_file: match r.non_empty_string("redis_ca_file")? {
                     None => None,
                     Some(_) if !url.starts_with("rediss://") => {
@@ -683,6 +698,7 @@ fn from_value(v: &Value) -> Result<AgentConfig, FieldError> {
             "redis_timeout_ms",
             "redis_dedup_days",
             "redis_ca_file",
+            "max_overshoot",
         ] {
             if r.get(only).is_some() {
                 return Err(FieldError::new(
@@ -778,12 +794,15 @@ mod tests {
         assert_eq!(c.batch_size, o::BATCH_SIZE.default_integer() as usize);
         for spec in AGENT_OPTIONS {
             if let Kind::Integer { max, .. } = spec.kind {
-                if max == u64::MAX || spec.name.starts_with("redis_") {
+                if max == u64::MAX {
                     continue;
                 }
                 let flag = format!("--{}", spec.name.replace('_', "-"));
-                let e = parse(None, &env_of(&[]), &[(flag.clone(), (max + 1).to_string())])
-                    .unwrap_err();
+                let mut flags = vec![(flag.clone(), (max + 1).to_string())];
+                if spec.doc.starts_with("Redis only") || spec.name.starts_with("redis_") {
+                    flags.push(("--state".into(), "redis://r:6379".into()));
+                }
+                let e = parse(None, &env_of(&[]), &flags).unwrap_err();
                 assert_eq!(e.path, flag, "{e}");
                 assert!(e.message.contains(&format!("..={max}")), "{e}");
             }
@@ -832,6 +851,7 @@ mod tests {
                 ("--redis-prefix".into(), "shop1:".into()),
                 ("--failure-mode".into(), "closed".into()),
                 ("--redis-dedup-days".into(), "40".into()),
+                ("--max-overshoot".into(), "5".into()),
             ],
         )
         .unwrap();
@@ -841,12 +861,13 @@ mod tests {
                 prefix,
                 timeout_ms,
                 dedup_days,
+                max_overshoot,
                 ..
             } => {
                 assert!(url.starts_with("rediss://"));
                 assert_eq!(
-                    (prefix.as_str(), *timeout_ms, *dedup_days),
-                    ("shop1:", 250, 40)
+                    (prefix.as_str(), *timeout_ms, *dedup_days, *max_overshoot),
+                    ("shop1:", 250, 40, Some(5))
                 );
             }
             StateBackend::Embedded => panic!("not redis"),
@@ -869,6 +890,15 @@ mod tests {
         let e = parse(Some(br#"{"redis_prefix": "x:"}"#), &env_of(&[]), &[]).unwrap_err();
         assert_eq!(e.path, "redis_prefix");
         assert!(e.to_string().contains("Redis backend only"), "{e}");
+        let e = parse(Some(br#"{"max_overshoot": 0}"#), &env_of(&[]), &[]).unwrap_err();
+        assert_eq!(e.path, "max_overshoot", "leases need the Redis backend");
+        let e = parse(
+            Some(br#"{"state": "redis://r:6379", "max_overshoot": -1}"#),
+            &env_of(&[]),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "max_overshoot");
         let e = parse(Some(br#"{"failure_mode": "maybe"}"#), &env_of(&[]), &[]).unwrap_err();
         assert_eq!(e.path, "failure_mode");
         let e = parse(Some(br#"{"node_id": "two words"}"#), &env_of(&[]), &[]).unwrap_err();

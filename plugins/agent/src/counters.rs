@@ -1,8 +1,9 @@
 //! The counter store decisions read and write (quota counters, rate-limit buckets), shared by
 //! every handler thread: in this process (the embedded backend) or in Redis.
 
-use aforo_core::entitlement::{CounterBackend, MemoryCounters};
+use aforo_core::entitlement::{CounterBackend, Leased, MemoryCounters};
 use aforo_core::host::SharedSetError;
+use aforo_core::Timestamp;
 use std::sync::{Arc, Mutex};
 
 /// Who answered a counter operation.
@@ -37,6 +38,19 @@ pub trait SyncCounters: Send + Sync {
     /// Writes `value` when the token still matches.
     fn write(&self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
         self.write_served(key, value, cas).0
+    }
+
+    /// Takes a reservation's units from a quota lease (`CounterBackend::take_leased`); `None`
+    /// on stores that do not lease.
+    fn take_leased(
+        &self,
+        _key: &str,
+        _window: (Timestamp, Timestamp),
+        _quota: u64,
+        _cost: u64,
+        _now: Timestamp,
+    ) -> Option<Leased> {
+        None
     }
 }
 

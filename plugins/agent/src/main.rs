@@ -124,6 +124,7 @@ async fn serve(
             prefix,
             timeout_ms,
             ca_file,
+            max_overshoot,
             ..
         } => {
             let node = node_id::load_or_create(&config.data_dir, config.node_id.as_deref())?;
@@ -138,10 +139,25 @@ async fn serve(
                 "aforo-agent: shared state in Redis at {} (prefix {prefix:?}, node {node})",
                 link.display
             );
+            let leases = max_overshoot.map(|budget| {
+                eprintln!(
+                    "aforo-agent: reservations taken from quota leases (max_overshoot {budget} per window across every agent)"
+                );
+                redis_state::leases::RedisLeases::new(
+                    link.clone(),
+                    aforo_core::entitlement::LeasePolicy {
+                        max_overshoot: budget,
+                        ..aforo_core::entitlement::LeasePolicy::STRICT
+                    },
+                    // Another request's ask: at most two round trips at the timeout.
+                    std::time::Duration::from_millis(timeout_ms.saturating_mul(2)),
+                )
+            });
             usage::Backend::Redis {
                 counters: Arc::new(redis_state::counters::RedisCounters::new(
                     link.clone(),
                     clock.clone(),
+                    leases,
                 )),
                 link,
             }
@@ -149,6 +165,7 @@ async fn serve(
     };
     let shared = matches!(backend, usage::Backend::Redis { .. });
     let usage = Arc::new(usage::Usage::new(catalog.clone(), backend));
+    redis_state::leases::start(usage.clone(), clock.clone());
     let (u, c) = (usage.clone(), clock.clone());
     let on_stored: store::OnStored = Arc::new(move |env, events| u.record(env, events, c.now()));
     let stores = store::Stores::open(&config.data_dir, &Environment::ALL, shared, on_stored)
@@ -222,10 +239,15 @@ async fn serve(
     if app.config.api_keys.is_empty() {
         eprintln!("aforo-agent: no api_keys configured: any well-formed key of a served environment is accepted");
     }
-    axum::serve(listener, http::router(app))
+    let served = axum::serve(listener, http::router(app.clone()))
         .with_graceful_shutdown(shutdown())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    if let Some(l) = app.usage.leases() {
+        // What this agent holds goes back, so the other agents can use it this window.
+        tokio::task::block_in_place(|| l.give_back_all());
+    }
+    served
 }
 
 /// A component call's deadline in 10 ms epochs: 1 s of computing, plus, with Redis, room for

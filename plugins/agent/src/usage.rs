@@ -72,6 +72,14 @@ impl Usage {
         }
     }
 
+    /// The quota leases reservations are taken from, when configured (`max_overshoot`).
+    pub fn leases(&self) -> Option<&crate::redis_state::leases::RedisLeases> {
+        match &self.backend {
+            Backend::Redis { counters, .. } => counters.leases(),
+            Backend::Embedded(_) => None,
+        }
+    }
+
     /// The Redis link, when usage is shared.
     pub fn redis(&self) -> Option<&Arc<RedisLink>> {
         match &self.backend {

@@ -1,8 +1,9 @@
 //! The host's counters as the core's `CounterBackend`.
 
 use crate::bindings::aforo::metering::counters;
-use aforo_core::entitlement::CounterBackend;
+use aforo_core::entitlement::{CounterBackend, Leased};
 use aforo_core::host::SharedSetError;
+use aforo_core::Timestamp;
 
 /// Counters imported from the host.
 pub struct ImportedCounters;
@@ -21,4 +22,26 @@ impl CounterBackend for ImportedCounters {
     }
 
     fn warn(&self, _message: &str) {}
+
+    fn take_leased(
+        &mut self,
+        key: &str,
+        (start, end): (Timestamp, Timestamp),
+        quota: u64,
+        cost: u64,
+        now: Timestamp,
+    ) -> Option<Leased> {
+        counters::take(
+            key,
+            start.unix_nanos(),
+            end.unix_nanos(),
+            quota,
+            cost,
+            now.unix_nanos(),
+        )
+        .map(|l| match l {
+            counters::Leased::Admitted(remaining) => Leased::Admitted { remaining },
+            counters::Leased::Refused(remaining) => Leased::Refused { remaining },
+        })
+    }
 }

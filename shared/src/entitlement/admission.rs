@@ -3,10 +3,12 @@
 //! and when there is, the units are reserved atomically in the counter store.
 
 use super::counter_contract::DAILY_CREDITS;
-use super::counters::{update, CounterBackend, Update};
+use super::counters::{update, CounterBackend, Leased, Update};
 use super::decision::{
-    check_access, check_quota_in, check_rate, Allowance, Credential, Deny, DenyCode,
+    check_access, check_quota_in, check_rate, quota_exhausted, Allowance, Credential, Deny,
+    DenyCode,
 };
+use super::snapshot::Entitlement;
 use super::snapshot::Snapshot;
 use crate::environment::Environment;
 use crate::time::Timestamp;
@@ -186,24 +188,38 @@ pub fn admit(
         let window = ent.window.current(now);
         let key = quota_key(env, &identity.customer_id, name);
         let units = req.cost.unwrap_or(0);
-        let checked = update(
-            counters,
-            &key,
-            window.0,
-            units as i64,
-            |local| match daily_enforced {
-                None => check_quota_in(ent, window, local, units, now),
-                Some(false) => Ok(None),
-                Some(true) => check_quota_in(ent, window, local, units, now).map_err(|mut d| {
-                    d.code = DenyCode::DailyCreditLimit;
-                    d.message = format!(
-                        "the daily credit limit of {} is used up; it renews at midnight UTC",
-                        ent.quota.unwrap_or(0)
-                    );
-                    d
+        let daily = |d: Deny| match daily_enforced {
+            Some(true) => daily_credits_used_up(d, ent),
+            _ => d,
+        };
+        // Units to reserve against an enforced quota: from a lease, where the store leases.
+        let leased = match (ent.quota, daily_enforced) {
+            (Some(quota), None | Some(true)) if units > 0 => counters
+                .take_leased(&key, window, quota, units, now)
+                .map(|l| match l {
+                    Leased::Admitted { remaining } => Update::Done(Some(Allowance {
+                        limit: quota,
+                        remaining,
+                        reset_at: window.1,
+                    })),
+                    Leased::Refused { remaining } => Update::Refused(daily(quota_exhausted(
+                        ent, quota, remaining, window.1, now,
+                    ))),
                 }),
-            },
-        );
+            _ => None,
+        };
+        let checked = leased.unwrap_or_else(|| {
+            update(
+                counters,
+                &key,
+                window.0,
+                units as i64,
+                |local| match daily_enforced {
+                    Some(false) => Ok(None),
+                    _ => check_quota_in(ent, window, local, units, now).map_err(daily),
+                },
+            )
+        });
         match checked {
             Update::Done(a) | Update::Unshared(Ok(a)) => {
                 allowance = Allowance::tighter(allowance, a);
@@ -229,6 +245,16 @@ pub fn admit(
     })
 }
 
+/// A quota refusal as the daily credits' (their own code and words).
+fn daily_credits_used_up(mut d: Deny, ent: &Entitlement) -> Deny {
+    d.code = DenyCode::DailyCreditLimit;
+    d.message = format!(
+        "the daily credit limit of {} is used up; it renews at midnight UTC",
+        ent.quota.unwrap_or(0)
+    );
+    d
+}
+
 /// Gives reserved units back (a later check refused, or the response was not billable).
 pub fn release(counters: &mut dyn CounterBackend, reservations: &[Reservation]) {
     for r in reservations {
@@ -252,6 +278,7 @@ mod tests {
     use super::*;
     use crate::entitlement::counters::MemoryCounters;
     use crate::entitlement::DenyCode;
+    use crate::host::SharedSetError;
     use crate::keys::hash_key;
     use serde_json::json;
 
@@ -332,6 +359,88 @@ mod tests {
             &mut m
         )
         .is_ok());
+    }
+
+    /// A store that leases quotas: the core's book over the core's store rule.
+    struct Leasing {
+        memory: MemoryCounters,
+        book: crate::entitlement::NodeLeases,
+        store: crate::entitlement::StoredLeases,
+        asks: u32,
+    }
+
+    impl CounterBackend for Leasing {
+        fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.memory.read(key)
+        }
+        fn write(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
+            self.memory.write(key, value, cas)
+        }
+        fn warn(&self, _message: &str) {}
+        fn take_leased(
+            &mut self,
+            key: &str,
+            window: (Timestamp, Timestamp),
+            quota: u64,
+            cost: u64,
+            now: Timestamp,
+        ) -> Option<Leased> {
+            use crate::entitlement::Take;
+            let admitted = match self.book.take(key, window, quota, cost, now) {
+                Take::Admit => true,
+                Take::Refuse => false,
+                Take::Wait => return None,
+                Take::Ask(r) => {
+                    self.asks += 1;
+                    let p = *self.book.policy();
+                    let g = self.store.renew("node", &r, now, &p);
+                    self.book.granted(key, &r, g, now)
+                }
+            };
+            let remaining = self.book.remaining(key);
+            Some(if admitted {
+                Leased::Admitted { remaining }
+            } else {
+                Leased::Refused { remaining }
+            })
+        }
+    }
+
+    #[test]
+    fn a_leasing_store_takes_reservations_from_leases_and_counts_them_once() {
+        let s = snapshot();
+        let mut m = Leasing {
+            memory: MemoryCounters::new(),
+            book: crate::entitlement::NodeLeases::new(crate::entitlement::LeasePolicy::STRICT),
+            store: crate::entitlement::StoredLeases::default(),
+            asks: 0,
+        };
+        let t = Timestamp::from_unix_secs(1_773_576_000);
+        let ask = |cost| req(Credential::Customer("c"), "tokens", cost);
+        let mut admitted = 0;
+        for i in 0..12 {
+            match admit(&s, &ask(Some(1)), t.plus_nanos(i), &mut m) {
+                Ok(a) => {
+                    admitted += 1;
+                    assert_eq!(a.reservations.len(), 1);
+                    assert!(a.allowance.unwrap().remaining < 10);
+                }
+                Err(r) => {
+                    assert_eq!(r.deny.code, DenyCode::QuotaExhausted);
+                    assert_eq!(r.deny.allowance.map(|a| a.remaining), Some(0));
+                }
+            }
+        }
+        assert_eq!(admitted, 10, "exactly the quota of 10");
+        assert!(m.asks < 10, "{} store calls for 10 admissions", m.asks);
+        assert_eq!(m.store.counted, 10, "counted by the store");
+        let key = quota_key(Environment::Production, "c", "tokens");
+        assert!(m.memory.read(&key).is_none(), "not counted a second time");
+        // A quantity known only after the response is checked, not leased.
+        let before = m.asks;
+        let r = admit(&s, &ask(None), t, &mut m);
+        assert!(r.is_ok(), "checked on the counter");
+        assert_eq!(m.asks, before);
     }
 
     #[test]

@@ -38,6 +38,36 @@ pub trait CounterBackend {
     fn modify(&mut self, _key: &str, _f: &mut ModifyFn<'_>) -> Option<Result<(), SharedSetError>> {
         None
     }
+    /// Takes `cost` units (at least one) of the quota counter `key` in `window` under `quota`
+    /// from a lease this node holds or gets from the shared store (`lease.rs`), on stores that
+    /// lease quotas across nodes; the store's count holds every node's usage, so a snapshot's
+    /// `used` is not added. `None`: the store does not lease, or could not be reached with
+    /// nothing held; the update then runs with `read` and `write`.
+    fn take_leased(
+        &mut self,
+        _key: &str,
+        _window: (Timestamp, Timestamp),
+        _quota: u64,
+        _cost: u64,
+        _now: Timestamp,
+    ) -> Option<Leased> {
+        None
+    }
+}
+
+/// What a quota lease answered for a request's units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leased {
+    /// Taken; `remaining` is what is left of the quota as this node last heard.
+    Admitted {
+        /// Units left (the lease's and the store's).
+        remaining: u64,
+    },
+    /// Not enough is left in the window.
+    Refused {
+        /// Units left (fewer than asked).
+        remaining: u64,
+    },
 }
 
 /// A rule run under a store's lock: the stored bytes in, the bytes to store out.

@@ -266,6 +266,29 @@ pub fn check_quota(
     )
 }
 
+/// The refusal of a quota with `remaining` units left: 429 until the window resets.
+pub(crate) fn quota_exhausted(
+    entitlement: &Entitlement,
+    quota: u64,
+    remaining: u64,
+    reset_at: Timestamp,
+    now: Timestamp,
+) -> Deny {
+    Deny {
+        code: DenyCode::QuotaExhausted,
+        message: format!(
+            "the quota of {quota} per {} is used up",
+            entitlement.window.period.as_str()
+        ),
+        allowance: Some(Allowance {
+            limit: quota,
+            remaining,
+            reset_at,
+        }),
+        retry_after_secs: Some(retry_after_secs(now, reset_at)),
+    }
+}
+
 /// As `check_quota`, with the current window `[start, end)` already computed (hosts that
 /// retry inside a CAS loop compute it once).
 pub fn check_quota_in(
@@ -286,20 +309,13 @@ pub fn check_quota_in(
     };
     let needed = cost.max(1);
     if effective.saturating_add(needed) > quota {
-        let retry = retry_after_secs(now, reset_at);
-        return Err(Deny {
-            code: DenyCode::QuotaExhausted,
-            message: format!(
-                "the quota of {quota} per {} is used up",
-                entitlement.window.period.as_str()
-            ),
-            allowance: Some(Allowance {
-                limit: quota,
-                remaining: quota.saturating_sub(effective),
-                reset_at,
-            }),
-            retry_after_secs: Some(retry),
-        });
+        return Err(quota_exhausted(
+            entitlement,
+            quota,
+            quota.saturating_sub(effective),
+            reset_at,
+            now,
+        ));
     }
     Ok(Some(Allowance {
         limit: quota,

@@ -249,6 +249,7 @@ impl StoredLeases {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Held {
     window_start: Timestamp,
+    window_end: Timestamp,
     id: u64,
     /// Units left to spend.
     left: u64,
@@ -280,6 +281,8 @@ struct Counter {
     want: u64,
     /// Refusals by the store in a row in this window (each waits twice as long).
     refusals: u32,
+    /// Units the store could still grant at its last answer (for `remaining`).
+    store_left: u64,
     /// When a request last used the counter (its demand is remembered for a while).
     last_used: Timestamp,
     /// When the ask now out for this counter went out.
@@ -305,6 +308,8 @@ pub enum Take {
 pub struct GiveBack {
     /// The window it was for.
     pub window_start: Timestamp,
+    /// When that window ends (past it, nothing need go back).
+    pub window_end: Timestamp,
     /// Its id.
     pub lease: u64,
     /// Units not spent.
@@ -402,6 +407,7 @@ impl NodeLeases {
         let p = self.policy;
         let c = self.counters.entry(key.to_string()).or_default();
         c.asking = None;
+        c.store_left = g.left;
         if g.lease == 0 || g.units < asked.need {
             let until = if g.current && g.left < asked.need && g.returning == 0 {
                 // Not enough left and nothing that can come back: refused to the window's end.
@@ -426,6 +432,7 @@ impl NodeLeases {
         c.refusals = 0;
         let new = Held {
             window_start: asked.window_start,
+            window_end: asked.window_end,
             id: g.lease,
             left: g.units - asked.need,
             spent: asked.need,
@@ -439,6 +446,7 @@ impl NodeLeases {
                 key.to_string(),
                 GiveBack {
                     window_start: old.window_start,
+                    window_end: old.window_end,
                     lease: old.id,
                     unspent: old.left,
                 },
@@ -475,6 +483,7 @@ impl NodeLeases {
                 key.clone(),
                 GiveBack {
                     window_start: l.window_start,
+                    window_end: l.window_end,
                     lease: l.id,
                     unspent: l.left,
                 },
@@ -487,6 +496,33 @@ impl NodeLeases {
                 || c.refused.is_some_and(|r| now < r.until)
                 || now.nanos_since(c.last_used) < remember
         });
+        out
+    }
+
+    /// What is left of `key`'s quota as this node last heard: its lease's unspent units and
+    /// what the store could still grant at its last answer (`RateLimit-Remaining`).
+    pub fn remaining(&self, key: &str) -> u64 {
+        self.counters.get(key).map_or(0, |c| {
+            c.lease.map_or(0, |l| l.left).saturating_add(c.store_left)
+        })
+    }
+
+    /// Every lease held, to give back now (the node is stopping): the book is left empty.
+    pub fn release_all(&mut self) -> Vec<(String, GiveBack)> {
+        let mut out = std::mem::take(&mut self.returning);
+        for (key, c) in self.counters.drain() {
+            if let Some(l) = c.lease.filter(|l| l.left > 0) {
+                out.push((
+                    key,
+                    GiveBack {
+                        window_start: l.window_start,
+                        window_end: l.window_end,
+                        lease: l.id,
+                        unspent: l.left,
+                    },
+                ));
+            }
+        }
         out
     }
 

@@ -21,7 +21,7 @@ pub use counter_contract::{
 };
 pub use counters::{
     read as read_counter, stored_count, stored_window_start, update as update_counter,
-    CounterBackend, HostCounters, MemoryCounters, ModifyFn, Update,
+    CounterBackend, HostCounters, Leased, MemoryCounters, ModifyFn, Update,
 };
 pub use decision::{
     check_access, check_quota, check_quota_in, check_rate, Allowance, Credential, Deny, DenyCode,

@@ -22,7 +22,8 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
 }
 
 /// Prometheus text. With the Redis backend the pending-claims gauge is counted in the store at
-/// each scrape, so the conservation equation holds against the store itself.
+/// each scrape, so the conservation equation holds against the store itself; with quota
+/// leases, the units this agent holds unspent.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     if app.usage.redis().is_some() {
         for env in app.config.environments.iter() {
@@ -31,7 +32,16 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
             }
         }
     }
-    let mut r = Response::new(app.metrics.render().into());
+    let mut text = app.metrics.render();
+    if let Some(l) = app.usage.leases() {
+        use std::fmt::Write;
+        let _ = write!(
+            text,
+            "# TYPE aforo_agent_lease_units_held gauge\naforo_agent_lease_units_held {}\n",
+            l.held()
+        );
+    }
+    let mut r = Response::new(text.into());
     r.headers_mut().insert(
         "content-type",
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -3,12 +3,14 @@
 //! agents never lose each other's increments. When Redis is unreachable the agent decides on a
 //! local copy, started from the last values it read.
 
+use super::leases::RedisLeases;
 use super::RedisLink;
 use crate::clock::SharedClock;
 use crate::counters::{LocalCounters, Served, SyncCounters};
-use aforo_core::entitlement::{stored_window_start, CounterKey, CounterKind, KEY_PREFIX};
+use aforo_core::entitlement::{stored_window_start, CounterKey, CounterKind, Leased, KEY_PREFIX};
 use aforo_core::host::SharedSetError;
 use aforo_core::time::NANOS_PER_DAY;
+use aforo_core::Timestamp;
 use std::sync::Arc;
 
 /// Counters shared through Redis, with a local fallback.
@@ -16,6 +18,7 @@ pub struct RedisCounters {
     link: Arc<RedisLink>,
     local: LocalCounters,
     clock: SharedClock,
+    leases: Option<RedisLeases>,
 }
 
 /// The Redis key of a core counter key (`aforo:q:…` → `<prefix>q:…`).
@@ -46,13 +49,24 @@ fn expiry_ms(key: &str, value: &[u8], now: i64) -> i64 {
 }
 
 impl RedisCounters {
-    /// Counters behind `link`; `clock` dates their expiry.
-    pub fn new(link: Arc<RedisLink>, clock: SharedClock) -> RedisCounters {
+    /// Counters behind `link`; `clock` dates their expiry; reservations are taken from
+    /// `leases` when given.
+    pub fn new(
+        link: Arc<RedisLink>,
+        clock: SharedClock,
+        leases: Option<RedisLeases>,
+    ) -> RedisCounters {
         RedisCounters {
             link,
             local: LocalCounters::default(),
             clock,
+            leases,
         }
+    }
+
+    /// The quota leases, when reservations are taken from them.
+    pub fn leases(&self) -> Option<&RedisLeases> {
+        self.leases.as_ref()
     }
 
     /// The local copy (usage recorded while Redis is unreachable goes here too).
@@ -66,6 +80,17 @@ impl RedisCounters {
 const LOCAL: u32 = 1 << 31;
 
 impl SyncCounters for RedisCounters {
+    fn take_leased(
+        &self,
+        key: &str,
+        window: (Timestamp, Timestamp),
+        quota: u64,
+        cost: u64,
+        now: Timestamp,
+    ) -> Option<Leased> {
+        self.leases.as_ref()?.take(key, window, quota, cost, now)
+    }
+
     fn read_served(&self, key: &str) -> (Option<(Vec<u8>, u32)>, Served) {
         let rkey = redis_key(&self.link, key);
         match self.link.with(|c, _| {

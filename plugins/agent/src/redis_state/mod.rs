@@ -1,9 +1,11 @@
 //! The Redis state backend: quota counters, rate-limit buckets and the dedup window shared by
 //! every agent of a deployment. This file holds the link (connections, timeouts, the outage
-//! state); `counters.rs` the counter store, `claims.rs` the atomic dedup-and-count of events.
+//! state); `counters.rs` the counter store, `claims.rs` the atomic dedup-and-count of events,
+//! `leases.rs` quota leases.
 
 pub mod claims;
 pub mod counters;
+pub mod leases;
 
 use redis::{Connection, RedisError};
 use std::path::Path;
@@ -25,6 +27,9 @@ const POOL: usize = 16;
 /// the claims set quota counters' to the window's real reset. Tokens stay below 2^31 (the local
 /// copy's carry the top bit).
 const CAS_SCRIPT: &str = include_str!("cas.lua");
+
+/// A quota lease's renewal and give-back (see `lease.lua` for KEYS and ARGV).
+const LEASE_SCRIPT: &str = include_str!("lease.lua");
 
 /// Why Redis could not be used.
 #[derive(Debug)]
@@ -50,6 +55,8 @@ pub struct Scripts {
     pub cas: String,
     /// The event claim.
     pub claim: String,
+    /// The quota lease.
+    pub lease: String,
 }
 
 /// One Redis deployment: a client, a pool of connections, and whether it is reachable.
@@ -114,6 +121,7 @@ impl RedisLink {
                 claim: redis::Script::new(claims::CLAIM_SCRIPT)
                     .get_hash()
                     .to_string(),
+                lease: redis::Script::new(LEASE_SCRIPT).get_hash().to_string(),
             },
             down: AtomicBool::new(false),
             next_attempt: Mutex::new(None),
@@ -144,7 +152,7 @@ impl RedisLink {
         let mut c = self.client.get_connection_with_timeout(self.timeout)?;
         c.set_read_timeout(Some(self.timeout))?;
         c.set_write_timeout(Some(self.timeout))?;
-        for src in [CAS_SCRIPT, claims::CLAIM_SCRIPT] {
+        for src in [CAS_SCRIPT, claims::CLAIM_SCRIPT, LEASE_SCRIPT] {
             redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(src)

@@ -1,0 +1,222 @@
+//! Quota leases in Redis (`max_overshoot` set): reservations are spent from slices of the
+//! remaining quota this agent takes from Redis, so a hot counter costs one Redis call per many
+//! requests and a window passes its quota by at most `max_overshoot` across every agent. The
+//! rule is the core's (`aforo_core::entitlement::lease`): this agent's book behind a lock, the
+//! store's side run by `lease.lua` in the counter's own hash (where claims count too).
+
+use super::{RedisLink, StateError};
+use crate::clock::SharedClock;
+use crate::redis_state::counters::redis_key;
+use crate::usage::Usage;
+use aforo_core::entitlement::{
+    GiveBack, LeaseGrant, LeasePolicy, Leased, NodeLeases, Renewal, Take,
+};
+use aforo_core::Timestamp;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// A day, in ms: a counter's hash outlives its window by this much (as the claims set it).
+const DAY_MS: i64 = 86_400_000;
+
+/// How often leases whose time is up are given back (a lease lives 2 s).
+const GIVE_BACK_EVERY: Duration = Duration::from_millis(200);
+
+/// Gives back leases whose time is up, on a thread of its own, while the agent runs.
+pub fn start(usage: Arc<Usage>, clock: SharedClock) {
+    if usage.leases().is_none() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("aforo-leases".into())
+        .spawn(move || loop {
+            if let Some(l) = usage.leases() {
+                l.give_back_due(clock.now());
+            }
+            std::thread::sleep(GIVE_BACK_EVERY);
+        });
+    if let Err(e) = spawned {
+        eprintln!("aforo-agent: cannot start the lease give-backs: {e}");
+    }
+}
+
+/// This agent's quota leases.
+pub struct RedisLeases {
+    link: Arc<RedisLink>,
+    book: Mutex<NodeLeases>,
+    /// Signalled when an ask is answered (requests that waited on it take again).
+    answered: Condvar,
+    /// Longest wait for another request's ask (then the request counts without a lease).
+    wait: Duration,
+    /// Whether a refused lease script was reported (once: it is a deployment's mistake).
+    reported: AtomicBool,
+}
+
+impl RedisLeases {
+    /// Leases under `policy` through `link`; a request waits at most `wait` for an ask out.
+    pub fn new(link: Arc<RedisLink>, policy: LeasePolicy, wait: Duration) -> RedisLeases {
+        RedisLeases {
+            link,
+            book: Mutex::new(NodeLeases::new(policy)),
+            answered: Condvar::new(),
+            wait,
+            reported: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes `cost` units of `key` (see `CounterBackend::take_leased`). `None` when Redis did
+    /// not answer and nothing is held, or the wait for another request's ask ran out: the
+    /// request is then counted by compare-and-swap (or by the failure mode when Redis is down).
+    pub fn take(
+        &self,
+        key: &str,
+        window: (Timestamp, Timestamp),
+        quota: u64,
+        cost: u64,
+        now: Timestamp,
+    ) -> Option<Leased> {
+        let deadline = Instant::now() + self.wait;
+        let mut book = self.book.lock().ok()?;
+        loop {
+            let asked = match book.take(key, window, quota, cost, now) {
+                Take::Admit => {
+                    return Some(Leased::Admitted {
+                        remaining: book.remaining(key),
+                    })
+                }
+                Take::Refuse => {
+                    return Some(Leased::Refused {
+                        remaining: book.remaining(key),
+                    })
+                }
+                Take::Wait => {
+                    let left = deadline.checked_duration_since(Instant::now())?;
+                    let (b, waited) = self.answered.wait_timeout(book, left).ok()?;
+                    book = b;
+                    if waited.timed_out() {
+                        return None;
+                    }
+                    continue;
+                }
+                Take::Ask(r) => r,
+            };
+            drop(book);
+            let answer = self.renew(key, &asked);
+            let mut book = self.book.lock().ok()?;
+            let out = match answer {
+                Ok(g) => {
+                    let admitted = book.granted(key, &asked, g, now);
+                    let remaining = book.remaining(key);
+                    Some(if admitted {
+                        Leased::Admitted { remaining }
+                    } else {
+                        Leased::Refused { remaining }
+                    })
+                }
+                Err(e) => {
+                    book.unanswered(key);
+                    if matches!(e, StateError::Failed(_))
+                        && !self.reported.swap(true, Ordering::Relaxed)
+                    {
+                        eprintln!(
+                            "aforo-agent: {e}: quota leases are off until it runs, reservations are counted by compare-and-swap (an ACL user needs +time, see deploy-examples/multi-node/redis.conf)"
+                        );
+                    }
+                    None
+                }
+            };
+            self.answered.notify_all();
+            return out;
+        }
+    }
+
+    /// Gives back the unspent units of leases whose time is up (called on a timer).
+    pub fn give_back_due(&self, now: Timestamp) {
+        let due = match self.book.lock() {
+            Ok(mut b) => b.due(now),
+            Err(_) => return,
+        };
+        self.give_back(due);
+    }
+
+    /// Gives back every lease held (the agent is stopping), so other agents can use them.
+    pub fn give_back_all(&self) {
+        let all = match self.book.lock() {
+            Ok(mut b) => b.release_all(),
+            Err(_) => return,
+        };
+        self.give_back(all);
+    }
+
+    /// Units this agent holds unspent (for tests and metrics).
+    pub fn held(&self) -> u64 {
+        self.book.lock().map(|b| b.held()).unwrap_or(0)
+    }
+
+    fn give_back(&self, leases: Vec<(String, GiveBack)>) {
+        for (key, g) in leases {
+            // A renewal wanting nothing: the script takes the units back and grants none. A
+            // give-back that fails loses those units for the window (under-admission only).
+            let r = Renewal {
+                window_start: g.window_start,
+                window_end: g.window_end,
+                quota: 0,
+                give_back: Some((g.lease, g.unspent)),
+                want: 0,
+                need: 0,
+            };
+            if let Err(e) = self.renew(&key, &r) {
+                eprintln!(
+                    "aforo-agent: {} unspent units of a quota lease on {key} not given back: {e}",
+                    g.unspent
+                );
+            }
+        }
+    }
+
+    /// One renewal through `lease.lua`, on Redis's clock.
+    fn renew(&self, key: &str, r: &Renewal) -> Result<LeaseGrant, StateError> {
+        let p = self
+            .book
+            .lock()
+            .map(|b| *b.policy())
+            .unwrap_or(LeasePolicy::STRICT);
+        let (back, unspent) = r.give_back.unwrap_or((0, 0));
+        let rkey = redis_key(&self.link, key);
+        let end_ms = r.window_end.unix_millis();
+        let out: Vec<u64> = self.link.with(|c, s| {
+            redis::cmd("EVALSHA")
+                .arg(&s.lease)
+                .arg(1)
+                .arg(&rkey)
+                .arg(self.link.node_id())
+                .arg(r.window_start.unix_millis())
+                .arg(end_ms)
+                .arg(r.quota)
+                .arg(p.max_overshoot)
+                .arg(back)
+                .arg(unspent)
+                .arg(r.want)
+                .arg(r.need)
+                .arg("")
+                .arg(p.open_ns() / 1_000_000)
+                .arg(p.max_ahead_ns / 1_000_000)
+                .arg(end_ms.saturating_add(DAY_MS))
+                .arg(&r.window_start.unix_nanos().to_le_bytes()[..])
+                .arg(key)
+                .query(c)
+        })?;
+        match out[..] {
+            [lease, units, left, returning, current] => Ok(LeaseGrant {
+                lease,
+                units,
+                left,
+                returning,
+                current: current == 1,
+            }),
+            _ => Err(StateError::Failed(format!(
+                "the lease script answered {out:?}, not 5 numbers"
+            ))),
+        }
+    }
+}
