@@ -86,9 +86,9 @@ for backend in $BACKENDS; do
   extra=()
   if [ "$backend" = redis ] || [ "$backend" = leases ]; then
     RPORT=$(free_port)
-    mkdir -p "$WORK/redis"
+    mkdir -p "$WORK/redis-$backend"
     redis-server deploy-examples/multi-node/redis.conf --bind 127.0.0.1 --port "$RPORT" \
-      --dir "$WORK/redis" --daemonize no >"$WORK/redis.log" 2>&1 &
+      --dir "$WORK/redis-$backend" --daemonize no >"$WORK/redis-$backend.log" 2>&1 &
     RPID=$!
     extra=(--config deploy-examples/multi-node/agent.json --node-id bench
       --state "redis://aforo:change-me-to-a-long-random-secret@127.0.0.1:$RPORT")
