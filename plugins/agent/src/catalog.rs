@@ -244,6 +244,26 @@ impl Catalog {
         self.base.get("customers")?.get(id)?.get(field)
     }
 
+    /// In a Redis Cluster a quota's counter finds its customer's hash slot by the last `:` of
+    /// its key (`<env>:<customer>:<feature>`), so no feature name may hold one there.
+    pub fn check_cluster_names(&self) -> Result<(), String> {
+        let customers = self.base.get("customers").and_then(Value::as_object);
+        for (id, c) in customers.into_iter().flatten() {
+            let features = c.get("features").and_then(Value::as_object);
+            if let Some(name) = features
+                .into_iter()
+                .flatten()
+                .map(|(n, _)| n)
+                .find(|n| n.contains(':'))
+            {
+                return Err(format!(
+                    "catalog: customers.{id}.features.{name}: a feature name must not contain ':' with redis_cluster (each customer's counters share a hash slot found by the key's last ':'); rename the feature"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The features of `customer` that count `metric`.
     pub fn features_for<'a>(
         &'a self,

@@ -69,7 +69,10 @@ impl aforo::metering::counters::Host for State {
             .take_leased(&key, window, quota, cost, now)
             .map(|l| match l {
                 Leased::Admitted { remaining } => Wit::Admitted(remaining),
-                Leased::Refused { remaining } => Wit::Refused(remaining),
+                Leased::Refused {
+                    remaining,
+                    retry_at,
+                } => Wit::Refused((remaining, retry_at.unix_nanos())),
             })
     }
 }

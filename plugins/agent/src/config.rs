@@ -6,7 +6,7 @@ use aforo_core::environment::ApiKey;
 use aforo_core::event::IngestFormat;
 use aforo_core::keys::{hash_key, KeyHash};
 use aforo_core::option_table::{
-    choice, find, integer, names, text, text_value, Default, Kind, Merged,
+    choice, find, flag, integer, names, text, text_value, Default, Kind, Merged,
 };
 use aforo_core::strict_json::{describe, FieldError, ObjReader};
 use aforo_core::Environment;
@@ -253,6 +253,22 @@ pub mod options {
         Default::Integer(91),
         "how long Redis remembers an event id (events older than 90 days are refused anyway; sandbox ids at most 30 days); shorter saves memory, but a retry older than this through another agent counts twice in quotas (the ingest still deduplicates it)",
     );
+    /// `redis_cluster`.
+    pub static REDIS_CLUSTER: OptionSpec = row(
+        "redis_cluster",
+        Some("AFORO_REDIS_CLUSTER"),
+        Kind::Bool,
+        Default::Bool(false),
+        "Redis only: state names a Redis Cluster by some of its nodes (comma-separated: redis://h1:6379,redis://h2:6379); each customer's counters and event ids then share a hash slot (ids are deduplicated per customer), feature names must not contain ':', and the client follows the cluster's redirects and failovers",
+    );
+    /// `redis_wait_replicas`.
+    pub static REDIS_WAIT_REPLICAS: OptionSpec = row(
+        "redis_wait_replicas",
+        Some("AFORO_REDIS_WAIT_REPLICAS"),
+        Kind::Integer { min: 0, max: 5 },
+        Default::Integer(0),
+        "Redis only: replicas of a primary that must have an event's claim or a quota lease (WAIT, up to redis_timeout_ms) before the agent counts it; with 1 and a replica per primary, a failover loses no claim or lease (unacknowledged ones are retried: never counted twice). 0: a failover may lose the last writes (under-counted for their window)",
+    );
     /// `max_overshoot`.
     pub static MAX_OVERSHOOT: OptionSpec = row(
         "max_overshoot",
@@ -346,6 +362,8 @@ pub mod options {
         &REDIS_TIMEOUT_MS,
         &REDIS_CA_FILE,
         &REDIS_DEDUP_DAYS,
+        &REDIS_CLUSTER,
+        &REDIS_WAIT_REPLICAS,
         &MAX_OVERSHOOT,
         &FAILURE_MODE,
         &NODE_ID,
@@ -428,6 +446,10 @@ pub enum StateBackend {
         dedup_days: u64,
         /// Reservations taken from quota leases, with this overshoot budget (none: by CAS).
         max_overshoot: Option<u64>,
+        /// Whether `url` names a Redis Cluster (comma-separated nodes).
+        cluster: bool,
+        /// Replicas that must acknowledge a claim or a lease.
+        wait_replicas: u8,
         /// CA of Redis's TLS certificate (none: the webpki roots).
         ca_file: Option<PathBuf>,
     },
@@ -665,12 +687,35 @@ fn from_value(v: &Value) -> Result<AgentConfig, FieldError> {
                     "must be at most 64 characters without spaces",
                 ));
             }
+            let cluster = flag(&r, &o::REDIS_CLUSTER)?;
+            if cluster && prefix.contains(['{', '}']) {
+                return Err(FieldError::new(
+                    "redis_prefix",
+                    "must not contain { or } with redis_cluster (keys carry hash tags after it)",
+                ));
+            }
+            if cluster {
+                for node in url.split(',').map(str::trim) {
+                    if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
+                        let shown: String =
+                            node.chars().take_while(|c| *c != ':').take(16).collect();
+                        return Err(FieldError::new(
+                            "state",
+                            format!("with redis_cluster, lists the cluster's nodes as redis://host:port (rediss:// for TLS), comma-separated; got {shown:?}…"),
+                        ));
+                    }
+                }
+            }
             StateBackend::Redis {
                 url: url.to_string(),
                 prefix,
                 timeout_ms: integer(&r, &o::REDIS_TIMEOUT_MS)?,
                 dedup_days: integer(&r, &o::REDIS_DEDUP_DAYS)?,
                 max_overshoot: r.u64_in(o::MAX_OVERSHOOT.name, 0, 1 << 53)?,
+                cluster,
+                wait_replicas: integer(&r, &o::REDIS_WAIT_REPLICAS)?
+                    .try_into()
+                    .unwrap_or(5),
                 ca_file: match r.non_empty_string("redis_ca_file")? {
                     None => None,
                     Some(_) if !url.starts_with("rediss://") => {
@@ -698,6 +743,8 @@ fn from_value(v: &Value) -> Result<AgentConfig, FieldError> {
             "redis_timeout_ms",
             "redis_dedup_days",
             "redis_ca_file",
+            "redis_cluster",
+            "redis_wait_replicas",
             "max_overshoot",
         ] {
             if r.get(only).is_some() {
@@ -835,6 +882,32 @@ mod tests {
         assert_eq!(c.listen.port(), 9000, "the file wins over the environment");
         assert_eq!(c.batch_size, 7, "flags win over the file");
         assert_eq!(c.environments.len(), 2);
+    }
+
+    #[test]
+    fn a_redis_cluster_is_named_by_its_nodes_and_keeps_hash_tags_out_of_the_prefix() {
+        let state = "redis://a:p@10.0.0.1:6379, redis://a:p@10.0.0.2:6379";
+        let c = parse(
+            None,
+            &env_of(&[
+                ("AFORO_AGENT_STATE", state),
+                ("AFORO_REDIS_CLUSTER", "true"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert!(matches!(c.state, StateBackend::Redis { cluster: true, .. }));
+        let refused = |json: &str| parse(Some(json.as_bytes()), &env_of(&[]), &[]).unwrap_err();
+        let e = refused(r#"{"state": "redis://h:1,h2:6379", "redis_cluster": true}"#);
+        assert_eq!(e.path, "state");
+        assert!(e.message.contains("comma-separated"), "{e}");
+        let e =
+            refused(r#"{"state": "redis://h:1", "redis_cluster": true, "redis_prefix": "{x}"}"#);
+        assert_eq!(e.path, "redis_prefix");
+        let e = refused(r#"{"redis_cluster": true}"#);
+        assert_eq!(e.path, "redis_cluster", "a cluster needs the Redis backend");
+        let e = refused(r#"{"state": "redis://h:1", "redis_cluster": "yes please"}"#);
+        assert_eq!(e.path, "redis_cluster");
     }
 
     #[test]

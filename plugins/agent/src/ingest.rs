@@ -42,6 +42,13 @@ pub async fn store_events(
         if settled.deferred {
             app.usage
                 .record_unclaimed(env, fresh.iter().map(|(e, _)| e), t);
+        } else if !settled.deferred_ids.is_empty() {
+            let later: HashSet<&str> = settled.deferred_ids.iter().map(String::as_str).collect();
+            let waiting = fresh
+                .iter()
+                .map(|(e, _)| e)
+                .filter(|e| later.contains(e.id.as_str()));
+            app.usage.record_unclaimed(env, waiting, t);
         }
         if !settled.elsewhere.is_empty() {
             let elsewhere: HashSet<&str> = settled.elsewhere.iter().map(String::as_str).collect();

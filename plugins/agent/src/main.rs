@@ -125,8 +125,16 @@ async fn serve(
             timeout_ms,
             ca_file,
             max_overshoot,
+            cluster,
+            wait_replicas,
             ..
         } => {
+            if *cluster {
+                catalog
+                    .read()
+                    .map_err(|_| "catalog lock poisoned".to_string())?
+                    .check_cluster_names()?;
+            }
             let node = node_id::load_or_create(&config.data_dir, config.node_id.as_deref())?;
             let link = Arc::new(redis_state::RedisLink::new(
                 url,
@@ -134,6 +142,8 @@ async fn serve(
                 prefix,
                 std::time::Duration::from_millis(*timeout_ms),
                 &node,
+                *cluster,
+                *wait_replicas,
             )?);
             eprintln!(
                 "aforo-agent: shared state in Redis at {} (prefix {prefix:?}, node {node})",
@@ -252,11 +262,20 @@ async fn serve(
 
 /// A component call's deadline in 10 ms epochs: 1 s of computing, plus, with Redis, room for
 /// the round trips of one decision (a rate limit and a quota, each read then written, and a
-/// reconnect) at the configured timeout, so a slow Redis falls back instead of trapping.
+/// reconnect) at the configured timeout, so a slow Redis falls back instead of trapping. With
+/// quota leases, each of two leased quotas (a feature's, the daily credits') may wait for
+/// another request's ask (2 timeouts), ask (a timeout and its WAIT) and fall back (2 more).
 fn deadline_ticks(state: &config::StateBackend) -> u64 {
     match state {
         config::StateBackend::Embedded => 100,
-        config::StateBackend::Redis { timeout_ms, .. } => 100 + 8 * timeout_ms.div_ceil(10),
+        config::StateBackend::Redis {
+            timeout_ms,
+            max_overshoot,
+            ..
+        } => {
+            let leases = if max_overshoot.is_some() { 12 } else { 0 };
+            100 + (8 + leases) * timeout_ms.div_ceil(10)
+        }
     }
 }
 

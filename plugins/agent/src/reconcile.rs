@@ -27,6 +27,8 @@ pub struct Settled {
     pub elsewhere: Vec<String>,
     /// Whether the claims were left for later (Redis unreachable).
     pub deferred: bool,
+    /// Ids left for later when the others were settled (a cluster's node unreachable).
+    pub deferred_ids: Vec<String>,
 }
 
 /// Claims freshly stored events (or replays unsettled ones) and settles them in the store.
@@ -57,7 +59,14 @@ pub fn settle(
             let ids: Vec<(&str, bool)> = events
                 .iter()
                 .zip(&claims)
+                .filter(|(_, c)| **c != Claim::Deferred)
                 .map(|((e, _), c)| (e.id.as_str(), *c != Claim::Elsewhere))
+                .collect();
+            let deferred_ids: Vec<String> = events
+                .iter()
+                .zip(&claims)
+                .filter(|(_, c)| **c == Claim::Deferred)
+                .map(|((e, _), _)| e.id.clone())
                 .collect();
             let changed = match app.stores.settle_claims(env, &ids) {
                 Ok(c) => c,
@@ -68,6 +77,7 @@ pub fn settle(
                     return Settled {
                         elsewhere: Vec::new(),
                         deferred: true,
+                        deferred_ids: Vec::new(),
                     };
                 }
             };
@@ -75,7 +85,11 @@ pub fn settle(
             // path and the reconciler is counted once.
             let mut n = [0u64; 3];
             let mut elsewhere = Vec::new();
-            for (((e, _), c), changed) in events.iter().zip(&claims).zip(changed) {
+            let settled = events
+                .iter()
+                .zip(&claims)
+                .filter(|(_, c)| **c != Claim::Deferred);
+            for (((e, _), c), changed) in settled.zip(changed) {
                 if *c == Claim::Elsewhere {
                     elsewhere.push(e.id.clone());
                 }
@@ -90,6 +104,7 @@ pub fn settle(
             Settled {
                 elsewhere,
                 deferred: false,
+                deferred_ids,
             }
         }
         Err(e) => {
@@ -99,6 +114,7 @@ pub fn settle(
             Settled {
                 elsewhere: Vec::new(),
                 deferred: true,
+                deferred_ids: Vec::new(),
             }
         }
     }

@@ -151,6 +151,7 @@ impl Usage {
         ClaimRequest {
             env,
             id: e.id.clone(),
+            customer: e.customer_id.clone(),
             received_ns: received.unix_nanos(),
             source: e
                 .properties
@@ -188,18 +189,20 @@ impl Usage {
                     .map(|k| crate::redis_state::counters::redis_key(link, k))
                     .collect();
                 let (values, shares) = link.with(|c, _| {
-                    let mut p = redis::pipe();
+                    let mut cmds = Vec::with_capacity(2 * keys.len());
                     for k in &redis_keys {
-                        p.cmd("HGET").arg(k).arg("v");
+                        let mut cmd = redis::cmd("HGET");
+                        cmd.arg(k).arg("v");
+                        cmds.push(cmd);
                     }
                     if let Some(s) = source {
                         for (k, q) in keys.iter().zip(queries) {
-                            p.cmd("HGET")
-                                .arg(source_key(link, k, q.window_start))
-                                .arg(s);
+                            let mut cmd = redis::cmd("HGET");
+                            cmd.arg(source_key(link, k, q.window_start)).arg(s);
+                            cmds.push(cmd);
                         }
                     }
-                    let mut all = p.query::<Vec<redis::Value>>(c)?.into_iter();
+                    let mut all = c.pipeline(cmds)?.into_iter();
                     let values: Vec<Option<Vec<u8>>> = (&mut all)
                         .take(keys.len())
                         .map(redis::from_redis_value)

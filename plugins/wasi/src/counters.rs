@@ -41,7 +41,10 @@ impl CounterBackend for ImportedCounters {
         )
         .map(|l| match l {
             counters::Leased::Admitted(remaining) => Leased::Admitted { remaining },
-            counters::Leased::Refused(remaining) => Leased::Refused { remaining },
+            counters::Leased::Refused((remaining, at)) => Leased::Refused {
+                remaining,
+                retry_at: Timestamp::from_unix_nanos(at),
+            },
         })
     }
 }

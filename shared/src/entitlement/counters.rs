@@ -63,10 +63,13 @@ pub enum Leased {
         /// Units left (the lease's and the store's).
         remaining: u64,
     },
-    /// Not enough is left in the window.
+    /// Not enough is left in the window now.
     Refused {
         /// Units left (fewer than asked).
         remaining: u64,
+        /// When asking again may succeed (units come back as other nodes' leases end; the
+        /// window's end when none can).
+        retry_at: Timestamp,
     },
 }
 

@@ -410,8 +410,11 @@ impl NodeLeases {
         c.store_left = g.left;
         if g.lease == 0 || g.units < asked.need {
             let until = if g.current && g.left < asked.need && g.returning == 0 {
-                // Not enough left and nothing that can come back: refused to the window's end.
-                asked.window_end
+                // Not enough left and nothing that can come back: refused to the window's end,
+                // asking again every 8 lease times at most (a refund can still free units).
+                asked
+                    .window_end
+                    .min(now.plus_nanos(p.lease_ns.saturating_mul(8)))
             } else {
                 // Ask again in a moment (units come back as leases end; a window not current
                 // by the store's clock soon is), twice as long after each refusal, at most a
@@ -507,6 +510,11 @@ impl NodeLeases {
         })
     }
 
+    /// Until when requests for `key` are refused without asking the store (a Retry-After).
+    pub fn refused_until(&self, key: &str) -> Option<Timestamp> {
+        self.counters.get(key)?.refused.map(|r| r.until)
+    }
+
     /// Every lease held, to give back now (the node is stopping): the book is left empty.
     pub fn release_all(&mut self) -> Vec<(String, GiveBack)> {
         let mut out = std::mem::take(&mut self.returning);
@@ -526,12 +534,15 @@ impl NodeLeases {
         out
     }
 
-    /// Units this node holds unspent, over all counters (for gauges and tests).
+    /// Units this node holds unspent, over all counters, with displaced leases not given back
+    /// yet (for gauges and tests).
     pub fn held(&self) -> u64 {
+        let displaced: u64 = self.returning.iter().map(|(_, g)| g.unspent).sum();
         self.counters
             .values()
             .filter_map(|c| c.lease.map(|l| l.left))
-            .sum()
+            .sum::<u64>()
+            .saturating_add(displaced)
     }
 }
 
@@ -719,11 +730,29 @@ mod tests {
         assert_eq!(r.give_back, Some((g.lease, 0)));
         let g = store.renew("a", &r, T0, &p);
         assert!(!book.granted("k", &r, g, T0), "the quota of 1 is spent");
-        // Nothing left and no lease open elsewhere: refused for the rest of the window.
+        // Nothing left and no lease open elsewhere: refused without asking, for 8 lease times
+        // (a refund could still free units), never past the window's end.
         assert_eq!(book.take("k", WIN, 1, 1, T0), Take::Refuse);
+        let quiet = p.lease_ns * 8;
+        assert_eq!(book.refused_until("k"), Some(T0.plus_nanos(quiet)));
         assert_eq!(
-            book.take("k", WIN, 1, 1, T0.plus_nanos(60_000_000_000 - 1)),
+            book.take("k", WIN, 1, 1, T0.plus_nanos(quiet - 1)),
             Take::Refuse
+        );
+        assert!(matches!(
+            book.take("k", WIN, 1, 1, T0.plus_nanos(quiet)),
+            Take::Ask(_)
+        ));
+        let mut book = NodeLeases::new(p);
+        let Take::Ask(r) = book.take("k", WIN, 1, 1, END.plus_nanos(-1_000)) else {
+            panic!("asks")
+        };
+        let g = store.renew("a", &r, T0, &p);
+        assert!(!book.granted("k", &r, g, END.plus_nanos(-1_000)));
+        assert_eq!(
+            book.refused_until("k"),
+            Some(END),
+            "never past the window's end"
         );
         assert!(matches!(book.take("k", (T0, END), 1, 1, T0), Take::Ask(_)));
         // Units held by another node may come back: ask again in a moment, then less often.

@@ -8,7 +8,7 @@
 //! agent's copy, even one with the same node id, is a duplicate.
 
 use super::{RedisLink, StateError};
-use crate::redis_state::counters::redis_key;
+use crate::redis_state::counters::{customer_tag, redis_key};
 use aforo_core::entitlement::{CounterKey, CounterTarget};
 use aforo_core::{Environment, Timestamp};
 use std::collections::HashMap;
@@ -31,6 +31,8 @@ pub struct ClaimRequest {
     pub env: Environment,
     /// Its id.
     pub id: String,
+    /// Its customer (in a cluster, its id and counters live in the customer's slot).
+    pub customer: String,
     /// The gateway node that reported it, for `used_by_source`.
     pub source: Option<String>,
     /// When this agent stored it (ns): with the node id, the claim's token.
@@ -48,25 +50,90 @@ pub enum Claim {
     AlreadyOurs = 1,
     /// Claimed by another agent: a duplicate, this copy is dropped.
     Elsewhere = 2,
+    /// Not answered (a cluster's node that holds its customer was unreachable, or its replica
+    /// did not acknowledge): left unclaimed, claimed again later.
+    Deferred = 3,
 }
 
-/// The per-source usage hash of a quota counter in a window.
+/// The per-source usage hash of a quota counter in a window (beside its counter).
 pub fn source_key(link: &RedisLink, counter_key: &str, window_start: Timestamp) -> String {
     let rest = CounterKey::parse(counter_key).map_or(counter_key, |k| k.rest);
-    link.key(&format!(
-        "s:{rest}:{}",
-        window_start.unix_nanos() / 1_000_000
-    ))
+    link.key_in(
+        customer_tag(rest),
+        &format!("s:{rest}:{}", window_start.unix_nanos() / 1_000_000),
+    )
 }
 
-/// The dedup key of an event id.
-fn dedup_key(link: &RedisLink, env: Environment, id: &str) -> String {
-    link.key(&format!("d:{}:{id}", env.as_str()))
+/// The dedup key of an event id. With one primary, ids are deduplicated per environment; in a
+/// cluster, per customer and environment (a claim must touch one slot), so an id another
+/// customer used never drops this customer's event there.
+fn dedup_key(link: &RedisLink, env: Environment, customer: &str, id: &str) -> String {
+    link.key_in(
+        &format!("{}:{customer}", env.as_str()),
+        &format!("d:{}:{id}", env.as_str()),
+    )
+}
+
+/// Claims events of one environment in as few atomic steps as the layout allows: one script
+/// for the batch with one primary, one per customer in a cluster (each touches one slot).
+/// Answers are in the order of `requests`. In a cluster, customers whose step failed are
+/// `Deferred` (an error only when every step failed): a slot whose primary is failing over
+/// holds up its own customers, not the others.
+pub fn claim(
+    link: &RedisLink,
+    requests: &[ClaimRequest],
+    dedup_ms: [u64; 2],
+) -> Result<Vec<Claim>, StateError> {
+    if !link.is_cluster() {
+        return claim_one_step(link, requests, dedup_ms);
+    }
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    let mut by_customer: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in requests.iter().enumerate() {
+        let next = groups.len();
+        let g = *by_customer.entry(r.customer.as_str()).or_insert(next);
+        if g == next {
+            groups.push((r.customer.as_str(), Vec::new()));
+        }
+        groups[g].1.push(i);
+    }
+    let mut out = vec![Claim::Deferred; requests.len()];
+    let mut failed: Option<StateError> = None;
+    let mut answered = false;
+    for (customer, members) in groups {
+        let group: Vec<ClaimRequest> = members.iter().map(|&i| requests[i].clone()).collect();
+        let env = group.first().map_or("", |r| r.env.as_str());
+        let tag = format!("{env}:{customer}");
+        if let Some(t) = group
+            .iter()
+            .flat_map(|r| &r.counters)
+            .find(|t| CounterKey::parse(&t.key).is_some_and(|k| customer_tag(k.rest) != tag))
+        {
+            failed = Some(StateError::Failed(format!(
+                "the counter {} is not in customer {customer:?}'s hash slot: in a Redis Cluster, feature names must not contain ':'",
+                t.key
+            )));
+            continue;
+        }
+        match claim_one_step(link, &group, dedup_ms) {
+            Ok(answers) => {
+                answered = true;
+                for (i, a) in members.into_iter().zip(answers) {
+                    out[i] = a;
+                }
+            }
+            Err(e) => failed = Some(e),
+        }
+    }
+    match failed {
+        Some(e) if !answered => Err(e),
+        _ => Ok(out),
+    }
 }
 
 /// Claims events of one environment in one round trip and one atomic script: counters
 /// shared by several events are read and written once.
-pub fn claim(
+fn claim_one_step(
     link: &RedisLink,
     requests: &[ClaimRequest],
     dedup_ms: [u64; 2],
@@ -96,7 +163,7 @@ pub fn claim(
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&s.claim).arg(requests.len() + 2 * slots.len());
         for r in requests {
-            cmd.arg(dedup_key(link, env, &r.id));
+            cmd.arg(dedup_key(link, env, &r.customer, &r.id));
         }
         for (t, _) in &slots {
             cmd.arg(redis_key(link, &t.key))
@@ -119,8 +186,20 @@ pub fn claim(
                 cmd.arg(*slot).arg(*units);
             }
         }
-        cmd.query::<Vec<i64>>(c)
+        let (replicas, wait_ms) = link.wait_replicas();
+        c.script_acked::<Vec<i64>>(CLAIM_SCRIPT, &cmd, replicas, wait_ms)
     })?;
+    let (answers, acked) = answers;
+    if !acked {
+        // Claimed on the primary, not yet on a replica: not counted as settled. The replay
+        // finds the claims this node's (no second count), or claims again if a failover lost
+        // them.
+        return Err(StateError::Failed(format!(
+            "{} replica(s) did not acknowledge the claim within {} ms (redis_wait_replicas); it is retried",
+            link.wait_replicas().0,
+            link.wait_replicas().1
+        )));
+    }
     if answers.len() != requests.len() {
         return Err(StateError::Failed(format!(
             "the claim script answered {} results for {} events",

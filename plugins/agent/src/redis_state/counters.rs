@@ -21,12 +21,22 @@ pub struct RedisCounters {
     leases: Option<RedisLeases>,
 }
 
-/// The Redis key of a core counter key (`aforo:q:…` → `<prefix>q:…`).
+/// The Redis key of a core counter key (`aforo:q:…` → `<prefix>q:…`; in a cluster a quota's
+/// counter carries its customer's hash tag, `<prefix>{<env>:<customer>}q:…`, so a claim's
+/// counters and event ids share a slot).
 pub fn redis_key(link: &RedisLink, key: &str) -> String {
-    link.key(CounterKey::parse(key).map_or_else(
-        || key.strip_prefix(KEY_PREFIX).unwrap_or(key),
-        |k| k.unprefixed,
-    ))
+    match CounterKey::parse(key) {
+        Some(k) if k.kind == CounterKind::Quota => link.key_in(customer_tag(k.rest), k.unprefixed),
+        Some(k) => link.key(k.unprefixed),
+        None => link.key(key.strip_prefix(KEY_PREFIX).unwrap_or(key)),
+    }
+}
+
+/// The hash tag of a quota counter's rest (`<env>:<customer>:<feature>` → `<env>:<customer>`).
+/// Feature names hold no `:` in a cluster (the agent refuses such a catalog there), so this is
+/// the customer's tag for every feature, as `claims::customer_tag` makes it for event ids.
+pub fn customer_tag(rest: &str) -> &str {
+    rest.rsplit_once(':').map_or(rest, |(tag, _)| tag)
 }
 
 /// When a counter may be dropped: its window's start plus the longest window of its kind
@@ -131,14 +141,14 @@ impl SyncCounters for RedisCounters {
         let now = self.clock.now().unix_nanos();
         let rkey = redis_key(&self.link, key);
         match self.link.with(|c, s| {
-            redis::cmd("EVALSHA")
-                .arg(&s.cas)
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&s.cas)
                 .arg(1)
                 .arg(&rkey)
                 .arg(value)
                 .arg(cas)
-                .arg(expiry_ms(key, value, now))
-                .query::<i64>(c)
+                .arg(expiry_ms(key, value, now));
+            c.script::<i64>(super::CAS_SCRIPT, &cmd)
         }) {
             Ok(1) => {
                 // The local copy follows, so a fallback starts from this write.

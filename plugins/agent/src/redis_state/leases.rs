@@ -12,7 +12,6 @@ use aforo_core::entitlement::{
     GiveBack, LeaseGrant, LeasePolicy, Leased, NodeLeases, Renewal, Take,
 };
 use aforo_core::Timestamp;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,9 +47,14 @@ pub struct RedisLeases {
     answered: Condvar,
     /// Longest wait for another request's ask (then the request counts without a lease).
     wait: Duration,
-    /// Whether a refused lease script was reported (once: it is a deployment's mistake).
-    reported: AtomicBool,
+    /// Until when leases are off after Redis refused the lease script (an ACL without
+    /// `+time`, a replica that did not acknowledge): reservations are counted by
+    /// compare-and-swap meanwhile, without a failing script and a reconnect per request.
+    off_until: Mutex<Option<Instant>>,
 }
+
+/// How long leases stay off after Redis refused the lease script.
+const OFF_FOR: Duration = Duration::from_secs(30);
 
 impl RedisLeases {
     /// Leases under `policy` through `link`; a request waits at most `wait` for an ask out.
@@ -60,7 +64,7 @@ impl RedisLeases {
             book: Mutex::new(NodeLeases::new(policy)),
             answered: Condvar::new(),
             wait,
-            reported: AtomicBool::new(false),
+            off_until: Mutex::new(None),
         }
     }
 
@@ -75,7 +79,17 @@ impl RedisLeases {
         cost: u64,
         now: Timestamp,
     ) -> Option<Leased> {
-        let deadline = Instant::now() + self.wait;
+        let started = Instant::now();
+        if self
+            .off_until
+            .lock()
+            .ok()
+            .and_then(|o| *o)
+            .is_some_and(|t| started < t)
+        {
+            return None;
+        }
+        let deadline = started + self.wait;
         let mut book = self.book.lock().ok()?;
         loop {
             let asked = match book.take(key, window, quota, cost, now) {
@@ -87,6 +101,7 @@ impl RedisLeases {
                 Take::Refuse => {
                     return Some(Leased::Refused {
                         remaining: book.remaining(key),
+                        retry_at: book.refused_until(key).unwrap_or(window.1),
                     })
                 }
                 Take::Wait => {
@@ -110,17 +125,24 @@ impl RedisLeases {
                     Some(if admitted {
                         Leased::Admitted { remaining }
                     } else {
-                        Leased::Refused { remaining }
+                        Leased::Refused {
+                            remaining,
+                            retry_at: book.refused_until(key).unwrap_or(window.1),
+                        }
                     })
                 }
                 Err(e) => {
                     book.unanswered(key);
-                    if matches!(e, StateError::Failed(_))
-                        && !self.reported.swap(true, Ordering::Relaxed)
-                    {
-                        eprintln!(
-                            "aforo-agent: {e}: quota leases are off until it runs, reservations are counted by compare-and-swap (an ACL user needs +time, see deploy-examples/multi-node/redis.conf)"
-                        );
+                    if let StateError::Failed(_) = e {
+                        if let Ok(mut o) = self.off_until.lock() {
+                            if o.is_none_or(|t| Instant::now() >= t) {
+                                eprintln!(
+                                    "aforo-agent: the quota lease script failed ({e}); reservations are counted by compare-and-swap for {} s, then leases are tried again (an ACL user needs +time: see deploy-examples/multi-node/redis.conf)",
+                                    OFF_FOR.as_secs()
+                                );
+                            }
+                            *o = Some(Instant::now() + OFF_FOR);
+                        }
                     }
                     None
                 }
@@ -184,9 +206,10 @@ impl RedisLeases {
         let (back, unspent) = r.give_back.unwrap_or((0, 0));
         let rkey = redis_key(&self.link, key);
         let end_ms = r.window_end.unix_millis();
-        let out: Vec<u64> = self.link.with(|c, s| {
-            redis::cmd("EVALSHA")
-                .arg(&s.lease)
+        let (replicas, wait_ms) = self.link.wait_replicas();
+        let (out, acked): (Vec<u64>, bool) = self.link.with(|c, s| {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&s.lease)
                 .arg(1)
                 .arg(&rkey)
                 .arg(self.link.node_id())
@@ -203,9 +226,16 @@ impl RedisLeases {
                 .arg(p.max_ahead_ns / 1_000_000)
                 .arg(end_ms.saturating_add(DAY_MS))
                 .arg(&r.window_start.unix_nanos().to_le_bytes()[..])
-                .arg(key)
-                .query(c)
+                .arg(key);
+            c.script_acked(super::LEASE_SCRIPT, &cmd, replicas, wait_ms)
         })?;
+        if !acked {
+            // Granted on the primary only: a failover could forget it and grant its units
+            // again. Not spent; it stays counted (under-admission, never over).
+            return Err(StateError::Failed(format!(
+                "{replicas} replica(s) did not acknowledge a quota lease within {wait_ms} ms (redis_wait_replicas)"
+            )));
+        }
         match out[..] {
             [lease, units, left, returning, current] => Ok(LeaseGrant {
                 lease,

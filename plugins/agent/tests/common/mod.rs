@@ -5,6 +5,7 @@
 
 pub mod gateway;
 pub mod node;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod table;
 

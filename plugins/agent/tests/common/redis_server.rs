@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// The password of the example's `aforo` user.
 pub const AFORO_PASSWORD: &str = "change-me-to-a-long-random-secret";
-const ADMIN: &str = "admin-of-the-test";
+pub const ADMIN: &str = "admin-of-the-test";
 
 pub struct RedisServer {
     child: Option<Child>,
@@ -17,6 +17,8 @@ pub struct RedisServer {
     pub dir: PathBuf,
     /// With TLS: the CA file agents must trust.
     pub ca: Option<PathBuf>,
+    /// More `redis-server` arguments (cluster mode).
+    extra: Vec<String>,
 }
 
 pub fn example(file: &str) -> PathBuf {
@@ -33,6 +35,22 @@ impl RedisServer {
             port: free_port(),
             dir,
             ca: None,
+            extra: Vec::new(),
+        };
+        r.spawn();
+        r
+    }
+
+    /// With more `redis-server` arguments, made from the server's port.
+    pub fn start_with(tag: &str, extra: impl FnOnce(u16) -> Vec<String>) -> RedisServer {
+        let dir = super::temp_dir(&format!("redis-{tag}"));
+        let port = free_port();
+        let mut r = RedisServer {
+            child: None,
+            port,
+            dir,
+            ca: None,
+            extra: extra(port),
         };
         r.spawn();
         r
@@ -103,6 +121,7 @@ impl RedisServer {
             port: free_port(),
             ca: Some(dir.join("ca.crt")),
             dir,
+            extra: Vec::new(),
         };
         r.spawn();
         r
@@ -152,6 +171,7 @@ impl RedisServer {
                 "no",
             ]),
         }
+        args.extend(self.extra.iter().cloned());
         let child = Command::new(bin)
             .args(&args)
             .current_dir(&self.dir)
@@ -220,6 +240,14 @@ impl RedisServer {
         let mut con = c.get_connection_with_timeout(Duration::from_secs(1)).ok()?;
         redis::cmd("PING").query::<String>(&mut con).ok()?;
         Some(con)
+    }
+
+    /// SIGKILL: the process dies mid-write, as a crashed machine's would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// SIGTERM (Redis finishes its append-only file) and wait for the exit.
