@@ -10,7 +10,8 @@ use aforo_host_tests::envoy::Envoy;
 use aforo_host_tests::http1::Client;
 use aforo_host_tests::servers::Upstream;
 use common::gateway::{envoy_with_agent, search, wait_for_sync};
-use common::redis_server::{example, RedisServer};
+use common::redis_cluster::RedisCluster;
+use common::redis_server::{example, RedisServer, SharedState};
 use common::{body, Agent, SANDBOX};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -36,24 +37,19 @@ fn catalog(quota: u64) -> Value {
 }
 
 /// An agent configured by the deploy example's `agent.json`, pointed at `redis`.
-fn agent(tag: &str, redis: &RedisServer, quota: u64, node: &str) -> Agent {
+fn agent(tag: &str, redis: &dyn SharedState, quota: u64, node: &str) -> Agent {
     let config = example("agent.json").display().to_string();
-    let url = redis.url();
+    let shared = redis.agent_flags();
     // The tests ask /v1/canAccess by customer id, as a gateway that authenticates callers.
     let mut flags = vec![
         "--config",
         &config,
-        "--state",
-        &url,
         "--node-id",
         node,
         "--tenant-keys",
         SANDBOX,
     ];
-    let ca = redis.ca.as_ref().map(|p| p.display().to_string());
-    if let Some(ca) = &ca {
-        flags.extend(["--redis-ca-file", ca.as_str()]);
-    }
+    flags.extend(shared.iter().map(String::as_str));
     Agent::start(tag, &catalog(quota), &flags)
 }
 
@@ -252,7 +248,13 @@ struct Node {
 
 /// A node: its agent, and an Envoy whose filter reports to it. The filter is named `tag` by its
 /// configuration's `source`, or (`by_node_id`) by Envoy's node id, as under Istio.
-fn node(tag: &str, redis: &RedisServer, quota: u64, upstream: &Upstream, by_node_id: bool) -> Node {
+fn node(
+    tag: &str,
+    redis: &dyn SharedState,
+    quota: u64,
+    upstream: &Upstream,
+    by_node_id: bool,
+) -> Node {
     let agent = agent(tag, redis, quota, tag);
     let mut config = json!({
         "api_key": SANDBOX,
@@ -308,15 +310,8 @@ fn settle(nodes: &[&Node], want: usize) -> Vec<Vec<String>> {
     }
 }
 
-fn globex_used(redis: &RedisServer) -> u64 {
-    let mut con = redis.connection().unwrap();
-    let v: Option<Vec<u8>> = redis::cmd("HGET")
-        .arg("aforo:q:sandbox:globex:search")
-        .arg("v")
-        .query(&mut con)
-        .unwrap();
-    v.map(|b| u64::from_le_bytes(b[8..16].try_into().unwrap()))
-        .unwrap_or(0)
+fn globex_used(redis: &dyn SharedState) -> u64 {
+    redis.quota_used("globex", "search")
 }
 
 /// `count` nodes share a quota of `q`: they admit at most `q` plus the documented bound.
@@ -324,10 +319,14 @@ fn globex_used(redis: &RedisServer) -> u64 {
 /// first request, which is retried through the last node (a client retry landing elsewhere).
 /// The last node is named by Envoy's node id, the others by their `source`.
 fn quota_across_nodes(tag: &str, count: usize, q: u64, rounds: usize) {
-    let redis = RedisServer::start(tag);
+    quota_across_nodes_on(&RedisServer::start(tag), tag, count, q, rounds);
+}
+
+/// `quota_across_nodes` with the agents' state in `redis`.
+fn quota_across_nodes_on(redis: &dyn SharedState, tag: &str, count: usize, q: u64, rounds: usize) {
     let upstream = Upstream::start().unwrap();
     let nodes: Vec<Node> = (0..count)
-        .map(|k| node(&format!("{tag}-{k}"), &redis, q, &upstream, k == count - 1))
+        .map(|k| node(&format!("{tag}-{k}"), redis, q, &upstream, k == count - 1))
         .collect();
     let last = &nodes[count - 1];
     let started = Instant::now();
@@ -397,7 +396,7 @@ fn quota_across_nodes(tag: &str, count: usize, q: u64, rounds: usize) {
         "held per node: {:?}",
         held.iter().map(Vec::len).collect::<Vec<_>>()
     );
-    assert_eq!(globex_used(&redis), events, "the shared counter");
+    assert_eq!(globex_used(redis), events, "the shared counter");
     // Each node's events carry its name: the configured `source`, or Envoy's node id.
     for (k, n) in nodes.iter().enumerate() {
         assert_eq!(sources(&n.agent), vec![format!("{tag}-{k}")]);
@@ -426,6 +425,13 @@ fn two_envoys_and_two_agents_admit_at_most_the_quota_plus_the_documented_bound()
 #[test]
 fn three_envoys_and_three_agents_admit_at_most_the_quota_plus_the_documented_bound() {
     quota_across_nodes("quota3", 3, 90, 80);
+}
+
+/// The same with the agents on a Redis Cluster of three primaries and three replicas.
+#[test]
+fn three_envoys_and_three_agents_on_a_redis_cluster_admit_at_most_the_quota_plus_the_bound() {
+    let cluster = RedisCluster::start("quota3c");
+    quota_across_nodes_on(&cluster, "quota3c", 3, 90, 80);
 }
 
 #[test]

@@ -3,13 +3,40 @@
 //! the `aforo` ACL user) in cluster mode, joined with `redis-cli --cluster create`. Every node
 //! is killed when the cluster drops, also when a test fails.
 
-use super::redis_server::{RedisServer, ADMIN, AFORO_PASSWORD};
+use super::redis_server::{RedisServer, SharedState, ADMIN, AFORO_PASSWORD};
 use aforo_host_tests::envoy::free_port;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
+}
+
+impl SharedState for RedisCluster {
+    fn agent_flags(&self) -> Vec<String> {
+        [
+            "--state",
+            &self.url(),
+            "--redis-cluster",
+            "true",
+            "--redis-wait-replicas",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+    fn quota_used(&self, customer: &str, feature: &str) -> u64 {
+        let v: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(format!(
+                "aforo:{{sandbox:{customer}}}q:sandbox:{customer}:{feature}"
+            ))
+            .arg("v")
+            .query(&mut self.connection())
+            .unwrap();
+        v.map(|b| u64::from_le_bytes(b[8..16].try_into().unwrap()))
+            .unwrap_or(0)
+    }
 }
 
 impl RedisCluster {

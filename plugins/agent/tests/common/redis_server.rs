@@ -21,6 +21,34 @@ pub struct RedisServer {
     extra: Vec<String>,
 }
 
+/// Where a test's agents keep their shared state: one redis-server, or a Redis Cluster.
+pub trait SharedState {
+    /// The agent flags that point it there.
+    fn agent_flags(&self) -> Vec<String>;
+    /// The count a customer's quota counter holds (this month's; 0 when absent).
+    fn quota_used(&self, customer: &str, feature: &str) -> u64;
+}
+
+impl SharedState for RedisServer {
+    fn agent_flags(&self) -> Vec<String> {
+        let mut f = vec!["--state".to_string(), self.url()];
+        if let Some(ca) = &self.ca {
+            f.extend(["--redis-ca-file".to_string(), ca.display().to_string()]);
+        }
+        f
+    }
+    fn quota_used(&self, customer: &str, feature: &str) -> u64 {
+        let mut con = self.connection().unwrap();
+        let v: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(format!("aforo:q:sandbox:{customer}:{feature}"))
+            .arg("v")
+            .query(&mut con)
+            .unwrap();
+        v.map(|b| u64::from_le_bytes(b[8..16].try_into().unwrap()))
+            .unwrap_or(0)
+    }
+}
+
 pub fn example(file: &str) -> PathBuf {
     aforo_host_tests::artifacts::repo_root()
         .join("deploy-examples/multi-node")
