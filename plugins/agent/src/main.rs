@@ -163,19 +163,17 @@ async fn serve(
                     std::time::Duration::from_millis(timeout_ms.saturating_mul(2)),
                 )
             });
-            usage::Backend::Redis {
-                counters: Arc::new(redis_state::counters::RedisCounters::new(
-                    link.clone(),
-                    clock.clone(),
-                    leases,
-                )),
-                link,
-            }
+            let counters = Arc::new(redis_state::counters::RedisCounters::new(
+                link.clone(),
+                clock.clone(),
+                leases,
+            ));
+            redis_state::leases::start(counters.clone(), clock.clone());
+            usage::Backend::Redis { counters, link }
         }
     };
     let shared = matches!(backend, usage::Backend::Redis { .. });
     let usage = Arc::new(usage::Usage::new(catalog.clone(), backend));
-    redis_state::leases::start(usage.clone(), clock.clone());
     let (u, c) = (usage.clone(), clock.clone());
     let on_stored: store::OnStored = Arc::new(move |env, events| u.record(env, events, c.now()));
     let stores = store::Stores::open(&config.data_dir, &Environment::ALL, shared, on_stored)

@@ -167,7 +167,14 @@ fn drain(app: &App, env: Environment) {
         after = *last;
         let n = rows.len();
         let events = parse_rows(rows);
-        if settle(app, env, &events, app.now()).deferred || n < BATCH {
+        let deferred = settle(app, env, &events, app.now()).deferred;
+        // One primary down: nothing can be claimed now. In a cluster a page can be all of one
+        // failing slot's customers while the others' events wait behind it: keep paging.
+        let blocked = app
+            .usage
+            .redis()
+            .is_none_or(|l| !l.is_cluster() || l.is_down());
+        if (deferred && blocked) || n < BATCH {
             break;
         }
     }

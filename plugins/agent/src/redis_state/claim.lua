@@ -12,7 +12,14 @@ for i = 1, n do
   a = a + 2
   local owner = redis.call('GET', KEYS[i])
   if owner then
-    if string.match(owner, '@(%d+)$') == string.match(token, '@(%d+)$') then out[i] = 2 else out[i] = 0 end
+    if string.match(owner, '@(%d+)$') == string.match(token, '@(%d+)$') then
+      -- Ours, from before: a write here (its expiry again) puts this connection's replication
+      -- offset past the original claim, so a WAIT after this script covers that claim too.
+      redis.call('PEXPIRE', KEYS[i], ttl)
+      out[i] = 2
+    else
+      out[i] = 0
+    end
     a = a + 2 * k
   else
     redis.call('SET', KEYS[i], token, 'PX', ttl)

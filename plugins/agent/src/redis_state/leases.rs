@@ -6,8 +6,7 @@
 
 use super::{RedisLink, StateError};
 use crate::clock::SharedClock;
-use crate::redis_state::counters::redis_key;
-use crate::usage::Usage;
+use crate::redis_state::counters::{redis_key, RedisCounters};
 use aforo_core::entitlement::{
     GiveBack, LeaseGrant, LeasePolicy, Leased, NodeLeases, Renewal, Take,
 };
@@ -22,14 +21,14 @@ const DAY_MS: i64 = 86_400_000;
 const GIVE_BACK_EVERY: Duration = Duration::from_millis(200);
 
 /// Gives back leases whose time is up, on a thread of its own, while the agent runs.
-pub fn start(usage: Arc<Usage>, clock: SharedClock) {
-    if usage.leases().is_none() {
+pub fn start(counters: Arc<RedisCounters>, clock: SharedClock) {
+    if counters.leases().is_none() {
         return;
     }
     let spawned = std::thread::Builder::new()
         .name("aforo-leases".into())
         .spawn(move || loop {
-            if let Some(l) = usage.leases() {
+            if let Some(l) = counters.leases() {
                 l.give_back_due(clock.now());
             }
             std::thread::sleep(GIVE_BACK_EVERY);

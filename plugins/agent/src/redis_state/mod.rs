@@ -439,6 +439,16 @@ impl RedisLink {
                 }
                 Ok(v)
             }
+            // In a cluster one node is unreachable (failing over, or gone): the calls for its
+            // slots fail, the others go on; the connection keeps its other nodes.
+            Err(e) if is_unreachable(&e) && matches!(conn, Conn::Cluster(_)) => {
+                if let Ok(mut p) = self.pool.lock() {
+                    if p.len() < POOL {
+                        p.push(conn);
+                    }
+                }
+                Err(StateError::Down(e.to_string()))
+            }
             Err(e) if is_unreachable(&e) => {
                 self.mark_down(&e.to_string());
                 Err(StateError::Down(e.to_string()))

@@ -114,9 +114,13 @@ impl RedisCluster {
             .unwrap()
     }
 
-    /// The port of the primary serving `key`'s slot.
+    /// The port of the primary serving `key`'s slot, as a live node sees it.
     pub fn primary_of(&self, key: &str) -> u16 {
-        let mut con = self.nodes[0].connection().unwrap();
+        let mut con = self
+            .nodes
+            .iter()
+            .find_map(|n| n.connection())
+            .expect("a live node");
         let slot: i64 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
