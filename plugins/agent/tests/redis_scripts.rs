@@ -13,9 +13,19 @@ use aforo_core::entitlement::{
 use aforo_core::{Environment, Timestamp};
 use common::redis_server::RedisServer;
 
-const CAS: &str = include_str!("../src/redis_state/cas.lua");
-const CLAIM: &str = include_str!("../src/redis_state/claim.lua");
-const LEASE: &str = include_str!("../src/redis_state/lease.lua");
+// Each script as the agent sends it: the shared helpers, then the script.
+const CAS: &str = concat!(
+    include_str!("../src/redis_state/counter_value.lua"),
+    include_str!("../src/redis_state/cas.lua")
+);
+const CLAIM: &str = concat!(
+    include_str!("../src/redis_state/counter_value.lua"),
+    include_str!("../src/redis_state/claim.lua")
+);
+const LEASE: &str = concat!(
+    include_str!("../src/redis_state/counter_value.lua"),
+    include_str!("../src/redis_state/lease.lua")
+);
 
 fn stored(con: &mut redis::Connection, rkey: &str) -> Vec<u8> {
     redis::cmd("HGET").arg(rkey).arg("v").query(con).unwrap()

@@ -1,21 +1,13 @@
 -- The compare-and-swap write of one counter (see CAS_SCRIPT in mod.rs for KEYS and ARGV).
 -- A value is aforo-core's CounterValue (shared/src/entitlement/counter_contract.rs): window
 -- start (i64 LE ns) . count (u64 LE) . the key; plugins/agent/tests/redis_scripts.rs runs this
--- script on a real Redis against values the core encodes and decodes.
+-- script on a real Redis against values the core encodes and decodes. `later` comes from
+-- counter_value.lua, put in front of it.
 local c = tonumber(redis.call('HGET', KEYS[1], 'c') or '0')
 if c ~= tonumber(ARGV[2]) then return 0 end
 local v = redis.call('HGET', KEYS[1], 'v')
 local same = false
 if v and #v >= 16 and #ARGV[1] >= 16 then
-  -- Whether window start a (8 bytes LE) is later than b, byte by byte from the top: exact,
-  -- where Lua's doubles round nanoseconds past 2^53 (today's are about 2^60).
-  local function later(a, b)
-    for i = 8, 1, -1 do
-      local x, y = string.byte(a, i), string.byte(b, i)
-      if x ~= y then return x > y end
-    end
-    return false
-  end
   if later(string.sub(v, 1, 8), string.sub(ARGV[1], 1, 8)) then return 0 end
   same = string.sub(v, 1, 8) == string.sub(ARGV[1], 1, 8)
 end

@@ -2,6 +2,7 @@
 -- claims.rs for KEYS and ARGV). Counter values are aforo-core's CounterValue
 -- (shared/src/entitlement/counter_contract.rs): window start (i64 LE ns) . count (u64 LE) . the
 -- key; plugins/agent/tests/redis_scripts.rs runs this script on a real Redis against the core.
+-- `later`, `num` and `bytes` come from counter_value.lua, put in front of it.
 local ttl = ARGV[1]
 local n, m = tonumber(ARGV[2]), tonumber(ARGV[3])
 local cap = 9007199254740992
@@ -30,28 +31,6 @@ for i = 1, n do
       add[s] = math.min((add[s] or 0) + u, cap)
     end
   end
-end
--- Whether window start a (8 bytes LE) is later than b, byte by byte from the top: exact,
--- where Lua's doubles round nanoseconds past 2^53 (today's are about 2^60).
-local function later(a, b)
-  for i = 8, 1, -1 do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x > y end
-  end
-  return false
-end
-local function num(s)
-  local v = 0
-  for i = 8, 1, -1 do v = v * 256 + string.byte(s, i) end
-  return v
-end
-local function bytes(v)
-  local t = {}
-  for i = 1, 8 do
-    t[i] = string.char(v % 256)
-    v = math.floor(v / 256)
-  end
-  return table.concat(t)
 end
 for s = 1, m do
   local units = add[s]

@@ -22,7 +22,8 @@ use std::collections::HashMap;
 /// Counts saturate at 2^53 (the largest quota a snapshot may hold), exact in Lua's doubles.
 /// Returns per event: 1 counted now, 2 claimed before by this stored copy (same received
 /// time: a replay after a crash, even under a new node id), 0 claimed by another copy.
-pub const CLAIM_SCRIPT: &str = include_str!("claim.lua");
+pub const CLAIM_SCRIPT: &str =
+    concat!(include_str!("counter_value.lua"), include_str!("claim.lua"));
 
 /// One event to claim.
 #[derive(Clone, Debug)]

@@ -4,6 +4,7 @@
 -- claimed (claim.lua) and reservations without leases (cas.lua) left of the quota.
 -- plugins/agent/tests/redis_scripts.rs runs random renewals, give-backs and claims through this
 -- script and through the core's model and compares every answer and count.
+-- `later`, `num` and `bytes` come from counter_value.lua, put in front of it.
 -- KEYS[1]  the counter's hash
 -- ARGV     node, window start (ms), window end (ms), quota, max_overshoot, lease given back
 --          (0: none), its unspent units, want, need, now (ms; empty: Redis's own clock), how
@@ -31,28 +32,6 @@ end
 -- Integers as exact decimal text (Lua's own conversion keeps 14 digits).
 local function int(x) return string.format('%.0f', x) end
 
--- Whether window start a (8 bytes LE) is later than b, byte by byte from the top: exact,
--- where Lua's doubles round nanoseconds past 2^53 (today's are about 2^60).
-local function later(a, b)
-  for i = 8, 1, -1 do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x > y end
-  end
-  return false
-end
-local function num(s)
-  local v = 0
-  for i = 8, 1, -1 do v = v * 256 + string.byte(s, i) end
-  return v
-end
-local function bytes(v)
-  local t = {}
-  for i = 1, 8 do
-    t[i] = string.char(v % 256)
-    v = math.floor(v / 256)
-  end
-  return table.concat(t)
-end
 
 -- Over, not started yet by this clock, or older than the window served (by the leases or by
 -- the count): nothing is granted twice for a window, whatever a node's clock says (even after

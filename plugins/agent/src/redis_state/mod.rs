@@ -27,10 +27,12 @@ const POOL: usize = 16;
 /// at a window's end must not reset the new window). Within a window the expiry is left alone:
 /// the claims set quota counters' to the window's real reset. Tokens stay below 2^31 (the local
 /// copy's carry the top bit).
-pub(crate) const CAS_SCRIPT: &str = include_str!("cas.lua");
+pub(crate) const CAS_SCRIPT: &str =
+    concat!(include_str!("counter_value.lua"), include_str!("cas.lua"));
 
 /// A quota lease's renewal and give-back (see `lease.lua` for KEYS and ARGV).
-pub(crate) const LEASE_SCRIPT: &str = include_str!("lease.lua");
+pub(crate) const LEASE_SCRIPT: &str =
+    concat!(include_str!("counter_value.lua"), include_str!("lease.lua"));
 
 /// Why Redis could not be used.
 #[derive(Debug)]
