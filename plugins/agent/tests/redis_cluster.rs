@@ -216,6 +216,19 @@ fn agents_on_a_redis_cluster_hold_quotas_count_ids_once_and_survive_a_failover()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A reservation there meanwhile: its lease is granted on a primary no replica has, so it is
+    // given back at once and the reservation counted by compare-and-swap (each unit once, as
+    // the final counts below check).
+    for x in [&a, &b, &a] {
+        let r = x.call(
+            "POST",
+            "/v1/canAccess",
+            SANDBOX,
+            &json!({"tenantId": "c1", "featureKey": "search", "quantity": 1}),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        *expected.entry("c1").or_default() += 1;
+    }
     // The killed node comes back as the new primary's replica: the waiting claims go through.
     cluster.restart(victim);
     cluster.wait_healthy(&[]);

@@ -11,6 +11,7 @@ use aforo_core::entitlement::{
     GiveBack, LeaseGrant, LeasePolicy, Leased, NodeLeases, Renewal, Take,
 };
 use aforo_core::Timestamp;
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,10 +47,12 @@ pub struct RedisLeases {
     answered: Condvar,
     /// Longest wait for another request's ask (then the request counts without a lease).
     wait: Duration,
-    /// Until when leases are off after Redis refused the lease script (an ACL without
-    /// `+time`, a replica that did not acknowledge): reservations are counted by
-    /// compare-and-swap meanwhile, without a failing script and a reconnect per request.
-    off_until: Mutex<Option<Instant>>,
+    /// Counters whose leases are off until a time, after Redis refused their lease script (an
+    /// ACL without `+time`, a slot whose replica did not acknowledge): their reservations are
+    /// counted by compare-and-swap meanwhile, without a failing script per request.
+    off_until: Mutex<HashMap<String, Instant>>,
+    /// When a refused lease script was last logged (at most once per `OFF_FOR`).
+    logged: Mutex<Option<Instant>>,
 }
 
 /// How long leases stay off after Redis refused the lease script.
@@ -63,7 +66,8 @@ impl RedisLeases {
             book: Mutex::new(NodeLeases::new(policy)),
             answered: Condvar::new(),
             wait,
-            off_until: Mutex::new(None),
+            off_until: Mutex::new(HashMap::new()),
+            logged: Mutex::new(None),
         }
     }
 
@@ -79,14 +83,11 @@ impl RedisLeases {
         now: Timestamp,
     ) -> Option<Leased> {
         let started = Instant::now();
-        if self
-            .off_until
-            .lock()
-            .ok()
-            .and_then(|o| *o)
-            .is_some_and(|t| started < t)
-        {
-            return None;
+        if let Ok(mut off) = self.off_until.lock() {
+            off.retain(|_, until| started < *until);
+            if off.contains_key(key) {
+                return None;
+            }
         }
         let deadline = started + self.wait;
         let mut book = self.book.lock().ok()?;
@@ -133,14 +134,19 @@ impl RedisLeases {
                 Err(e) => {
                     book.unanswered(key);
                     if let StateError::Failed(_) = e {
-                        if let Ok(mut o) = self.off_until.lock() {
-                            if o.is_none_or(|t| Instant::now() >= t) {
+                        let now = Instant::now();
+                        if let Ok(mut off) = self.off_until.lock() {
+                            off.insert(key.to_string(), now + OFF_FOR);
+                        }
+                        if let Ok(mut logged) = self.logged.lock() {
+                            if logged.is_none_or(|t| now >= t + OFF_FOR) {
+                                *logged = Some(now);
                                 eprintln!(
-                                    "aforo-agent: the quota lease script failed ({e}); reservations are counted by compare-and-swap for {} s, then leases are tried again (an ACL user needs +time: see deploy-examples/multi-node/redis.conf)",
+                                    "aforo-agent: the quota lease script failed for {key} ({e}); its reservations are counted by compare-and-swap for {} s, then leases are tried again (an ACL user needs +time: see deploy-examples/multi-node/redis.conf; logged at most every {} s)",
+                                    OFF_FOR.as_secs(),
                                     OFF_FOR.as_secs()
                                 );
                             }
-                            *o = Some(Instant::now() + OFF_FOR);
                         }
                     }
                     None
@@ -230,7 +236,19 @@ impl RedisLeases {
         })?;
         if !acked {
             // Granted on the primary only: a failover could forget it and grant its units
-            // again. Not spent; it stays counted (under-admission, never over).
+            // again. Not spent, and given back at once (best effort: what does not come back
+            // stays counted, under-admission, never over).
+            if let [lease, units, ..] = out[..] {
+                if lease > 0 {
+                    let back = Renewal {
+                        give_back: Some((lease, units)),
+                        want: 0,
+                        need: 0,
+                        ..r.clone()
+                    };
+                    let _ = self.renew(key, &back);
+                }
+            }
             return Err(StateError::Failed(format!(
                 "{replicas} replica(s) did not acknowledge a quota lease within {wait_ms} ms (redis_wait_replicas)"
             )));

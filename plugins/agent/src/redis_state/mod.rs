@@ -400,7 +400,7 @@ impl RedisLink {
     /// attempt is due, so an outage costs a request no connect timeout.
     pub fn with<T>(
         &self,
-        f: impl FnOnce(&mut Conn, &Scripts) -> Result<T, RedisError>,
+        f: impl Fn(&mut Conn, &Scripts) -> Result<T, RedisError>,
     ) -> Result<T, StateError> {
         if self.is_down() {
             let due = self
@@ -421,6 +421,7 @@ impl RedisLink {
             }
         }
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let was_pooled = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
             None => match self.connect() {
@@ -431,7 +432,25 @@ impl RedisLink {
                 }
             },
         };
-        match f(&mut conn, &self.scripts) {
+        let mut answer = f(&mut conn, &self.scripts);
+        if let (Err(e), Conn::Cluster(_), true) = (&answer, &conn, was_pooled) {
+            if is_unreachable(e) {
+                // A pooled cluster connection knows the slots as they were: after a failover
+                // its map still names the dead primary. Every pooled one does, so they go, and
+                // the call is made once more on a fresh connection, which asks the live nodes
+                // where the slots are now. (A resent script errs towards under-admission: a
+                // claim is found as this agent's own, a CAS sees its own write and re-reads, a
+                // lease granted twice leaves one unspent.)
+                if let Ok(mut p) = self.pool.lock() {
+                    p.clear();
+                }
+                if let Ok(c) = self.connect() {
+                    conn = c;
+                    answer = f(&mut conn, &self.scripts);
+                }
+            }
+        }
+        match answer {
             Ok(v) => {
                 self.mark_up();
                 if let Ok(mut p) = self.pool.lock() {
@@ -441,14 +460,9 @@ impl RedisLink {
                 }
                 Ok(v)
             }
-            // In a cluster one node is unreachable (failing over, or gone): the calls for its
-            // slots fail, the others go on; the connection keeps its other nodes.
+            // In a cluster one node is unreachable (failing over, or gone) even to a fresh
+            // connection: the calls for its slots fail, the others go on.
             Err(e) if is_unreachable(&e) && matches!(conn, Conn::Cluster(_)) => {
-                if let Ok(mut p) = self.pool.lock() {
-                    if p.len() < POOL {
-                        p.push(conn);
-                    }
-                }
                 Err(StateError::Down(e.to_string()))
             }
             Err(e) if is_unreachable(&e) => {
