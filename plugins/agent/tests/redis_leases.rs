@@ -196,3 +196,48 @@ fn a_budget_bounds_the_overshoot_and_unspent_leases_serve_the_other_agent() {
         "a's unspent units served b after the lease ended"
     );
 }
+
+#[test]
+fn with_redis_down_an_agent_spends_at_most_the_lease_it_holds_then_fails_closed() {
+    let mut redis = RedisServer::start("leases-down");
+    let config = example("agent.json").display().to_string();
+    let url = redis.url();
+    let a = Agent::start(
+        "leases-down",
+        &catalog(1_000),
+        &[
+            "--config",
+            &config,
+            "--state",
+            &url,
+            "--node-id",
+            "node-a",
+            "--tenant-keys",
+            SANDBOX,
+            "--max-overshoot",
+            "0",
+            "--failure-mode",
+            "closed",
+        ],
+    );
+    // Leases of 1, 2, then 4 units: three left in hand.
+    for _ in 0..4 {
+        assert_eq!(reserve(&a, 1).0, 200);
+    }
+    redis.stop();
+    let held_at_stop = held(&a);
+    // What the agent holds may still be spent (until its lease's time is up); past it, no
+    // reservation is made on this agent's own counts: 503, never an admission Redis did not
+    // grant.
+    let statuses: Vec<u16> = (0..8).map(|_| reserve(&a, 1).0).collect();
+    let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
+    assert!(
+        admitted <= held_at_stop,
+        "{statuses:?}: more than the {held_at_stop} units held"
+    );
+    let first_refusal = statuses.iter().position(|s| *s != 200).unwrap();
+    assert!(
+        statuses[first_refusal..].iter().all(|s| *s == 503),
+        "{statuses:?}"
+    );
+}
