@@ -134,7 +134,9 @@ pub struct StoredLeases {
     /// leases). Leases are granted from what this leaves of the quota, so every way of using
     /// a quota counts against one number.
     pub counted: u64,
-    /// The last lease id handed out.
+    /// The last lease id handed out. A window's ids start after the store's clock in ms times
+    /// 1,024 when its leases start, so a give-back of a lease from before the store lost its
+    /// state (a restart without its file, a failover that lost writes) never matches a new one.
     pub last_id: u64,
     /// Leases whose unspent units may still come back.
     pub open: Vec<OpenLease>,
@@ -168,6 +170,10 @@ impl StoredLeases {
                 window_start: r.window_start,
                 ..StoredLeases::default()
             };
+        }
+        if self.last_id == 0 {
+            // The window's leases start now (below 2^53 until the year 2250: exact in Lua).
+            self.last_id = u64::try_from(now_ms).unwrap_or(0).saturating_mul(1_024);
         }
         if let Some((id, unspent)) = r.give_back {
             self.give_back(node, r.window_start, id, unspent);
@@ -630,6 +636,21 @@ mod tests {
         let g = s.renew("a", &ask(10, 1, None), T0, &p);
         s.give_back("a", W, g.lease, 1_000);
         assert_eq!(s.counted, 10, "never more than the lease had");
+    }
+
+    #[test]
+    fn a_give_back_from_before_the_store_lost_its_state_matches_no_new_lease() {
+        let p = LeasePolicy::STRICT;
+        let mut s = StoredLeases::default();
+        let old = s.renew("a", &ask(10, 1, None), T0, &p);
+        // The store forgets everything (a restart without its file); a second later the same
+        // node is granted a new lease, then its old lease's give-back arrives.
+        let mut s = StoredLeases::default();
+        let later = T0.plus_nanos(1_000_000_000);
+        let new = s.renew("a", &ask(10, 1, None), later, &p);
+        assert_ne!(old.lease, new.lease);
+        s.give_back("a", W, old.lease, old.units);
+        assert_eq!(s.counted, new.units, "the new lease stays counted");
     }
 
     #[test]

@@ -48,7 +48,9 @@ if not sw or w > sw then
   for i = 1, #all do
     if string.sub(all[i], 1, 2) == 'o:' then redis.call('HDEL', k, all[i]) end
   end
-  redis.call('HSET', k, 'w', int(w), 'n', 0)
+  -- Lease ids start after this clock's ms times 1,024: a give-back from before this hash was
+  -- lost (a restart without its file, a failover) never matches a new lease.
+  redis.call('HSET', k, 'w', int(w), 'n', int(now * 1024))
 end
 -- The count of this window (an older window's count reads as 0 and is replaced).
 local granted = 0
@@ -102,6 +104,6 @@ if units == 0 or units < need then
   return {0, 0, left, returning, 1}
 end
 local id = redis.call('HINCRBY', k, 'n', 1)
-redis.call('HSET', k, 'o:' .. id, node .. '|' .. int(units) .. '|' .. int(now))
+redis.call('HSET', k, 'o:' .. int(id), node .. '|' .. int(units) .. '|' .. int(now))
 store(granted + units)
 return {id, units, left - units, 0, 1}
