@@ -184,6 +184,18 @@ fn a_budget_bounds_the_overshoot_and_unspent_leases_serve_the_other_agent() {
     assert_eq!((reserve(&a, 1).0, reserve(&a, 1).0), (200, 200));
     assert!(held(&a) > 0, "a holds the rest of its lease");
     let spent_by_b = hammer(&[&b], 1, 12);
+    // b is refused while a's units may still come back: told to retry in seconds (when b asks
+    // Redis again, at most 8 lease times), not at the month's reset.
+    let r = b.call(
+        "POST",
+        "/v1/canAccess",
+        SANDBOX,
+        &json!({"tenantId": "globex", "featureKey": "search", "quantity": 1}),
+    );
+    assert_eq!(r.status, 429);
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry <= 16, "Retry-After {retry} s");
+    assert_eq!(r.header("ratelimit-limit"), Some("8"));
     wait_given_back(&[&a]);
     let after = hammer(&[&b], 1, 12);
     assert_eq!(
