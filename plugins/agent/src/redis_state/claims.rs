@@ -220,3 +220,69 @@ fn claim_one_step(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aforo_core::entitlement::quota_key;
+    use redis::cluster_routing::Slot;
+    use std::time::Duration;
+
+    fn link(cluster: bool) -> RedisLink {
+        RedisLink::new(
+            "redis://127.0.0.1:1",
+            None,
+            "aforo:",
+            Duration::from_millis(10),
+            "n",
+            cluster,
+            0,
+        )
+        .unwrap()
+    }
+
+    /// Customer ids are the callers' (an event's `customer_id`): with braces, colons, quotes
+    /// and a would-be second tag, a customer's counter, share and event ids still share one
+    /// slot (a claim never fails as CROSSSLOT), and two customers never share a key.
+    #[test]
+    fn hostile_customer_ids_keep_one_slot_per_customer_and_distinct_keys() {
+        let l = link(true);
+        let env = Environment::Sandbox;
+        let ws = Timestamp::from_unix_secs(1_796_083_200);
+        let hostile = [
+            "acme",
+            "a}b",
+            "{x}",
+            "}{",
+            "a:b:c",
+            "\",\"key\":\"x",
+            "c{evil}d",
+            "",
+        ];
+        let mut keys = std::collections::HashSet::new();
+        for c in hostile {
+            let counter = quota_key(env, c, "search");
+            let daily = quota_key(env, c, "*daily_credits");
+            let all = [
+                redis_key(&l, &counter),
+                redis_key(&l, &daily),
+                source_key(&l, &counter, ws),
+                dedup_key(&l, env, c, "evt-1"),
+            ];
+            let slot = Slot::for_key(&all[0]);
+            for k in &all {
+                assert_eq!(Slot::for_key(k), slot, "{c:?}: {k} in another slot");
+                assert!(keys.insert(k.clone()), "{k} made twice");
+            }
+        }
+        // One primary: the layout deployments already have, byte for byte.
+        let l = link(false);
+        let counter = quota_key(env, "acme", "search");
+        assert_eq!(redis_key(&l, &counter), "aforo:q:sandbox:acme:search");
+        assert_eq!(dedup_key(&l, env, "acme", "e"), "aforo:d:sandbox:e");
+        assert_eq!(
+            source_key(&l, &counter, ws),
+            "aforo:s:sandbox:acme:search:1796083200000"
+        );
+    }
+}
