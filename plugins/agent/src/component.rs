@@ -75,6 +75,11 @@ impl aforo::metering::counters::Host for State {
                 } => Wit::Refused((remaining, retry_at.unix_nanos())),
             })
     }
+
+    fn give_back(&mut self, key: String, window_start_ns: i64, units: u64) {
+        self.counters
+            .give_leased(&key, Timestamp::from_unix_nanos(window_start_ns), units);
+    }
 }
 
 struct Instance {

@@ -52,6 +52,9 @@ pub trait SyncCounters: Send + Sync {
     ) -> Option<Leased> {
         None
     }
+
+    /// Gives back units a reservation took with `take_leased` and did not use.
+    fn give_leased(&self, _key: &str, _window_start: Timestamp, _units: u64) {}
 }
 
 /// The counter store every part of the agent holds.

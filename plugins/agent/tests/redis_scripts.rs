@@ -31,8 +31,8 @@ fn stored(con: &mut redis::Connection, rkey: &str) -> Vec<u8> {
     redis::cmd("HGET").arg(rkey).arg("v").query(con).unwrap()
 }
 
-/// Claims one event adding `units` to `key` in the window starting at `ws`; returns the
-/// script's answer for it.
+/// Claims one event of the gateway `gw1` adding `units` to `key` in the window starting at
+/// `ws`; returns the script's answer for it.
 fn claim(
     con: &mut redis::Connection,
     id: &str,
@@ -40,6 +40,19 @@ fn claim(
     key: &str,
     ws: Timestamp,
     units: u64,
+) -> i64 {
+    claim_marked(con, id, token, key, ws, units, false)
+}
+
+/// As `claim`, with the event marked as admitted from a lease of `gw1` (`prepaid`).
+fn claim_marked(
+    con: &mut redis::Connection,
+    id: &str,
+    token: &str,
+    key: &str,
+    ws: Timestamp,
+    units: u64,
+    prepaid: bool,
 ) -> i64 {
     let rkey = format!("t:{}", CounterKey::parse(key).unwrap().unprefixed);
     let out: Vec<i64> = redis::cmd("EVAL")
@@ -55,10 +68,12 @@ fn claim(
         .arg(&ws.unix_nanos().to_le_bytes()[..])
         .arg(4_102_444_800_000u64)
         .arg("gw1")
+        .arg(ws.unix_millis())
         .arg(token)
         .arg(1)
         .arg(1)
         .arg(units)
+        .arg(u8::from(prepaid))
         .query(con)
         .unwrap();
     out[0]
@@ -210,9 +225,12 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
         seed ^= seed << 17;
         seed % n
     };
-    let nodes = ["a", "b", "node|c"];
+    // `gw/gw1` is the gateway whose events are claimed below: some marked as admitted from its
+    // leases, which the claim takes from its prepaid units.
+    let nodes = ["a", "gw/gw1", "node|c"];
     // Not current, refused, granted: each must happen.
     let mut outcomes = [0u32; 3];
+    let mut pools_seen = 0u32;
     for (quota, budget) in [
         (100u64, 0u64),
         (37, 5),
@@ -252,9 +270,15 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
                 3 => now_ms - 60_000 - 1,
                 _ => window_ms,
             };
-            let give_back = match next(4) {
-                0 if !held.is_empty() => {
-                    let (_, id, units) = held[next(held.len() as u64) as usize];
+            // Mostly its own leases (the only ones a give-back returns), sometimes another's.
+            let own: Vec<(u64, u64)> = held
+                .iter()
+                .filter(|(n, _, _)| *n == node || next(4) == 0)
+                .map(|&(_, id, units)| (id, units))
+                .collect();
+            let give_back = match next(3) {
+                0 if !own.is_empty() => {
+                    let (id, units) = own[next(own.len() as u64) as usize];
                     Some((id, next(units + 2)))
                 }
                 _ => None,
@@ -281,8 +305,16 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
                 });
                 let units = if next(10) == 0 { quota } else { next(30) };
                 let id = format!("e{quota}-{budget}-{step}");
-                assert_eq!(claim(&mut con, &id, "gw@1", LEASED, ws, units), 1);
-                model.count(ws, units);
+                let marked = next(2) == 0;
+                assert_eq!(
+                    claim_marked(&mut con, &id, "gw@1", LEASED, ws, units, marked),
+                    1
+                );
+                if marked {
+                    model.count_prepaid(ws, units, "gw/gw1");
+                } else {
+                    model.count(ws, units);
+                }
                 claimed = claimed.saturating_add(units);
             }
             let expected = model.renew(nodes[node], &r, Timestamp::from_unix_millis(now_ms), &p);
@@ -305,6 +337,22 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
                 ),
                 None => assert_eq!(model.counted, 0, "step {step}"),
             }
+            // The gateway's prepaid units are the model's, while the leases serve its window.
+            let (w, pool): (Option<i64>, Option<u64>) = redis::cmd("HMGET")
+                .arg(LEASED_HASH)
+                .arg("w")
+                .arg("p:gw/gw1")
+                .query(&mut con)
+                .unwrap();
+            if w == Some(model.window_start.unix_millis()) {
+                let modelled = model
+                    .prepaid
+                    .iter()
+                    .find(|(n, _)| n == "gw/gw1")
+                    .map_or(0, |(_, u)| *u);
+                assert_eq!(pool.unwrap_or(0), modelled, "step {step}");
+                pools_seen += u32::from(modelled > 0);
+            }
             outcomes[usize::from(got.current) + usize::from(got.units > 0)] += 1;
             // The hash forgotten (expired) mid-window: a window that is over stays over.
             if next(50) == 0 {
@@ -321,6 +369,10 @@ fn the_lease_script_answers_every_renewal_as_the_cores_rule() {
         assert!(model.counted <= quota.saturating_add(budget).saturating_add(claimed));
     }
     assert!(outcomes.iter().all(|&n| n > 20), "{outcomes:?}");
+    assert!(
+        pools_seen > 50,
+        "the walk held prepaid units {pools_seen} times"
+    );
     // With no clock given, the script reads Redis's own.
     let p = LeasePolicy::STRICT;
     let now = std::time::SystemTime::now()

@@ -41,7 +41,12 @@ fn config_from(config_json: &str, env_json: &str) -> Result<Config, String> {
         _ => Map::new(),
     };
     let lookup = |name: &str| env.get(name).and_then(Value::as_str).map(str::to_string);
-    Config::parse(Value::Object(config).to_string().as_bytes(), &lookup).map_err(|e| e.to_string())
+    let c = Config::parse(Value::Object(config).to_string().as_bytes(), &lookup)
+        .map_err(|e| e.to_string())?;
+    if c.quota_leases.is_some() {
+        return Err("quota_leases: not available in the Lambda authorizer (a request cannot wait there for the agent's answer); the agent's /v1/canAccess takes reservations from leases when it runs with max_overshoot".into());
+    }
+    Ok(c)
 }
 
 /// `$context.path` of a REST API starts with the stage on the default endpoint
@@ -133,6 +138,11 @@ impl Engine {
         self.host.now = at(now_ms);
         self.host.reply = None;
         match self.gw.on_request(&mut self.host, &req) {
+            // Never: `quota_leases` is refused at configuration.
+            RequestVerdict::Asking(_) => {
+                json!({"allowed": false, "status": 503, "code": "entitlements_unavailable"})
+                    .to_string()
+            }
             RequestVerdict::Denied(status) => match self.host.reply.take() {
                 Some(r) => reply_json(&r).to_string(),
                 None => json!({"allowed": false, "status": status}).to_string(),

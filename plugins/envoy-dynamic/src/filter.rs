@@ -114,6 +114,9 @@ impl RequestFilter {
         }
         match verdict {
             RequestVerdict::Denied(_) => Next::Stop,
+            // Never: `quota_leases` is refused at configuration (lib.rs). Were it not, the
+            // request would pass undecided; stopping it is the safe side.
+            RequestVerdict::Asking(_) => Next::Stop,
             RequestVerdict::Continue {
                 exchange,
                 upstream_headers,

@@ -32,7 +32,15 @@ fn configure(
             .ok()
             .or_else(|| (var == "AFORO_SOURCE").then(host_name).flatten())
     };
-    let parsed = match FilterConfig::parse(bytes, &env) {
+    let parsed = match FilterConfig::parse(bytes, &env).and_then(|c| match c.quota_leases {
+        // A paused request waiting for the agent needs a per-request callout, which this
+        // module does not make yet.
+        Some(_) => Err(aforo_core::strict_json::FieldError::new(
+            "quota_leases",
+            "is not available in the native module yet: use the Wasm filter for quota leases",
+        )),
+        None => Ok(c),
+    }) {
         Ok(c) => c,
         Err(e) => {
             host::write_log(

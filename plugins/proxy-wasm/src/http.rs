@@ -18,6 +18,8 @@ pub struct Http {
     /// What the body phases observe for the matched route, decided once per request.
     observe: BodyNeeds,
     max_body: usize,
+    /// The quota lease ask this paused request waits on.
+    asking: Option<u32>,
 }
 
 impl Http {
@@ -28,6 +30,7 @@ impl Http {
             exchange: None,
             observe: BodyNeeds::default(),
             max_body: 0,
+            asking: None,
         }
     }
 }
@@ -105,10 +108,10 @@ impl ResponseHeaders for Headers {
     }
 }
 
-impl Context for Http {}
-
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+impl Http {
+    /// Decides the request (again, after a lease answer): Continue, or Pause with a reply sent
+    /// or a lease ask out.
+    fn decide(&mut self) -> Action {
         let Some(gw) = &self.gateway else {
             return Action::Continue;
         };
@@ -135,6 +138,10 @@ impl HttpContext for Http {
         }
         match verdict {
             RequestVerdict::Denied(_) => Action::Pause,
+            RequestVerdict::Asking(token) => {
+                self.asking = Some(token);
+                Action::Pause
+            }
             RequestVerdict::Continue {
                 exchange,
                 upstream_headers,
@@ -146,6 +153,42 @@ impl HttpContext for Http {
                 Action::Continue
             }
         }
+    }
+}
+
+impl Context for Http {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        // Only a quota lease ask is sent from a request: its answer, then the decision again.
+        let Some(gw) = &self.gateway else { return };
+        let response = crate::root::call_response(body_size);
+        let mut host = ProxyHost::new(&self.metrics);
+        match gw.try_borrow_mut() {
+            Ok(mut g) => {
+                if !g.on_lease_answer(&mut host, token, response) {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+        if self.asking != Some(token) {
+            return;
+        }
+        self.asking = None;
+        if let Action::Continue = self.decide() {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.decide()
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

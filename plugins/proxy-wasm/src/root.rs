@@ -36,38 +36,12 @@ impl Context for Root {
     fn on_http_call_response(
         &mut self,
         token: u32,
-        num_headers: usize,
+        _num_headers: usize,
         body_size: usize,
         _num_trailers: usize,
     ) {
         let Some(gw) = &self.gateway else { return };
-        let headers = if num_headers == 0 {
-            Vec::new()
-        } else {
-            // Bytes: `get_map` unwraps UTF-8 and an upstream's Latin-1 header would trap.
-            hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-                .collect::<Vec<_>>()
-        };
-        let status = headers
-            .iter()
-            .find(|(k, _)| k == ":status")
-            .and_then(|(_, v)| v.parse::<u16>().ok());
-        let body = if body_size > 0 {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let response = CallResponse {
-            status,
-            headers,
-            body,
-        };
+        let response = call_response(body_size);
         let mut h = ProxyHost::new(&self.metrics);
         if let Ok(mut g) = gw.try_borrow_mut() {
             g.on_call_response(&mut h, token, response);
@@ -155,6 +129,34 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// The answer to an outbound call, read in the callback that delivers it. A call that failed
+/// (timeout, reset) has no `:status`.
+pub fn call_response(body_size: usize) -> CallResponse {
+    // Bytes: `get_map` unwraps UTF-8 and an upstream's Latin-1 header would trap.
+    let headers = hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect::<Vec<_>>();
+    let status = headers
+        .iter()
+        .find(|(k, _)| k == ":status")
+        .and_then(|(_, v)| v.parse::<u16>().ok());
+    let body = if body_size > 0 {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    CallResponse {
+        status,
+        headers,
+        body,
     }
 }
 

@@ -148,6 +148,8 @@ pub struct Config {
     pub failure_mode: FailureMode,
     /// Units of a counter a worker counts before merging them into shared data (0: exact).
     pub quota_slice: u64,
+    /// Where quota leases are asked for (the agent's `/v1/leases`), when `quota_leases` is on.
+    pub quota_leases: Option<Target>,
     /// Enforce or shadow.
     pub mode: EnforcementMode,
     /// Upstream statuses that are metered.
@@ -167,6 +169,9 @@ impl Config {
             t.upstream = t.address.clone();
         }
         if let EntitlementSource::Sync(t) = &mut self.entitlements {
+            t.upstream = t.address.clone();
+        }
+        if let Some(t) = &mut self.quota_leases {
             t.upstream = t.address.clone();
         }
     }
@@ -483,6 +488,27 @@ fn parse_merged(
             }
         }
     }
+    let quota_leases = match (flag(&r, &o::QUOTA_LEASES)?, &entitlements) {
+        (false, _) => None,
+        (true, EntitlementSource::Sync(t)) => match t.path.split_once('?').map_or(t.path.as_str(), |(p, _)| p).strip_suffix("/entitlements") {
+            Some(base) => Some(Target {
+                path: format!("{base}/leases"),
+                ..t.clone()
+            }),
+            None => {
+                return Err(FieldError::new(
+                    "quota_leases",
+                    format!("leases are asked of the agent that serves the snapshot, but entitlements_url's path {:?} does not end in /entitlements (the agent's /v1/entitlements)", t.path),
+                ))
+            }
+        },
+        (true, _) => {
+            return Err(FieldError::new(
+                "quota_leases",
+                "needs a snapshot synced from an agent (entitlements_url, or the agent's base_url): leases are asked of that agent",
+            ))
+        }
+    };
     let mode = match choice(&r, &o::MODE)? {
         "shadow" => EnforcementMode::Shadow,
         _ => EnforcementMode::Enforce,
@@ -534,6 +560,7 @@ fn parse_merged(
         max_snapshot_age_ms,
         failure_mode,
         quota_slice: integer(&r, &o::QUOTA_SLICE)?,
+        quota_leases,
         mode,
         billable_status,
         max_body_bytes,

@@ -294,6 +294,14 @@ pub static QUOTA_SLICE: OptionSpec = row(
     Default::Integer(0),
     "units of a counter a worker may hold before merging them into shared data (and on every tick); 0 is exact; a window may pass its quota by less than workers × this",
 );
+/// `quota_leases`.
+pub static QUOTA_LEASES: OptionSpec = row(
+    "quota_leases",
+    Some("AFORO_QUOTA_LEASES"),
+    Kind::Bool,
+    Default::Bool(false),
+    "take quota units from leases the agent of entitlements_url grants (agent on Redis with max_overshoot set): a window passes its quota by at most the agent's max_overshoot across every node; a request finding no units left waits for one call to the agent",
+);
 /// `entitlements`.
 pub static ENTITLEMENTS: OptionSpec = row(
     "entitlements",
@@ -372,6 +380,7 @@ pub const OPTIONS: &[&OptionSpec] = &[
     &MAX_SNAPSHOT_AGE_MS,
     &FAILURE_MODE,
     &QUOTA_SLICE,
+    &QUOTA_LEASES,
     &ENTITLEMENTS,
     &MODE,
     &BILLABLE_STATUS,

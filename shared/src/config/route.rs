@@ -78,6 +78,7 @@ pub const GATEWAY_PROPERTIES: &[&str] = &[
     "source",
     "key_id",
     "estimated",
+    "leased",
 ];
 
 /// What a route does when a response's JSON quantity never arrives (a stream that ends or is

@@ -50,6 +50,8 @@ pub struct Reservation {
     pub window_start: Timestamp,
     /// Units taken.
     pub units: u64,
+    /// Taken from a quota lease (given back to it, not to the counter).
+    pub leased: bool,
 }
 
 /// An admitted request.
@@ -64,6 +66,9 @@ pub struct Admission {
     /// The counters to add the real quantity to after the response (`cost: None`): the
     /// feature's quota, and the customer's daily credits.
     pub usage_counters: Vec<(String, Timestamp)>,
+    /// The features (or the daily credits) whose units came from a quota lease: the event
+    /// names them (`LEASED_PROPERTY`) so its claim does not count them again.
+    pub leased: Vec<String>,
 }
 
 /// A refused request, with its identity when it got that far (shadow mode still meters it).
@@ -165,6 +170,7 @@ pub fn admit(
                     key,
                     window_start: ws,
                     units: 1,
+                    leased: false,
                 });
             }
             Update::Refused(d) | Update::Unshared(Err(d)) => {
@@ -175,6 +181,7 @@ pub fn admit(
     // The feature's quota, then the customer's daily credits (counted in both environments,
     // refused in production only): each reserves the request's units and is added to after.
     let mut usage_counters = Vec::new();
+    let mut leased = Vec::new();
     let quotas = [
         entitlement
             .quota
@@ -193,7 +200,7 @@ pub fn admit(
             _ => d,
         };
         // Units to reserve against an enforced quota: from a lease, where the store leases.
-        let leased = match (ent.quota, daily_enforced) {
+        let from_lease = match (ent.quota, daily_enforced) {
             (Some(quota), None | Some(true)) if units > 0 => counters
                 .take_leased(&key, window, quota, units, now)
                 .map(|l| match l {
@@ -217,7 +224,8 @@ pub fn admit(
                 }),
             _ => None,
         };
-        let checked = leased.unwrap_or_else(|| {
+        let was_leased = from_lease.is_some();
+        let checked = from_lease.unwrap_or_else(|| {
             update(
                 counters,
                 &key,
@@ -237,7 +245,11 @@ pub fn admit(
                         key: key.clone(),
                         window_start: window.0,
                         units,
+                        leased: was_leased,
                     });
+                }
+                if was_leased {
+                    leased.push(name.to_string());
                 }
                 usage_counters.push((key, window.0));
             }
@@ -251,6 +263,7 @@ pub fn admit(
         allowance,
         reservations,
         usage_counters,
+        leased,
     })
 }
 
@@ -267,6 +280,10 @@ fn daily_credits_used_up(mut d: Deny, ent: &Entitlement) -> Deny {
 /// Gives reserved units back (a later check refused, or the response was not billable).
 pub fn release(counters: &mut dyn CounterBackend, reservations: &[Reservation]) {
     for r in reservations {
+        if r.leased {
+            counters.give_leased(&r.key, r.window_start, r.units);
+            continue;
+        }
         let _ = update(
             counters,
             &r.key,

@@ -102,6 +102,23 @@ pub struct CounterTarget {
     pub window_end: Timestamp,
     /// Units the event adds.
     pub units: u64,
+    /// Whether its gateway admitted the request from a quota lease of this counter (the
+    /// event's `leased` property names the feature): the lease counted the units when it was
+    /// granted, so the claim takes them from the gateway's prepaid units.
+    pub prepaid: bool,
+}
+
+/// The event property in which a gateway names the features whose quota units it took from a
+/// lease at admission (a list of names; a reserved property name, never a route's).
+pub const LEASED_PROPERTY: &str = "leased";
+
+/// Whether `event` says its gateway took `feature`'s units from a lease.
+pub fn leased_for(event: &UsageEvent, feature: &str) -> bool {
+    event
+        .properties
+        .get(LEASED_PROPERTY)
+        .and_then(|v| v.as_array())
+        .is_some_and(|names| names.iter().any(|n| n.as_str() == Some(feature)))
 }
 
 /// The feature name of a customer's daily credits counter: a quota counter of the UTC day
@@ -132,6 +149,7 @@ pub fn counters_of<'a>(
                         window_start: start,
                         window_end: end,
                         units,
+                        prepaid: leased_for(event, feature),
                     },
                     feature,
                 )

@@ -53,6 +53,9 @@ pub trait CounterBackend {
     ) -> Option<Leased> {
         None
     }
+    /// Gives back `units` a request took from a lease of `key` in the window starting at
+    /// `window_start` and did not use (its response was not billable).
+    fn give_leased(&mut self, _key: &str, _window_start: Timestamp, _units: u64) {}
 }
 
 /// What a quota lease answered for a request's units.

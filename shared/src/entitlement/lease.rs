@@ -140,6 +140,11 @@ pub struct StoredLeases {
     pub last_id: u64,
     /// Leases whose unspent units may still come back.
     pub open: Vec<OpenLease>,
+    /// Per node, units granted by its leases and not yet matched: a gateway that admits a
+    /// request from a lease reports it as an event, and that event's claim takes its units
+    /// from here instead of counting them again (`count_prepaid`). What a node gives back
+    /// leaves it too, so a claim can never hide units the node has not spent.
+    pub prepaid: Vec<(String, u64)>,
 }
 
 impl StoredLeases {
@@ -205,6 +210,7 @@ impl StoredLeases {
             };
         }
         self.counted = self.counted.saturating_add(units);
+        *self.pool(node) += units;
         self.last_id += 1;
         self.open.push(OpenLease {
             id: self.last_id,
@@ -230,8 +236,39 @@ impl StoredLeases {
         }
         if let Some(i) = self.open.iter().position(|l| l.id == id && l.node == node) {
             let lease = self.open.swap_remove(i);
-            self.counted = self.counted.saturating_sub(unspent.min(lease.units));
+            // Never more than the node's pool: units its events' claims took from the pool
+            // were counted for them, so they do not come back.
+            let pool = self.pool(node);
+            let back = unspent.min(lease.units).min(*pool);
+            *pool -= back;
+            self.counted = self.counted.saturating_sub(back);
         }
+    }
+
+    /// The prepaid units of `node` (created empty).
+    fn pool(&mut self, node: &str) -> &mut u64 {
+        let i = match self.prepaid.iter().position(|(n, _)| n == node) {
+            Some(i) => i,
+            None => {
+                self.prepaid.push((node.to_string(), 0));
+                self.prepaid.len() - 1
+            }
+        };
+        &mut self.prepaid[i].1
+    }
+
+    /// A claimed event's units that `node` admitted from its leases: taken from the node's
+    /// prepaid units (counted when its lease was granted), and counted only for what the pool
+    /// does not cover. A pool of another window is empty.
+    pub fn count_prepaid(&mut self, window_start: Timestamp, units: u64, node: &str) {
+        if window_start != self.window_start {
+            self.count(window_start, units);
+            return;
+        }
+        let pool = self.pool(node);
+        let covered = units.min(*pool);
+        *pool -= covered;
+        self.count(window_start, units - covered);
     }
 
     /// Units another writer added to the counter (a claimed event's): counted in their window
@@ -351,10 +388,36 @@ impl NodeLeases {
     pub fn take(
         &mut self,
         key: &str,
+        window: (Timestamp, Timestamp),
+        quota: u64,
+        cost: u64,
+        now: Timestamp,
+    ) -> Take {
+        self.take_in(key, window, quota, cost, now, true)
+    }
+
+    /// As `take`, for a host whose request cannot be woken by another request's answer (a
+    /// proxy's): never `Wait`, it asks too. Each ask takes its own share; a lease displaced by
+    /// a later answer goes back with the next `due`.
+    pub fn take_or_ask(
+        &mut self,
+        key: &str,
+        window: (Timestamp, Timestamp),
+        quota: u64,
+        cost: u64,
+        now: Timestamp,
+    ) -> Take {
+        self.take_in(key, window, quota, cost, now, false)
+    }
+
+    fn take_in(
+        &mut self,
+        key: &str,
         (window_start, window_end): (Timestamp, Timestamp),
         quota: u64,
         cost: u64,
         now: Timestamp,
+        can_wait: bool,
     ) -> Take {
         let need = cost.max(1);
         let c = self.counters.entry(key.to_string()).or_default();
@@ -382,8 +445,9 @@ impl NodeLeases {
             return Take::Refuse;
         }
         // One ask out at a time (an ask unanswered for a lease's time is taken as lost).
-        if c.asking
-            .is_some_and(|t| now.nanos_since(t) < self.policy.lease_ns)
+        if can_wait
+            && c.asking
+                .is_some_and(|t| now.nanos_since(t) < self.policy.lease_ns)
         {
             return Take::Wait;
         }
@@ -461,6 +525,23 @@ impl NodeLeases {
                 },
             ));
         }
+        true
+    }
+
+    /// Units of a request admitted from `key`'s lease that were not used after all (its
+    /// response was not billable): back into the lease held for that window; false when that
+    /// lease is gone (they stay counted in the store for the window: under-admission).
+    pub fn refund(&mut self, key: &str, window_start: Timestamp, units: u64) -> bool {
+        let Some(l) = self
+            .counters
+            .get_mut(key)
+            .and_then(|c| c.lease.as_mut())
+            .filter(|l| l.window_start == window_start && l.spent >= units)
+        else {
+            return false;
+        };
+        l.spent -= units;
+        l.left += units;
         true
     }
 
@@ -636,6 +717,64 @@ mod tests {
         let g = s.renew("a", &ask(10, 1, None), T0, &p);
         s.give_back("a", W, g.lease, 1_000);
         assert_eq!(s.counted, 10, "never more than the lease had");
+    }
+
+    #[test]
+    fn a_gateways_events_take_the_units_its_leases_counted_and_never_hide_unspent_ones() {
+        let p = LeasePolicy::STRICT;
+        // Events claimed before the give-back: counted once, by the lease.
+        let mut s = StoredLeases::default();
+        let g = s.renew("gw/a", &ask(10, 1, None), T0, &p);
+        assert_eq!(g.units, 10);
+        for _ in 0..4 {
+            s.count_prepaid(W, 1, "gw/a");
+        }
+        assert_eq!(s.counted, 10, "the 4 events were counted by the lease");
+        s.give_back("gw/a", W, g.lease, 6);
+        assert_eq!(s.counted, 4, "4 spent, 4 counted");
+        // Events claimed after the give-back: still once.
+        let mut s = StoredLeases::default();
+        let g = s.renew("gw/a", &ask(10, 1, None), T0, &p);
+        s.give_back("gw/a", W, g.lease, 6);
+        s.count_prepaid(W, 4, "gw/a");
+        assert_eq!(s.counted, 4);
+        s.count_prepaid(W, 2, "gw/a");
+        assert_eq!(s.counted, 6, "past the pool, events count");
+        // More marked units than the node spent (forged, or mistaken): the count never falls
+        // below what was served, because a give-back never returns what claims took.
+        let mut s = StoredLeases::default();
+        let g = s.renew("gw/a", &ask(10, 1, None), T0, &p);
+        s.count_prepaid(W, 7, "gw/a");
+        s.give_back("gw/a", W, g.lease, 6);
+        assert_eq!(s.counted, 7, "4 spent from the lease and 3 more events");
+        // Another node's pool is not this node's.
+        s.count_prepaid(W, 2, "gw/b");
+        assert_eq!(s.counted, 9);
+        // A new window starts without pools.
+        let next = W.plus_nanos(60_000_000_000);
+        s.count_prepaid(next, 1, "gw/a");
+        assert_eq!((s.window_start, s.counted), (next, 1));
+        assert!(s.prepaid.is_empty());
+    }
+
+    #[test]
+    fn a_refund_goes_back_into_the_lease_of_its_window_only() {
+        let mut b = NodeLeases::new(LeasePolicy::STRICT);
+        let mut s = StoredLeases::default();
+        let Take::Ask(r) = b.take_or_ask("k", WIN, 100, 1, T0) else {
+            panic!("asks first")
+        };
+        assert!(matches!(b.take_or_ask("k", WIN, 100, 1, T0), Take::Ask(_)));
+        let g = s.renew("n", &r, T0, &LeasePolicy::STRICT);
+        assert!(b.granted("k", &r, g, T0));
+        let held = b.held();
+        assert!(b.refund("k", W, 1));
+        assert_eq!(b.held(), held + 1);
+        assert!(!b.refund("k", W, 1), "only units spent from it");
+        assert!(
+            !b.refund("k", W.plus_nanos(-1), 1),
+            "another window's: lost"
+        );
     }
 
     #[test]

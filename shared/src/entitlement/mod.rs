@@ -6,6 +6,7 @@ mod counters;
 mod decision;
 mod features;
 mod lease;
+mod lease_wire;
 mod reply;
 mod slices;
 mod snapshot;
@@ -16,8 +17,8 @@ pub use admission::{
     add_usage, admit, quota_key, release, AccessRequest, Admission, Identity, Refusal, Reservation,
 };
 pub use counter_contract::{
-    counters_of, CounterKey, CounterKind, CounterTarget, CounterValue, DAILY_CREDITS, KEY_PREFIX,
-    VALUE_HEADER_BYTES,
+    counters_of, leased_for, CounterKey, CounterKind, CounterTarget, CounterValue, DAILY_CREDITS,
+    KEY_PREFIX, LEASED_PROPERTY, VALUE_HEADER_BYTES,
 };
 pub use counters::{
     read as read_counter, stored_count, stored_window_start, update as update_counter,
@@ -31,6 +32,7 @@ pub use features::{FeatureNames, Features};
 pub use lease::{
     GiveBack, LeaseGrant, LeasePolicy, NodeLeases, OpenLease, Renewal, StoredLeases, Take,
 };
+pub use lease_wire::{gateway_node, grant_from_json, grant_to_json, LeaseAsk};
 pub use reply::{deny_reply, error_body, ratelimit_headers, LocalReply};
 pub use slices::{Sliced, Slices};
 pub use snapshot::{Customer, Entitlement, Snapshot, MAX_UNITS};

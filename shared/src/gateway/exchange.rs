@@ -32,6 +32,8 @@ pub struct Exchange {
     /// the response.
     pub(crate) usage_counters: Vec<(String, Timestamp)>,
     pub(crate) counts_after_response: bool,
+    /// Features whose units came from a quota lease (named in the first meter's event).
+    pub(crate) leased: Vec<String>,
     pub(crate) status: Option<u16>,
     pub(crate) request_bytes: u64,
     pub(crate) response_bytes: u64,
@@ -91,6 +93,7 @@ impl Exchange {
             allowance: None,
             reservations: Vec::new(),
             usage_counters: Vec::new(),
+            leased: Vec::new(),
             counts_after_response: false,
             status: None,
             request_bytes: 0,

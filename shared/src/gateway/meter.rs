@@ -5,7 +5,7 @@ use super::stream_quantity::{json_quantity, missing_from_stream, property_value}
 use super::Gateway;
 use crate::config::{BodySide, OnMissing, QuantitySource, Route, DEFAULT_PRODUCT_ID};
 use crate::delivery::{DeadLetterReason, Enqueued};
-use crate::entitlement::{add_usage, HostCounters};
+use crate::entitlement::{add_usage, HostCounters, LEASED_PROPERTY};
 use crate::event::{
     derive_event_id, encode_v1_raw, sequence_event_id, write_json_str, IngestFormat, Quantity,
     UsageEvent,
@@ -23,6 +23,8 @@ struct GatewayProperties<'a> {
     feature: &'a str,
     source: &'a str,
     key_id: Option<&'a str>,
+    /// Features whose units came from a quota lease (`LEASED_PROPERTY`), on the first meter.
+    leased: &'a [String],
     extra: &'a [(&'a str, Value)],
 }
 
@@ -50,6 +52,16 @@ impl GatewayProperties<'_> {
             out.extend_from_slice(b",\"key_id\":");
             write_json_str(&mut out, k);
         }
+        if !self.leased.is_empty() {
+            out.extend_from_slice(b",\"leased\":[");
+            for (i, f) in self.leased.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_str(&mut out, f);
+            }
+            out.push(b']');
+        }
         for (name, v) in self.extra {
             out.push(b',');
             write_json_str(&mut out, name);
@@ -75,6 +87,9 @@ impl GatewayProperties<'_> {
         m.insert("source".into(), self.source.into());
         if let Some(k) = self.key_id {
             m.insert("key_id".into(), k.into());
+        }
+        if !self.leased.is_empty() {
+            m.insert(LEASED_PROPERTY.into(), self.leased.to_vec().into());
         }
         for (name, v) in self.extra {
             m.insert((*name).to_string(), v.clone());
@@ -215,6 +230,7 @@ impl Gateway {
                 feature: &route.feature,
                 source: &self.config.source,
                 key_id: ex.key_id.as_deref(),
+                leased: if i == 0 { &ex.leased } else { &[] },
                 extra: &extra,
             };
             let quantity = quantity_of(&ex, i, &meter.quantity, body.as_ref());

@@ -8,6 +8,9 @@
 mod awaiting;
 mod exchange;
 mod handover;
+#[cfg(test)]
+mod lease_tests;
+mod leases;
 mod logged;
 mod meter;
 mod outbound;
@@ -35,6 +38,8 @@ use std::collections::HashMap;
 enum CallKind {
     Flush(Environment),
     Sync,
+    /// A lease given back (its answer is not needed).
+    LeaseBack,
 }
 
 /// The latest snapshot and when it arrived.
@@ -85,6 +90,8 @@ pub struct Gateway {
     host_checked: bool,
     /// Counter units this worker holds before merging them into shared data.
     slices: Slices,
+    /// Quota leases through the agent (`quota_leases`).
+    leases: Option<leases::GatewayLeases>,
 }
 
 impl Gateway {
@@ -102,6 +109,7 @@ impl Gateway {
             EntitlementSource::None => {}
         }
         let quota_slice = config.quota_slice;
+        let leases = config.quota_leases.clone().map(leases::GatewayLeases::new);
         let delivery = [
             Delivery::new(config.delivery.clone(), seed ^ 0x5A5A),
             Delivery::new(config.delivery.clone(), seed ^ 0xA5A5),
@@ -121,6 +129,7 @@ impl Gateway {
             unattributed: 0,
             host_checked: false,
             slices: Slices::new(quota_slice),
+            leases,
         }
     }
 

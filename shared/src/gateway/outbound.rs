@@ -11,7 +11,7 @@ use crate::time::Timestamp;
 
 const USER_AGENT: &str = concat!("aforo-gateway/", env!("CARGO_PKG_VERSION"));
 
-fn base_headers(t: &Target, method: &str, path: String) -> Vec<(String, String)> {
+pub(crate) fn base_headers(t: &Target, method: &str, path: String) -> Vec<(String, String)> {
     let mut h = vec![
         (":method".to_string(), method.to_string()),
         (":path".to_string(), path),
@@ -40,6 +40,7 @@ impl Gateway {
             self.flush(host, env, now, false);
         }
         self.maybe_sync(host, now);
+        self.give_back_leases(host, now, false);
         self.slices.merge_all(&mut HostCounters(host));
         if let (Some(received), Some(_)) = (self.snapshot.received_at, self.snapshot.stale_after_ms)
         {
@@ -56,6 +57,7 @@ impl Gateway {
         self.resolve_awaiting(host);
         self.slices.merge_all(&mut HostCounters(host));
         let now = host.now();
+        self.give_back_leases(host, now, true);
         for env in Environment::ALL {
             self.flush(host, env, now, true);
         }
@@ -191,6 +193,7 @@ impl Gateway {
                 self.flush(host, env, now, false);
                 self.publish_metrics(host);
             }
+            CallKind::LeaseBack => {}
             CallKind::Sync => {
                 self.snapshot.sync_in_flight = false;
                 match response.status {

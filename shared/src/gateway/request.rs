@@ -1,6 +1,7 @@
 //! The request phase: identify, match the route, decide locally, reserve quota. No network.
 
 use super::exchange::Exchange;
+use super::leases::{LeaseNeed, LeasingCounters};
 use super::Gateway;
 use crate::config::{EnforcementMode, EntitlementSource, Unmatched};
 use crate::entitlement::{
@@ -36,6 +37,10 @@ pub enum RequestVerdict {
     },
     /// A local reply was sent; stop.
     Denied(u16),
+    /// Pause the request: it waits for the agent's answer to a quota lease ask (`quota_leases`),
+    /// which comes back with this token. Give the answer to `Gateway::on_lease_answer`, then
+    /// call `on_request` again for the same request.
+    Asking(u32),
 }
 
 impl Gateway {
@@ -178,7 +183,36 @@ impl Gateway {
             default_environment: default_env,
         };
         let mut shared = HostCounters(host);
-        match admit(snapshot, &access, now, &mut self.slices.over(&mut shared)) {
+        let mut need = LeaseNeed::None;
+        let decided = match self.leases.as_mut() {
+            None => admit(snapshot, &access, now, &mut self.slices.over(&mut shared)),
+            Some(leases) => {
+                let mut over = self.slices.over(&mut shared);
+                let mut counters = LeasingCounters {
+                    inner: &mut over,
+                    leases,
+                    failure_mode: self.config.failure_mode,
+                    need: LeaseNeed::None,
+                };
+                let d = admit(snapshot, &access, now, &mut counters);
+                need = std::mem::take(&mut counters.need);
+                d
+            }
+        };
+        match need {
+            LeaseNeed::None => {}
+            LeaseNeed::Ask(key, renewal) => {
+                return match self.send_lease_ask(host, key, renewal, now) {
+                    Some(token) => RequestVerdict::Asking(token),
+                    // The agent counts as unreachable for a moment: decided without leases.
+                    None => self.on_request(host, req),
+                };
+            }
+            LeaseNeed::Unreachable => {
+                return self.refuse(host, &Deny::unavailable(1), now, None);
+            }
+        }
+        match decided {
             Ok(a) => {
                 let Identity {
                     customer_id,
@@ -189,6 +223,7 @@ impl Gateway {
                 exchange.allowance = a.allowance;
                 exchange.reservations = a.reservations;
                 exchange.usage_counters = a.usage_counters;
+                exchange.leased = a.leased;
                 exchange.counts_after_response = cost.is_none();
                 self.count_decision(Metric::DecisionsAllowed);
                 self.continue_with(exchange, Vec::new())
@@ -246,6 +281,19 @@ impl Gateway {
 
     /// Gives reserved units back (the response was not billable).
     pub(crate) fn refund(&mut self, host: &mut dyn Host, reservations: &[Reservation]) {
-        release(&mut self.slices.over(&mut HostCounters(host)), reservations);
+        let mut shared = HostCounters(host);
+        let mut over = self.slices.over(&mut shared);
+        match self.leases.as_mut() {
+            None => release(&mut over, reservations),
+            Some(leases) => release(
+                &mut LeasingCounters {
+                    inner: &mut over,
+                    leases,
+                    failure_mode: self.config.failure_mode,
+                    need: LeaseNeed::None,
+                },
+                reservations,
+            ),
+        }
     }
 }

@@ -93,6 +93,7 @@ fn exchange(
     body: &[u8],
 ) -> Result<Vec<(&'static str, String)>, LocalReply> {
     match gw.on_request(host, req) {
+        RequestVerdict::Asking(_) => panic!("no quota leases configured here"),
         RequestVerdict::Denied(_) => Err(host.replies.pop().unwrap()),
         RequestVerdict::Continue { exchange, .. } => {
             let Some(mut ex) = exchange else {

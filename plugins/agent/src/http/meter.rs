@@ -10,6 +10,7 @@ use crate::component::MeterRequest;
 use crate::ingest;
 use crate::keys;
 use crate::store::{DeadLetter, DeadLetterOrigin, NewEvent};
+use aforo_core::entitlement::LEASED_PROPERTY;
 use aforo_core::event::parse_wire_event;
 use aforo_core::strict_json::ObjReader;
 use aforo_core::Environment;
@@ -70,7 +71,17 @@ pub async fn meter(
             quantity_text(r.get("quantity"), "quantity")?,
         )],
     };
-    let properties = r.get("properties").map(Value::to_string);
+    // `leased` is the filters' mark of units counted by a quota lease (its claim then counts
+    // them from the filter's prepaid units): never a policy's, whose properties may carry what
+    // callers sent. Dropped, not refused, so the event is kept.
+    let properties = r.get("properties").map(|p| match p {
+        Value::Object(m) if m.contains_key(LEASED_PROPERTY) => {
+            let mut m = m.clone();
+            m.remove(LEASED_PROPERTY);
+            Value::Object(m).to_string()
+        }
+        other => other.to_string(),
+    });
     // A partner in sandbox mode is tracked in the sandbox, never billed.
     let catalog_default = app
         .catalog

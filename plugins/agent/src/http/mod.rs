@@ -10,6 +10,7 @@ mod entitlements;
 mod event_log;
 mod events;
 mod extract;
+mod leases;
 mod meter;
 mod ops;
 mod overview;
@@ -222,6 +223,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/canAccess", post(access::can_access))
         .route("/v1/meter", post(meter::meter))
         .route("/v1/events", post(events::ingest))
+        .route("/v1/leases", post(leases::renew))
         .route("/v1/entitlements", get(entitlements::snapshot))
         .route("/v1/customers", get(entitlements::customers))
         .route("/v1/usage", get(reports::usage))

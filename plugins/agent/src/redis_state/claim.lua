@@ -6,8 +6,8 @@
 local ttl = ARGV[1]
 local n, m = tonumber(ARGV[2]), tonumber(ARGV[3])
 local cap = 9007199254740992
-local add, out = {}, {}
-local a = 4 + 4 * m
+local add, prepaid, out = {}, {}, {}
+local a = 4 + 5 * m
 for i = 1, n do
   local token, k = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
@@ -21,14 +21,15 @@ for i = 1, n do
     else
       out[i] = 0
     end
-    a = a + 2 * k
+    a = a + 3 * k
   else
     redis.call('SET', KEYS[i], token, 'PX', ttl)
     out[i] = 1
     for _ = 1, k do
-      local s, u = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-      a = a + 2
+      local s, u, pre = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2]
+      a = a + 3
       add[s] = math.min((add[s] or 0) + u, cap)
+      if pre == '1' then prepaid[s] = math.min((prepaid[s] or 0) + u, cap) end
     end
   end
 end
@@ -36,8 +37,8 @@ for s = 1, m do
   local units = add[s]
   if units then
     local ck, sk = KEYS[n + 2 * s - 1], KEYS[n + 2 * s]
-    local b = 4 + 4 * (s - 1)
-    local key, ws, exp, src = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+    local b = 4 + 5 * (s - 1)
+    local key, ws, exp, src, wms = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
     local v = redis.call('HGET', ck, 'v')
     local count, stale = 0, false
     if v and #v >= 16 then
@@ -49,8 +50,21 @@ for s = 1, m do
       end
     end
     if not stale then
+      -- Units the event's gateway admitted from a lease were counted when it was granted:
+      -- taken from the gateway's pool (lease.lua) for this window, counted only past it.
+      local pre = prepaid[s]
+      local counting = units
+      if pre and src ~= '' and redis.call('HGET', ck, 'w') == wms then
+        local pf = 'p:gw/' .. src
+        local pool = tonumber(redis.call('HGET', ck, pf) or '0')
+        local covered = math.min(pre, pool)
+        if covered > 0 then
+          redis.call('HSET', ck, pf, string.format('%.0f', pool - covered))
+          counting = units - covered
+        end
+      end
       local c = tonumber(redis.call('HGET', ck, 'c') or '0')
-      local total = math.min(count + units, cap)
+      local total = math.min(count + counting, cap)
       redis.call('HSET', ck, 'v', ws .. bytes(total) .. key, 'c', (c % 2147483647) + 1)
       redis.call('PEXPIREAT', ck, exp)
       if src ~= '' then

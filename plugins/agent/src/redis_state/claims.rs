@@ -15,10 +15,12 @@ use std::collections::HashMap;
 
 /// Claims a batch of events in one atomic step.
 /// KEYS: the n dedup keys, then per slot (a counter and a source) the counter hash and the
-/// per-source hash. ARGV: dedup time (ms), n, m (slots); per slot four values: the core counter
+/// per-source hash. ARGV: dedup time (ms), n, m (slots); per slot five values: the core counter
 /// key, the window start (8 bytes, little-endian ns), the expiry (ms since the epoch: the
-/// window's reset plus a day) and the source ('' for none); then per event its claim token
-/// (`<node id>@<received ns>`), the number k of its counters and k pairs (slot, units).
+/// window's reset plus a day), the source ('' for none) and the window start in ms; then per
+/// event its claim token (`<node id>@<received ns>`), the number k of its counters and k
+/// triples (slot, units, 1 when its gateway took them from a lease of the counter else 0: those
+/// come out of the gateway's prepaid units, see lease.lua).
 /// Counts saturate at 2^53 (the largest quota a snapshot may hold), exact in Lua's doubles.
 /// Returns per event: 1 counted now, 2 claimed before by this stored copy (same received
 /// time: a replay after a crash, even under a new node id), 0 claimed by another copy.
@@ -146,7 +148,7 @@ fn claim_one_step(
     // Slots: each distinct (counter, source), in first-seen order.
     let mut slots: Vec<(&CounterTarget, &str)> = Vec::new();
     let mut index: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut per_event: Vec<Vec<(usize, u64)>> = Vec::with_capacity(requests.len());
+    let mut per_event: Vec<Vec<(usize, u64, bool)>> = Vec::with_capacity(requests.len());
     for r in requests {
         let source = r.source.as_deref().unwrap_or("");
         let mut mine = Vec::with_capacity(r.counters.len());
@@ -156,7 +158,7 @@ fn claim_one_step(
             if s == next {
                 slots.push((t, source));
             }
-            mine.push((s + 1, t.units));
+            mine.push((s + 1, t.units, t.prepaid));
         }
         per_event.push(mine);
     }
@@ -178,13 +180,14 @@ fn claim_one_step(
             cmd.arg(&t.key)
                 .arg(&t.window_start.unix_nanos().to_le_bytes()[..])
                 .arg(expiry)
-                .arg(*source);
+                .arg(*source)
+                .arg(t.window_start.unix_millis());
         }
         for (r, mine) in requests.iter().zip(&per_event) {
             cmd.arg(format!("{}@{}", link.node_id(), r.received_ns))
                 .arg(mine.len());
-            for (slot, units) in mine {
-                cmd.arg(*slot).arg(*units);
+            for (slot, units, prepaid) in mine {
+                cmd.arg(*slot).arg(*units).arg(u8::from(*prepaid));
             }
         }
         let (replicas, wait_ms) = link.wait_replicas();

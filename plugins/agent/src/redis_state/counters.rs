@@ -101,6 +101,12 @@ impl SyncCounters for RedisCounters {
         self.leases.as_ref()?.take(key, window, quota, cost, now)
     }
 
+    fn give_leased(&self, key: &str, window_start: Timestamp, units: u64) {
+        if let Some(l) = &self.leases {
+            l.refund(key, window_start, units);
+        }
+    }
+
     fn read_served(&self, key: &str) -> (Option<(Vec<u8>, u32)>, Served) {
         let rkey = redis_key(&self.link, key);
         match self.link.with(|c, _| {

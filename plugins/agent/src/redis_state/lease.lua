@@ -13,7 +13,8 @@
 --          the core's counter key
 -- Fields   v aforo-core's CounterValue (window start . count . key), c its CAS token (both as
 --          cas.lua and claim.lua write them); w the leases' window (ms), n last lease id,
---          o:<id> = node|units|granted at (ms) for each open lease
+--          o:<id> = node|units|granted at (ms) for each open lease, p:<node> the node's
+--          prepaid units (granted, not given back, not yet taken by its events' claims)
 -- Returns  {lease id (0: none), units, left, returning, 1 if the window is current else 0}
 local k = KEYS[1]
 local node = ARGV[1]
@@ -46,7 +47,8 @@ if not sw or w > sw then
   -- A new window for the leases: the old window's close.
   local all = redis.call('HKEYS', k)
   for i = 1, #all do
-    if string.sub(all[i], 1, 2) == 'o:' then redis.call('HDEL', k, all[i]) end
+    local f = string.sub(all[i], 1, 2)
+    if f == 'o:' or f == 'p:' then redis.call('HDEL', k, all[i]) end
   end
   -- Lease ids start after this clock's ms times 1,024: a give-back from before this hash was
   -- lost (a restart without its file, a failover) never matches a new lease.
@@ -70,7 +72,11 @@ if back > 0 then
   if v then
     local holder, units = string.match(v, '^(.*)|(%d+)|%d+$')
     if holder == node then
-      granted = math.max(0, granted - math.min(unspent, tonumber(units)))
+      -- Never more than the node's pool: what its events' claims took was counted for them.
+      local pool = tonumber(redis.call('HGET', k, 'p:' .. node) or '0')
+      local b = math.min(unspent, tonumber(units), pool)
+      granted = math.max(0, granted - b)
+      redis.call('HSET', k, 'p:' .. node, int(pool - b))
       redis.call('HDEL', k, f)
     end
   end
@@ -105,5 +111,6 @@ if units == 0 or units < need then
 end
 local id = redis.call('HINCRBY', k, 'n', 1)
 redis.call('HSET', k, 'o:' .. int(id), node .. '|' .. int(units) .. '|' .. int(now))
+redis.call('HINCRBY', k, 'p:' .. node, int(units))
 store(granted + units)
 return {id, units, left - units, 0, 1}

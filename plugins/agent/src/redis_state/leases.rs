@@ -8,7 +8,7 @@ use super::{RedisLink, StateError};
 use crate::clock::SharedClock;
 use crate::redis_state::counters::{redis_key, RedisCounters};
 use aforo_core::entitlement::{
-    GiveBack, LeaseGrant, LeasePolicy, Leased, NodeLeases, Renewal, Take,
+    gateway_node, GiveBack, LeaseGrant, LeasePolicy, Leased, NodeLeases, Renewal, Take,
 };
 use aforo_core::Timestamp;
 use std::collections::HashMap;
@@ -201,8 +201,30 @@ impl RedisLeases {
         }
     }
 
-    /// One renewal through `lease.lua`, on Redis's clock.
+    /// One renewal for a gateway filter's own book (`POST /v1/leases`): run in Redis under the
+    /// node name `gw/<source>`, beside this agent's and every other node's leases.
+    pub fn renew_for_gateway(
+        &self,
+        source: &str,
+        key: &str,
+        r: &Renewal,
+    ) -> Result<LeaseGrant, StateError> {
+        self.renew_as(&gateway_node(source), key, r)
+    }
+
+    /// Refunds units a reservation took from this agent's lease (a later check refused it).
+    pub fn refund(&self, key: &str, window_start: Timestamp, units: u64) {
+        if let Ok(mut b) = self.book.lock() {
+            b.refund(key, window_start, units);
+        }
+    }
+
+    /// One renewal of this agent's through `lease.lua`, on Redis's clock.
     fn renew(&self, key: &str, r: &Renewal) -> Result<LeaseGrant, StateError> {
+        self.renew_as(self.link.node_id(), key, r)
+    }
+
+    fn renew_as(&self, node: &str, key: &str, r: &Renewal) -> Result<LeaseGrant, StateError> {
         let p = self
             .book
             .lock()
@@ -217,7 +239,7 @@ impl RedisLeases {
             cmd.arg(&s.lease)
                 .arg(1)
                 .arg(&rkey)
-                .arg(self.link.node_id())
+                .arg(node)
                 .arg(r.window_start.unix_millis())
                 .arg(end_ms)
                 .arg(r.quota)
@@ -246,7 +268,7 @@ impl RedisLeases {
                         need: 0,
                         ..r.clone()
                     };
-                    let _ = self.renew(key, &back);
+                    let _ = self.renew_as(node, key, &back);
                 }
             }
             return Err(StateError::Failed(format!(

@@ -1,0 +1,311 @@
+//! Quota leases through the agent (`quota_leases`): this worker is a lease node (the core's
+//! `NodeLeases`), and spends units from slices the agent takes for it from the shared store.
+//! A request that finds no units held pauses while one call asks the agent (`/v1/leases`);
+//! when the answer comes, the host runs the decision again. Unspent units go back on the tick.
+//!
+//! The agent unreachable (no answer, an error): for a second, requests decide as without
+//! leases under `failure_mode` (open: this node's counters and the snapshot; closed: 503), then
+//! the agent is asked again.
+
+use super::{CallKind, Gateway};
+use crate::config::Target;
+use crate::entitlement::{
+    grant_from_json, CounterBackend, FailureMode, LeaseAsk, LeasePolicy, Leased, ModifyFn,
+    NodeLeases, Renewal, Take,
+};
+use crate::host::{CallResponse, Host, LogLevel, OutboundRequest, SharedSetError};
+use crate::time::Timestamp;
+use std::collections::HashMap;
+
+/// Longest wait for the agent's answer to an ask (the request waits on it).
+const ASK_TIMEOUT_MS: u64 = 1_000;
+
+/// How long requests decide without leases after an ask got no answer.
+const UNREACHABLE_NS: i64 = 1_000_000_000;
+
+/// This worker's leases and the asks out.
+#[derive(Debug)]
+pub(crate) struct GatewayLeases {
+    book: NodeLeases,
+    target: Target,
+    /// Asks out, by call token: the counter, the renewal sent and when.
+    asks: HashMap<u32, (String, Renewal, Timestamp)>,
+    /// Until when requests decide without leases (the agent did not answer).
+    unreachable_until: Option<Timestamp>,
+    /// Asks that got no answer (logged at powers of two).
+    failures: u64,
+}
+
+impl GatewayLeases {
+    pub(crate) fn new(target: Target) -> Self {
+        GatewayLeases {
+            // The store's side (the agent's max_overshoot) decides the bound; a node's book
+            // uses the lease times the agent uses.
+            book: NodeLeases::new(LeasePolicy::STRICT),
+            target,
+            asks: HashMap::new(),
+            unreachable_until: None,
+            failures: 0,
+        }
+    }
+}
+
+/// What taking from the leases needs before the request can be decided.
+#[derive(Debug, Default)]
+pub(crate) enum LeaseNeed {
+    /// Nothing: decided.
+    #[default]
+    None,
+    /// Ask the agent for `key` with this renewal, then decide again.
+    Ask(String, Renewal),
+    /// The agent did not answer a moment ago and the failure mode is closed: 503.
+    Unreachable,
+}
+
+/// The counter store a decision runs on, with leases for quota reservations.
+pub(crate) struct LeasingCounters<'a> {
+    pub(crate) inner: &'a mut dyn CounterBackend,
+    pub(crate) leases: &'a mut GatewayLeases,
+    pub(crate) failure_mode: FailureMode,
+    pub(crate) need: LeaseNeed,
+}
+
+impl CounterBackend for LeasingCounters<'_> {
+    fn read(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.inner.read(key)
+    }
+    fn write(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SharedSetError> {
+        self.inner.write(key, value, cas)
+    }
+    fn warn(&self, message: &str) {
+        self.inner.warn(message)
+    }
+    fn read_current(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.inner.read_current(key)
+    }
+    fn modify(&mut self, key: &str, f: &mut ModifyFn<'_>) -> Option<Result<(), SharedSetError>> {
+        self.inner.modify(key, f)
+    }
+    fn take_leased(
+        &mut self,
+        key: &str,
+        window: (Timestamp, Timestamp),
+        quota: u64,
+        cost: u64,
+        now: Timestamp,
+    ) -> Option<Leased> {
+        let l = &mut *self.leases;
+        if l.unreachable_until.is_some_and(|t| now < t) {
+            if self.failure_mode == FailureMode::Open {
+                // This node's counters and the snapshot decide, as without leases.
+                return None;
+            }
+            self.need = LeaseNeed::Unreachable;
+            return Some(Leased::Refused {
+                remaining: 0,
+                retry_at: now,
+            });
+        }
+        let refused = |book: &NodeLeases| Leased::Refused {
+            remaining: book.remaining(key),
+            retry_at: book.refused_until(key).unwrap_or(window.1),
+        };
+        Some(match l.book.take_or_ask(key, window, quota, cost, now) {
+            Take::Admit => Leased::Admitted {
+                remaining: l.book.remaining(key),
+            },
+            Take::Refuse => refused(&l.book),
+            Take::Ask(r) => {
+                self.need = LeaseNeed::Ask(key.to_string(), r);
+                // Refused for now: the admission gives back what it reserved, and the
+                // decision runs again with the answer.
+                refused(&l.book)
+            }
+            Take::Wait => refused(&l.book),
+        })
+    }
+    fn give_leased(&mut self, key: &str, window_start: Timestamp, units: u64) {
+        self.leases.book.refund(key, window_start, units);
+    }
+}
+
+impl Gateway {
+    /// Sends an ask for `key`; the token the answer comes back with, or `None` when the host
+    /// refused the call (then the agent counts as unreachable for a moment).
+    pub(crate) fn send_lease_ask(
+        &mut self,
+        host: &mut dyn Host,
+        key: String,
+        renewal: Renewal,
+        now: Timestamp,
+    ) -> Option<u32> {
+        let leases = self.leases.as_mut()?;
+        let body = LeaseAsk {
+            source: self.config.source.clone(),
+            key: key.clone(),
+            renewal: renewal.clone(),
+        }
+        .to_json();
+        match host.http_call(&lease_request(&leases.target, &self.config, body)) {
+            Ok(token) => {
+                leases.asks.insert(token, (key, renewal, now));
+                Some(token)
+            }
+            Err(why) => {
+                leases.book.unanswered(&key);
+                self.lease_unanswered(
+                    host,
+                    &format!("cannot call {:?}: {why}", leases_target(&self.leases)),
+                    now,
+                );
+                None
+            }
+        }
+    }
+
+    /// Applies the agent's answer to an ask; false when `token` is not an ask of this worker.
+    /// The host then runs the paused request's decision again.
+    pub fn on_lease_answer(
+        &mut self,
+        host: &mut dyn Host,
+        token: u32,
+        response: CallResponse,
+    ) -> bool {
+        let now = host.now();
+        let Some(leases) = self.leases.as_mut() else {
+            return false;
+        };
+        let Some((key, asked, _)) = leases.asks.remove(&token) else {
+            return false;
+        };
+        let grant = match response.status {
+            Some(200) => grant_from_json(&response.body),
+            Some(s) => Err(format!(
+                "answered {s}: {}",
+                String::from_utf8_lossy(&response.body[..response.body.len().min(300)])
+            )),
+            None => Err("no answer (timeout, reset or no upstream)".to_string()),
+        };
+        match grant {
+            Ok(g) => {
+                leases.unreachable_until = None;
+                if leases.book.granted(&key, &asked, g, now) {
+                    // The decision runs again and takes the request's units itself.
+                    leases
+                        .book
+                        .refund(&key, asked.window_start, asked.need.max(1));
+                }
+            }
+            Err(why) => {
+                leases.book.unanswered(&key);
+                self.lease_unanswered(host, &why, now);
+            }
+        }
+        true
+    }
+
+    /// An ask failed: decide without leases for a moment (logged at powers of two).
+    fn lease_unanswered(&mut self, host: &mut dyn Host, why: &str, now: Timestamp) {
+        let Some(leases) = self.leases.as_mut() else {
+            return;
+        };
+        leases.unreachable_until = Some(now.plus_nanos(UNREACHABLE_NS));
+        leases.failures += 1;
+        if leases.failures.is_power_of_two() {
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "aforo: quota lease ask to {}{} failed ({why}); for 1 s requests are decided without leases under failure_mode={} ({} failures so far)",
+                    leases.target.upstream,
+                    leases.target.path,
+                    match self.config.failure_mode {
+                        FailureMode::Open => "open",
+                        FailureMode::Closed => "closed",
+                    },
+                    leases.failures
+                ),
+            );
+        }
+    }
+
+    /// Gives back leases whose time is up (on the tick), or every lease (`all`: the VM stops).
+    pub(crate) fn give_back_leases(&mut self, host: &mut dyn Host, now: Timestamp, all: bool) {
+        let Some(leases) = self.leases.as_mut() else {
+            return;
+        };
+        // An answer that never came (its request went away first, and the host dropped the
+        // answer with it): the ask is forgotten; what it may have granted stays counted in
+        // the store until the lease closes there (under-admission, never over).
+        let lost: Vec<u32> = leases
+            .asks
+            .iter()
+            .filter(|(_, (_, _, at))| now.millis_since(*at) > 2 * ASK_TIMEOUT_MS as i64)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in lost {
+            if let Some((key, _, _)) = leases.asks.remove(&t) {
+                leases.book.unanswered(&key);
+            }
+        }
+        let due = if all {
+            leases.book.release_all()
+        } else {
+            leases.book.due(now)
+        };
+        for (key, g) in due {
+            if now >= g.window_end {
+                continue;
+            }
+            let body = LeaseAsk {
+                source: self.config.source.clone(),
+                key,
+                renewal: Renewal {
+                    window_start: g.window_start,
+                    window_end: g.window_end,
+                    quota: 0,
+                    give_back: Some((g.lease, g.unspent)),
+                    want: 0,
+                    need: 0,
+                },
+            }
+            .to_json();
+            // The answer is not needed: a give-back that fails leaves the units counted for
+            // the window (under-admission, never over).
+            if let Ok(token) = host.http_call(&lease_request(&leases.target, &self.config, body)) {
+                self.calls.insert(token, CallKind::LeaseBack);
+            }
+        }
+    }
+
+    /// Units this worker holds unspent (for tests).
+    pub fn lease_units_held(&self) -> u64 {
+        self.leases.as_ref().map_or(0, |l| l.book.held())
+    }
+}
+
+fn leases_target(leases: &Option<GatewayLeases>) -> String {
+    leases
+        .as_ref()
+        .map(|l| format!("{}{}", l.target.upstream, l.target.path))
+        .unwrap_or_default()
+}
+
+/// The call to the agent: its lease endpoint, with the gateway's key.
+fn lease_request(
+    target: &Target,
+    config: &crate::config::Config,
+    body: Vec<u8>,
+) -> OutboundRequest {
+    let mut headers = super::outbound::base_headers(target, "POST", target.path.clone());
+    headers.push(("content-type".to_string(), "application/json".to_string()));
+    headers.push((
+        "authorization".to_string(),
+        format!("Bearer {}", config.api_key.expose_secret()),
+    ));
+    OutboundRequest {
+        upstream: target.upstream.clone(),
+        headers,
+        body,
+        timeout_ms: config.delivery.request_timeout_ms.min(ASK_TIMEOUT_MS),
+    }
+}
