@@ -38,6 +38,17 @@ fn catalog(quota: u64) -> Value {
 
 /// An agent configured by the deploy example's `agent.json`, pointed at `redis`.
 fn agent(tag: &str, redis: &dyn SharedState, quota: u64, node: &str) -> Agent {
+    agent_with(tag, redis, quota, node, &[])
+}
+
+/// `agent` with more flags.
+fn agent_with(
+    tag: &str,
+    redis: &dyn SharedState,
+    quota: u64,
+    node: &str,
+    extra: &[&str],
+) -> Agent {
     let config = example("agent.json").display().to_string();
     let shared = redis.agent_flags();
     // The tests ask /v1/canAccess by customer id, as a gateway that authenticates callers.
@@ -50,6 +61,7 @@ fn agent(tag: &str, redis: &dyn SharedState, quota: u64, node: &str) -> Agent {
         SANDBOX,
     ];
     flags.extend(shared.iter().map(String::as_str));
+    flags.extend(extra);
     Agent::start(tag, &catalog(quota), &flags)
 }
 
@@ -255,7 +267,25 @@ fn node(
     upstream: &Upstream,
     by_node_id: bool,
 ) -> Node {
-    let agent = agent(tag, redis, quota, tag);
+    node_with(tag, redis, quota, upstream, by_node_id, None)
+}
+
+/// `node`; with `leases = Some(budget)` its agent leases with `max_overshoot` = budget and
+/// its filter (two workers) takes units from leases through it (`quota_leases`).
+fn node_with(
+    tag: &str,
+    redis: &dyn SharedState,
+    quota: u64,
+    upstream: &Upstream,
+    by_node_id: bool,
+    leases: Option<u64>,
+) -> Node {
+    let budget = leases.map(|b| b.to_string());
+    let extra: Vec<&str> = match &budget {
+        Some(b) => vec!["--max-overshoot", b],
+        None => Vec::new(),
+    };
+    let agent = agent_with(tag, redis, quota, tag, &extra);
     let mut config = json!({
         "api_key": SANDBOX,
         "product_id": "prod_redis",
@@ -275,13 +305,17 @@ fn node(
     if !by_node_id {
         config["source"] = json!(tag);
     }
+    if leases.is_some() {
+        config["quota_leases"] = json!(true);
+    }
     let (yaml, port, admin) = envoy_with_agent(&config, agent.port, upstream.port());
     let yaml = if by_node_id {
         format!("node: {{ id: \"{tag}\", cluster: aforo }}\n{yaml}")
     } else {
         yaml
     };
-    let envoy = Envoy::start(&yaml, port, admin, 1).unwrap_or_else(|e| panic!("{e}"));
+    let workers = if leases.is_some() { 2 } else { 1 };
+    let envoy = Envoy::start(&yaml, port, admin, workers).unwrap_or_else(|e| panic!("{e}"));
     wait_for_sync(&envoy);
     Node { agent, envoy }
 }
@@ -415,6 +449,105 @@ fn quota_across_nodes_on(redis: &dyn SharedState, tag: &str, count: usize, q: u6
         dups, retry_dup,
         "each retry of an admitted request arrived as a duplicate"
     );
+}
+
+/// `count` nodes whose filters take units from leases through their agents (`quota_leases`;
+/// agents with `max_overshoot` = `budget`), each Envoy with two workers, under four client
+/// threads per node: the quota `q` is admitted exactly with no budget, at most `q + budget`
+/// with one, and every admitted request is one event counted once in Redis (by its lease,
+/// not again by its claim).
+fn leased_quota_across_nodes_on(
+    redis: &dyn SharedState,
+    tag: &str,
+    count: usize,
+    q: u64,
+    budget: u64,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let upstream = Upstream::start().unwrap();
+    let nodes: Vec<Node> = (0..count)
+        .map(|k| node_with(&format!("{tag}-{k}"), redis, q, &upstream, false, Some(budget)))
+        .collect();
+    let admitted = AtomicU64::new(0);
+    let refused = AtomicU64::new(0);
+    let per_thread = (3 * q) as usize / (count * 4);
+    std::thread::scope(|s| {
+        for (k, n) in nodes.iter().enumerate() {
+            for t in 0..4 {
+                let (admitted, refused) = (&admitted, &refused);
+                s.spawn(move || {
+                    for i in 0..per_thread {
+                        match search(&n.envoy, &format!("{tag}-{k}-{t}-{i}")) {
+                            200 => admitted.fetch_add(1, Ordering::Relaxed),
+                            429 => refused.fetch_add(1, Ordering::Relaxed),
+                            st => panic!("unexpected status {st}: {}", n.envoy.log_tail(20)),
+                        };
+                    }
+                });
+            }
+        }
+    });
+    let concurrent = admitted.load(Ordering::Relaxed);
+    // Units held by workers that stopped asking come back within a lease's time (2 s): ask
+    // on until nothing more has been admitted for 3 s.
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut late = 0u64;
+    for i in 0.. {
+        let n = &nodes[i % count];
+        match search(&n.envoy, &format!("{tag}-late-{i}")) {
+            200 => {
+                late += 1;
+                last = Instant::now();
+            }
+            429 => {}
+            st => panic!("unexpected status {st}: {}", n.envoy.log_tail(20)),
+        }
+        if last.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "still admitting after 40 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let events = concurrent + late;
+    eprintln!(
+        "{count} nodes with leases (budget {budget}): {concurrent} admitted under {} concurrent requests ({} refused), {late} after; quota {q}",
+        count * 4 * per_thread,
+        refused.load(Ordering::Relaxed)
+    );
+    if budget == 0 {
+        assert_eq!(events, q, "exactly the quota");
+    } else {
+        assert!(
+            (q..=q + budget).contains(&events),
+            "{events} admitted: not within the quota plus the budget {budget}"
+        );
+    }
+    // Each admitted request is one event, held by one agent; Redis counted each unit once.
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let held = settle(&refs, events as usize);
+    let total: usize = held.iter().map(Vec::len).sum();
+    assert_eq!(total as u64, events);
+    assert_eq!(globex_used(redis), events, "the shared counter");
+    for n in &nodes {
+        assert_balanced(&n.agent);
+    }
+}
+
+#[test]
+fn three_envoys_with_quota_leases_admit_exactly_the_quota_and_at_most_the_budget_more() {
+    leased_quota_across_nodes_on(&RedisServer::start("leased3"), "leased3", 3, 60, 0);
+    leased_quota_across_nodes_on(&RedisServer::start("leased3b"), "leased3b", 3, 60, 5);
+}
+
+/// The same on a Redis Cluster of three primaries and three replicas.
+#[test]
+fn three_envoys_with_quota_leases_on_a_redis_cluster_admit_exactly_the_quota() {
+    let cluster = RedisCluster::start("leased3c");
+    leased_quota_across_nodes_on(&cluster, "leased3c", 3, 60, 0);
 }
 
 #[test]
