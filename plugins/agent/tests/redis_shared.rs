@@ -42,13 +42,7 @@ fn agent(tag: &str, redis: &dyn SharedState, quota: u64, node: &str) -> Agent {
 }
 
 /// `agent` with more flags.
-fn agent_with(
-    tag: &str,
-    redis: &dyn SharedState,
-    quota: u64,
-    node: &str,
-    extra: &[&str],
-) -> Agent {
+fn agent_with(tag: &str, redis: &dyn SharedState, quota: u64, node: &str, extra: &[&str]) -> Agent {
     let config = example("agent.json").display().to_string();
     let shared = redis.agent_flags();
     // The tests ask /v1/canAccess by customer id, as a gateway that authenticates callers.
@@ -466,7 +460,16 @@ fn leased_quota_across_nodes_on(
     use std::sync::atomic::{AtomicU64, Ordering};
     let upstream = Upstream::start().unwrap();
     let nodes: Vec<Node> = (0..count)
-        .map(|k| node_with(&format!("{tag}-{k}"), redis, q, &upstream, false, Some(budget)))
+        .map(|k| {
+            node_with(
+                &format!("{tag}-{k}"),
+                redis,
+                q,
+                &upstream,
+                false,
+                Some(budget),
+            )
+        })
         .collect();
     let admitted = AtomicU64::new(0);
     let refused = AtomicU64::new(0);

@@ -4,6 +4,7 @@
 //! Written by hand over `serde_json::Value` (no derive code in the Wasm filter).
 
 use super::lease::{LeaseGrant, Renewal};
+use crate::event::write_json_str;
 use crate::time::Timestamp;
 use serde_json::{json, Map, Value};
 
@@ -25,25 +26,31 @@ pub struct LeaseAsk {
 }
 
 impl LeaseAsk {
-    /// The request body.
+    /// The request body, written by hand (the filter links no JSON writer for values).
     pub fn to_json(&self) -> Vec<u8> {
         let r = &self.renewal;
-        let back = match r.give_back {
-            Some((id, unspent)) => json!([id, unspent]),
-            None => Value::Null,
+        let mut out = Vec::with_capacity(160 + self.key.len());
+        out.extend_from_slice(b"{\"source\":");
+        write_json_str(&mut out, &self.source);
+        out.extend_from_slice(b",\"key\":");
+        write_json_str(&mut out, &self.key);
+        let mut field = |name: &str, v: &str| {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            out.extend_from_slice(v.as_bytes());
         };
-        json!({
-            "source": self.source,
-            "key": self.key,
-            "window_start": r.window_start.unix_nanos(),
-            "window_end": r.window_end.unix_nanos(),
-            "quota": r.quota,
-            "give_back": back,
-            "want": r.want,
-            "need": r.need,
-        })
-        .to_string()
-        .into_bytes()
+        field("window_start", &r.window_start.unix_nanos().to_string());
+        field("window_end", &r.window_end.unix_nanos().to_string());
+        field("quota", &r.quota.to_string());
+        match r.give_back {
+            Some((id, unspent)) => field("give_back", &format!("[{id},{unspent}]")),
+            None => field("give_back", "null"),
+        }
+        field("want", &r.want.to_string());
+        field("need", &r.need.to_string());
+        out.push(b'}');
+        out
     }
 
     /// Reads a request body; the error names the field at fault.
