@@ -261,11 +261,12 @@ fn node(
     upstream: &Upstream,
     by_node_id: bool,
 ) -> Node {
-    node_with(tag, redis, quota, upstream, by_node_id, None)
+    node_with(tag, redis, quota, upstream, by_node_id, None, json!({}))
 }
 
 /// `node`; with `leases = Some(budget)` its agent leases with `max_overshoot` = budget and
-/// its filter (two workers) takes units from leases through it (`quota_leases`).
+/// its filter (two workers) takes units from leases through it (`quota_leases`); `filter`'s
+/// fields are added to the filter's configuration.
 fn node_with(
     tag: &str,
     redis: &dyn SharedState,
@@ -273,6 +274,7 @@ fn node_with(
     upstream: &Upstream,
     by_node_id: bool,
     leases: Option<u64>,
+    filter: Value,
 ) -> Node {
     let budget = leases.map(|b| b.to_string());
     let extra: Vec<&str> = match &budget {
@@ -301,6 +303,11 @@ fn node_with(
     }
     if leases.is_some() {
         config["quota_leases"] = json!(true);
+    }
+    if let Value::Object(extra) = filter {
+        for (k, v) in extra {
+            config[k] = v;
+        }
     }
     let (yaml, port, admin) = envoy_with_agent(&config, agent.port, upstream.port());
     let yaml = if by_node_id {
@@ -468,6 +475,7 @@ fn leased_quota_across_nodes_on(
                 &upstream,
                 false,
                 Some(budget),
+                json!({}),
             )
         })
         .collect();
@@ -544,6 +552,56 @@ fn leased_quota_across_nodes_on(
 fn three_envoys_with_quota_leases_admit_exactly_the_quota_and_at_most_the_budget_more() {
     leased_quota_across_nodes_on(&RedisServer::start("leased3"), "leased3", 3, 60, 0);
     leased_quota_across_nodes_on(&RedisServer::start("leased3b"), "leased3b", 3, 60, 5);
+}
+
+/// Redis stopped under a leasing filter with `failure_mode: closed`: the workers spend the
+/// units they hold (never more than Redis granted), then answer 503; with Redis back, leases
+/// are granted again.
+#[test]
+fn with_redis_down_a_leasing_filter_spends_what_it_holds_then_fails_closed() {
+    let mut redis = RedisServer::start("leased-down");
+    let upstream = Upstream::start().unwrap();
+    let n = node_with(
+        "leased-down",
+        &redis,
+        1_000,
+        &upstream,
+        false,
+        Some(0),
+        json!({"failure_mode": "closed"}),
+    );
+    for i in 0..12 {
+        assert_eq!(search(&n.envoy, &format!("before-{i}")), 200);
+    }
+    // Granted so far: what the workers may still spend.
+    let granted = globex_used(&redis);
+    let held = granted - 12;
+    redis.stop();
+    let statuses: Vec<u16> = (0..12)
+        .map(|i| search(&n.envoy, &format!("down-{i}")))
+        .collect();
+    let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
+    eprintln!("Redis stopped with {held} units held by the workers: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        admitted <= held,
+        "{statuses:?}: more than the {held} units the workers held"
+    );
+    assert!(statuses.contains(&503), "{statuses:?}: never failed closed");
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 0;
+    while search(&n.envoy, &format!("after-{i}")) != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "no lease granted after Redis came back"
+        );
+        i += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The same on a Redis Cluster of three primaries and three replicas.

@@ -277,10 +277,20 @@ fn a_unit_not_billed_goes_back_to_the_lease_and_unspent_units_go_back_on_the_tic
 fn an_agent_that_does_not_answer_leaves_the_decision_to_the_failure_mode() {
     for (mode, expected) in [("closed", Some(503)), ("open", None)] {
         let mut host = TestHost::new();
-        let mut agent = Agent::new(2);
+        let mut agent = Agent::new(100);
         let mut gw = gateway("envoy-a", json!({"failure_mode": mode}));
         synced(&mut gw, &mut host, &mut agent);
+        // Two requests: leases of one unit, then two; one unit left in hand.
+        request(&mut gw, &mut host, &mut agent, 200).unwrap();
+        request(&mut gw, &mut host, &mut agent, 200).unwrap();
+        assert_eq!(gw.lease_units_held(), 1);
         agent.down = true;
+        // What is held is spent with no call.
+        assert!(matches!(
+            gw.on_request(&mut host, &search()),
+            RequestVerdict::Continue { .. }
+        ));
+        assert!(host.calls.is_empty());
         let got = request(&mut gw, &mut host, &mut agent, 200)
             .err()
             .map(|r| r.status);

@@ -3,9 +3,9 @@
 //! A request that finds no units held pauses while one call asks the agent (`/v1/leases`);
 //! when the answer comes, the host runs the decision again. Unspent units go back on the tick.
 //!
-//! The agent unreachable (no answer, an error): for a second, requests decide as without
-//! leases under `failure_mode` (open: this node's counters and the snapshot; closed: 503), then
-//! the agent is asked again.
+//! The agent unreachable (no answer, an error): units held are still spent; past them, for a
+//! second, requests decide as without leases under `failure_mode` (open: this node's counters
+//! and the snapshot; closed: 503), then the agent is asked again.
 
 use super::{CallKind, Gateway};
 use crate::config::Target;
@@ -95,17 +95,6 @@ impl CounterBackend for LeasingCounters<'_> {
         now: Timestamp,
     ) -> Option<Leased> {
         let l = &mut *self.leases;
-        if l.unreachable_until.is_some_and(|t| now < t) {
-            if self.failure_mode == FailureMode::Open {
-                // This node's counters and the snapshot decide, as without leases.
-                return None;
-            }
-            self.need = LeaseNeed::Unreachable;
-            return Some(Leased::Refused {
-                remaining: 0,
-                retry_at: now,
-            });
-        }
         let refused = |book: &NodeLeases| Leased::Refused {
             remaining: book.remaining(key),
             retry_at: book.refused_until(key).unwrap_or(window.1),
@@ -115,6 +104,21 @@ impl CounterBackend for LeasingCounters<'_> {
                 remaining: l.book.remaining(key),
             },
             Take::Refuse => refused(&l.book),
+            Take::Ask(_) if l.unreachable_until.is_some_and(|t| now < t) => {
+                // What is held was spent above; the agent did not answer a moment ago, so no
+                // ask now (what was left of the lease, fewer units than needed, is lost for
+                // the window: under-admission).
+                l.book.unanswered(key);
+                if self.failure_mode == FailureMode::Open {
+                    // This node's counters and the snapshot decide, as without leases.
+                    return None;
+                }
+                self.need = LeaseNeed::Unreachable;
+                return Some(Leased::Refused {
+                    remaining: 0,
+                    retry_at: now,
+                });
+            }
             Take::Ask(r) => {
                 self.need = LeaseNeed::Ask(key.to_string(), r);
                 // Refused for now: the admission gives back what it reserved, and the
