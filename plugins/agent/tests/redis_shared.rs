@@ -604,6 +604,78 @@ fn with_redis_down_a_leasing_filter_spends_what_it_holds_then_fails_closed() {
     }
 }
 
+/// A request with a body that waits for its lease goes upstream only once admitted, body and
+/// all (the filter holds the body meanwhile, and reads what Envoy buffered when the answer
+/// comes): a refused one never reaches the upstream, and each admitted one's event carries a
+/// property read from its body. (Envoy 1.40 also kept a request whose body callback answered
+/// `Continue` while its headers were paused; the filter does not rely on that.)
+#[test]
+fn a_request_body_waits_with_its_request_for_the_lease_answer() {
+    let redis = RedisServer::start("leased-body");
+    let upstream = Upstream::start().unwrap();
+    let routes = json!([{"method": "POST", "path_prefix": "/v1/search", "feature": "search",
+        "metric": "api_calls", "properties": {"model": {"from": "request_json", "pointer": "/model"}}},
+        {"method": "GET", "path_prefix": "/v1/search", "feature": "search", "metric": "api_calls"}]);
+    let n = node_with(
+        "leased-body",
+        &redis,
+        3,
+        &upstream,
+        false,
+        Some(0),
+        json!({ "routes": routes }),
+    );
+    let before = upstream.hits();
+    let statuses: Vec<u16> = (0..6)
+        .map(|i| {
+            let h = vec![
+                ("x-api-key".to_string(), "ck_static_globex_key".to_string()),
+                ("x-request-id".to_string(), format!("body-{i}")),
+                ("content-type".to_string(), "application/json".to_string()),
+            ];
+            Client::new(&format!("127.0.0.1:{}", n.envoy.port))
+                .request("POST", "/v1/search", &h, br#"{"model": "m-1", "q": "x"}"#)
+                .map(|r| r.status)
+                .unwrap_or(0)
+        })
+        .collect();
+    eprintln!(
+        "statuses {statuses:?}, upstream hits {}",
+        upstream.hits() - before
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        upstream.hits() - before,
+        3,
+        "only admitted requests reach the upstream"
+    );
+    let held = settle(&[&n], 3);
+    assert_eq!(held[0].len(), 3);
+    let db = rusqlite::Connection::open(n.agent.dir.join("data").join("sandbox.db")).unwrap();
+    let mut st = db
+        .prepare("SELECT body FROM events WHERE customer_id = 'globex'")
+        .unwrap();
+    let bodies: Vec<Value> = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|b| serde_json::from_str(&b.unwrap()).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 3);
+    for b in &bodies {
+        assert_eq!(b["properties"]["model"], "m-1", "{b}");
+        assert_eq!(b["properties"]["leased"], json!(["search"]), "{b}");
+    }
+    assert_eq!(globex_used(&redis), 3);
+}
+
 /// The same on a Redis Cluster of three primaries and three replicas.
 #[test]
 fn three_envoys_with_quota_leases_on_a_redis_cluster_admit_exactly_the_quota() {

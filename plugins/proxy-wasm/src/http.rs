@@ -20,6 +20,8 @@ pub struct Http {
     max_body: usize,
     /// The quota lease ask this paused request waits on.
     asking: Option<u32>,
+    /// The request body Envoy buffered while the ask was out (its size, whether it ended).
+    held_body: Option<(usize, bool)>,
 }
 
 impl Http {
@@ -31,6 +33,7 @@ impl Http {
             observe: BodyNeeds::default(),
             max_body: 0,
             asking: None,
+            held_body: None,
         }
     }
 }
@@ -168,19 +171,20 @@ impl Context for Http {
         let Some(gw) = &self.gateway else { return };
         let response = crate::root::call_response(body_size);
         let mut host = ProxyHost::new(&self.metrics);
-        match gw.try_borrow_mut() {
-            Ok(mut g) => {
-                if !g.on_lease_answer(&mut host, token, response) {
-                    return;
-                }
-            }
-            Err(_) => return,
+        if let Ok(mut g) = gw.try_borrow_mut() {
+            g.on_lease_answer(&mut host, token, response);
         }
         if self.asking != Some(token) {
             return;
         }
+        // Decided again whatever the answer was (a lost or late one is decided as the agent
+        // not answering): a paused request is always resumed or answered.
         self.asking = None;
         if let Action::Continue = self.decide() {
+            if let Some((size, end)) = self.held_body.take() {
+                // The body Envoy buffered meanwhile, observed now as one chunk.
+                self.on_http_request_body(size, end);
+            }
             let _ = hostcalls::resume_http_request();
         }
     }
@@ -192,6 +196,12 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.asking.is_some() {
+            // Undecided yet: held (Envoy buffers the body) until the lease answer, which reads
+            // what was buffered (`Continue` here would send the request on undecided).
+            self.held_body = Some((body_size, end_of_stream));
+            return Action::Pause;
+        }
         let Some(ex) = &mut self.exchange else {
             return Action::Continue;
         };
@@ -206,6 +216,13 @@ impl HttpContext for Http {
             });
         } else if self.observe.request_bytes {
             ex.add_request_bytes(body_size);
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.asking.is_some() {
+            return Action::Pause;
         }
         Action::Continue
     }
@@ -249,6 +266,12 @@ impl HttpContext for Http {
     }
 
     fn on_log(&mut self) {
+        if let (Some(gw), Some(token)) = (&self.gateway, self.asking.take()) {
+            // Gone while its ask was out: the host drops the answer with the request.
+            if let Ok(mut g) = gw.try_borrow_mut() {
+                g.abandon_lease_ask(token);
+            }
+        }
         let (Some(gw), Some(ex)) = (&self.gateway, self.exchange.take()) else {
             return;
         };

@@ -397,8 +397,8 @@ impl NodeLeases {
     }
 
     /// As `take`, for a host whose request cannot be woken by another request's answer (a
-    /// proxy's): never `Wait`, it asks too. Each ask takes its own share; a lease displaced by
-    /// a later answer goes back with the next `due`.
+    /// proxy's): never `Wait`, it asks too, for its own need only while another ask is out; a
+    /// lease displaced by a later answer goes back with the next `due`.
     pub fn take_or_ask(
         &mut self,
         key: &str,
@@ -445,10 +445,10 @@ impl NodeLeases {
             return Take::Refuse;
         }
         // One ask out at a time (an ask unanswered for a lease's time is taken as lost).
-        if can_wait
-            && c.asking
-                .is_some_and(|t| now.nanos_since(t) < self.policy.lease_ns)
-        {
+        let asking = c
+            .asking
+            .is_some_and(|t| now.nanos_since(t) < self.policy.lease_ns);
+        if can_wait && asking {
             return Take::Wait;
         }
         c.asking = Some(now);
@@ -465,7 +465,10 @@ impl NodeLeases {
             window_end,
             quota,
             give_back: back,
-            want: c.want.max(need),
+            // Asking beside an ask already out (a host that cannot wait): only what this
+            // request needs, so concurrent answers do not park units the node cannot spend
+            // until they go back.
+            want: if asking { need } else { c.want.max(need) },
             need,
         })
     }
@@ -764,7 +767,11 @@ mod tests {
         let Take::Ask(r) = b.take_or_ask("k", WIN, 100, 1, T0) else {
             panic!("asks first")
         };
-        assert!(matches!(b.take_or_ask("k", WIN, 100, 1, T0), Take::Ask(_)));
+        // A second request while the first ask is out asks too, for its own unit only.
+        let Take::Ask(second) = b.take_or_ask("k", WIN, 100, 1, T0) else {
+            panic!("asks beside the first")
+        };
+        assert_eq!((second.want, second.need), (1, 1));
         let g = s.renew("n", &r, T0, &LeasePolicy::STRICT);
         assert!(b.granted("k", &r, g, T0));
         let held = b.held();

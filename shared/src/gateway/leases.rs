@@ -13,6 +13,7 @@ use crate::entitlement::{
     grant_from_json, CounterBackend, FailureMode, LeaseAsk, LeasePolicy, Leased, ModifyFn,
     NodeLeases, Renewal, Take,
 };
+use crate::environment::{ApiKey, Environment};
 use crate::host::{CallResponse, Host, LogLevel, OutboundRequest, SharedSetError};
 use crate::time::Timestamp;
 use std::collections::HashMap;
@@ -30,8 +31,8 @@ pub(crate) struct GatewayLeases {
     target: Target,
     /// Asks out, by call token: the counter, the renewal sent and when.
     asks: HashMap<u32, (String, Renewal, Timestamp)>,
-    /// Until when requests decide without leases (the agent did not answer).
-    unreachable_until: Option<Timestamp>,
+    /// Counters whose last ask failed, and until when their requests decide without leases.
+    unreachable: HashMap<String, Timestamp>,
     /// Asks that got no answer (logged at powers of two).
     failures: u64,
 }
@@ -44,7 +45,7 @@ impl GatewayLeases {
             book: NodeLeases::new(LeasePolicy::STRICT),
             target,
             asks: HashMap::new(),
-            unreachable_until: None,
+            unreachable: HashMap::new(),
             failures: 0,
         }
     }
@@ -67,7 +68,16 @@ pub(crate) struct LeasingCounters<'a> {
     pub(crate) inner: &'a mut dyn CounterBackend,
     pub(crate) leases: &'a mut GatewayLeases,
     pub(crate) failure_mode: FailureMode,
+    /// Whether the gateway has a key of each environment (its agent leases a counter only to
+    /// a key of the counter's environment).
+    pub(crate) keys: [bool; 2],
     pub(crate) need: LeaseNeed,
+}
+
+/// The environment of a quota counter key (`aforo:q:<env>:…`).
+fn env_of(key: &str) -> Option<Environment> {
+    let rest = key.strip_prefix("aforo:q:")?;
+    Environment::from_wire(rest.split_once(':')?.0)
 }
 
 impl CounterBackend for LeasingCounters<'_> {
@@ -94,6 +104,11 @@ impl CounterBackend for LeasingCounters<'_> {
         cost: u64,
         now: Timestamp,
     ) -> Option<Leased> {
+        if !env_of(key).is_some_and(|e| self.keys[e.index()]) {
+            // A partner in sandbox mode behind a gateway with no sandbox key: its counter is
+            // counted here, as without leases.
+            return None;
+        }
         let l = &mut *self.leases;
         let refused = |book: &NodeLeases| Leased::Refused {
             remaining: book.remaining(key),
@@ -104,7 +119,7 @@ impl CounterBackend for LeasingCounters<'_> {
                 remaining: l.book.remaining(key),
             },
             Take::Refuse => refused(&l.book),
-            Take::Ask(_) if l.unreachable_until.is_some_and(|t| now < t) => {
+            Take::Ask(_) if l.unreachable.get(key).is_some_and(|t| now < *t) => {
                 // What is held was spent above; the agent did not answer a moment ago, so no
                 // ask now (what was left of the lease, fewer units than needed, is lost for
                 // the window: under-admission).
@@ -143,6 +158,7 @@ impl Gateway {
         renewal: Renewal,
         now: Timestamp,
     ) -> Option<u32> {
+        let api_key = env_of(&key).and_then(|e| self.config.key_for(e))?;
         let leases = self.leases.as_mut()?;
         let body = LeaseAsk {
             source: self.config.source.clone(),
@@ -150,7 +166,8 @@ impl Gateway {
             renewal: renewal.clone(),
         }
         .to_json();
-        match host.http_call(&lease_request(&leases.target, &self.config, body)) {
+        let request = lease_request(&leases.target, &self.config, api_key, body);
+        match host.http_call(&request) {
             Ok(token) => {
                 leases.asks.insert(token, (key, renewal, now));
                 Some(token)
@@ -159,7 +176,8 @@ impl Gateway {
                 leases.book.unanswered(&key);
                 self.lease_unanswered(
                     host,
-                    &format!("cannot call {:?}: {why}", leases_target(&self.leases)),
+                    &key,
+                    &format!("cannot call {:?}: {why}", request.upstream),
                     now,
                 );
                 None
@@ -192,7 +210,7 @@ impl Gateway {
         };
         match grant {
             Ok(g) => {
-                leases.unreachable_until = None;
+                leases.unreachable.remove(&key);
                 if leases.book.granted(&key, &asked, g, now) {
                     // The decision runs again and takes the request's units itself.
                     leases
@@ -202,24 +220,38 @@ impl Gateway {
             }
             Err(why) => {
                 leases.book.unanswered(&key);
-                self.lease_unanswered(host, &why, now);
+                self.lease_unanswered(host, &key, &why, now);
             }
         }
         true
     }
 
-    /// An ask failed: decide without leases for a moment (logged at powers of two).
-    fn lease_unanswered(&mut self, host: &mut dyn Host, why: &str, now: Timestamp) {
+    /// The request waiting on ask `token` went away before its answer: the host drops the
+    /// answer with it, so the ask is forgotten now (whatever it was granted stays counted in the
+    /// store until the lease closes there: under-admission for the window, never over).
+    pub fn abandon_lease_ask(&mut self, token: u32) {
+        if let Some(leases) = self.leases.as_mut() {
+            if let Some((key, _, _)) = leases.asks.remove(&token) {
+                leases.book.unanswered(&key);
+            }
+        }
+    }
+
+    /// An ask for `key` failed: its requests decide without leases for a moment (logged at
+    /// powers of two).
+    fn lease_unanswered(&mut self, host: &mut dyn Host, key: &str, why: &str, now: Timestamp) {
         let Some(leases) = self.leases.as_mut() else {
             return;
         };
-        leases.unreachable_until = Some(now.plus_nanos(UNREACHABLE_NS));
+        leases
+            .unreachable
+            .insert(key.to_string(), now.plus_nanos(UNREACHABLE_NS));
         leases.failures += 1;
         if leases.failures.is_power_of_two() {
             host.log(
                 LogLevel::Warn,
                 &format!(
-                    "aforo: quota lease ask to {}{} failed ({why}); for 1 s requests are decided without leases under failure_mode={} ({} failures so far)",
+                    "aforo: quota lease ask to {}{} failed ({why}); for 1 s requests of this counter are decided without leases under failure_mode={} ({} failures so far)",
                     leases.target.upstream,
                     leases.target.path,
                     match self.config.failure_mode {
@@ -251,6 +283,7 @@ impl Gateway {
                 leases.book.unanswered(&key);
             }
         }
+        leases.unreachable.retain(|_, until| now < *until);
         let due = if all {
             leases.book.release_all()
         } else {
@@ -260,6 +293,9 @@ impl Gateway {
             if now >= g.window_end {
                 continue;
             }
+            let Some(api_key) = env_of(&key).and_then(|e| self.config.key_for(e)) else {
+                continue;
+            };
             let body = LeaseAsk {
                 source: self.config.source.clone(),
                 key,
@@ -275,7 +311,8 @@ impl Gateway {
             .to_json();
             // The answer is not needed: a give-back that fails leaves the units counted for
             // the window (under-admission, never over).
-            if let Ok(token) = host.http_call(&lease_request(&leases.target, &self.config, body)) {
+            let request = lease_request(&leases.target, &self.config, api_key, body);
+            if let Ok(token) = host.http_call(&request) {
                 self.calls.insert(token, CallKind::LeaseBack);
             }
         }
@@ -287,24 +324,19 @@ impl Gateway {
     }
 }
 
-fn leases_target(leases: &Option<GatewayLeases>) -> String {
-    leases
-        .as_ref()
-        .map(|l| format!("{}{}", l.target.upstream, l.target.path))
-        .unwrap_or_default()
-}
-
-/// The call to the agent: its lease endpoint, with the gateway's key.
+/// The call to the agent: its lease endpoint, with the gateway's key of the counter's
+/// environment.
 fn lease_request(
     target: &Target,
     config: &crate::config::Config,
+    api_key: &ApiKey,
     body: Vec<u8>,
 ) -> OutboundRequest {
     let mut headers = super::outbound::base_headers(target, "POST", target.path.clone());
     headers.push(("content-type".to_string(), "application/json".to_string()));
     headers.push((
         "authorization".to_string(),
-        format!("Bearer {}", config.api_key.expose_secret()),
+        format!("Bearer {}", api_key.expose_secret()),
     ));
     OutboundRequest {
         upstream: target.upstream.clone(),

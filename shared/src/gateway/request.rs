@@ -192,6 +192,7 @@ impl Gateway {
                     inner: &mut over,
                     leases,
                     failure_mode: self.config.failure_mode,
+                    keys: keys_of(&self.config),
                     need: LeaseNeed::None,
                 };
                 let d = admit(snapshot, &access, now, &mut counters);
@@ -209,7 +210,12 @@ impl Gateway {
                 };
             }
             LeaseNeed::Unreachable => {
-                return self.refuse(host, &Deny::unavailable(1), now, None);
+                // In shadow mode the request is served: meter it as its customer's.
+                let shadow = decided.err().and_then(|r| r.identity).map(|i| {
+                    exchange.identify(i.customer_id, i.environment, i.key_id);
+                    exchange
+                });
+                return self.refuse(host, &Deny::unavailable(1), now, shadow);
             }
         }
         match decided {
@@ -290,10 +296,20 @@ impl Gateway {
                     inner: &mut over,
                     leases,
                     failure_mode: self.config.failure_mode,
+                    keys: keys_of(&self.config),
                     need: LeaseNeed::None,
                 },
                 reservations,
             ),
         }
     }
+}
+
+/// Which environments the gateway has a key of (`LeasingCounters::keys`).
+fn keys_of(config: &crate::config::Config) -> [bool; 2] {
+    let mut keys = [false; 2];
+    for e in crate::environment::Environment::ALL {
+        keys[e.index()] = config.key_for(e).is_some();
+    }
+    keys
 }
