@@ -29,6 +29,8 @@ pub struct FeatureUse {
     pub window: QuotaWindow,
     /// Whether it has a quota at all.
     pub has_quota: bool,
+    /// The quota, when it has one (for the leases gateways ask for).
+    pub quota: Option<u64>,
     /// The customer's daily credits (`DAILY_CREDITS`): every metric counts.
     pub every_metric: bool,
 }
@@ -169,6 +171,7 @@ impl Catalog {
                 metric,
                 window: ent.window,
                 has_quota: ent.quota.is_some(),
+                quota: ent.quota,
                 every_metric: false,
             });
         }
@@ -181,6 +184,7 @@ impl Catalog {
                     metric: String::new(),
                     window: daily.window,
                     has_quota: true,
+                    quota: daily.quota,
                     every_metric: true,
                 });
             }
@@ -262,6 +266,24 @@ impl Catalog {
             }
         }
         Ok(())
+    }
+
+    /// The quota and window of the counter `<customer>:<feature>` (a quota counter key after
+    /// `aforo:q:<env>:`), as the catalog sets them; `None` when no customer's feature makes that
+    /// key. Customer ids may hold `:`, so every split is tried.
+    pub fn quota_terms(&self, counter: &str) -> Option<(u64, QuotaWindow)> {
+        counter
+            .match_indices(':')
+            .filter_map(|(i, _)| {
+                let (customer, feature) = (&counter[..i], &counter[i + 1..]);
+                let f = self
+                    .features
+                    .get(customer)?
+                    .iter()
+                    .find(|f| f.feature == feature)?;
+                Some((f.quota?, f.window))
+            })
+            .next()
     }
 
     /// The features of `customer` that count `metric`.

@@ -253,3 +253,106 @@ fn with_redis_down_an_agent_spends_at_most_the_lease_it_holds_then_fails_closed(
         "{statuses:?}"
     );
 }
+
+/// `POST /v1/leases` takes nothing from the caller that could open a window of its own or lease
+/// past the plan: the counter must be a catalog customer's feature of the key's environment,
+/// the window the counter's current one (or the one before or after) by the agent's clock, and
+/// the quota is the catalog's. An agent without leases says so.
+#[test]
+fn gateway_leases_take_their_window_and_quota_from_the_catalog_not_the_caller() {
+    let redis = RedisServer::start("leases-gw");
+    let a = agent("leases-gw", &redis, 10, "node-a", "0");
+    let now = Timestamp::from_unix_nanos(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64,
+    );
+    let month =
+        aforo_core::entitlement::QuotaWindow::calendar(aforo_core::entitlement::Period::Month);
+    let (start, end) = month.current(now);
+    let key = quota_key(Environment::Sandbox, "globex", "search");
+    let ask = |k: &str, source: &str, ws: Timestamp, quota: u64, want: u64| {
+        json!({"source": source, "key": k, "window_start": ws.unix_nanos(),
+               "window_end": end.unix_nanos(), "quota": quota, "give_back": null,
+               "want": want, "need": 1})
+    };
+    let lease = |key: &str, body: &Value| a.call("POST", "/v1/leases", key, body);
+    // A quota of 10^9 asked: the catalog's 10 is what Redis grants from.
+    let r = lease(
+        SANDBOX,
+        &ask(&key, "envoy-1", start, 1_000_000_000, 1_000_000),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let g = body(&r);
+    assert_eq!(
+        (g["units"].as_u64(), g["left"].as_u64()),
+        (Some(5), Some(5)),
+        "{g}"
+    );
+    // Refused, each naming the field at fault.
+    for (k, body, field) in [
+        (common::LIVE, ask(&key, "envoy-1", start, 10, 1), "key"),
+        (
+            SANDBOX,
+            ask(
+                &quota_key(Environment::Sandbox, "nobody", "search"),
+                "envoy-1",
+                start,
+                10,
+                1,
+            ),
+            "key",
+        ),
+        (
+            SANDBOX,
+            ask("aforo:r:sandbox:k:x", "envoy-1", start, 10, 1),
+            "key",
+        ),
+        (SANDBOX, ask(&key, "envoy-1", now, 10, 1), "window_start"),
+        (SANDBOX, ask(&key, "a|b", start, 10, 1), "source"),
+        (SANDBOX, ask(&key, "gw/../x", start, 10, 1), "source"),
+    ] {
+        let r = lease(k, &body);
+        assert_eq!(
+            r.status,
+            422,
+            "{body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(body_field(&r), field, "{body}");
+    }
+    // Nothing of that reached Redis: the count is the one lease granted.
+    let v: Vec<u8> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("v")
+        .query(&mut redis.connection().unwrap())
+        .unwrap();
+    assert_eq!(CounterValue::decode(&key, &v).unwrap().count, 5);
+    // An agent that does not lease.
+    let plain = Agent::start(
+        "leases-gw-off",
+        &catalog(10),
+        &[
+            "--config",
+            &example("agent.json").display().to_string(),
+            "--state",
+            &redis.url(),
+        ],
+    );
+    let r = plain.call(
+        "POST",
+        "/v1/leases",
+        SANDBOX,
+        &ask(&key, "envoy-1", start, 10, 1),
+    );
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(body(&r)["error"]["code"], "leases_off");
+}
+
+fn body_field(r: &aforo_host_tests::http1::Response) -> String {
+    body(r)["error"]["field"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -313,9 +313,80 @@ fn an_agent_that_does_not_answer_leaves_the_decision_to_the_failure_mode() {
         agent.down = false;
         host.advance_ms(1_001);
         host.replies.clear();
+        let asks = agent.asks;
         request(&mut gw, &mut host, &mut agent, 200).unwrap();
-        assert!(gw.lease_units_held() > 0 || agent.store.counted > 0);
+        assert_eq!(agent.asks, asks + 1, "asked the agent again");
     }
+}
+
+#[test]
+fn a_sandbox_partner_behind_a_live_key_leases_with_the_sandbox_key_or_not_at_all() {
+    let snapshot = |sandbox: bool| {
+        json!({
+            "customers": {"cust_a": {"sandbox_mode": sandbox, "features": {"search": {"quota": 5}}}},
+            "consumer_keys": [{"key_id": "key_a", "hash": hash_key("ck_alpha").to_text(), "customer_id": "cust_a"}]
+        })
+        .to_string()
+        .into_bytes()
+    };
+    for (keys, leased) in [
+        (
+            json!({"api_key": "sk_live_gw", "sandbox_api_key": "sk_test_gw"}),
+            true,
+        ),
+        (json!({"api_key": "sk_live_gw"}), false),
+    ] {
+        let mut host = TestHost::new();
+        let mut gw = gateway("envoy-a", keys);
+        gw.on_tick(&mut host);
+        let (token, _) = host.take_calls().pop().unwrap();
+        gw.on_call_response(
+            &mut host,
+            token,
+            CallResponse {
+                status: Some(200),
+                headers: vec![],
+                body: snapshot(true),
+            },
+        );
+        match gw.on_request(&mut host, &search()) {
+            RequestVerdict::Asking(token) => {
+                assert!(leased);
+                let (_, call) = host.calls.iter().find(|(t, _)| *t == token).unwrap();
+                let auth = call.headers.iter().find(|(k, _)| k == "authorization");
+                assert_eq!(auth.unwrap().1, "Bearer sk_test_gw");
+                assert!(LeaseAsk::from_json(&call.body)
+                    .unwrap()
+                    .key
+                    .starts_with("aforo:q:sandbox:"));
+            }
+            RequestVerdict::Continue { .. } => {
+                assert!(
+                    !leased,
+                    "decided on this node's counters without a sandbox key"
+                );
+                assert!(host.calls.is_empty());
+            }
+            RequestVerdict::Denied(s) => panic!("denied {s}"),
+        }
+    }
+}
+
+#[test]
+fn in_shadow_mode_a_request_served_without_an_answer_is_metered() {
+    let mut host = TestHost::new();
+    let mut agent = Agent::new(100);
+    let mut gw = gateway(
+        "envoy-a",
+        json!({"mode": "shadow", "failure_mode": "closed"}),
+    );
+    synced(&mut gw, &mut host, &mut agent);
+    agent.down = true;
+    request(&mut gw, &mut host, &mut agent, 200).unwrap();
+    agent.down = false;
+    gw.flush_now(&mut host);
+    agent.serve(&mut gw, &mut host);
+    assert_eq!(agent.events.len(), 1, "served in shadow mode, and metered");
 }
 
 #[test]
