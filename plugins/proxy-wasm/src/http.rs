@@ -181,9 +181,16 @@ impl Context for Http {
         // not answering): a paused request is always resumed or answered.
         self.asking = None;
         if let Action::Continue = self.decide() {
-            if let Some((size, end)) = self.held_body.take() {
-                // The body Envoy buffered meanwhile, observed now as one chunk.
-                self.on_http_request_body(size, end);
+            match self.held_body.take() {
+                // The whole body Envoy buffered meanwhile, observed now as one chunk.
+                Some((size, true)) => {
+                    self.on_http_request_body(size, true);
+                }
+                // Part of it: the next body callback observes all that was buffered and lets
+                // it through (resuming now would pass on an empty frame and lose a chunk).
+                Some((_, false)) => return,
+                // Envoy held the body itself (headers paused stop every callback by default).
+                None => {}
             }
             let _ = hostcalls::resume_http_request();
         }

@@ -515,16 +515,24 @@ impl NodeLeases {
             units: g.units,
             ends_at: now.plus_nanos(p.lease_ns),
         };
-        // Another ask for the same counter answered first (concurrent requests): the older
-        // lease goes back with the next `due`.
-        if let Some(old) = c.lease.replace(new) {
+        // Another ask for the same counter answered first (concurrent requests): the lease
+        // with more units left is kept, the other goes back with the next `due` (one spent
+        // whole is just dropped).
+        let back = match c.lease {
+            Some(old) if old.window_start == new.window_start && old.left > new.left => new,
+            _ => match c.lease.replace(new) {
+                Some(old) => old,
+                None => return true,
+            },
+        };
+        if back.left > 0 {
             self.returning.push((
                 key.to_string(),
                 GiveBack {
-                    window_start: old.window_start,
-                    window_end: old.window_end,
-                    lease: old.id,
-                    unspent: old.left,
+                    window_start: back.window_start,
+                    window_end: back.window_end,
+                    lease: back.id,
+                    unspent: back.left,
                 },
             ));
         }
@@ -758,6 +766,36 @@ mod tests {
         s.count_prepaid(next, 1, "gw/a");
         assert_eq!((s.window_start, s.counted), (next, 1));
         assert!(s.prepaid.is_empty());
+    }
+
+    #[test]
+    fn of_two_answers_to_concurrent_asks_the_lease_with_more_left_is_kept() {
+        let p = LeasePolicy::STRICT;
+        let mut b = NodeLeases::new(p);
+        let mut s = StoredLeases::default();
+        let Take::Ask(first) = b.take_or_ask("k", WIN, 100, 1, T0) else {
+            panic!("asks")
+        };
+        let g = s.renew("n", &first, T0, &p);
+        assert!(b.granted("k", &first, g, T0), "one unit, spent");
+        // Spent whole: the next ask wants twice as much; one asking beside it, its need only.
+        let Take::Ask(big) = b.take_or_ask("k", WIN, 100, 1, T0) else {
+            panic!("asks again")
+        };
+        let Take::Ask(small) = b.take_or_ask("k", WIN, 100, 1, T0) else {
+            panic!("asks beside it")
+        };
+        assert_eq!((big.want, small.want), (2, 1));
+        let g = s.renew("n", &big, T0, &p);
+        assert!(b.granted("k", &big, g, T0));
+        let g = s.renew("n", &small, T0, &p);
+        assert!(b.granted("k", &small, g, T0));
+        // The answers came in send order: the big lease's unit is still there to spend.
+        assert_eq!(b.take_or_ask("k", WIN, 100, 1, T0), Take::Admit);
+        assert!(
+            b.due(T0).is_empty(),
+            "nothing parked: the small lease was spent whole"
+        );
     }
 
     #[test]

@@ -66,6 +66,8 @@ struct Agent {
     quota: u64,
     events: Vec<Value>,
     down: bool,
+    /// Answer lease asks with this status instead (a refusal).
+    lease_status: Option<u16>,
     asks: u32,
 }
 
@@ -76,6 +78,7 @@ impl Agent {
             quota,
             events: Vec::new(),
             down: false,
+            lease_status: None,
             asks: 0,
         }
     }
@@ -97,6 +100,14 @@ impl Agent {
         }
         if path.starts_with("/v1/entitlements") {
             return ok(snapshot(self.quota));
+        }
+        if let (Some(s), "/v1/leases") = (self.lease_status, path.as_str()) {
+            self.asks += 1;
+            return CallResponse {
+                status: Some(s),
+                headers: vec![],
+                body: br#"{"error":{"code":"invalid_lease","field":"key"}}"#.to_vec(),
+            };
         }
         if path == "/v1/leases" {
             let ask = LeaseAsk::from_json(&call.body).unwrap();
@@ -403,4 +414,30 @@ fn quota_leases_need_an_agent_that_serves_the_snapshot() {
     let c = parse(base).unwrap();
     let t = c.quota_leases.unwrap();
     assert_eq!(t.path, "/v1/leases");
+}
+
+#[test]
+fn a_counter_the_agent_refuses_to_lease_is_counted_here_not_refused() {
+    let mut host = TestHost::new();
+    let mut agent = Agent::new(100);
+    let mut gw = gateway("envoy-a", json!({"failure_mode": "closed"}));
+    synced(&mut gw, &mut host, &mut agent);
+    // The agent's catalog lacks the counter (a 422): not an outage, so not a 503.
+    agent.lease_status = Some(422);
+    request(&mut gw, &mut host, &mut agent, 200).unwrap();
+    assert_eq!(agent.asks, 1);
+    request(&mut gw, &mut host, &mut agent, 200).unwrap();
+    assert_eq!(agent.asks, 1, "not asked again for a while");
+    assert!(host
+        .logs
+        .borrow()
+        .iter()
+        .any(|(_, l)| l.contains("counted here")));
+    // An agent without leases (409) is an outage: closed refuses what would need a lease.
+    let mut gw = gateway("envoy-b", json!({"failure_mode": "closed"}));
+    agent.lease_status = None;
+    synced(&mut gw, &mut host, &mut agent);
+    agent.lease_status = Some(409);
+    let r = request(&mut gw, &mut host, &mut agent, 200).unwrap_err();
+    assert_eq!(r.status, 503);
 }

@@ -24,6 +24,9 @@ const ASK_TIMEOUT_MS: u64 = 1_000;
 /// How long requests decide without leases after an ask got no answer.
 const UNREACHABLE_NS: i64 = 1_000_000_000;
 
+/// How long a counter the agent refused to lease is counted without leases.
+const REFUSED_NS: i64 = 30_000_000_000;
+
 /// This worker's leases and the asks out.
 #[derive(Debug)]
 pub(crate) struct GatewayLeases {
@@ -31,8 +34,12 @@ pub(crate) struct GatewayLeases {
     target: Target,
     /// Asks out, by call token: the counter, the renewal sent and when.
     asks: HashMap<u32, (String, Renewal, Timestamp)>,
-    /// Counters whose last ask failed, and until when their requests decide without leases.
-    unreachable: HashMap<String, Timestamp>,
+    /// Until when the agent counts as unreachable (no answer, a 5xx, or it does not lease):
+    /// requests that would ask decide under the failure mode meanwhile.
+    unreachable_until: Option<Timestamp>,
+    /// Counters the agent refused to lease (a 4xx: not in its catalog, a window it does not
+    /// serve), and until when they are counted here as without leases.
+    refused: HashMap<String, Timestamp>,
     /// Asks that got no answer (logged at powers of two).
     failures: u64,
 }
@@ -45,7 +52,8 @@ impl GatewayLeases {
             book: NodeLeases::new(LeasePolicy::STRICT),
             target,
             asks: HashMap::new(),
-            unreachable: HashMap::new(),
+            unreachable_until: None,
+            refused: HashMap::new(),
             failures: 0,
         }
     }
@@ -104,12 +112,14 @@ impl CounterBackend for LeasingCounters<'_> {
         cost: u64,
         now: Timestamp,
     ) -> Option<Leased> {
-        if !env_of(key).is_some_and(|e| self.keys[e.index()]) {
-            // A partner in sandbox mode behind a gateway with no sandbox key: its counter is
-            // counted here, as without leases.
+        let l = &mut *self.leases;
+        if !env_of(key).is_some_and(|e| self.keys[e.index()])
+            || l.refused.get(key).is_some_and(|t| now < *t)
+        {
+            // A partner in sandbox mode behind a gateway with no sandbox key, or a counter the
+            // agent will not lease (logged): counted here, as without leases.
             return None;
         }
-        let l = &mut *self.leases;
         let refused = |book: &NodeLeases| Leased::Refused {
             remaining: book.remaining(key),
             retry_at: book.refused_until(key).unwrap_or(window.1),
@@ -119,7 +129,7 @@ impl CounterBackend for LeasingCounters<'_> {
                 remaining: l.book.remaining(key),
             },
             Take::Refuse => refused(&l.book),
-            Take::Ask(_) if l.unreachable.get(key).is_some_and(|t| now < *t) => {
+            Take::Ask(_) if l.unreachable_until.is_some_and(|t| now < t) => {
                 // What is held was spent above; the agent did not answer a moment ago, so no
                 // ask now (what was left of the lease, fewer units than needed, is lost for
                 // the window: under-admission).
@@ -177,6 +187,7 @@ impl Gateway {
                 self.lease_unanswered(
                     host,
                     &key,
+                    None,
                     &format!("cannot call {:?}: {why}", request.upstream),
                     now,
                 );
@@ -210,7 +221,7 @@ impl Gateway {
         };
         match grant {
             Ok(g) => {
-                leases.unreachable.remove(&key);
+                leases.unreachable_until = None;
                 if leases.book.granted(&key, &asked, g, now) {
                     // The decision runs again and takes the request's units itself.
                     leases
@@ -220,7 +231,7 @@ impl Gateway {
             }
             Err(why) => {
                 leases.book.unanswered(&key);
-                self.lease_unanswered(host, &key, &why, now);
+                self.lease_unanswered(host, &key, response.status, &why, now);
             }
         }
         true
@@ -237,28 +248,44 @@ impl Gateway {
         }
     }
 
-    /// An ask for `key` failed: its requests decide without leases for a moment (logged at
-    /// powers of two).
-    fn lease_unanswered(&mut self, host: &mut dyn Host, key: &str, why: &str, now: Timestamp) {
+    /// An ask for `key` failed with `status` (none: no answer). A counter the agent refused
+    /// (a 4xx other than 409) is counted here for 30 s; otherwise the agent counts as
+    /// unreachable for a second, and requests that would ask decide under the failure mode.
+    /// Logged at powers of two.
+    fn lease_unanswered(
+        &mut self,
+        host: &mut dyn Host,
+        key: &str,
+        status: Option<u16>,
+        why: &str,
+        now: Timestamp,
+    ) {
         let Some(leases) = self.leases.as_mut() else {
             return;
         };
-        leases
-            .unreachable
-            .insert(key.to_string(), now.plus_nanos(UNREACHABLE_NS));
+        let refused = status.is_some_and(|s| (400..500).contains(&s) && s != 409);
+        let then = if refused {
+            leases
+                .refused
+                .insert(key.to_string(), now.plus_nanos(REFUSED_NS));
+            "for 30 s this counter is counted here, as without leases (does the agent's catalog match the snapshot, and the clocks?)".to_string()
+        } else {
+            leases.unreachable_until = Some(now.plus_nanos(UNREACHABLE_NS));
+            format!(
+                "for 1 s requests that need a lease are decided under failure_mode={}",
+                match self.config.failure_mode {
+                    FailureMode::Open => "open",
+                    FailureMode::Closed => "closed",
+                }
+            )
+        };
         leases.failures += 1;
         if leases.failures.is_power_of_two() {
             host.log(
                 LogLevel::Warn,
                 &format!(
-                    "aforo: quota lease ask to {}{} failed ({why}); for 1 s requests of this counter are decided without leases under failure_mode={} ({} failures so far)",
-                    leases.target.upstream,
-                    leases.target.path,
-                    match self.config.failure_mode {
-                        FailureMode::Open => "open",
-                        FailureMode::Closed => "closed",
-                    },
-                    leases.failures
+                    "aforo: quota lease ask to {}{} for {key} failed ({why}); {then} ({} failures so far)",
+                    leases.target.upstream, leases.target.path, leases.failures
                 ),
             );
         }
@@ -283,7 +310,7 @@ impl Gateway {
                 leases.book.unanswered(&key);
             }
         }
-        leases.unreachable.retain(|_, until| now < *until);
+        leases.refused.retain(|_, until| now < *until);
         let due = if all {
             leases.book.release_all()
         } else {
