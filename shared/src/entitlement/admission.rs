@@ -423,15 +423,7 @@ mod tests {
                     self.book.granted(key, &r, g, now)
                 }
             };
-            let remaining = self.book.remaining(key);
-            Some(if admitted {
-                Leased::Admitted { remaining }
-            } else {
-                Leased::Refused {
-                    remaining,
-                    retry_at: self.book.refused_until(key).unwrap_or(window.1),
-                }
-            })
+            Some(self.book.leased(key, admitted, window.1))
         }
     }
 

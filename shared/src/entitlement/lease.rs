@@ -29,6 +29,7 @@
 //!   however many requests arrive during it. A host that cannot wait may ask anyway: safe, but
 //!   each ask takes its own share.
 
+use super::counters::Leased;
 use super::snapshot::MAX_UNITS;
 use crate::time::Timestamp;
 use std::collections::HashMap;
@@ -606,6 +607,21 @@ impl NodeLeases {
         self.counters.get(key).map_or(0, |c| {
             c.lease.map_or(0, |l| l.left).saturating_add(c.store_left)
         })
+    }
+
+    /// A request's outcome for `key` as the counter store answers it (`Leased`): what is left
+    /// as this node last heard, and when a refused one may ask again (at the latest the
+    /// window's end).
+    pub fn leased(&self, key: &str, admitted: bool, window_end: Timestamp) -> Leased {
+        let remaining = self.remaining(key);
+        if admitted {
+            Leased::Admitted { remaining }
+        } else {
+            Leased::Refused {
+                remaining,
+                retry_at: self.refused_until(key).unwrap_or(window_end),
+            }
+        }
     }
 
     /// Until when requests for `key` are refused without asking the store (a Retry-After).

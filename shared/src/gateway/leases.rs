@@ -120,15 +120,9 @@ impl CounterBackend for LeasingCounters<'_> {
             // agent will not lease (logged): counted here, as without leases.
             return None;
         }
-        let refused = |book: &NodeLeases| Leased::Refused {
-            remaining: book.remaining(key),
-            retry_at: book.refused_until(key).unwrap_or(window.1),
-        };
         Some(match l.book.take_or_ask(key, window, quota, cost, now) {
-            Take::Admit => Leased::Admitted {
-                remaining: l.book.remaining(key),
-            },
-            Take::Refuse => refused(&l.book),
+            Take::Admit => l.book.leased(key, true, window.1),
+            Take::Refuse => l.book.leased(key, false, window.1),
             Take::Ask(_) if l.unreachable_until.is_some_and(|t| now < t) => {
                 // What is held was spent above; the agent did not answer a moment ago, so no
                 // ask now (what was left of the lease, fewer units than needed, is lost for
@@ -148,9 +142,9 @@ impl CounterBackend for LeasingCounters<'_> {
                 self.need = LeaseNeed::Ask(key.to_string(), r);
                 // Refused for now: the admission gives back what it reserved, and the
                 // decision runs again with the answer.
-                refused(&l.book)
+                l.book.leased(key, false, window.1)
             }
-            Take::Wait => refused(&l.book),
+            Take::Wait => l.book.leased(key, false, window.1),
         })
     }
     fn give_leased(&mut self, key: &str, window_start: Timestamp, units: u64) {

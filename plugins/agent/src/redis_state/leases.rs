@@ -93,17 +93,8 @@ impl RedisLeases {
         let mut book = self.book.lock().ok()?;
         loop {
             let asked = match book.take(key, window, quota, cost, now) {
-                Take::Admit => {
-                    return Some(Leased::Admitted {
-                        remaining: book.remaining(key),
-                    })
-                }
-                Take::Refuse => {
-                    return Some(Leased::Refused {
-                        remaining: book.remaining(key),
-                        retry_at: book.refused_until(key).unwrap_or(window.1),
-                    })
-                }
+                Take::Admit => return Some(book.leased(key, true, window.1)),
+                Take::Refuse => return Some(book.leased(key, false, window.1)),
                 Take::Wait => {
                     let left = deadline.checked_duration_since(Instant::now())?;
                     let (b, waited) = self.answered.wait_timeout(book, left).ok()?;
@@ -121,15 +112,7 @@ impl RedisLeases {
             let out = match answer {
                 Ok(g) => {
                     let admitted = book.granted(key, &asked, g, now);
-                    let remaining = book.remaining(key);
-                    Some(if admitted {
-                        Leased::Admitted { remaining }
-                    } else {
-                        Leased::Refused {
-                            remaining,
-                            retry_at: book.refused_until(key).unwrap_or(window.1),
-                        }
-                    })
+                    Some(book.leased(key, admitted, window.1))
                 }
                 Err(e) => {
                     book.unanswered(key);
