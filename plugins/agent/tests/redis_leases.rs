@@ -356,3 +356,52 @@ fn body_field(r: &aforo_host_tests::http1::Response) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// A reservation whose feature quota was taken from a lease and whose daily credits then
+/// refuse it (production) gives the feature's unit back to the lease: once the leases go back,
+/// Redis counts only the reservations admitted.
+#[test]
+fn a_reservation_refused_after_its_lease_gives_the_unit_back_to_the_lease() {
+    let redis = RedisServer::start("leases-refund");
+    let config = example("agent.json").display().to_string();
+    let mut cat = catalog(100);
+    cat["customers"]["globex"]["daily_credits"] = json!({"limit": 3});
+    let a = Agent::start(
+        "leases-refund",
+        &cat,
+        &[
+            "--config",
+            &config,
+            "--state",
+            &redis.url(),
+            "--node-id",
+            "node-a",
+            "--tenant-keys",
+            common::LIVE,
+            "--max-overshoot",
+            "0",
+        ],
+    );
+    let reserve_live = || {
+        a.call(
+            "POST",
+            "/v1/canAccess",
+            common::LIVE,
+            &json!({"tenantId": "globex", "featureKey": "search", "quantity": 1}),
+        )
+    };
+    let statuses: Vec<u16> = (0..6).map(|_| reserve_live().status).collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    wait_given_back(&[&a]);
+    let key = quota_key(Environment::Production, "globex", "search");
+    let v: Vec<u8> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("v")
+        .query(&mut redis.connection().unwrap())
+        .unwrap();
+    assert_eq!(
+        CounterValue::decode(&key, &v).unwrap().count,
+        3,
+        "the refused reservations' units came back"
+    );
+}
