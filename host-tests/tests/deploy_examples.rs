@@ -149,6 +149,21 @@ fn every_envoy_config_passes_envoy_validate_with_the_real_module() {
             "{}: {err}",
             p.display()
         );
+        // The multi-node example turns quota leases on from Envoy's environment (unset, as
+        // above, the key is skipped): a value reaches the filter, a bad one is named.
+        if text.contains("AFORO_QUOTA_LEASES") {
+            validate_with_env(
+                &text,
+                &[("AFORO_API_KEY", KEY), ("AFORO_QUOTA_LEASES", "true")],
+            )
+            .unwrap_or_else(|e| panic!("{}: with quota leases: {e}", p.display()));
+            let err = validate_with_env(
+                &text,
+                &[("AFORO_API_KEY", KEY), ("AFORO_QUOTA_LEASES", "maybe")],
+            )
+            .unwrap_err();
+            assert!(err.contains("AFORO_QUOTA_LEASES"), "{}: {err}", p.display());
+        }
     }
 }
 

@@ -186,5 +186,15 @@ mod tests {
             assert!(e.contains(field), "{e}");
         }
         assert_eq!(gateway_node("envoy-1"), "gw/envoy-1");
+        // The counter key holds a customer id, which callers' keys lead to: quotes, a forged
+        // field, CR/LF and non-ASCII travel as text and come back byte for byte.
+        for customer in ["\",\"key\":\"x", "a\r\nb", "{}\"]", "ünï\u{0}"] {
+            let hostile = LeaseAsk {
+                key: format!("aforo:q:sandbox:{customer}:search"),
+                ..ask.clone()
+            };
+            let back = LeaseAsk::from_json(&hostile.to_json()).unwrap();
+            assert_eq!(back, hostile, "{customer:?}");
+        }
     }
 }
