@@ -1,13 +1,11 @@
 //! The HTTP context: decide on request headers, observe the response, meter at the end.
 
+use crate::abi::{self, Action, Buffer, HeaderMap};
 use crate::host::{send_reply, ProxyHost};
 use crate::metrics::MetricIds;
 use crate::root::Shared;
 use aforo_core::config::{BodyNeeds, Route};
 use aforo_core::gateway::{Exchange, RequestVerdict, RequestView, ResponseHeaders};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
 
 /// Per-request state.
@@ -36,9 +34,14 @@ impl Http {
             held_body: None,
         }
     }
+
+    /// A request with no configuration to apply (it passes untouched).
+    pub fn detached() -> Self {
+        Http::new(None, Rc::default())
+    }
 }
 
-struct Headers(MapType);
+struct Headers(HeaderMap);
 
 /// The request headers, fetched from the host in one call on first use: a host call (and the
 /// allocation callback it makes into the module) costs about as much as the whole decision in
@@ -57,34 +60,28 @@ impl RequestHeaders {
 
 impl RequestView for RequestHeaders {
     fn header(&self, name: &str) -> Option<String> {
-        // Bytes, not `get_map`: the proxy-wasm crate unwraps UTF-8 there, and a Latin-1 byte in
-        // any header (Envoy accepts them) would trap the VM. A value that is not UTF-8 reads as
-        // absent.
+        // Values as bytes: a Latin-1 byte in any header (Envoy accepts them) must not trap the
+        // VM. A value that is not UTF-8 reads as absent.
         self.all
-            .get_or_init(|| {
-                hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
-            })
+            .get_or_init(|| abi::header_pairs(HeaderMap::Request))
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
     }
 
     fn peer_address(&self) -> Option<String> {
-        Headers(MapType::HttpRequestHeaders).peer_address()
+        Headers(HeaderMap::Request).peer_address()
     }
 
     fn runs_in_nginx(&self) -> bool {
         // An nginx variable every nginx has; Envoy answers NotFound.
-        matches!(hostcalls::get_property(vec!["ngx", "pid"]), Ok(Some(_)))
+        abi::property(&["ngx", "pid"]).is_some()
     }
 }
 
 /// One header value as text; not UTF-8 reads as absent (see `RequestHeaders::header`).
-fn header_text(map: MapType, name: &str) -> Option<String> {
-    hostcalls::get_map_value_bytes(map, name)
-        .ok()
-        .flatten()
-        .and_then(|v| String::from_utf8(v).ok())
+fn header_text(map: HeaderMap, name: &str) -> Option<String> {
+    abi::header(map, name).and_then(|v| String::from_utf8(v).ok())
 }
 
 impl RequestView for Headers {
@@ -94,8 +91,9 @@ impl RequestView for Headers {
 
     fn peer_address(&self) -> Option<String> {
         // Envoy: source.address ("ip:port"); Kong/ngx_wasm_module: ngx.remote_addr.
-        for path in [vec!["source", "address"], vec!["ngx", "remote_addr"]] {
-            if let Ok(Some(bytes)) = hostcalls::get_property(path) {
+        let paths: [&[&str]; 2] = [&["source", "address"], &["ngx", "remote_addr"]];
+        for path in paths {
+            if let Some(bytes) = abi::property(path) {
                 if let Ok(s) = String::from_utf8(bytes) {
                     return Some(s);
                 }
@@ -150,24 +148,17 @@ impl Http {
                 upstream_headers,
             } => {
                 for (k, v) in &upstream_headers {
-                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, k, Some(v));
+                    abi::set_header(HeaderMap::Request, k, v);
                 }
                 self.exchange = exchange;
                 Action::Continue
             }
         }
     }
-}
 
-impl Context for Http {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        _num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
-        // Only a quota lease ask is sent from a request: its answer, then the decision again.
+    /// The answer to a call this request sent: only a quota lease ask is sent from a request.
+    pub fn on_call_response(&mut self, token: u32, body_size: usize) {
+        // Its answer, then the decision again.
         let Some(gw) = &self.gateway else { return };
         let response = crate::root::call_response(body_size);
         let mut host = ProxyHost::new(&self.metrics);
@@ -184,7 +175,7 @@ impl Context for Http {
             match self.held_body.take() {
                 // The whole body Envoy buffered meanwhile, observed now as one chunk.
                 Some((size, true)) => {
-                    self.on_http_request_body(size, true);
+                    self.on_request_body(size, true);
                 }
                 // Part of it: the next body callback observes all that was buffered and lets
                 // it through (resuming now would pass on an empty frame and lose a chunk).
@@ -192,17 +183,17 @@ impl Context for Http {
                 // Envoy held the body itself (headers paused stop every callback by default).
                 None => {}
             }
-            let _ = hostcalls::resume_http_request();
+            abi::continue_request();
         }
     }
-}
 
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    /// The request's headers: the decision.
+    pub fn on_request_headers(&mut self) -> Action {
         self.decide()
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    /// A chunk of the request body.
+    pub fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.asking.is_some() {
             // Undecided yet: held (Envoy buffers the body) until the lease answer, which reads
             // what was buffered (`Continue` here would send the request on undecided).
@@ -213,7 +204,7 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         if self.observe.request_json {
-            let chunk = body_chunk(BufferType::HttpRequestBody, body_size);
+            let chunk = abi::buffer(Buffer::RequestBody, 0, body_size);
             with_route(&self.gateway, ex.route_index(), |route| {
                 ex.on_request_body(&chunk, route, self.max_body);
                 if end_of_stream {
@@ -227,14 +218,16 @@ impl HttpContext for Http {
         Action::Continue
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+    /// The request's trailers (held while a lease ask is out).
+    pub fn on_request_trailers(&mut self) -> Action {
         if self.asking.is_some() {
             return Action::Pause;
         }
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+    /// The response's headers: the status, and the `RateLimit-*` headers added.
+    pub fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
         let Some(ex) = &mut self.exchange else {
             return Action::Continue;
         };
@@ -244,22 +237,23 @@ impl HttpContext for Http {
         let now = ex.started_at();
         let mut added = Vec::new();
         with_route(&self.gateway, ex.route_index(), |route| {
-            added = ex.on_response_headers(&Headers(MapType::HttpResponseHeaders), route, now)
+            added = ex.on_response_headers(&Headers(HeaderMap::Response), route, now)
         });
         for (k, v) in added {
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, k, Some(&v));
+            abi::set_header(HeaderMap::Response, k, &v);
         }
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    /// A chunk of the response body.
+    pub fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(ex) = &mut self.exchange else {
             return Action::Continue;
         };
         if self.observe.response_json {
             // Each chunk is read and passed on at once (Continue): nothing is buffered in
             // Envoy, so a stream reaches the client as fast as without the filter.
-            let chunk = body_chunk(BufferType::HttpResponseBody, body_size);
+            let chunk = abi::buffer(Buffer::ResponseBody, 0, body_size);
             with_route(&self.gateway, ex.route_index(), |route| {
                 ex.on_response_body(&chunk, route, self.max_body)
             });
@@ -272,7 +266,8 @@ impl HttpContext for Http {
         Action::Continue
     }
 
-    fn on_log(&mut self) {
+    /// The request is over: its event is metered.
+    pub fn on_log(&mut self) {
         if let (Some(gw), Some(token)) = (&self.gateway, self.asking.take()) {
             // Gone while its ask was out: the host drops the answer with the request.
             if let Ok(mut g) = gw.try_borrow_mut() {
@@ -300,12 +295,4 @@ fn with_route(gateway: &Option<Shared>, index: usize, f: impl FnOnce(&Route)) {
             }
         }
     }
-}
-
-/// The body chunk the current callback was given (empty when the host has none).
-fn body_chunk(kind: BufferType, size: usize) -> Vec<u8> {
-    hostcalls::get_buffer(kind, 0, size)
-        .ok()
-        .flatten()
-        .unwrap_or_default()
 }

@@ -1,8 +1,7 @@
 //! The product's metrics defined once per VM through `proxy_define_metric`.
 
+use crate::abi::{self, MetricKind};
 use aforo_core::host::Metric;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
 
 /// Host metric ids, in the order of `Metric::ALL`; 0 where the host refused a definition.
 #[derive(Clone, Debug, Default)]
@@ -16,11 +15,11 @@ impl MetricIds {
                 .iter()
                 .map(|m| {
                     let kind = if m.is_gauge() {
-                        MetricType::Gauge
+                        MetricKind::Gauge
                     } else {
-                        MetricType::Counter
+                        MetricKind::Counter
                     };
-                    hostcalls::define_metric(kind, m.name()).unwrap_or(0)
+                    abi::define_metric(kind, m.name()).unwrap_or(0)
                 })
                 .collect(),
         )

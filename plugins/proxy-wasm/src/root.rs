@@ -1,19 +1,16 @@
 //! The root context: configuration, ticks, and answers to background calls.
 
+use crate::abi::{self, Buffer, HeaderMap};
 use crate::host::{self, ProxyHost};
 use crate::http::Http;
 use crate::metrics::MetricIds;
 use aforo_core::config::Config;
 use aforo_core::gateway::Gateway;
 use aforo_core::host::{CallResponse, LogLevel};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, MapType};
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::rc::Rc;
-use std::time::Duration;
 
 /// The engine shared by the root context and its HTTP contexts (one VM is single-threaded).
 pub type Shared = Rc<RefCell<Gateway>>;
@@ -32,14 +29,9 @@ fn seed() -> u64 {
     RandomState::new().hash_one(host::now().unix_nanos())
 }
 
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        _num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
+impl Root {
+    /// The answer to a call the root sent (a snapshot sync or an event batch).
+    pub fn on_call_response(&mut self, token: u32, body_size: usize) {
         let Some(gw) = &self.gateway else { return };
         let response = call_response(body_size);
         let mut h = ProxyHost::new(&self.metrics);
@@ -48,7 +40,8 @@ impl Context for Root {
         }
     }
 
-    fn on_done(&mut self) -> bool {
+    /// The VM is going away.
+    pub fn on_done(&mut self) -> bool {
         // Last chance before the VM goes away: send what is buffered (best effort; an answer
         // may not arrive). Events still inside a VM that dies are the documented loss window.
         if let Some(gw) = &self.gateway {
@@ -69,14 +62,10 @@ impl Context for Root {
         }
         true
     }
-}
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+    /// Reads and checks the plugin's configuration; `false` refuses it.
+    pub fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = abi::buffer(Buffer::PluginConfiguration, 0, usize::MAX);
         // Without `source` (configuration or AFORO_SOURCE), the node is named by Envoy's node id
         // (`--service-node`, set per pod by Istio): nodes sharing quotas must differ.
         let env = |name: &str| {
@@ -103,11 +92,12 @@ impl RootContext for Root {
         let tick = gateway.tick_period_ms();
         self.gateway = Some(Rc::new(RefCell::new(gateway)));
         self.tick_ms = tick;
-        let _ = hostcalls::set_tick_period(Duration::from_millis(tick));
+        abi::set_tick_period(tick);
         true
     }
 
-    fn on_tick(&mut self) {
+    /// The tick: flushes, syncs, publishes metrics.
+    pub fn on_tick(&mut self) {
         let Some(gw) = &self.gateway else { return };
         let mut h = ProxyHost::new(&self.metrics);
         if let Ok(mut g) = gw.try_borrow_mut() {
@@ -115,29 +105,22 @@ impl RootContext for Root {
             let period = g.tick_period_ms();
             if period != self.tick_ms {
                 self.tick_ms = period;
-                let _ = hostcalls::set_tick_period(Duration::from_millis(period));
+                abi::set_tick_period(period);
             }
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http::new(
-            self.gateway.clone(),
-            self.metrics.clone(),
-        )))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    /// The context of a new request under this configuration.
+    pub fn new_http(&self) -> Http {
+        Http::new(self.gateway.clone(), self.metrics.clone())
     }
 }
 
 /// The answer to an outbound call, read in the callback that delivers it. A call that failed
 /// (timeout, reset) has no `:status`.
 pub fn call_response(body_size: usize) -> CallResponse {
-    // Bytes: `get_map` unwraps UTF-8 and an upstream's Latin-1 header would trap.
-    let headers = hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
-        .unwrap_or_default()
+    // Values as bytes, made text here: an upstream's Latin-1 header must not trap.
+    let headers = abi::header_pairs(HeaderMap::CallResponse)
         .into_iter()
         .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
         .collect::<Vec<_>>();
@@ -146,10 +129,7 @@ pub fn call_response(body_size: usize) -> CallResponse {
         .find(|(k, _)| k == ":status")
         .and_then(|(_, v)| v.parse::<u16>().ok());
     let body = if body_size > 0 {
-        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        abi::buffer(Buffer::CallResponseBody, 0, body_size)
     } else {
         Vec::new()
     };
@@ -164,13 +144,9 @@ pub fn call_response(body_size: usize) -> CallResponse {
 /// `sidecar~10.0.0.1~pod.ns~…`), at most 128 of them; none when the host has no node id.
 fn node_id() -> Option<String> {
     // Envoy: `node` (Wasm attribute) and `xds.node` (newer name); Kong has none.
-    let bytes = [vec!["node", "id"], vec!["xds", "node", "id"]]
+    let paths: [&[&str]; 2] = [&["node", "id"], &["xds", "node", "id"]];
+    let bytes = paths
         .into_iter()
-        .find_map(|path| {
-            hostcalls::get_property(path)
-                .ok()
-                .flatten()
-                .filter(|b| !b.is_empty())
-        })?;
+        .find_map(|path| abi::property(path).filter(|b| !b.is_empty()))?;
     aforo_core::config::source_name(&String::from_utf8_lossy(&bytes))
 }
