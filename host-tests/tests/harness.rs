@@ -136,6 +136,42 @@ fn the_kong_profile_traps_on_functions_ngx_wasm_module_lacks() {
 }
 
 #[test]
+fn on_kong_a_filter_syncing_its_snapshot_sets_its_tick_period_once() {
+    // ngx_wasm_module traps a module that sets a non-zero tick period twice ("tick_period
+    // already set"); the filter used to shorten its period until the first sync was sent and
+    // lengthen it after, which trapped there on the first tick. The harness's Kong profile
+    // traps the same way, so a second set shows here as a trap and lost traffic.
+    let snapshot = json!({
+        "customers": {"cust_a": {"features": {"search": {"quota": 30}, "chat": {}}}},
+        "consumer_keys": [{"key_id": "k1", "hash": hash_key("ck_harness").to_text(), "customer_id": "cust_a"}]
+    });
+    let synced = json!({
+        "dispatch": "authority",
+        "entitlements": null,
+        "entitlements_url": "http://ingest.aforo.test:8080/v1/entitlements",
+        "sync_interval_ms": 1000
+    });
+    let mut k = opts(config(synced.clone()));
+    k.profile = Profile::Kong;
+    k.snapshot = Some(snapshot.to_string().into_bytes());
+    let kong = run(&k).unwrap();
+    assert_eq!(kong.traps, 0, "{:?}", kong.logs);
+    let mut e = opts(config(synced));
+    e.snapshot = Some(snapshot.to_string().into_bytes());
+    let envoy = run(&e).unwrap();
+    assert_eq!(envoy.traps, 0);
+    // The same decisions and events: requests before the first snapshot pass under
+    // failure_mode (open), then the synced quota is enforced.
+    assert_eq!(kong.requests.by_decision, envoy.requests.by_decision);
+    assert!(
+        kong.requests.by_decision["quota_exhausted"] > 0,
+        "{:?}",
+        kong.requests
+    );
+    assert_eq!(kong.stored, envoy.stored);
+}
+
+#[test]
 fn a_configuration_the_module_refuses_is_an_error_with_the_field() {
     let o = opts(config(json!({"batch_size": 0})));
     let e = run(&o).unwrap_err().to_string();

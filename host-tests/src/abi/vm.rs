@@ -135,6 +135,14 @@ pub struct Vm {
 }
 
 const ROOT: i32 = 1;
+
+/// The id of a VM's first request context under `profile` (see `Vm::next_context`).
+fn first_request_context(profile: Profile) -> u32 {
+    match profile {
+        Profile::Envoy => 2,
+        Profile::Kong => 1,
+    }
+}
 const PAUSE: i32 = 1;
 /// Epoch ticks (100 ms each) a single callback may run before it is interrupted.
 const CALLBACK_DEADLINE: u64 = 100;
@@ -263,7 +271,10 @@ impl Vm {
         Ok(Vm {
             store,
             f,
-            next_context: 2,
+            // Envoy numbers every context from one counter (the root is 1); Kong numbers its
+            // roots by a CRC32 and each worker's requests by a counter from 1 (ngx_proxy_wasm.c,
+            // `++next_id`), so a request's id can be a root's: here the first one is.
+            next_context: first_request_context(profile),
             next_tick_nanos: (period > 0).then_some(now_nanos + period * 1_000_000),
             dead: None,
             profile,
@@ -374,7 +385,9 @@ impl Vm {
         st.phase = Phase::CallResponse;
         let r = f.call(
             &mut self.store,
-            (call.context_id as i32, call.token as i32, nh, bl, 0),
+            // With the root's id, whoever sent it: both hosts deliver answers to the root
+            // (Envoy's call runs on the sender's root context; Kong passes `filter->id`).
+            (ROOT, call.token as i32, nh, bl, 0),
         );
         self.guard(r)
     }
@@ -442,7 +455,10 @@ impl Vm {
             });
         }
         let ctx = self.next_context as i32;
-        self.next_context = self.next_context.wrapping_add(1).max(2);
+        self.next_context = self
+            .next_context
+            .wrapping_add(1)
+            .max(first_request_context(self.profile));
         let req = &entry.request;
         {
             let st = self.store.data_mut();

@@ -166,9 +166,14 @@ impl Gateway {
     /// Until the first sync has started it is the shortest period, so it starts at once: before
     /// the first snapshot, requests are served under `failure_mode` without a decision.
     pub fn tick_period_ms(&self) -> u64 {
+        // Fast until the first sync is sent, then slower: the period changes once, and only
+        // where calls go to clusters (Envoy). Kong traps a module that sets its tick period a
+        // second time ("tick_period already set", ngx_wasm_module's set_tick_period, at every
+        // commit Kong 3.4–3.9 pins), and Kong dispatches by authority.
         if matches!(self.config.entitlements, EntitlementSource::Sync(_))
             && self.snapshot.snapshot.is_none()
             && self.snapshot.last_sync_attempt.is_none()
+            && self.config.dispatch != DispatchMode::Authority
         {
             return 20;
         }

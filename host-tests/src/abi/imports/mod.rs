@@ -100,7 +100,7 @@ impl OrStatus<()> for bool {
 }
 
 /// The host profile of the caller's world.
-fn profile(c: &Caller<'_, HostState>) -> Profile {
+pub(super) fn profile(c: &Caller<'_, HostState>) -> Profile {
     c.data().world.borrow().profile
 }
 

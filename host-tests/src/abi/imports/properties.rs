@@ -51,11 +51,18 @@ fn get_property(
     ret_len: i32,
 ) -> HostResult {
     let raw = read(c, pp, pl).or_status(status::INVALID_MEMORY_ACCESS)?;
-    let path: Vec<String> = raw
+    let mut path: Vec<String> = raw
         .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect();
+    // Envoy stops at a NUL that ends the path; Kong reads every NUL as a dot, so a trailing
+    // one names another property (`ngx.pid.`), which it does not have.
+    if c.data().world.borrow().profile == Profile::Envoy
+        && path.len() > 1
+        && path.last().is_some_and(String::is_empty)
+    {
+        path.pop();
+    }
     let v = property(c.data(), &path).or_status(status::NOT_FOUND)?;
     check(return_bytes(c, &v, ret_ptr, ret_len)?)
 }

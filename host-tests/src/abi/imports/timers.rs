@@ -2,9 +2,10 @@
 //! `proxy_set_tick_period_milliseconds`.
 
 use super::super::memory::write;
+use super::super::profile::Profile;
 use super::super::state::HostState;
 use super::super::status;
-use super::{to_status, HostResult, OrStatus, M};
+use super::{profile, to_status, HostResult, OrStatus, M};
 use wasmtime::{Caller, Linker, Result};
 
 /// Adds the clock and timer functions.
@@ -17,9 +18,16 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(
         M,
         "proxy_set_tick_period_milliseconds",
-        |mut c: Caller<'_, HostState>, ms: i32| -> i32 {
-            c.data_mut().tick_period_ms = ms as u32 as u64;
-            status::OK
+        |mut c: Caller<'_, HostState>, ms: i32| -> Result<i32> {
+            // ngx_wasm_module traps a second non-zero period ("tick_period already set",
+            // src/common/proxy_wasm/ngx_proxy_wasm_host.c, since 2021: every commit Kong
+            // 3.4–3.9 pins); Envoy takes any number of changes.
+            let ms = ms as u32 as u64;
+            if profile(&c) == Profile::Kong && ms != 0 && c.data().tick_period_ms != 0 {
+                return Err(wasmtime::Error::msg("host trap (tick_period already set)"));
+            }
+            c.data_mut().tick_period_ms = ms;
+            Ok(status::OK)
         },
     )?;
     Ok(())

@@ -23,9 +23,13 @@ impl Status {
             2 => "BadArgument",
             3 => "SerializationFailure",
             4 => "ParseFailure",
+            5 => "BadExpression",
+            6 => "InvalidMemoryAccess",
             7 => "Empty",
             8 => "CasMismatch",
+            9 => "ResultMismatch",
             10 => "InternalFailure",
+            11 => "BrokenConnection",
             12 => "Unimplemented",
             _ => "unknown status",
         }
@@ -163,16 +167,23 @@ pub fn set_header(map: HeaderMap, name: &str, value: &str) {
 
 /// A host property by path (`["source", "address"]`); `None` when the host has none.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    // The path's segments, each ended by a NUL byte.
+    let p = property_path(path);
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: the path is read during the call; the host writes a pointer and a length.
+    let code = unsafe { raw::proxy_get_property(p.as_ptr(), p.len(), &mut data, &mut size) };
+    (code == 0 && !data.is_null()).then(|| owned(data, size))
+}
+
+/// A property path as hosts read it: the segments separated by NUL bytes, none after the last
+/// (Kong reads each NUL as a dot, and `ngx.pid.` is no variable).
+fn property_path(path: &[&str]) -> Vec<u8> {
     let mut p = Vec::with_capacity(path.iter().map(|s| s.len() + 1).sum());
     for segment in path {
         p.extend_from_slice(segment.as_bytes());
         p.push(0);
     }
-    let (mut data, mut size) = (null_mut(), 0usize);
-    // SAFETY: the path is read during the call; the host writes a pointer and a length.
-    let code = unsafe { raw::proxy_get_property(p.as_ptr(), p.len(), &mut data, &mut size) };
-    (code == 0 && !data.is_null()).then(|| owned(data, size))
+    p.pop();
+    p
 }
 
 /// A shared-data value and its CAS; `None` when the key is not there or unreadable.
@@ -354,11 +365,25 @@ mod tests {
         // Cut inside the second value: only the first pair survives.
         let cut = bytes.len() - 10;
         assert_eq!(deserialize_pairs(&bytes[..cut]), expect[..1].to_vec());
-        // A count far beyond the bytes neither panics nor allocates for it.
+        // A count far beyond the bytes neither panics nor allocates for it: the values would
+        // start past the end, so nothing is read.
         let mut lying = bytes.clone();
         lying[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(deserialize_pairs(&lying).len() <= 3);
+        assert!(deserialize_pairs(&lying).is_empty());
         assert!(deserialize_pairs(&[1, 0]).is_empty());
+    }
+
+    #[test]
+    fn property_paths_separate_segments_and_end_without_a_separator() {
+        assert_eq!(property_path(&["ngx", "pid"]), b"ngx\0pid".to_vec());
+        assert_eq!(
+            property_path(&["xds", "node", "id"]),
+            b"xds\0node\0id".to_vec()
+        );
+        assert_eq!(
+            property_path(&["plugin_root_id"]),
+            b"plugin_root_id".to_vec()
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The callbacks the host calls, dispatched to the root contexts (one per plugin configuration
-//! in the VM) and the HTTP contexts (one per request). The table is not held while a callback
-//! runs, so a host that calls back into the module during a host call finds it free; a callback
-//! for a context that is gone, or already in a callback, does nothing (and lets the stream go on).
+//! in the VM) and the HTTP contexts (one per request), kept apart: Kong numbers roots by a
+//! CRC32 and requests by a counter, so a request's id can equal a root's. The tables are not
+//! held while a callback runs, so a host that calls back into the module during a host call
+//! finds them free; a callback for a context that is gone, or re-entered while its callback
+//! runs, is not run (a request callback then lets the stream go on; an answer is dropped).
 
 use super::calls::{self, Action};
 use crate::http::Http;
@@ -10,51 +12,100 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+/// The context a call was sent from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    Root(u32),
+    Http(u32),
+}
+
+/// A context: a root, or a request with the id of its root.
 #[derive(Clone)]
 enum Context {
     Root(Rc<RefCell<Root>>),
-    Http(Rc<RefCell<Http>>),
+    Http(u32, Rc<RefCell<Http>>),
 }
+
+/// Table keys keep roots and requests apart (one table: one copy of its code in the module).
+const ROOT: u32 = 0;
+const REQUEST: u32 = 1;
 
 thread_local! {
-    static CONTEXTS: RefCell<BTreeMap<u32, Context>> = const { RefCell::new(BTreeMap::new()) };
-    /// The context that sent each outstanding `http_call`, by token.
-    static CALLOUTS: RefCell<BTreeMap<u32, u32>> = const { RefCell::new(BTreeMap::new()) };
-    /// The context whose callback is running (the sender of any call made now).
-    static ACTIVE: Cell<u32> = const { Cell::new(0) };
+    static CONTEXTS: RefCell<BTreeMap<(u32, u32), Context>> = const { RefCell::new(BTreeMap::new()) };
+    /// The sender of each outstanding `http_call`, by (root id, token): hosts number tokens
+    /// per root context and deliver the answer with the root's id.
+    static CALLOUTS: RefCell<BTreeMap<(u32, u32), Sender>> = const { RefCell::new(BTreeMap::new()) };
+    /// The root and the context whose callback is running (the sender of a call made now).
+    static ACTIVE: Cell<Option<(u32, Sender)>> = const { Cell::new(None) };
 }
 
-fn context(id: u32) -> Option<Context> {
-    ACTIVE.with(|a| a.set(id));
-    CONTEXTS.with(|c| c.try_borrow().ok()?.get(&id).cloned())
+/// Runs `f` with `active` as the sender of calls made meanwhile, then restores the one before
+/// (a nested callback must not leave its context behind).
+fn as_active<R>(active: (u32, Sender), f: impl FnOnce() -> R) -> R {
+    let before = ACTIVE.with(|a| a.replace(Some(active)));
+    let r = f();
+    ACTIVE.with(|a| a.set(before));
+    r
+}
+
+fn context(kind: u32, id: u32) -> Option<Context> {
+    CONTEXTS.with(|t| t.try_borrow().ok()?.get(&(kind, id)).cloned())
+}
+
+fn insert(kind: u32, id: u32, context: Context) {
+    CONTEXTS.with(|t| {
+        if let Ok(mut t) = t.try_borrow_mut() {
+            t.insert((kind, id), context);
+        }
+    });
+}
+
+fn remove(kind: u32, id: u32) -> bool {
+    CONTEXTS
+        .with(|t| t.try_borrow_mut().ok()?.remove(&(kind, id)))
+        .is_some()
+}
+
+fn root(id: u32) -> Option<Rc<RefCell<Root>>> {
+    match context(ROOT, id)? {
+        Context::Root(r) => Some(r),
+        Context::Http(..) => None,
+    }
+}
+
+fn request(id: u32) -> Option<(u32, Rc<RefCell<Http>>)> {
+    match context(REQUEST, id)? {
+        Context::Http(root_id, h) => Some((root_id, h)),
+        Context::Root(_) => None,
+    }
 }
 
 fn with_root<R>(id: u32, otherwise: R, f: impl FnOnce(&mut Root) -> R) -> R {
-    match context(id) {
-        Some(Context::Root(r)) => match r.try_borrow_mut() {
-            Ok(mut root) => f(&mut root),
-            Err(_) => otherwise,
-        },
-        _ => otherwise,
-    }
+    let Some(r) = root(id) else { return otherwise };
+    let Ok(mut r) = r.try_borrow_mut() else {
+        return otherwise;
+    };
+    as_active((id, Sender::Root(id)), || f(&mut r))
 }
 
 fn with_http<R>(id: u32, otherwise: R, f: impl FnOnce(&mut Http) -> R) -> R {
-    match context(id) {
-        Some(Context::Http(h)) => match h.try_borrow_mut() {
-            Ok(mut http) => f(&mut http),
-            Err(_) => otherwise,
-        },
-        _ => otherwise,
-    }
+    let Some((root_id, h)) = request(id) else {
+        return otherwise;
+    };
+    let Ok(mut h) = h.try_borrow_mut() else {
+        return otherwise;
+    };
+    as_active((root_id, Sender::Http(id)), || f(&mut h))
 }
 
 /// Remembers which context sent the call with `token`.
 pub(super) fn register_callout(token: u32) {
-    let sender = ACTIVE.with(Cell::get);
+    let Some((root_id, sender)) = ACTIVE.with(Cell::get) else {
+        return;
+    };
     CALLOUTS.with(|c| {
         if let Ok(mut c) = c.try_borrow_mut() {
-            c.insert(token, sender);
+            c.insert((root_id, token), sender);
         }
     });
 }
@@ -81,30 +132,34 @@ pub extern "C" fn _initialize() {
 #[no_mangle]
 pub extern "C" fn proxy_abi_version_0_2_1() {}
 
-/// The host's allocator for buffers it hands to the module (taken back by `calls::owned`).
+/// The host's allocator for buffers it hands to the module (taken back by `calls::owned` as a
+/// `Vec<u8>` of exactly `size`); null when there is no memory, for the host to report.
 #[no_mangle]
 pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
-    // Not zeroed: the host fills all of it before handing it back.
-    Box::into_raw(Box::<[u8]>::new_uninit_slice(size)) as *mut u8
+    if size == 0 {
+        return std::ptr::NonNull::<u8>::dangling().as_ptr();
+    }
+    match std::alloc::Layout::array::<u8>(size) {
+        // SAFETY: a layout of non-zero size; the memory is not read before the host fills it.
+        Ok(layout) => unsafe { std::alloc::alloc(layout) },
+        Err(_) => std::ptr::null_mut(),
+    }
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_context_create(id: u32, root_id: u32) {
-    let context = if root_id == 0 {
-        Context::Root(Rc::new(RefCell::new(Root::default())))
-    } else {
-        let http = match context(root_id) {
-            Some(Context::Root(r)) => r.try_borrow().map(|r| r.new_http()).ok(),
-            _ => None,
-        };
-        // Without its root (never, in a host that keeps the ABI) the request passes untouched.
-        Context::Http(Rc::new(RefCell::new(http.unwrap_or_else(Http::detached))))
-    };
-    CONTEXTS.with(|c| {
-        if let Ok(mut c) = c.try_borrow_mut() {
-            c.insert(id, context);
-        }
-    });
+    if root_id == 0 {
+        insert(
+            ROOT,
+            id,
+            Context::Root(Rc::new(RefCell::new(Root::default()))),
+        );
+        return;
+    }
+    let http = root(root_id).and_then(|r| r.try_borrow().ok().map(|r| r.new_http()));
+    // Without its root (never, in a host that keeps the ABI) the request passes untouched.
+    let http = Rc::new(RefCell::new(http.unwrap_or_else(Http::detached)));
+    insert(REQUEST, id, Context::Http(root_id, http));
 }
 
 #[no_mangle]
@@ -124,6 +179,9 @@ pub extern "C" fn proxy_on_tick(id: u32) {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_done(id: u32) -> u32 {
+    if request(id).is_some() {
+        return 1;
+    }
     u32::from(with_root(id, true, Root::on_done))
 }
 
@@ -134,11 +192,17 @@ pub extern "C" fn proxy_on_log(id: u32) {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(id: u32) {
-    CONTEXTS.with(|c| {
-        if let Ok(mut c) = c.try_borrow_mut() {
-            c.remove(&id);
-        }
-    });
+    // A request first, as the host ends far more of those; then a root.
+    if remove(REQUEST, id) {
+        // Its unanswered calls go with it (a host may never answer them).
+        CALLOUTS.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c.retain(|_, sender| *sender != Sender::Http(id));
+            }
+        });
+        return;
+    }
+    remove(ROOT, id);
 }
 
 #[no_mangle]
@@ -171,25 +235,25 @@ pub extern "C" fn proxy_on_response_trailers(_id: u32, _trailers: usize) -> u32 
     Action::Continue as u32
 }
 
+/// An answer to a call, delivered with the id of the sender's root (Envoy and Kong both).
 #[no_mangle]
 pub extern "C" fn proxy_on_http_call_response(
-    _id: u32,
+    root_id: u32,
     token: u32,
     _headers: usize,
     body_size: usize,
     _trailers: usize,
 ) {
-    let sender = CALLOUTS.with(|c| c.try_borrow_mut().ok()?.remove(&token));
+    let sender = CALLOUTS.with(|c| c.try_borrow_mut().ok()?.remove(&(root_id, token)));
     // An answer for a context that went away (or a token never sent) is dropped.
-    let Some(sender) = sender else { return };
-    match context(sender) {
-        Some(Context::Root(_)) => {
-            calls::set_effective_context(sender);
-            with_root(sender, (), |r| r.on_call_response(token, body_size));
+    match sender {
+        Some(Sender::Root(id)) => {
+            calls::set_effective_context(id);
+            with_root(id, (), |r| r.on_call_response(token, body_size));
         }
-        Some(Context::Http(_)) => {
-            calls::set_effective_context(sender);
-            with_http(sender, (), |h| h.on_call_response(token, body_size));
+        Some(Sender::Http(id)) => {
+            calls::set_effective_context(id);
+            with_http(id, (), |h| h.on_call_response(token, body_size));
         }
         None => {}
     }
