@@ -22,6 +22,8 @@
 #   shares that core with wrk and nginx, and shows in the latency).
 # PROBE='{"batch_size": 1000}' adds variant d: c with these options merged (VARIANTS="b c d"), and
 # p: n with them (VARIANTS="m n p").
+# OTHER_WASM=path/to/aforo_metering.wasm adds variant o: c's configuration in that build of the
+# module (an earlier commit's, say), so two builds are measured side by side (VARIANTS="b c o").
 # PERF=1 records a perf profile of Envoy during each measured run (perf.<variant>.data here;
 # PERF_HZ sets the sampling rate, default 499; PERF_CALLGRAPH= (empty) records no call graphs).
 # Bounded: 2 × ROUNDS × |VARIANTS| runs of DURATION seconds. Needs wrk, oha and nginx (installed
@@ -38,6 +40,9 @@ ENVOY_CPU="${ENVOY_CPU:-0}"; OTHER_CPU="${OTHER_CPU:-1}"
 [ "${AFORO_BENCH_SKIP_SETUP:-0}" = 1 ] || "$ROOT/scripts/setup.sh"
 ship_modules
 apt_install wrk nginx-light
+case " $VARIANTS " in
+  *" o "*) [ -f "${OTHER_WASM:-}" ] || die "variant o needs OTHER_WASM=path/to/aforo_metering.wasm (another build of the module), not '${OTHER_WASM:-}'" ;;
+esac
 if [ "$FIXED" = 1 ] && ! command -v oha >/dev/null; then
   step "Installing oha (a fixed-rate load generator) with cargo"
   cargo install --locked --quiet oha
@@ -194,7 +199,8 @@ bootstrap() { # variant
     m) filters="$(native_filter "$NATIVE_FLOOR" '{}')" ;;
     n) filters="$(native_filter "$NATIVE_MODULE" "$C_CONFIG")" ;;
     p) filters="$(native_filter "$NATIVE_MODULE" "$D_CONFIG")" ;;
-    *) die "unknown variant '$1' (a, b, c, d, e, m, n, p)" ;;
+    o) filters="$(wasm_filter "$OTHER_WASM" "$C_CONFIG")" ;;
+    *) die "unknown variant '$1' (a, b, c, d, e, m, n, o, p)" ;;
   esac
   cat <<EOF
 static_resources:
@@ -239,7 +245,7 @@ start_envoy() {
     -l warning >"$WORK/envoy-$1.log" 2>&1 &
   epid=$!
   wait_http "http://127.0.0.1:$ADMIN/ready"
-  if [ "$1" = c ] || [ "$1" = d ] || [ "$1" = n ] || [ "$1" = p ]; then
+  if [ "$1" = c ] || [ "$1" = d ] || [ "$1" = n ] || [ "$1" = o ] || [ "$1" = p ]; then
     local i
     for ((i = 0; ; i++)); do
       case "$(envoy_stat "$(stat_prefix "$1")aforo_snapshot_syncs_total")" in 0 | '?') ;; *) break ;; esac
@@ -256,7 +262,7 @@ stat_prefix() { case "$1" in n | p) echo dynamicmodulescustom. ;; *) echo wasmcu
 # After a run of c, d or n: requests allowed and events delivered to the ingest (every request
 # metered).
 c_counts() {
-  case "$1" in c | d | n | p) ;; *) return 0 ;; esac
+  case "$1" in c | d | n | o | p) ;; *) return 0 ;; esac
   printf 'allowed=%s delivered=%s' "$(envoy_stat "$(stat_prefix "$1")aforo_decisions_allowed_total")" \
     "$(envoy_stat "$(stat_prefix "$1")aforo_events_delivered_total")"
 }
@@ -340,7 +346,7 @@ rows = [l.split() for l in open(sys.argv[1])]
 variants = sys.argv[2].split()
 names = {"a": "a) no filter", "b": "b) pass-through filter", "c": "c) aforo filter", "d": "d) c + PROBE",
          "e": "e) Envoy's own, no-op", "m": "m) pass-through native", "n": "n) aforo native module",
-         "p": "p) n + PROBE"}
+         "o": "o) c, OTHER_WASM", "p": "p) n + PROBE"}
 for kind, title in (("sat", "saturated"), ("fixed", "fixed rate")):
     med = {}
     for v in variants:
@@ -358,7 +364,7 @@ for kind, title in (("sat", "saturated"), ("fixed", "fixed rate")):
         cpu = "%12.1f" % med[v][4] if med[v][4] else "%12s" % "-"
         print("  %-24s %12.0f %10.3f %10.3f %s %s" % (names.get(v, v), med[v][0], med[v][1], med[v][2], p999, cpu))
     for top, base in (("c", "a"), ("c", "b"), ("d", "b"), ("d", "c"), ("e", "a"), ("m", "a"), ("m", "e"),
-                      ("n", "a"), ("n", "m"), ("n", "c"), ("p", "m"), ("p", "n")):
+                      ("n", "a"), ("n", "m"), ("n", "c"), ("o", "b"), ("c", "o"), ("p", "m"), ("p", "n")):
         if top in med and base in med:
             t, b = med[top], med[base]
             line = "  %s/%s  throughput %.3f   p50 %.3f   p99 %.3f" % (
