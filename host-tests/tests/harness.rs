@@ -156,6 +156,24 @@ fn on_kong_a_filter_syncing_its_snapshot_sets_its_tick_period_once() {
     k.snapshot = Some(snapshot.to_string().into_bytes());
     let kong = run(&k).unwrap();
     assert_eq!(kong.traps, 0, "{:?}", kong.logs);
+    // Without "dispatch": the filter finds nginx on the first request, after its first tick
+    // sent a sync by cluster name: it keeps its first period there too, and syncs by host:port.
+    let mut undeclared = synced.clone();
+    undeclared.as_object_mut().unwrap().remove("dispatch");
+    let mut u = opts(config(undeclared));
+    u.profile = Profile::Kong;
+    u.snapshot = Some(snapshot.to_string().into_bytes());
+    let u = run(&u).unwrap();
+    assert_eq!(u.traps, 0, "{:?}", u.logs);
+    assert!(
+        u.requests.by_decision["quota_exhausted"] > 0,
+        "{:?}",
+        u.requests
+    );
+    // Every admitted request metered once (its snapshot came sooner: it kept the short first
+    // period, so fewer requests passed before it under failure_mode).
+    assert!(u.events.balanced, "{:?}", u.events);
+    assert_eq!(u.events.delivered as u64, u.requests.by_decision["allowed"]);
     let mut e = opts(config(synced));
     e.snapshot = Some(snapshot.to_string().into_bytes());
     let envoy = run(&e).unwrap();

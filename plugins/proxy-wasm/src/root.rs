@@ -103,7 +103,7 @@ impl Root {
         if let Ok(mut g) = gw.try_borrow_mut() {
             g.on_tick(&mut h);
             let period = g.tick_period_ms();
-            if period != self.tick_ms {
+            if period != self.tick_ms && g.may_change_tick_period() {
                 self.tick_ms = period;
                 abi::set_tick_period(period);
             }

@@ -184,6 +184,13 @@ impl Gateway {
         (p / 2).clamp(20, 500)
     }
 
+    /// Whether a proxy-wasm host may be given a new tick period: Kong (nginx) traps a module
+    /// that sets one twice, so only once a request has shown the host is not nginx, calling
+    /// clusters (Envoy). Until then a filter keeps the period it started with.
+    pub fn may_change_tick_period(&self) -> bool {
+        self.host_checked && self.config.dispatch != DispatchMode::Authority
+    }
+
     /// Conservation counters of both environments together.
     pub fn counters(&self) -> Counters {
         let mut c = self.delivery[0].counters();
