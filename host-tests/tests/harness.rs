@@ -140,7 +140,8 @@ fn on_kong_a_filter_syncing_its_snapshot_sets_its_tick_period_once() {
     // ngx_wasm_module traps a module that sets a non-zero tick period twice ("tick_period
     // already set"); the filter used to shorten its period until the first sync was sent and
     // lengthen it after, which trapped there on the first tick. The harness's Kong profile
-    // traps the same way, so a second set shows here as a trap and lost traffic.
+    // traps the same way (and, like Kong, has no node property, by which the filter knows
+    // Envoy), so a second set shows here as a trap and lost traffic.
     let snapshot = json!({
         "customers": {"cust_a": {"features": {"search": {"quota": 30}, "chat": {}}}},
         "consumer_keys": [{"key_id": "k1", "hash": hash_key("ck_harness").to_text(), "customer_id": "cust_a"}]
@@ -151,13 +152,32 @@ fn on_kong_a_filter_syncing_its_snapshot_sets_its_tick_period_once() {
         "entitlements_url": "http://ingest.aforo.test:8080/v1/entitlements",
         "sync_interval_ms": 1000
     });
+    let said = |r: &aforo_host_tests::replay::RunReport, what: &str| {
+        r.logs.iter().any(|l| l.message.contains(what))
+    };
     let mut k = opts(config(synced.clone()));
     k.profile = Profile::Kong;
     k.snapshot = Some(snapshot.to_string().into_bytes());
     let kong = run(&k).unwrap();
     assert_eq!(kong.traps, 0, "{:?}", kong.logs);
-    // Without "dispatch": the filter finds nginx on the first request, after its first tick
-    // sent a sync by cluster name: it keeps its first period there too, and syncs by host:port.
+    assert!(said(
+        &kong,
+        "ticking every 250 ms (this host takes one tick period)"
+    ));
+    // Requests before the first snapshot pass under failure_mode (open), then the synced
+    // quota is enforced; every admitted request is metered once.
+    assert!(
+        kong.requests.by_decision["quota_exhausted"] > 0,
+        "{:?}",
+        kong.requests
+    );
+    assert!(kong.events.balanced, "{:?}", kong.events);
+    assert_eq!(
+        kong.events.delivered as u64,
+        kong.requests.by_decision["allowed"]
+    );
+    // Without "dispatch": the same (the filter finds nginx on the first request and syncs by
+    // host:port from then on).
     let mut undeclared = synced.clone();
     undeclared.as_object_mut().unwrap().remove("dispatch");
     let mut u = opts(config(undeclared));
@@ -165,28 +185,15 @@ fn on_kong_a_filter_syncing_its_snapshot_sets_its_tick_period_once() {
     u.snapshot = Some(snapshot.to_string().into_bytes());
     let u = run(&u).unwrap();
     assert_eq!(u.traps, 0, "{:?}", u.logs);
-    assert!(
-        u.requests.by_decision["quota_exhausted"] > 0,
-        "{:?}",
-        u.requests
-    );
-    // Every admitted request metered once (its snapshot came sooner: it kept the short first
-    // period, so fewer requests passed before it under failure_mode).
-    assert!(u.events.balanced, "{:?}", u.events);
-    assert_eq!(u.events.delivered as u64, u.requests.by_decision["allowed"]);
+    assert_eq!(u.requests.by_decision, kong.requests.by_decision);
+    assert_eq!(u.stored, kong.stored);
+    // Envoy: fast until the first sync is sent, then the usual period.
     let mut e = opts(config(synced));
     e.snapshot = Some(snapshot.to_string().into_bytes());
     let envoy = run(&e).unwrap();
     assert_eq!(envoy.traps, 0);
-    // The same decisions and events: requests before the first snapshot pass under
-    // failure_mode (open), then the synced quota is enforced.
-    assert_eq!(kong.requests.by_decision, envoy.requests.by_decision);
-    assert!(
-        kong.requests.by_decision["quota_exhausted"] > 0,
-        "{:?}",
-        kong.requests
-    );
-    assert_eq!(kong.stored, envoy.stored);
+    assert!(said(&envoy, "ticking every 20 ms"));
+    assert!(!said(&envoy, "takes one tick period"));
 }
 
 #[test]

@@ -30,7 +30,8 @@ pub type CallAnswer = (u16, Vec<(String, String)>, Vec<u8>);
 pub struct CallRequest {
     /// Token the answer must carry.
     pub token: u32,
-    /// Context that made the call (answers go back to it).
+    /// Context that was effective when the call was made (answers go to the root, with the
+    /// root's id, as in Envoy and Kong).
     pub context_id: u32,
     /// Upstream (cluster, or host:port).
     pub upstream: String,

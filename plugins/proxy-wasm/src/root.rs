@@ -20,8 +20,11 @@ pub type Shared = Rc<RefCell<Gateway>>;
 pub struct Root {
     gateway: Option<Shared>,
     metrics: Rc<MetricIds>,
-    /// The tick period last set (it shortens until the first snapshot arrives).
+    /// The tick period last set (short until the first snapshot sync is sent).
     tick_ms: u64,
+    /// Whether the host takes a new tick period: Envoy does; Kong traps a module that sets one
+    /// twice, so there the first one stays.
+    retick: bool,
 }
 
 /// A random 64-bit seed from the host (WASI `random_get` behind `RandomState`).
@@ -89,7 +92,23 @@ impl Root {
             &format!("aforo: configured: {}", config.summary()),
         );
         let gateway = Gateway::new(config, seed());
-        let tick = gateway.tick_period_ms();
+        self.retick = host_takes_new_tick_periods();
+        let tick = if self.retick {
+            gateway.tick_period_ms()
+        } else {
+            gateway.usual_tick_period_ms()
+        };
+        host::log(
+            LogLevel::Info,
+            &format!(
+                "aforo: ticking every {tick} ms{}",
+                if self.retick {
+                    ""
+                } else {
+                    " (this host takes one tick period)"
+                }
+            ),
+        );
         self.gateway = Some(Rc::new(RefCell::new(gateway)));
         self.tick_ms = tick;
         abi::set_tick_period(tick);
@@ -103,7 +122,7 @@ impl Root {
         if let Ok(mut g) = gw.try_borrow_mut() {
             g.on_tick(&mut h);
             let period = g.tick_period_ms();
-            if period != self.tick_ms && g.may_change_tick_period() {
+            if period != self.tick_ms && self.retick {
                 self.tick_ms = period;
                 abi::set_tick_period(period);
             }
@@ -138,6 +157,14 @@ pub fn call_response(body_size: usize) -> CallResponse {
         headers,
         body,
     }
+}
+
+/// Whether the host takes more than one tick period. Envoy answers its node's id in a root
+/// context (`xds.node.id` in 1.40, `node.id` before; empty without `--service-node`); Kong
+/// (ngx_wasm_module, every commit Kong 3.4–3.9 pins) has neither and traps a second
+/// `proxy_set_tick_period_milliseconds` ("tick_period already set"). Unknown hosts keep one.
+fn host_takes_new_tick_periods() -> bool {
+    abi::property_answered(&["xds", "node", "id"]) || abi::property_answered(&["node", "id"])
 }
 
 /// Envoy's node id as a source name: characters outside `[A-Za-z0-9_.:-]` become `_` (Istio's

@@ -164,31 +164,26 @@ impl Gateway {
 
     /// How often the host should call [`Gateway::on_tick`]; hosts read it again after each tick.
     /// Until the first sync has started it is the shortest period, so it starts at once: before
-    /// the first snapshot, requests are served under `failure_mode` without a decision.
+    /// the first snapshot, requests are served under `failure_mode` without a decision. A host
+    /// that can set its period only once (Kong) uses [`Gateway::usual_tick_period_ms`].
     pub fn tick_period_ms(&self) -> u64 {
-        // Fast until the first sync is sent, then slower: the period changes once, and only
-        // where calls go to clusters (Envoy). Kong traps a module that sets its tick period a
-        // second time ("tick_period already set", ngx_wasm_module's set_tick_period, at every
-        // commit Kong 3.4–3.9 pins), and Kong dispatches by authority.
         if matches!(self.config.entitlements, EntitlementSource::Sync(_))
             && self.snapshot.snapshot.is_none()
             && self.snapshot.last_sync_attempt.is_none()
-            && self.config.dispatch != DispatchMode::Authority
         {
             return 20;
         }
+        self.usual_tick_period_ms()
+    }
+
+    /// The tick period once the first sync has started: half the shortest of the flush and
+    /// sync intervals (and a second), between 20 and 500 ms.
+    pub fn usual_tick_period_ms(&self) -> u64 {
         let mut p = self.config.delivery.flush_interval_ms.min(1_000);
         if matches!(self.config.entitlements, EntitlementSource::Sync(_)) {
             p = p.min(self.config.sync_interval_ms);
         }
         (p / 2).clamp(20, 500)
-    }
-
-    /// Whether a proxy-wasm host may be given a new tick period: Kong (nginx) traps a module
-    /// that sets one twice, so only once a request has shown the host is not nginx, calling
-    /// clusters (Envoy). Until then a filter keeps the period it started with.
-    pub fn may_change_tick_period(&self) -> bool {
-        self.host_checked && self.config.dispatch != DispatchMode::Authority
     }
 
     /// Conservation counters of both environments together.

@@ -1261,8 +1261,6 @@ fn stale_snapshots_follow_the_failure_mode() {
         },
     );
     assert_eq!(open.tick_period_ms(), 500, "back to the normal period");
-    // A request (above) showed the host is not nginx: a proxy-wasm host may take the change.
-    assert!(open.may_change_tick_period());
     assert!(exchange(
         &mut open,
         &mut host,
@@ -1703,40 +1701,14 @@ fn an_exchange_keeps_the_endpoint_and_not_the_room_of_a_long_query() {
 }
 
 #[test]
-fn the_tick_period_may_change_only_once_a_request_shows_the_host_is_not_nginx() {
-    // Kong (nginx) traps a module that sets its tick period twice.
-    struct Nginx;
-    impl RequestView for Nginx {
-        fn header(&self, name: &str) -> Option<String> {
-            (name == ":path").then(|| "/v1/search".to_string())
-        }
-        fn peer_address(&self) -> Option<String> {
-            None
-        }
-        fn runs_in_nginx(&self) -> bool {
-            true
-        }
-    }
+fn the_usual_tick_period_is_what_the_fast_start_returns_to() {
+    // A host that can set its period once (Kong) starts at the usual one.
     let sync =
         json!({"entitlements": null, "entitlements_url": "http://127.0.0.1:9/v1/entitlements"});
-    let mut host = TestHost::new();
-    let mut envoy = Gateway::new(config(sync.clone()), 7);
-    assert_eq!(envoy.tick_period_ms(), 20, "fast until the first sync");
-    assert!(
-        !envoy.may_change_tick_period(),
-        "no request yet: the host is unknown"
-    );
-    let _ = envoy.on_request(&mut host, &Req::new("GET", "/v1/search", &[]));
-    assert!(envoy.may_change_tick_period());
-
-    let mut kong = Gateway::new(config(sync.clone()), 7);
-    let _ = kong.on_request(&mut host, &Nginx);
-    assert!(!kong.may_change_tick_period(), "nginx: never");
-
-    // Declared for Kong: the usual period from the start, so nothing needs changing.
-    let mut declared = sync;
-    declared["dispatch"] = json!("authority");
-    let declared = Gateway::new(config(declared), 7);
-    assert_eq!(declared.tick_period_ms(), 500);
-    assert!(!declared.may_change_tick_period());
+    let gw = Gateway::new(config(sync), 7);
+    assert_eq!(gw.tick_period_ms(), 20, "fast until the first sync");
+    assert_eq!(gw.usual_tick_period_ms(), 500);
+    let inline = Gateway::new(config(json!({"flush_interval_ms": 200})), 7);
+    assert_eq!(inline.tick_period_ms(), 100);
+    assert_eq!(inline.usual_tick_period_ms(), 100);
 }

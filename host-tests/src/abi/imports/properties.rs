@@ -32,6 +32,9 @@ fn property(state: &HostState, path: &[String]) -> Option<Vec<u8>> {
     match (profile, joined.as_slice()) {
         (Profile::Envoy, ["source", "address"]) => Some(state.stream.peer.clone().into_bytes()),
         (Profile::Envoy, ["plugin_root_id"]) => Some(b"aforo".to_vec()),
+        // Envoy 1.40 answers its node as `xds.node` in every context (not `node`); the id is
+        // empty without --service-node. Kong has neither (NotFound).
+        (Profile::Envoy, ["xds", "node", "id"]) => Some(Vec::new()),
         // Any nginx variable reads as a property in ngx_wasm_module (inside a request).
         (Profile::Kong, ["ngx", "pid"]) => Some(b"4242".to_vec()),
         (Profile::Kong, ["ngx", "remote_addr"]) => {

@@ -174,6 +174,16 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     (code == 0 && !data.is_null()).then(|| owned(data, size))
 }
 
+/// Whether the host answers a property (an empty value included), rather than refusing it.
+pub fn property_answered(path: &[&str]) -> bool {
+    let p = property_path(path);
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: the path is read during the call; the host writes a pointer and a length.
+    let code = unsafe { raw::proxy_get_property(p.as_ptr(), p.len(), &mut data, &mut size) };
+    drop(owned(data, size));
+    code == 0
+}
+
 /// A property path as hosts read it: the segments separated by NUL bytes, none after the last
 /// (Kong reads each NUL as a dot, and `ngx.pid.` is no variable).
 fn property_path(path: &[&str]) -> Vec<u8> {

@@ -32,8 +32,9 @@ const REQUEST: u32 = 1;
 
 thread_local! {
     static CONTEXTS: RefCell<BTreeMap<(u32, u32), Context>> = const { RefCell::new(BTreeMap::new()) };
-    /// The sender of each outstanding `http_call`, by (root id, token): hosts number tokens
-    /// per root context and deliver the answer with the root's id.
+    /// The sender of each outstanding `http_call`, by (root id, token): Envoy and Kong deliver
+    /// an answer with the id of the sender's root (tokens are unique per VM in Envoy, per
+    /// worker in Kong; the root id is kept in case a host numbers them per root).
     static CALLOUTS: RefCell<BTreeMap<(u32, u32), Sender>> = const { RefCell::new(BTreeMap::new()) };
     /// The root and the context whose callback is running (the sender of a call made now).
     static ACTIVE: Cell<Option<(u32, Sender)>> = const { Cell::new(None) };
@@ -158,7 +159,14 @@ pub extern "C" fn proxy_on_context_create(id: u32, root_id: u32) {
     }
     let http = root(root_id).and_then(|r| r.try_borrow().ok().map(|r| r.new_http()));
     // Without its root (never, in a host that keeps the ABI) the request passes untouched.
-    let http = Rc::new(RefCell::new(http.unwrap_or_else(Http::detached)));
+    let http = http.unwrap_or_else(|| {
+        calls::log(
+            4,
+            "aforo: a request came for a root context this VM does not have; it passes unmetered",
+        );
+        Http::detached()
+    });
+    let http = Rc::new(RefCell::new(http));
     insert(REQUEST, id, Context::Http(root_id, http));
 }
 
@@ -244,7 +252,19 @@ pub extern "C" fn proxy_on_http_call_response(
     body_size: usize,
     _trailers: usize,
 ) {
-    let sender = CALLOUTS.with(|c| c.try_borrow_mut().ok()?.remove(&(root_id, token)));
+    let sender = CALLOUTS.with(|c| {
+        let mut c = c.try_borrow_mut().ok()?;
+        if let Some(s) = c.remove(&(root_id, token)) {
+            return Some(s);
+        }
+        // A host that answers with the sender's own id: the token alone, if only one has it.
+        let mut with_token = c.keys().filter(|(_, t)| *t == token);
+        let key = *with_token.next()?;
+        if with_token.next().is_some() {
+            return None;
+        }
+        c.remove(&key)
+    });
     // An answer for a context that went away (or a token never sent) is dropped.
     match sender {
         Some(Sender::Root(id)) => {
