@@ -197,6 +197,29 @@ fn on_kong_a_filter_syncing_its_snapshot_sets_its_tick_period_once() {
 }
 
 #[test]
+fn the_vm_going_away_flushes_in_envoy_and_never_calls_out_in_kong() {
+    // Kong traps a dispatch from on_done ("can only send HTTP dispatch during …"); Envoy takes
+    // it, and the root's on_done is the last chance to send what is buffered.
+    let slow = json!({"flush_interval_ms": 600_000, "dispatch": "authority"});
+    let mut e = opts(config(slow.clone()));
+    e.drain_ms = 0;
+    let envoy = run(&e).unwrap();
+    assert_eq!(envoy.traps, 0);
+    assert_eq!(
+        envoy.events.delivered, 40,
+        "flushed from on_done: {:?}",
+        envoy.events
+    );
+    let mut k = opts(config(slow));
+    k.drain_ms = 0;
+    k.profile = Profile::Kong;
+    let kong = run(&k).unwrap();
+    assert_eq!(kong.traps, 0, "{:?}", kong.logs);
+    // Left in the VM: the documented loss window of a VM that goes away.
+    assert_eq!(kong.events.buffered, 40, "{:?}", kong.events);
+}
+
+#[test]
 fn a_configuration_the_module_refuses_is_an_error_with_the_field() {
     let o = opts(config(json!({"batch_size": 0})));
     let e = run(&o).unwrap_err().to_string();

@@ -71,6 +71,8 @@ pub enum Phase {
     Tick,
     /// An outbound call answer.
     CallResponse,
+    /// The root's `on_done`, before the VM goes away.
+    Done,
 }
 
 /// Everything a host function may need, per VM.

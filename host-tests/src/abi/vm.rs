@@ -597,7 +597,7 @@ impl Vm {
             return Ok(());
         }
         if let Some(f) = self.f.on_done.clone() {
-            self.store.data_mut().phase = Phase::Tick;
+            self.store.data_mut().phase = Phase::Done;
             let r = f.call(&mut self.store, ROOT);
             self.guard(r)?;
         }

@@ -360,8 +360,10 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     }
     for i in 0..sim.vms.len() {
         sim.vms[i].set_now(sim.now + sim.skew);
-        if sim.vms[i].shutdown().is_ok() {
-            sim.route_calls(i);
+        // A trap in the root's on_done (the VM going away) counts as a trap too.
+        match sim.vms[i].shutdown() {
+            Ok(()) => sim.route_calls(i),
+            Err(_) => report.traps += 1,
         }
     }
     // Answers to the final flush.

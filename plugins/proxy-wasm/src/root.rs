@@ -22,9 +22,9 @@ pub struct Root {
     metrics: Rc<MetricIds>,
     /// The tick period last set (short until the first snapshot sync is sent).
     tick_ms: u64,
-    /// Whether the host takes a new tick period: Envoy does; Kong traps a module that sets one
-    /// twice, so there the first one stays.
-    retick: bool,
+    /// Whether the host is Envoy (it answers its node's id in a root context): Envoy takes a
+    /// new tick period and calls from `on_done`; Kong traps a module that does either.
+    envoy: bool,
 }
 
 /// A random 64-bit seed from the host (WASI `random_get` behind `RandomState`).
@@ -47,6 +47,11 @@ impl Root {
     pub fn on_done(&mut self) -> bool {
         // Last chance before the VM goes away: send what is buffered (best effort; an answer
         // may not arrive). Events still inside a VM that dies are the documented loss window.
+        // Kong traps a call from here ("can only send HTTP dispatch during …",
+        // ngx_proxy_wasm_host.c, every commit Kong 3.4–3.9 pins): there they stay.
+        if !self.envoy {
+            return true;
+        }
         if let Some(gw) = &self.gateway {
             let mut h = ProxyHost::new(&self.metrics);
             if let Ok(mut g) = gw.try_borrow_mut() {
@@ -92,8 +97,8 @@ impl Root {
             &format!("aforo: configured: {}", config.summary()),
         );
         let gateway = Gateway::new(config, seed());
-        self.retick = host_takes_new_tick_periods();
-        let tick = if self.retick {
+        self.envoy = host_is_envoy();
+        let tick = if self.envoy {
             gateway.tick_period_ms()
         } else {
             gateway.usual_tick_period_ms()
@@ -102,7 +107,7 @@ impl Root {
             LogLevel::Info,
             &format!(
                 "aforo: ticking every {tick} ms{}",
-                if self.retick {
+                if self.envoy {
                     ""
                 } else {
                     " (this host takes one tick period)"
@@ -122,7 +127,7 @@ impl Root {
         if let Ok(mut g) = gw.try_borrow_mut() {
             g.on_tick(&mut h);
             let period = g.tick_period_ms();
-            if period != self.tick_ms && self.retick {
+            if period != self.tick_ms && self.envoy {
                 self.tick_ms = period;
                 abi::set_tick_period(period);
             }
@@ -159,11 +164,12 @@ pub fn call_response(body_size: usize) -> CallResponse {
     }
 }
 
-/// Whether the host takes more than one tick period. Envoy answers its node's id in a root
+/// Whether the host is Envoy, which takes more than one tick period and calls from `on_done`.
+/// Envoy answers its node's id in a root
 /// context (`xds.node.id` in 1.40, `node.id` before; empty without `--service-node`); Kong
 /// (ngx_wasm_module, every commit Kong 3.4–3.9 pins) has neither and traps a second
 /// `proxy_set_tick_period_milliseconds` ("tick_period already set"). Unknown hosts keep one.
-fn host_takes_new_tick_periods() -> bool {
+fn host_is_envoy() -> bool {
     abi::property_answered(&["xds", "node", "id"]) || abi::property_answered(&["node", "id"])
 }
 

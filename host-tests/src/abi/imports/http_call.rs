@@ -68,11 +68,18 @@ fn http_call(
             false
         }
         Profile::Kong => {
-            matches!(
+            // ngx_wasm_module traps a dispatch from any other step ("can only send HTTP
+            // dispatch during on_request_headers, on_request_body, on_dispatch_response,
+            // on_tick": ngx_proxy_wasm_host.c, every commit Kong 3.4–3.9 pins).
+            if !matches!(
                 c.data().phase,
                 Phase::Request | Phase::Tick | Phase::CallResponse
-            )
-            .or_status(status::INTERNAL_FAILURE)?;
+            ) {
+                return Err(wasmtime::Error::msg(
+                    "host trap (can only send HTTP dispatch during on_request_headers, on_request_body, on_dispatch_response, on_tick)",
+                )
+                .into());
+            }
             (has(":method") && has(":path")).or_status(status::BAD_ARGUMENT)?;
             // ngx_wasm_module resolves a host name; a cluster name fails at resolve time.
             !looks_like_host_port(&upstream)
