@@ -198,8 +198,9 @@ fn on_kong_a_filter_syncing_its_snapshot_sets_its_tick_period_once() {
 
 #[test]
 fn the_vm_going_away_flushes_in_envoy_and_never_calls_out_in_kong() {
-    // Kong traps a dispatch from on_done ("can only send HTTP dispatch during …"); Envoy takes
-    // it, and the root's on_done is the last chance to send what is buffered.
+    // Envoy calls the root's on_done before removing a VM, the last chance to send what is
+    // buffered; Kong never calls it (and traps a dispatch from a step it does not allow: the
+    // harness's Kong profile traps one from on_done, which it does not call either).
     let slow = json!({"flush_interval_ms": 600_000, "dispatch": "authority"});
     let mut e = opts(config(slow.clone()));
     e.drain_ms = 0;

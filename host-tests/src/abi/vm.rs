@@ -591,9 +591,10 @@ impl Vm {
         }
     }
 
-    /// Calls the root context's `on_done`, as a proxy does before removing the VM.
+    /// Calls the root context's `on_done`, as Envoy does before removing the VM (Kong never
+    /// calls a root's `on_done`: ngx_proxy_wasm.c calls it only from a request's log step).
     pub fn shutdown(&mut self) -> Result<(), VmError> {
-        if self.dead.is_some() {
+        if self.dead.is_some() || self.profile == Profile::Kong {
             return Ok(());
         }
         if let Some(f) = self.f.on_done.clone() {

@@ -47,8 +47,8 @@ impl Root {
     pub fn on_done(&mut self) -> bool {
         // Last chance before the VM goes away: send what is buffered (best effort; an answer
         // may not arrive). Events still inside a VM that dies are the documented loss window.
-        // Kong traps a call from here ("can only send HTTP dispatch during …",
-        // ngx_proxy_wasm_host.c, every commit Kong 3.4–3.9 pins): there they stay.
+        // Only Envoy: Kong never calls a root's on_done (only a request's, in its log step),
+        // and traps a call from any step but request headers/body, tick and a call's answer.
         if !self.envoy {
             return true;
         }

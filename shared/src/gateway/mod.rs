@@ -144,6 +144,11 @@ impl Gateway {
         }
         let explicit = self.config.dispatch_explicit;
         self.config.dispatch_by_address();
+        // A sync sent before (to a cluster name nginx cannot resolve) fails: without a snapshot
+        // yet, the next tick syncs again by host:port instead of a whole sync interval later.
+        if self.snapshot.snapshot.is_none() {
+            self.snapshot.last_sync_attempt = None;
+        }
         if explicit {
             host.log(
                 LogLevel::Error,

@@ -1712,3 +1712,52 @@ fn the_usual_tick_period_is_what_the_fast_start_returns_to() {
     assert_eq!(inline.tick_period_ms(), 100);
     assert_eq!(inline.usual_tick_period_ms(), 100);
 }
+
+#[test]
+fn in_nginx_a_first_sync_sent_to_a_cluster_name_is_sent_again_by_address_on_the_next_tick() {
+    // Kong without "dispatch": the first tick's sync goes to a cluster name nginx cannot
+    // resolve; the first request shows nginx, and the next tick syncs by host:port, not a
+    // whole sync interval later (requests meanwhile would be decided by failure_mode).
+    struct Nginx;
+    impl RequestView for Nginx {
+        fn header(&self, name: &str) -> Option<String> {
+            (name == ":path").then(|| "/v1/search".to_string())
+        }
+        fn peer_address(&self) -> Option<String> {
+            None
+        }
+        fn runs_in_nginx(&self) -> bool {
+            true
+        }
+    }
+    let sync = json!({"entitlements": null,
+        "entitlements_url": "http://agent.local:8787/v1/entitlements", "sync_interval_ms": 60000});
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(sync), 7);
+    gw.on_tick(&mut host);
+    let (token, first) = host.take_calls().pop().unwrap();
+    assert_eq!(first.upstream, "aforo_agent");
+    // nginx fails it: no upstream answered.
+    gw.on_call_response(
+        &mut host,
+        token,
+        CallResponse {
+            status: None,
+            headers: vec![],
+            body: vec![],
+        },
+    );
+    let _ = gw.on_request(&mut host, &Nginx);
+    host.advance_ms(500);
+    gw.on_tick(&mut host);
+    let calls = host.take_calls();
+    let again = calls
+        .iter()
+        .find(|(_, c)| {
+            c.headers
+                .iter()
+                .any(|(k, v)| k == ":path" && v.starts_with("/v1/entitlements"))
+        })
+        .unwrap_or_else(|| panic!("no sync on the next tick: {calls:?}"));
+    assert_eq!(again.1.upstream, "agent.local:8787");
+}

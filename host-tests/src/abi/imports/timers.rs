@@ -19,11 +19,11 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> Result<()> {
         M,
         "proxy_set_tick_period_milliseconds",
         |mut c: Caller<'_, HostState>, ms: i32| -> Result<i32> {
-            // ngx_wasm_module traps a second non-zero period ("tick_period already set",
-            // src/common/proxy_wasm/ngx_proxy_wasm_host.c, since 2021: every commit Kong
-            // 3.4–3.9 pins); Envoy takes any number of changes.
+            // ngx_wasm_module traps a second period once one is set ("tick_period already
+            // set", src/common/proxy_wasm/ngx_proxy_wasm_host.c: any second call in Kong
+            // 3.4–3.7's commits, a second non-zero one in 3.8–3.9's); Envoy takes any number.
             let ms = ms as u32 as u64;
-            if profile(&c) == Profile::Kong && ms != 0 && c.data().tick_period_ms != 0 {
+            if profile(&c) == Profile::Kong && c.data().tick_period_ms != 0 {
                 return Err(wasmtime::Error::msg("host trap (tick_period already set)"));
             }
             c.data_mut().tick_period_ms = ms;

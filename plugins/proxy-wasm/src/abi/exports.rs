@@ -34,7 +34,8 @@ thread_local! {
     static CONTEXTS: RefCell<BTreeMap<(u32, u32), Context>> = const { RefCell::new(BTreeMap::new()) };
     /// The sender of each outstanding `http_call`, by (root id, token): Envoy and Kong deliver
     /// an answer with the id of the sender's root (tokens are unique per VM in Envoy, per
-    /// worker in Kong; the root id is kept in case a host numbers them per root).
+    /// worker in Kong; the root id is kept in case a host numbers them per root, so an answer
+    /// never reaches another root's call).
     static CALLOUTS: RefCell<BTreeMap<(u32, u32), Sender>> = const { RefCell::new(BTreeMap::new()) };
     /// The root and the context whose callback is running (the sender of a call made now).
     static ACTIVE: Cell<Option<(u32, Sender)>> = const { Cell::new(None) };
@@ -210,7 +211,13 @@ pub extern "C" fn proxy_on_delete(id: u32) {
         });
         return;
     }
-    remove(ROOT, id);
+    if remove(ROOT, id) {
+        CALLOUTS.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c.retain(|(root_id, _), _| *root_id != id);
+            }
+        });
+    }
 }
 
 #[no_mangle]
@@ -252,19 +259,12 @@ pub extern "C" fn proxy_on_http_call_response(
     body_size: usize,
     _trailers: usize,
 ) {
-    let sender = CALLOUTS.with(|c| {
-        let mut c = c.try_borrow_mut().ok()?;
-        if let Some(s) = c.remove(&(root_id, token)) {
-            return Some(s);
-        }
-        // A host that answers with the sender's own id: the token alone, if only one has it.
-        let mut with_token = c.keys().filter(|(_, t)| *t == token);
-        let key = *with_token.next()?;
-        if with_token.next().is_some() {
-            return None;
-        }
-        c.remove(&key)
-    });
+    // A host that answers with the sender's own id instead of its root's: that request's root.
+    let root_id = match (root(root_id), request(root_id)) {
+        (None, Some((its_root, _))) => its_root,
+        _ => root_id,
+    };
+    let sender = CALLOUTS.with(|c| c.try_borrow_mut().ok()?.remove(&(root_id, token)));
     // An answer for a context that went away (or a token never sent) is dropped.
     match sender {
         Some(Sender::Root(id)) => {
