@@ -167,21 +167,23 @@ pub fn set_header(map: HeaderMap, name: &str, value: &str) {
 
 /// A host property by path (`["source", "address"]`); `None` when the host has none.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    let p = property_path(path);
-    let (mut data, mut size) = (null_mut(), 0usize);
-    // SAFETY: the path is read during the call; the host writes a pointer and a length.
-    let code = unsafe { raw::proxy_get_property(p.as_ptr(), p.len(), &mut data, &mut size) };
-    (code == 0 && !data.is_null()).then(|| owned(data, size))
+    get_property(path).ok().flatten()
 }
 
 /// Whether the host answers a property (an empty value included), rather than refusing it.
 pub fn property_answered(path: &[&str]) -> bool {
+    get_property(path).is_ok()
+}
+
+/// A property as the host answered it: its value (`None` when answered without one), or the
+/// status it was refused with.
+fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
     let p = property_path(path);
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: the path is read during the call; the host writes a pointer and a length.
     let code = unsafe { raw::proxy_get_property(p.as_ptr(), p.len(), &mut data, &mut size) };
-    drop(owned(data, size));
-    code == 0
+    Status::result(code)?;
+    Ok((!data.is_null()).then(|| owned(data, size)))
 }
 
 /// A property path as hosts read it: the segments separated by NUL bytes, none after the last
