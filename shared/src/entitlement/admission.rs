@@ -63,8 +63,8 @@ pub struct Admission {
     pub allowance: Option<Allowance>,
     /// Units reserved (rate windows, quota).
     pub reservations: Vec<Reservation>,
-    /// The counters to add the real quantity to after the response (`cost: None`): the
-    /// feature's quota, and the customer's daily credits.
+    /// The counters to add the real quantity to after the response, only when the request
+    /// was admitted with `cost: None`: the feature's quota, and the customer's daily credits.
     pub usage_counters: Vec<(String, Timestamp)>,
     /// The features (or the daily credits) whose units came from a quota lease: the event
     /// names them (`LEASED_PROPERTY`) so its claim does not count them again.
@@ -240,18 +240,21 @@ pub fn admit(
         match checked {
             Update::Done(a) | Update::Unshared(Ok(a)) => {
                 allowance = Allowance::tighter(allowance, a);
-                if units > 0 {
+                if was_leased {
+                    leased.push(name.to_string());
+                }
+                // Units known now are reserved; units known only after the response are added
+                // to the counter then (`cost: None` reserves nothing now).
+                if req.cost.is_none() {
+                    usage_counters.push((key, window.0));
+                } else if units > 0 {
                     reservations.push(Reservation {
-                        key: key.clone(),
+                        key,
                         window_start: window.0,
                         units,
                         leased: was_leased,
                     });
                 }
-                if was_leased {
-                    leased.push(name.to_string());
-                }
-                usage_counters.push((key, window.0));
             }
             Update::Refused(d) | Update::Unshared(Err(d)) => {
                 return refuse(d, counters, &reservations, &identity)

@@ -61,10 +61,11 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Writes the seven fields of an ingest v1 event by hand, with `properties_json` (already
-/// JSON, an object) appended: the gateway's per-request path, with no serializer and no map.
-pub fn encode_v1_raw(e: &UsageEvent, properties_json: Option<&[u8]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + properties_json.map_or(0, <[u8]>::len));
+/// Writes the seven fields of an ingest v1 event by hand, and its properties as
+/// `write_properties` writes them (a JSON object): the gateway's per-request path, with no
+/// serializer, no map and no text of its own for any field.
+pub fn encode_v1_raw(e: &UsageEvent, write_properties: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = Vec::with_capacity(384);
     out.extend_from_slice(b"{\"id\":");
     write_json_str(&mut out, &e.id);
     out.extend_from_slice(b",\"customer_id\":");
@@ -72,18 +73,16 @@ pub fn encode_v1_raw(e: &UsageEvent, properties_json: Option<&[u8]>) -> Vec<u8> 
     out.extend_from_slice(b",\"metric\":");
     write_json_str(&mut out, &e.metric);
     out.extend_from_slice(b",\"quantity\":\"");
-    out.extend_from_slice(e.quantity.to_text().as_bytes());
+    e.quantity.write_text(&mut out);
     out.extend_from_slice(b"\",\"timestamp\":\"");
-    out.extend_from_slice(e.timestamp.to_rfc3339().as_bytes());
+    e.timestamp.write_rfc3339(&mut out);
     out.extend_from_slice(b"\",\"product_id\":");
     write_json_str(&mut out, &e.product_id);
     out.extend_from_slice(b",\"environment\":\"");
     out.extend_from_slice(e.environment.as_str().as_bytes());
     out.push(b'"');
-    if let Some(p) = properties_json {
-        out.extend_from_slice(b",\"properties\":");
-        out.extend_from_slice(p);
-    }
+    out.extend_from_slice(b",\"properties\":");
+    write_properties(&mut out);
     out.push(b'}');
     out
 }
@@ -337,6 +336,7 @@ pub fn parse_wire_event(raw: &RawValue) -> Result<UsageEvent, WireEventError> {
 mod tests {
     use super::*;
     use crate::event::test_support::sample_event;
+    use crate::time::Timestamp;
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_string()).unwrap()
@@ -360,8 +360,15 @@ mod tests {
     fn the_hand_written_encoding_is_the_serde_encoding() {
         let mut e = sample_event();
         e.customer_id = "quote\" back\\ nl\n tab\t bell\u{7} é".into();
+        // Text written straight into the JSON: a fraction with leading zeros, nanoseconds.
+        e.quantity = Quantity::parse("0.015").unwrap();
+        e.timestamp = Timestamp::from_unix_nanos(1_773_576_000_000_000_123);
         let props = serde_json::to_vec(&e.properties).unwrap();
-        let a: Value = serde_json::from_slice(&encode_v1_raw(&e, Some(&props))).unwrap();
+        let a: Value =
+            serde_json::from_slice(&encode_v1_raw(&e, |out| out.extend_from_slice(&props)))
+                .unwrap();
+        assert_eq!(a["quantity"], "0.015");
+        assert_eq!(a["timestamp"], "2026-03-15T12:00:00.000000123Z");
         let b: Value = serde_json::from_slice(&encode_v1(&e)).unwrap();
         assert_eq!(a, b);
         assert_eq!(a["customer_id"], "quote\" back\\ nl\n tab\t bell\u{7} é");

@@ -213,6 +213,14 @@ impl Quantity {
 
     /// The canonical text (`1`, `2.5`).
     pub fn to_text(self) -> String {
+        let mut out = Vec::with_capacity(24);
+        self.write_text(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the canonical text to `out` (an event's JSON is written this way, with no
+    /// string of its own per request).
+    pub fn write_text(self, out: &mut Vec<u8>) {
         let mut buf = [0u8; 40];
         let mut i = buf.len();
         let mut m = self.mantissa;
@@ -224,16 +232,19 @@ impl Quantity {
                 break;
             }
         }
-        let digits = std::str::from_utf8(&buf[i..]).unwrap_or("0");
-        if self.scale == 0 {
-            return digits.to_string();
-        }
+        let digits = &buf[i..];
         let scale = self.scale as usize;
-        if digits.len() > scale {
+        if scale == 0 {
+            out.extend_from_slice(digits);
+        } else if digits.len() > scale {
             let (int, frac) = digits.split_at(digits.len() - scale);
-            format!("{int}.{frac}")
+            out.extend_from_slice(int);
+            out.push(b'.');
+            out.extend_from_slice(frac);
         } else {
-            format!("0.{}{digits}", "0".repeat(scale - digits.len()))
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat_n(b'0', scale - digits.len()));
+            out.extend_from_slice(digits);
         }
     }
 

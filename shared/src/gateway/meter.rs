@@ -29,28 +29,24 @@ struct GatewayProperties<'a> {
 }
 
 impl GatewayProperties<'_> {
-    /// The properties as a JSON object, written by hand (once per metered request).
-    fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
+    /// The properties as a JSON object, written by hand into the event's JSON (once per
+    /// metered request).
+    fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"endpoint\":");
-        write_json_str(&mut out, self.endpoint);
+        write_json_str(out, self.endpoint);
         out.extend_from_slice(b",\"method\":");
-        write_json_str(&mut out, self.method);
+        write_json_str(out, self.method);
         if let Some(s) = self.status {
             out.extend_from_slice(b",\"status\":");
-            out.extend_from_slice(
-                crate::event::Quantity::from_u64(s as u64)
-                    .to_text()
-                    .as_bytes(),
-            );
+            Quantity::from_u64(u64::from(s)).write_text(out);
         }
         out.extend_from_slice(b",\"feature\":");
-        write_json_str(&mut out, self.feature);
+        write_json_str(out, self.feature);
         out.extend_from_slice(b",\"source\":");
-        write_json_str(&mut out, self.source);
+        write_json_str(out, self.source);
         if let Some(k) = self.key_id {
             out.extend_from_slice(b",\"key_id\":");
-            write_json_str(&mut out, k);
+            write_json_str(out, k);
         }
         if !self.leased.is_empty() {
             out.extend_from_slice(b",\"leased\":[");
@@ -58,21 +54,20 @@ impl GatewayProperties<'_> {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_json_str(&mut out, f);
+                write_json_str(out, f);
             }
             out.push(b']');
         }
         for (name, v) in self.extra {
             out.push(b',');
-            write_json_str(&mut out, name);
+            write_json_str(out, name);
             out.push(b':');
             match v {
-                Value::String(s) => write_json_str(&mut out, s),
+                Value::String(s) => write_json_str(out, s),
                 other => out.extend_from_slice(other.to_string().as_bytes()),
             }
         }
         out.push(b'}');
-        out
     }
 
     /// The same properties as a map (the CloudEvents encoder's `data`).
@@ -100,7 +95,7 @@ impl GatewayProperties<'_> {
 
 fn encode(format: IngestFormat, event: &UsageEvent, props: &GatewayProperties<'_>) -> Vec<u8> {
     match format {
-        IngestFormat::Aforo => encode_v1_raw(event, Some(&props.to_json())),
+        IngestFormat::Aforo => encode_v1_raw(event, |out| props.write_json(out)),
         IngestFormat::CloudEvents => format.encode_with(event, Some(&props.to_map())),
     }
 }

@@ -112,6 +112,13 @@ impl CivilDateTime {
         out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or(""));
     }
 
+    /// Appends the RFC 3339 text to a byte buffer (an event's JSON).
+    pub fn write_rfc3339_bytes(self, out: &mut Vec<u8>) {
+        let mut buf = [0u8; 40];
+        let n = self.rfc3339_bytes(&mut buf);
+        out.extend_from_slice(&buf[..n]);
+    }
+
     fn rfc3339_bytes(self, buf: &mut [u8; 40]) -> usize {
         fn put(buf: &mut [u8; 40], at: &mut usize, v: u32, n: u32) {
             let mut div = 10u32.pow(n - 1);

@@ -90,6 +90,11 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         self.civil().to_rfc3339()
     }
+
+    /// The same text appended to a byte buffer (an event's JSON, with no string of its own).
+    pub fn write_rfc3339(self, out: &mut Vec<u8>) {
+        self.civil().write_rfc3339_bytes(out);
+    }
 }
 
 impl fmt::Display for Timestamp {
