@@ -176,6 +176,35 @@ fn get_search(key: &str, rid: &str) -> Req {
     )
 }
 
+/// The path is the client's: written into the event's properties, it stays one string value and
+/// cannot add or replace a field (the customer, the quantity).
+#[test]
+fn a_hostile_path_stays_one_property_value_in_the_event() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(json!({})), 7);
+    let path = "/v1/search/\",\"customer_id\":\"cust_b\",\"quantity\":\"999\"}\r\n\\";
+    let req = Req::new(
+        "GET",
+        &format!("{path}?q=\"x"),
+        &[
+            ("x-api-key", "ck_live_alpha"),
+            ("x-request-id", "r-hostile"),
+        ],
+    );
+    exchange(&mut gw, &mut host, &req, 200, b"").unwrap();
+    let mut ingest = Ingest::new();
+    host.advance_ms(1_000);
+    gw.on_tick(&mut host);
+    ingest.serve(&mut gw, &mut host);
+    assert_eq!(ingest.stored.len(), 1);
+    let e = &ingest.stored[0];
+    assert_eq!(e["customer_id"], "cust_a");
+    assert_eq!(e["quantity"], "1");
+    assert_eq!(e["properties"]["endpoint"], path);
+    assert_eq!(e["properties"]["method"], "GET");
+    assert_eq!(e["properties"]["status"], 200);
+}
+
 #[test]
 fn an_allowed_request_is_metered_with_all_seven_fields() {
     let mut host = TestHost::new();

@@ -100,20 +100,14 @@ impl CivilDateTime {
 
     /// RFC 3339 text in UTC; fractions use 3, 6 or 9 digits as needed.
     pub fn to_rfc3339(self) -> String {
-        let mut out = String::with_capacity(30);
+        let mut out = Vec::with_capacity(30);
         self.write_rfc3339(&mut out);
-        out
+        String::from_utf8(out).unwrap_or_default()
     }
 
-    /// Appends the RFC 3339 text to `out` (byte by byte: this runs once per metered request).
-    pub fn write_rfc3339(self, out: &mut String) {
-        let mut buf = [0u8; 40];
-        let n = self.rfc3339_bytes(&mut buf);
-        out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or(""));
-    }
-
-    /// Appends the RFC 3339 text to a byte buffer (an event's JSON).
-    pub fn write_rfc3339_bytes(self, out: &mut Vec<u8>) {
+    /// Appends the RFC 3339 text to `out` (byte by byte: an event's JSON is written this way,
+    /// once per metered request).
+    pub fn write_rfc3339(self, out: &mut Vec<u8>) {
         let mut buf = [0u8; 40];
         let n = self.rfc3339_bytes(&mut buf);
         out.extend_from_slice(&buf[..n]);

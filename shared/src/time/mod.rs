@@ -93,7 +93,7 @@ impl Timestamp {
 
     /// The same text appended to a byte buffer (an event's JSON, with no string of its own).
     pub fn write_rfc3339(self, out: &mut Vec<u8>) {
-        self.civil().write_rfc3339_bytes(out);
+        self.civil().write_rfc3339(out);
     }
 }
 
