@@ -47,7 +47,7 @@ struct Headers(HeaderMap);
 /// allocation callback it makes into the module) costs about as much as the whole decision in
 /// Envoy's V8, and the engine reads four or five headers.
 struct RequestHeaders {
-    all: std::cell::OnceCell<Vec<(String, Vec<u8>)>>,
+    all: std::cell::OnceCell<abi::HeaderPairs>,
 }
 
 impl RequestHeaders {
@@ -64,9 +64,9 @@ impl RequestView for RequestHeaders {
         // VM. A value that is not UTF-8 reads as absent.
         self.all
             .get_or_init(|| abi::header_pairs(HeaderMap::Request))
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+            .get(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
     }
 
     fn peer_address(&self) -> Option<String> {

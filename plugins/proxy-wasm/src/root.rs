@@ -145,8 +145,13 @@ impl Root {
 pub fn call_response(body_size: usize) -> CallResponse {
     // Values as bytes, made text here: an upstream's Latin-1 header must not trap.
     let headers = abi::header_pairs(HeaderMap::CallResponse)
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
         .collect::<Vec<_>>();
     let status = headers
         .iter()

@@ -7,13 +7,18 @@ use crate::environment::Environment;
 pub const EVENT_ID_PREFIX: &str = "evt_";
 
 fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
+}
+
+/// Appends the lower-case hex of `bytes` (an event id is built in one allocation).
+fn push_hex(s: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         s.push(HEX[(b >> 4) as usize] as char);
         s.push(HEX[(b & 15) as usize] as char);
     }
-    s
 }
 
 /// Key of the event-id hash: fixed, so ids are a pure function of their inputs everywhere
@@ -39,7 +44,7 @@ pub fn derive_event_id(
     }
     let mut id = String::with_capacity(EVENT_ID_PREFIX.len() + 32);
     id.push_str(EVENT_ID_PREFIX);
-    id.push_str(&hex(&siphash128(&ID_KEY, &buf)));
+    push_hex(&mut id, &siphash128(&ID_KEY, &buf));
     id
 }
 
@@ -48,7 +53,10 @@ pub fn sequence_event_id(nonce: u64, sequence: u64) -> String {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&nonce.to_be_bytes());
     b[8..].copy_from_slice(&sequence.to_be_bytes());
-    format!("{EVENT_ID_PREFIX}{}", hex(&b))
+    let mut id = String::with_capacity(EVENT_ID_PREFIX.len() + 32);
+    id.push_str(EVENT_ID_PREFIX);
+    push_hex(&mut id, &b);
+    id
 }
 
 /// Lower-case hex of bytes, for hashes shown to users.

@@ -129,16 +129,56 @@ pub fn buffer(kind: Buffer, start: usize, max: usize) -> Vec<u8> {
     owned(data, size)
 }
 
-/// All pairs of a header map in one call: names as text (a byte that is not UTF-8 becomes
-/// U+FFFD; names are tokens, so it never matches one looked for), values as bytes.
-pub fn header_pairs(map: HeaderMap) -> Vec<(String, Vec<u8>)> {
+/// All pairs of a header map in one call, kept as the host's bytes and read in place (one
+/// buffer instead of two allocations per header).
+pub fn header_pairs(map: HeaderMap) -> HeaderPairs {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: the host writes a pointer and a length to live locals.
     let code = unsafe { raw::proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
     if code != 0 {
-        return Vec::new();
+        return HeaderPairs(Vec::new());
     }
-    deserialize_pairs(&owned(data, size))
+    HeaderPairs(owned(data, size))
+}
+
+/// A header map in proxy-wasm's encoding: `u32 count`, `count × (u32 name_len, u32 value_len)`,
+/// then `name\0value\0` each. A truncated map yields the pairs before the cut.
+pub struct HeaderPairs(Vec<u8>);
+
+impl HeaderPairs {
+    /// The pairs as bytes, in the host's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let bytes = self.0.as_slice();
+        let word = move |at: usize| -> Option<usize> {
+            let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+            Some(u32::from_le_bytes(b) as usize)
+        };
+        let count = word(0).unwrap_or(0);
+        // Past the end when the count lies: nothing is read then.
+        let mut data = count.saturating_mul(8).saturating_add(4);
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            if i >= count {
+                return None;
+            }
+            let (k, v) = (word(4 + i * 8)?, word(8 + i * 8)?);
+            let slice = |from: usize, len: usize| bytes.get(from..from.checked_add(len)?);
+            // The name first: once it is inside the bytes, `data + k + 1` cannot overflow.
+            let name = slice(data, k)?;
+            let value = slice(data + k + 1, v)?;
+            data += k + v + 2;
+            i += 1;
+            Some((name, value))
+        })
+    }
+
+    /// The first value of `name` (ASCII case ignored; a name that is not UTF-8 never matches
+    /// one looked for, since names looked for are tokens).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
 }
 
 /// One header's value as bytes; `None` when absent.
@@ -327,35 +367,6 @@ fn serialize_pairs(pairs: &[(String, String)]) -> Vec<u8> {
     out
 }
 
-/// Reads proxy-wasm's map encoding; a truncated map yields the pairs read before the cut.
-fn deserialize_pairs(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let word = |at: usize| -> Option<usize> {
-        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        Some(u32::from_le_bytes(b) as usize)
-    };
-    let Some(count) = word(0) else {
-        return Vec::new();
-    };
-    let Some(mut data) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(count.min(bytes.len() / 8));
-    for i in 0..count {
-        let (Some(k), Some(v)) = (word(4 + i * 8), word(8 + i * 8)) else {
-            break;
-        };
-        let slice = |from: usize, len: usize| bytes.get(from..from.checked_add(len)?);
-        // The key first: once it is inside the bytes, `data + k + 1` cannot overflow.
-        let Some(key) = slice(data, k) else { break };
-        let Some(value) = slice(data + k + 1, v) else {
-            break;
-        };
-        out.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
-        data += k + v + 2;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,21 +379,31 @@ mod tests {
             ("empty".to_string(), String::new()),
         ];
         let bytes = serialize_pairs(&pairs);
-        let back = deserialize_pairs(&bytes);
-        let expect: Vec<(String, Vec<u8>)> = pairs
+        let pairs_of = |b: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            HeaderPairs(b.to_vec())
+                .iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect()
+        };
+        let expect: Vec<(Vec<u8>, Vec<u8>)> = pairs
             .iter()
-            .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect();
-        assert_eq!(back, expect);
+        assert_eq!(pairs_of(&bytes), expect);
+        let map = HeaderPairs(bytes.clone());
+        assert_eq!(map.get("X-V"), Some(&b"\",\"key\":\"x"[..]));
+        assert_eq!(map.get("empty"), Some(&b""[..]));
+        assert_eq!(map.get("x"), None);
         // Cut inside the second value: only the first pair survives.
         let cut = bytes.len() - 10;
-        assert_eq!(deserialize_pairs(&bytes[..cut]), expect[..1].to_vec());
+        assert_eq!(pairs_of(&bytes[..cut]), expect[..1].to_vec());
         // A count far beyond the bytes neither panics nor allocates for it: the values would
         // start past the end, so nothing is read.
         let mut lying = bytes.clone();
         lying[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(deserialize_pairs(&lying).is_empty());
-        assert!(deserialize_pairs(&[1, 0]).is_empty());
+        assert!(pairs_of(&lying).is_empty());
+        assert!(pairs_of(&[1, 0]).is_empty());
+        assert!(pairs_of(&[]).is_empty());
     }
 
     #[test]
@@ -405,9 +426,11 @@ mod tests {
         bytes.extend_from_slice(&2u32.to_le_bytes());
         bytes.extend_from_slice(&2u32.to_le_bytes());
         bytes.extend_from_slice(&[0xff, b'a', 0, 0xe9, b'\r', 0]);
-        let back = deserialize_pairs(&bytes);
-        assert_eq!(back.len(), 1);
-        assert_eq!(back[0].0, "\u{fffd}a");
-        assert_eq!(back[0].1, vec![0xe9, b'\r']);
+        let map = HeaderPairs(bytes);
+        let back: Vec<_> = map.iter().collect();
+        assert_eq!(back, vec![(&[0xff, b'a'][..], &[0xe9, b'\r'][..])]);
+        // Neither the name with its byte replaced nor the bare tail matches.
+        assert_eq!(map.get("\u{fffd}a"), None);
+        assert_eq!(map.get("a"), None);
     }
 }

@@ -15,5 +15,6 @@ mod raw;
 pub use calls::{
     buffer, continue_request, define_metric, header, header_pairs, http_call, increment_metric,
     log, now_nanos, property, property_answered, record_metric, send_local_response, set_header,
-    set_tick_period, shared_get, shared_set, Action, Buffer, HeaderMap, MetricKind, Status,
+    set_tick_period, shared_get, shared_set, Action, Buffer, HeaderMap, HeaderPairs, MetricKind,
+    Status,
 };
