@@ -17,6 +17,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's allocator: the replay allocates for every request and event
+/// (BENCHMARKS.md, "The replay harness").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Replays recorded traffic through the real aforo_metering.wasm with a virtual clock and a
 /// simulated ingest, rates events with a pricing plan, or sends traffic to a running gateway.
 #[derive(Parser)]
