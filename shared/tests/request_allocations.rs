@@ -197,9 +197,9 @@ fn a_metered_request_allocates_a_bounded_number_of_times_in_each_phase() {
         per.iter().sum::<f64>()
     );
     // Today's counts (2026-12-02, once the event's text is written straight into its JSON and
-    // its id built in one allocation; BENCHMARKS.md, "Allocations per request"), with a tenth for buffers that grow now and
-    // then: lower them when a change removes allocations; a change that adds some says why
-    // there.
+    // its id built in one allocation; BENCHMARKS.md, "Allocations per request"), with a tenth
+    // for buffers that grow now and then: lower them when a change removes allocations; a
+    // change that adds some says why there.
     let bounds = [11.1, 5.1, 5.1];
     for (i, phase) in ["decide", "response headers", "meter"].iter().enumerate() {
         assert!(

@@ -6,12 +6,6 @@ use crate::environment::Environment;
 /// Prefix of every event id the gateway creates.
 pub const EVENT_ID_PREFIX: &str = "evt_";
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut s, bytes);
-    s
-}
-
 /// Appends the lower-case hex of `bytes` (an event id is built in one allocation).
 fn push_hex(s: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -42,10 +36,7 @@ pub fn derive_event_id(
         buf.extend_from_slice(&(part.len() as u32).to_le_bytes());
         buf.extend_from_slice(part.as_bytes());
     }
-    let mut id = String::with_capacity(EVENT_ID_PREFIX.len() + 32);
-    id.push_str(EVENT_ID_PREFIX);
-    push_hex(&mut id, &siphash128(&ID_KEY, &buf));
-    id
+    prefixed_id(&siphash128(&ID_KEY, &buf))
 }
 
 /// The id of an event whose request had no request id: a per-VM random nonce and a sequence.
@@ -53,15 +44,22 @@ pub fn sequence_event_id(nonce: u64, sequence: u64) -> String {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&nonce.to_be_bytes());
     b[8..].copy_from_slice(&sequence.to_be_bytes());
+    prefixed_id(&b)
+}
+
+/// `evt_` and the hex of 128 bits, in one allocation.
+fn prefixed_id(bits: &[u8; 16]) -> String {
     let mut id = String::with_capacity(EVENT_ID_PREFIX.len() + 32);
     id.push_str(EVENT_ID_PREFIX);
-    push_hex(&mut id, &b);
+    push_hex(&mut id, bits);
     id
 }
 
 /// Lower-case hex of bytes, for hashes shown to users.
 pub fn to_hex(bytes: &[u8]) -> String {
-    hex(bytes)
+    let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
 }
 
 #[cfg(test)]
@@ -92,6 +90,30 @@ mod tests {
         assert_ne!(
             derive_event_id(Environment::Sandbox, "ab", "c", "r"),
             derive_event_id(Environment::Sandbox, "a", "bc", "r")
+        );
+    }
+
+    #[test]
+    fn ids_are_hex_whatever_the_request_id_holds_and_do_not_change_across_versions() {
+        // A client's request id never reaches the id as text: quotes, a forged JSON field,
+        // CR/LF and non-ASCII all give `evt_` and 32 lower-case hex digits.
+        for rid in ["\",\"key\":\"x", "a\r\nb", "\u{fffd}\u{0}", ""] {
+            let id = derive_event_id(Environment::Production, "cust_a", "api_calls", rid);
+            let hex = id.strip_prefix(EVENT_ID_PREFIX).unwrap_or_default();
+            assert_eq!(hex.len(), 32, "{id}");
+            assert!(
+                hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                "{id}"
+            );
+        }
+        // Pinned: an id that changed between versions would bill a retried request twice.
+        assert_eq!(
+            derive_event_id(Environment::Sandbox, "cust_a", "api_calls", "req-1"),
+            "evt_5d8a4dc3770aa801cba99e38e3334682"
+        );
+        assert_eq!(
+            sequence_event_id(1, 0xab),
+            "evt_000000000000000100000000000000ab"
         );
     }
 
