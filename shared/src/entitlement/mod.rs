@@ -10,6 +10,7 @@ mod lease_wire;
 mod reply;
 mod slices;
 mod snapshot;
+mod stepped;
 mod streamed;
 mod window;
 
@@ -36,6 +37,7 @@ pub use lease_wire::{gateway_node, grant_from_json, grant_to_json, LeaseAsk};
 pub use reply::{deny_reply, error_body, ratelimit_headers, LocalReply};
 pub use slices::{Sliced, Slices};
 pub use snapshot::{Customer, Entitlement, Snapshot, MAX_UNITS};
+pub use stepped::{Progress, SnapshotReader};
 pub(crate) use streamed::SnapshotSeed;
 pub use window::{Period, QuotaWindow};
 

@@ -235,7 +235,7 @@ impl Snapshot {
     /// as its high-water mark). A document of a shape it does not expect is read as a whole
     /// tree: the same result or the same error.
     pub fn from_json(bytes: &[u8]) -> Result<Self, FieldError> {
-        super::streamed::from_json(bytes)
+        super::stepped::from_json(bytes)
     }
 
     /// Parses a snapshot from a JSON value found at `path`.

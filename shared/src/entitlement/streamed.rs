@@ -24,7 +24,7 @@ pub(crate) struct SnapshotSeed<'p> {
 }
 
 #[derive(Default)]
-struct Streamed {
+pub(super) struct Streamed {
     /// Every top-level field except the two lists (stand-ins take their place, or the value
     /// itself when it has another shape).
     head: Map<String, Value>,
@@ -38,7 +38,7 @@ struct Streamed {
 
 impl Streamed {
     /// The snapshot, checked as `Snapshot::from_value(path, …)` checks the whole tree.
-    fn finish(mut self, path: &str) -> Result<Snapshot, FieldError> {
+    pub(super) fn finish(mut self, path: &str) -> Result<Snapshot, FieldError> {
         let head = Value::Object(std::mem::take(&mut self.head));
         let r = ObjReader::new(path, &head, TOP)?;
         let mut parts = Parts::read(&r)?;
@@ -46,6 +46,45 @@ impl Streamed {
         parts.set_customers(self.customers);
         parts.add_keys(&r.field_path("consumer_keys"), self.keys)?;
         Ok(parts.finish())
+    }
+
+    /// Reads customer `id` of the customers object at `cpath` into the table (a repeated id
+    /// replaces the earlier one, as in the whole tree).
+    pub(super) fn customer(
+        &mut self,
+        cpath: &str,
+        id: String,
+        v: &Value,
+    ) -> Result<(), FieldError> {
+        let c = customer_at(cpath, &id, v, &mut self.names)?;
+        self.customers.insert(id, c);
+        Ok(())
+    }
+
+    /// Reads the next key of the list at `kpath`.
+    pub(super) fn key(&mut self, kpath: &str, v: &Value) -> Result<(), FieldError> {
+        let k = parse_key(&index(kpath, self.keys.len()), v)?;
+        self.keys.push(k);
+        Ok(())
+    }
+
+    /// Starts the customers object again (a repeated `customers` field replaces the earlier).
+    pub(super) fn restart_customers(&mut self) {
+        self.customers.clear();
+        self.head
+            .insert("customers".into(), Value::Object(Map::new()));
+    }
+
+    /// Starts the keys list again (a repeated `consumer_keys` field replaces the earlier).
+    pub(super) fn restart_keys(&mut self) {
+        self.keys.clear();
+        self.head
+            .insert("consumer_keys".into(), Value::Array(Vec::new()));
+    }
+
+    /// Keeps a top-level field other than the two lists.
+    pub(super) fn field(&mut self, name: String, v: Value) {
+        self.head.insert(name, v);
     }
 }
 
@@ -70,24 +109,22 @@ impl<'de> Visitor<'de> for SnapshotSeed<'_> {
             // A repeated field replaces the earlier one, as in the whole tree.
             match k.as_str() {
                 "customers" => {
-                    s.customers.clear();
+                    s.restart_customers();
                     m.next_value_seed(Customers {
                         s: &mut s,
                         path: self.path,
                     })?;
-                    s.head.insert(k, Value::Object(Map::new()));
                 }
                 "consumer_keys" => {
-                    s.keys.clear();
+                    s.restart_keys();
                     m.next_value_seed(Keys {
                         s: &mut s,
                         path: self.path,
                     })?;
-                    s.head.insert(k, Value::Array(Vec::new()));
                 }
                 _ => {
                     let v: Value = m.next_value()?;
-                    s.head.insert(k, v);
+                    s.field(k, v);
                 }
             }
         }
@@ -119,8 +156,7 @@ impl<'de> Visitor<'de> for Customers<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
         let cpath = join(self.path, "customers");
         while let Some((id, v)) = m.next_entry::<String, Value>()? {
-            let c = customer_at(&cpath, &id, &v, &mut self.s.names).map_err(stop)?;
-            self.s.customers.insert(id, c);
+            self.s.customer(&cpath, id, &v).map_err(stop)?;
         }
         Ok(())
     }
@@ -150,9 +186,7 @@ impl<'de> Visitor<'de> for Keys<'_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
         let kpath = join(self.path, "consumer_keys");
         while let Some(v) = s.next_element::<Value>()? {
-            let i = self.s.keys.len();
-            let k = parse_key(&index(&kpath, i), &v).map_err(stop)?;
-            self.s.keys.push(k);
+            self.s.key(&kpath, &v).map_err(stop)?;
         }
         Ok(())
     }
@@ -161,19 +195,4 @@ impl<'de> Visitor<'de> for Keys<'_, '_> {
 /// Stops the stream at an entry that fails to read: the whole tree reports it, first in order.
 fn stop<E: serde::de::Error>(e: FieldError) -> E {
     E::custom(e)
-}
-
-/// A whole snapshot document read as a stream: the snapshot, or the error `from_value` gives
-/// (read as a whole tree when the stream stops: an entry that fails, a shape it does not expect).
-#[inline(never)] // one copy, not one per caller (the proxy-wasm module's size)
-pub(super) fn from_json(bytes: &[u8]) -> Result<Snapshot, FieldError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let seed = SnapshotSeed { path: "" };
-    match seed.deserialize(&mut de).and_then(|r| de.end().map(|()| r)) {
-        Ok(read) => read,
-        Err(_) => {
-            let v = crate::strict_json::parse_json("the entitlement snapshot", bytes)?;
-            Snapshot::from_value("", &v)
-        }
-    }
 }
