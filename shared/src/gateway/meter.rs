@@ -175,8 +175,14 @@ fn quantity_of(
 }
 
 impl Gateway {
-    /// Ends an exchange: meters it when billable, gives reserved quota back when not.
+    /// Ends an exchange: meters it when billable, gives reserved quota back when not; then
+    /// reads its share of a snapshot being loaded (its response is sent by now).
     pub fn finish(&mut self, host: &mut dyn Host, ex: Exchange) {
+        self.finish_exchange(host, ex);
+        self.load_snapshot_share(host);
+    }
+
+    fn finish_exchange(&mut self, host: &mut dyn Host, ex: Exchange) {
         let now = host.now();
         let billable = ex
             .status

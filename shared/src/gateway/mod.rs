@@ -15,6 +15,9 @@ mod logged;
 mod meter;
 mod outbound;
 mod request;
+mod snapshot_load;
+#[cfg(test)]
+mod snapshot_load_tests;
 mod stream_quantity;
 #[cfg(test)]
 pub(crate) mod test_host;
@@ -24,6 +27,9 @@ mod tests;
 pub use exchange::{Exchange, ResponseHeaders};
 pub use logged::{LoggedRequest, NotMetered};
 pub use request::{RequestVerdict, RequestView};
+pub use snapshot_load::{
+    SNAPSHOT_BYTES_PER_TICK, SNAPSHOT_MAX_BYTES_PER_REQUEST, SNAPSHOT_TICKS_WITHOUT_REQUESTS,
+};
 
 use crate::config::{Config, DispatchMode, EntitlementSource};
 use crate::delivery::{Counters, Delivery};
@@ -49,9 +55,14 @@ struct SnapshotState {
     received_at: Option<Timestamp>,
     /// `None` = never stale (inline).
     stale_after_ms: Option<u64>,
+    /// A sync is in flight, or its answer is still being read.
     sync_in_flight: bool,
     last_sync_attempt: Option<Timestamp>,
     consecutive_failures: u64,
+    /// A synced snapshot being read between requests.
+    loading: Option<snapshot_load::Loading>,
+    /// The snapshot it replaced, being freed between requests.
+    retiring: Option<snapshot_load::Retiring>,
 }
 
 /// The per-request decision metrics, counted locally and published on tick.
@@ -92,6 +103,12 @@ pub struct Gateway {
     slices: Slices,
     /// Quota leases through the agent (`quota_leases`).
     leases: Option<leases::GatewayLeases>,
+    /// Requests seen since the last tick, and in the tick period before it (a loading snapshot
+    /// is read at once when both are none).
+    requests_since_tick: u32,
+    requests_period_before: u32,
+    /// Whether this engine ever decided a request (Envoy's main-thread VM never does).
+    served_requests: bool,
 }
 
 impl Gateway {
@@ -130,6 +147,9 @@ impl Gateway {
             host_checked: false,
             slices: Slices::new(quota_slice),
             leases,
+            requests_since_tick: 0,
+            requests_period_before: 0,
+            served_requests: false,
         }
     }
 
@@ -215,7 +235,9 @@ impl Gateway {
 
     /// Installs a snapshot received now (used by sync answers, and by tests).
     pub fn install_snapshot(&mut self, snapshot: Snapshot, now: Timestamp) {
-        self.snapshot.snapshot = Some(snapshot);
+        if let Some(old) = self.snapshot.snapshot.replace(snapshot) {
+            self.retire_snapshot(old);
+        }
         self.snapshot.received_at = Some(now);
         self.snapshot.consecutive_failures = 0;
     }

@@ -28,6 +28,8 @@ impl Gateway {
     /// Periodic work: flush due batches, expire lost calls, refresh a stale-ish snapshot.
     pub fn on_tick(&mut self, host: &mut dyn Host) {
         let now = host.now();
+        self.load_snapshot_on_tick(host);
+        self.requests_period_before = std::mem::take(&mut self.requests_since_tick);
         for env in Environment::ALL {
             if let Some(report) = self.delivery[env.index()].expire_in_flight(now) {
                 self.calls.retain(|_, k| *k != CallKind::Flush(env));
@@ -120,7 +122,7 @@ impl Gateway {
         }
         let due = match self.snapshot.last_sync_attempt {
             None => true,
-            Some(t) => now.millis_since(t) >= self.config.sync_interval_ms as i64,
+            Some(t) => now.millis_since(t) >= self.sync_interval_now_ms() as i64,
         };
         if !due {
             return;
@@ -194,21 +196,22 @@ impl Gateway {
                 self.publish_metrics(host);
             }
             CallKind::LeaseBack => {}
-            CallKind::Sync => {
-                self.snapshot.sync_in_flight = false;
-                match response.status {
-                    Some(200) => match Snapshot::from_json(&response.body) {
-                        Ok(s) => self.accept_snapshot(host, s, now),
-                        Err(e) => self.sync_failed(host, &format!("invalid snapshot: {e}")),
-                    },
-                    Some(s) => self.sync_failed(host, &format!("answered {s}")),
-                    None => self.sync_failed(host, "no answer"),
+            CallKind::Sync => match response.status {
+                // Still in flight until read (`snapshot_load`).
+                Some(200) => self.start_snapshot_load(host, response.body, now),
+                Some(s) => {
+                    self.snapshot.sync_in_flight = false;
+                    self.sync_failed(host, &format!("answered {s}"))
                 }
-            }
+                None => {
+                    self.snapshot.sync_in_flight = false;
+                    self.sync_failed(host, "no answer")
+                }
+            },
         }
     }
 
-    fn accept_snapshot(&mut self, host: &mut dyn Host, s: Snapshot, now: Timestamp) {
+    pub(super) fn accept_snapshot(&mut self, host: &mut dyn Host, s: Snapshot, now: Timestamp) {
         if let Some(e) = s.environment {
             if e != self.config.environment() {
                 self.sync_failed(
@@ -237,7 +240,7 @@ impl Gateway {
         self.resolve_awaiting(host);
     }
 
-    fn sync_failed(&mut self, host: &mut dyn Host, why: &str) {
+    pub(super) fn sync_failed(&mut self, host: &mut dyn Host, why: &str) {
         self.snapshot.consecutive_failures += 1;
         host.metric_add(Metric::SnapshotSyncFailures, 1);
         if self.snapshot.consecutive_failures.is_power_of_two() {

@@ -44,8 +44,23 @@ pub enum RequestVerdict {
 }
 
 impl Gateway {
-    /// Decides a request. On denial the local reply is sent through the host.
+    /// Decides a request. On denial the local reply is sent through the host. A request that
+    /// will not be metered (refused, or on no route) reads its share of a loading snapshot
+    /// here; a metered one when it ends (`finish`).
     pub fn on_request(&mut self, host: &mut dyn Host, req: &dyn RequestView) -> RequestVerdict {
+        self.requests_since_tick = self.requests_since_tick.saturating_add(1);
+        self.served_requests = true;
+        let verdict = self.decide(host, req);
+        if matches!(
+            verdict,
+            RequestVerdict::Denied(_) | RequestVerdict::Continue { exchange: None, .. }
+        ) {
+            self.load_snapshot_share(host);
+        }
+        verdict
+    }
+
+    fn decide(&mut self, host: &mut dyn Host, req: &dyn RequestView) -> RequestVerdict {
         if !self.host_checked {
             self.check_host(host, req);
         }

@@ -12,7 +12,7 @@ use crate::time::NANOS_PER_DAY;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
-struct Req(HashMap<String, String>);
+pub(super) struct Req(HashMap<String, String>);
 
 impl Req {
     fn new(method: &str, path: &str, headers: &[(&str, &str)]) -> Self {
@@ -43,7 +43,7 @@ impl ResponseHeaders for Resp {
     }
 }
 
-fn snapshot_json() -> Value {
+pub(super) fn snapshot_json() -> Value {
     json!({
         "customers": {
             "cust_a": {"features": {
@@ -61,7 +61,7 @@ fn snapshot_json() -> Value {
     })
 }
 
-fn config(extra: Value) -> Config {
+pub(super) fn config(extra: Value) -> Config {
     let mut base = json!({
         "api_key": "sk_test_gateway",
         "product_id": "prod_search",
@@ -85,7 +85,7 @@ fn config(extra: Value) -> Config {
 
 /// Runs one exchange through the engine with an upstream answer; returns the local reply or
 /// the headers added to the upstream response.
-fn exchange(
+pub(super) fn exchange(
     gw: &mut Gateway,
     host: &mut TestHost,
     req: &Req,
@@ -168,7 +168,7 @@ impl Ingest {
     }
 }
 
-fn get_search(key: &str, rid: &str) -> Req {
+pub(super) fn get_search(key: &str, rid: &str) -> Req {
     Req::new(
         "GET",
         "/v1/search?q=1",
@@ -1404,7 +1404,7 @@ fn answer_first_sync(gw: &mut Gateway, host: &mut TestHost) {
 }
 
 /// Ticks (starting the first snapshot sync) and answers that sync with `snapshot`.
-fn answer_first_sync_with(gw: &mut Gateway, host: &mut TestHost, snapshot: Value) {
+pub(super) fn answer_first_sync_with(gw: &mut Gateway, host: &mut TestHost, snapshot: Value) {
     gw.on_tick(host);
     let (token, _) = host
         .take_calls()

@@ -86,6 +86,11 @@ impl ConsumerKeyTable {
         }
     }
 
+    /// The keys, without their index (to free them a few at a time).
+    pub fn into_keys(self) -> Vec<ConsumerKey> {
+        self.keys
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.keys.len()
