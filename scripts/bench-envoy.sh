@@ -24,6 +24,9 @@
 # p: n with them (VARIANTS="m n p").
 # OTHER_WASM=path/to/aforo_metering.wasm adds variant o: c's configuration in that build of the
 # module (an earlier commit's, say), so two builds are measured side by side (VARIANTS="b c o").
+# CUSTOMERS=10000 serves a snapshot of that many customers, each with a consumer key (the bench's
+#   customer among them; default 1), so the cost of reading a large snapshot on every sync
+#   (sync_interval_ms, 5 s by default) shows in the tail. INGEST=null only.
 # PERF=1 records a perf profile of Envoy during each measured run (perf.<variant>.data here;
 # PERF_HZ sets the sampling rate, default 499; PERF_CALLGRAPH= (empty) records no call graphs).
 # Bounded: 2 × ROUNDS × |VARIANTS| runs of DURATION seconds. Needs wrk, oha and nginx (installed
@@ -32,8 +35,10 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10}"; CONNECTIONS="${CONNECTIONS:-16}"
 VARIANTS="${VARIANTS:-a b c m n}"; INGEST="${INGEST:-null}"; FIXED="${FIXED:-1}"
-PROBE="${PROBE:-}"
+PROBE="${PROBE:-}"; CUSTOMERS="${CUSTOMERS:-1}"
 case "$INGEST" in null | agent) ;; *) die "INGEST must be null or agent, not '$INGEST'" ;; esac
+case "$CUSTOMERS" in '' | *[!0-9]* | 0) die "CUSTOMERS must be a whole number >= 1, not '$CUSTOMERS'" ;; esac
+[ "$CUSTOMERS" = 1 ] || [ "$INGEST" = null ] || die "CUSTOMERS=$CUSTOMERS needs INGEST=null (the agent serves its own catalog)"
 # Envoy's one worker gets a core of its own; wrk, nginx and the agent share the other, so the
 # figures are Envoy's own cost per request (on 2 cores: ENVOY_CPU=0, OTHER_CPU=1).
 ENVOY_CPU="${ENVOY_CPU:-0}"; OTHER_CPU="${OTHER_CPU:-1}"
@@ -87,6 +92,22 @@ EOF
 # The snapshot aforo-agent serves for that catalog (the key as its SHA-256), for INGEST=null.
 key_hash=$(printf '%s' ck_bench_load | sha256sum | cut -d' ' -f1)
 snapshot="{\"consumer_keys\":[{\"customer_id\":\"bench\",\"hash\":\"sha256:$key_hash\",\"key_id\":\"bench\"}],\"customers\":{\"bench\":{\"features\":{\"search\":{\"quota\":1000000000000,\"used\":0,\"used_by_source\":0,\"window_start\":\"$(date -u +%Y-%m-01T00:00:00Z)\"}}}},\"environment\":\"production\",\"generated_at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"version\":1}"
+# The snapshot as a file nginx serves; CUSTOMERS > 1 adds CUSTOMERS - 1 customers with a key each.
+# (nginx's workers run as another user when started as root: they may pass through $WORK, no more.)
+chmod 711 "$WORK" && mkdir -m 755 "$WORK/public"
+snapshot_file="$WORK/public/snapshot.json"
+python3 - "$snapshot" "$CUSTOMERS" "$snapshot_file" <<'PY'
+import hashlib, json, sys
+snap, n, out = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+bench = snap["customers"]["bench"]["features"]["search"]
+for i in range(1, n):
+    cid = f"cust_{i:05d}"
+    snap["customers"][cid] = {"features": {"search": dict(bench, quota=1000000)}}
+    snap["consumer_keys"].append({"customer_id": cid, "key_id": f"k{i}",
+        "hash": "sha256:" + hashlib.sha256(f"ck_bench_{i:05d}".encode()).hexdigest()})
+json.dump(snap, open(out, "w"), separators=(",", ":"))
+PY
+chmod 644 "$snapshot_file"
 
 # The upstream: nginx, one worker, a small JSON answer; with INGEST=null also the ingest.
 null_ingest=""
@@ -96,7 +117,7 @@ if [ "$INGEST" = null ]; then
     listen 127.0.0.1:$AGENT_PORT;
     client_max_body_size 16m;
     location = /healthz { return 200 'ok'; }
-    location = /v1/entitlements { default_type application/json; return 200 '$snapshot'; }
+    location = /v1/entitlements { default_type application/json; alias $snapshot_file; }
     location = /v1/events {
       default_type application/json;
       return 202 '{\"accepted\":0,\"duplicates\":0,\"rejected\":[],\"flagged\":[]}';
