@@ -235,10 +235,11 @@ impl Gateway {
 
     /// Installs a snapshot received now (used by sync answers, and by tests).
     pub fn install_snapshot(&mut self, snapshot: Snapshot, now: Timestamp) {
-        if let Some(old) = self.snapshot.snapshot.replace(snapshot) {
-            self.retire_snapshot(old);
-        }
+        let old = self.snapshot.snapshot.replace(snapshot);
         self.snapshot.received_at = Some(now);
+        if let Some(old) = old {
+            self.retire_snapshot(old, now);
+        }
         self.snapshot.consecutive_failures = 0;
     }
 

@@ -5,7 +5,9 @@
 //! last tick period; a tick reads a little more; and the new snapshot replaces the old in one
 //! step once it is whole. The old one decides until then.
 //!
-//! - A first snapshot is read at once: requests wait for it.
+//! - A first snapshot is read at once: requests wait for it. So is one arriving when the
+//!   snapshot in use is already stale (requests are under `failure_mode`), and a load never
+//!   takes more than half the time left before the one in use goes stale.
 //! - A worker that served requests but none lately reads it at once: nothing waits behind it.
 //! - A VM that never served a request reads it on ticks, a twentieth at least on each, and syncs
 //!   only every half of `max_snapshot_age_ms`. Envoy runs one such VM on its main thread for
@@ -81,22 +83,45 @@ impl Gateway {
         now: Timestamp,
     ) {
         let len = body.len();
-        let per_request = self.snapshot_share_per_request(len);
+        let per_request = self.snapshot_share_per_request(len, now);
         self.snapshot.loading = Some(Loading {
             body,
             reader: SnapshotReader::default(),
             received_at: now,
             per_request,
         });
-        let budget = self.snapshot_budget_off_requests(len);
+        let budget = self.snapshot_budget_off_requests(len, now);
         self.load_snapshot(host, budget);
     }
 
-    /// A request's share of a `len`-byte document: the whole within half the sync interval, at
-    /// the requests per tick period seen lately.
-    fn snapshot_share_per_request(&self, len: usize) -> usize {
+    /// How long a load may take from `now`: half the time left before the snapshot in use goes
+    /// stale and, in a worker that serves requests, half the sync interval at most; `None` when
+    /// there is none or it is stale already (requests are under `failure_mode`: read at once).
+    fn snapshot_load_window_ms(&self, now: Timestamp) -> Option<u64> {
+        self.snapshot.snapshot.as_ref()?;
+        let mut window = u64::MAX;
+        if let (Some(max), Some(received)) =
+            (self.snapshot.stale_after_ms, self.snapshot.received_at)
+        {
+            let left = (max as i64).saturating_sub(now.millis_since(received));
+            if left <= 0 {
+                return None;
+            }
+            window = left as u64 / 2;
+        }
+        if self.served_requests {
+            window = window.min(self.config.sync_interval_ms / 2);
+        }
+        Some(window)
+    }
+
+    /// A request's share of a `len`-byte document: the whole within the load's window, at the
+    /// requests per tick period seen lately.
+    fn snapshot_share_per_request(&self, len: usize, now: Timestamp) -> usize {
+        let Some(window) = self.snapshot_load_window_ms(now) else {
+            return usize::MAX;
+        };
         let tick = self.usual_tick_period_ms().max(1);
-        let window = (self.config.sync_interval_ms / 2).max(tick);
         let per_tick = self.requests_period_before.max(self.requests_since_tick) as u64;
         let requests = (per_tick.saturating_mul(window) / tick).max(1);
         let share = (len as u64).div_ceil(requests);
@@ -104,11 +129,14 @@ impl Gateway {
     }
 
     /// What a tick or an answer may read of a `len`-byte document (see the module's notes).
-    fn snapshot_budget_off_requests(&self, len: usize) -> usize {
-        if self.snapshot.snapshot.is_none() {
-            usize::MAX
-        } else if !self.served_requests {
-            (len / SNAPSHOT_TICKS_WITHOUT_REQUESTS).max(SNAPSHOT_MAX_BYTES_PER_REQUEST)
+    fn snapshot_budget_off_requests(&self, len: usize, now: Timestamp) -> usize {
+        let Some(window) = self.snapshot_load_window_ms(now) else {
+            return usize::MAX;
+        };
+        if !self.served_requests {
+            let tick = self.usual_tick_period_ms().max(1);
+            let ticks = (window / tick).clamp(1, SNAPSHOT_TICKS_WITHOUT_REQUESTS as u64);
+            (len / ticks as usize).max(SNAPSHOT_MAX_BYTES_PER_REQUEST)
         } else if self.requests_since_tick == 0 && self.requests_period_before == 0 {
             usize::MAX
         } else {
@@ -118,11 +146,12 @@ impl Gateway {
 
     /// What a tick reads of a loading snapshot (or frees of a replaced one).
     pub(super) fn load_snapshot_on_tick(&mut self, host: &mut dyn Host) {
+        let now = host.now();
         if let Some(len) = self.snapshot.loading.as_ref().map(|l| l.body.len()) {
-            let budget = self.snapshot_budget_off_requests(len);
+            let budget = self.snapshot_budget_off_requests(len, now);
             self.load_snapshot(host, budget);
         } else {
-            self.free_retiring_on_tick();
+            self.free_retiring_on_tick(now);
         }
     }
 
@@ -138,7 +167,7 @@ impl Gateway {
 
     /// Frees `old` a share at a time, shared out as a load is (a snapshot still being freed
     /// from before goes at once).
-    pub(super) fn retire_snapshot(&mut self, old: Snapshot) {
+    pub(super) fn retire_snapshot(&mut self, old: Snapshot, now: Timestamp) {
         let Snapshot {
             customers, keys, ..
         } = old;
@@ -147,7 +176,7 @@ impl Gateway {
         self.snapshot.retiring = Some(Retiring {
             customers: customers.into_iter(),
             keys: keys.into_keys().into_iter(),
-            per_request: self.snapshot_share_per_request(bytes) / BYTES_PER_FREED_ENTRY + 1,
+            per_request: self.snapshot_share_per_request(bytes, now) / BYTES_PER_FREED_ENTRY + 1,
         });
     }
 
@@ -162,10 +191,10 @@ impl Gateway {
     }
 
     /// What a tick frees of a replaced snapshot.
-    fn free_retiring_on_tick(&mut self) {
+    fn free_retiring_on_tick(&mut self, now: Timestamp) {
         if let Some(left) = self.snapshot.retiring.as_ref().map(Retiring::left) {
             let bytes = left.saturating_mul(BYTES_PER_FREED_ENTRY);
-            let budget = self.snapshot_budget_off_requests(bytes);
+            let budget = self.snapshot_budget_off_requests(bytes, now);
             self.free_retiring(budget / BYTES_PER_FREED_ENTRY + 1);
         }
     }

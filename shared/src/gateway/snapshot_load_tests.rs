@@ -364,3 +364,39 @@ fn a_large_replaced_snapshot_is_freed_a_share_at_a_time() {
         "{requests} requests freed it"
     );
 }
+
+#[test]
+fn a_load_ends_before_the_snapshot_in_use_goes_stale() {
+    // Stale 1.5 s after it arrived: a resync answered 1 s later has 0.5 s left.
+    let sync = json!({"entitlements": null, "entitlements_url": "http://127.0.0.1:9/v1/entitlements",
+        "sync_interval_ms": 1000, "max_snapshot_age_ms": 1500, "failure_mode": "closed"});
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(sync), 1);
+    answer_first_sync_with(&mut gw, &mut host, first_snapshot());
+    traffic(&mut gw, &mut host, 100, "a");
+    let big = large_resync(2_000);
+    resync(&mut gw, &mut host, &big, |gw, host| {
+        traffic(gw, host, 1, "b")
+    });
+    // Shared out over a quarter second's requests (half the 0.5 s left), not half a second's.
+    let mut requests = 0;
+    while gw.snapshot_loading().is_some() && requests < 30 {
+        traffic(&mut gw, &mut host, 1, &format!("s{requests}-"));
+        requests += 1;
+    }
+    let (read, all) = gw
+        .snapshot_loading()
+        .expect("still reading after 30 requests");
+    assert!(
+        read > all / 2,
+        "30 of the 50 requests read {read} of {all} bytes"
+    );
+    // Traffic stops; 0.6 s later the snapshot in use is stale: the next tick reads the rest.
+    host.advance_ms(600);
+    gw.on_tick(&mut host);
+    assert_eq!(gw.snapshot_loading(), None);
+    assert!(
+        allowed(&mut gw, &mut host, "ck_new", "n1"),
+        "decided on the new snapshot"
+    );
+}
