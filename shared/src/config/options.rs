@@ -262,7 +262,7 @@ pub static SYNC_INTERVAL_MS: OptionSpec = row(
         max: 86_400_000,
     },
     Default::Integer(5000),
-    "how often the snapshot is refreshed (in a VM that has served no request yet: every max_snapshot_age_ms / 2, if longer)",
+    "how often the snapshot is refreshed (in a VM that has served no request yet: every max_snapshot_age_ms / 2 up to 30 s, if longer)",
 );
 /// `max_snapshot_age_ms`.
 pub static MAX_SNAPSHOT_AGE_MS: OptionSpec = row(

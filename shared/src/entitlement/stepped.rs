@@ -62,7 +62,12 @@ impl SnapshotReader {
     pub fn step(&mut self, doc: &[u8], budget: usize) -> Progress {
         match self.walk(doc, self.pos.saturating_add(budget.max(1))) {
             Ok(false) => Progress::More,
-            Ok(true) => Progress::Done(std::mem::take(&mut self.read).finish("")),
+            // An error is reported as the whole tree reports it (the same words, first in
+            // the same order); errors are rare, a good snapshot never pays for the tree.
+            Ok(true) => match std::mem::take(&mut self.read).finish("") {
+                Ok(s) => Progress::Done(Ok(s)),
+                Err(_) => Progress::Done(whole_tree(doc)),
+            },
             Err(Stop) => Progress::Done(whole_tree(doc)),
         }
     }

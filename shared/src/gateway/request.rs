@@ -50,6 +50,7 @@ impl Gateway {
     pub fn on_request(&mut self, host: &mut dyn Host, req: &dyn RequestView) -> RequestVerdict {
         self.requests_since_tick = self.requests_since_tick.saturating_add(1);
         self.served_requests = true;
+        self.finish_overdue_snapshot(host);
         let verdict = self.decide(host, req);
         if matches!(
             verdict,

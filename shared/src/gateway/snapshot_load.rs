@@ -6,11 +6,14 @@
 //! step once it is whole. The old one decides until then.
 //!
 //! - A first snapshot is read at once: requests wait for it. So is one arriving when the
-//!   snapshot in use is already stale (requests are under `failure_mode`), and a load never
-//!   takes more than half the time left before the one in use goes stale.
+//!   snapshot in use is already stale (requests are under `failure_mode`). A load has a
+//!   deadline, half the time left before the one in use goes stale (and at most half the sync
+//!   interval): ticks read faster when requests do not keep pace, and past it the next tick or
+//!   request reads the rest before anything is decided.
 //! - A worker that served requests but none lately reads it at once: nothing waits behind it.
 //! - A VM that never served a request reads it on ticks, a twentieth at least on each, and syncs
-//!   only every half of `max_snapshot_age_ms`. Envoy runs one such VM on its main thread for
+//!   only every half of `max_snapshot_age_ms` (at most 30 s; at the usual interval after a
+//!   failed sync). Envoy runs one such VM on its main thread for
 //!   every Wasm filter configuration (it never gets a request), and that thread shares a core
 //!   with a worker: its read, at once every 5 s, took that core from the worker for as long. A worker whose first
 //!   request comes later has a snapshot within the staleness bound, and syncs at the usual
@@ -27,6 +30,10 @@ use std::collections::hash_map;
 pub const SNAPSHOT_BYTES_PER_TICK: usize = 16 * 1024;
 /// A VM that never served a request reads a loading snapshot in this many ticks at most.
 pub const SNAPSHOT_TICKS_WITHOUT_REQUESTS: usize = 20;
+/// The longest a VM that never served a request waits between syncs (half
+/// `max_snapshot_age_ms` if shorter): a worker whose first request comes late decides on a
+/// snapshot at most this old.
+pub const SNAPSHOT_MAX_SYNC_WITHOUT_REQUESTS_MS: u64 = 30_000;
 /// The most one request reads (about 500 customers or keys; a few milliseconds in V8), however
 /// few requests there are to share the document.
 pub const SNAPSHOT_MAX_BYTES_PER_REQUEST: usize = 64 * 1024;
@@ -40,6 +47,8 @@ pub(super) struct Loading {
     received_at: Timestamp,
     /// What each request reads.
     per_request: usize,
+    /// When it must be read: after it, the next request or tick reads the rest at once.
+    deadline: Timestamp,
 }
 
 /// A replaced snapshot, freed a few customers and keys at a time: freeing 10,000 of each at
@@ -84,11 +93,13 @@ impl Gateway {
     ) {
         let len = body.len();
         let per_request = self.snapshot_share_per_request(len, now);
+        let window = self.snapshot_load_window_ms(now).unwrap_or(0);
         self.snapshot.loading = Some(Loading {
             body,
             reader: SnapshotReader::default(),
             received_at: now,
             per_request,
+            deadline: now.plus_nanos((window.min(i64::MAX as u64 / 1_000_000) as i64) * 1_000_000),
         });
         let budget = self.snapshot_budget_off_requests(len, now);
         self.load_snapshot(host, budget);
@@ -144,24 +155,55 @@ impl Gateway {
         }
     }
 
-    /// What a tick reads of a loading snapshot (or frees of a replaced one).
+    /// What a tick reads of a loading snapshot: its usual budget, or more if that would not
+    /// end the load by its deadline without requests; everything once the deadline has passed.
+    /// And what it frees of a replaced one.
     pub(super) fn load_snapshot_on_tick(&mut self, host: &mut dyn Host) {
         let now = host.now();
-        if let Some(len) = self.snapshot.loading.as_ref().map(|l| l.body.len()) {
-            let budget = self.snapshot_budget_off_requests(len, now);
+        if let Some(l) = self.snapshot.loading.as_ref() {
+            let (len, left, deadline) = (
+                l.body.len(),
+                l.body.len().saturating_sub(l.reader.position()),
+                l.deadline,
+            );
+            let until = deadline.millis_since(now);
+            let budget = if until <= 0 {
+                usize::MAX
+            } else {
+                let tick = self.usual_tick_period_ms().max(1);
+                let paced = (left as u64).saturating_mul(tick).div_ceil(until as u64);
+                let paced = usize::try_from(paced).unwrap_or(usize::MAX);
+                self.snapshot_budget_off_requests(len, now).max(paced)
+            };
             self.load_snapshot(host, budget);
-        } else {
-            self.free_retiring_on_tick(now);
+        }
+        self.free_retiring_on_tick(now);
+    }
+
+    /// Before a decision: a load past its deadline is read to its end, so no request is decided
+    /// on a snapshot left to go stale while a newer one waited.
+    pub(super) fn finish_overdue_snapshot(&mut self, host: &mut dyn Host) {
+        let Some(deadline) = self.snapshot.loading.as_ref().map(|l| l.deadline) else {
+            return;
+        };
+        if host.now() >= deadline {
+            self.load_snapshot(host, usize::MAX);
         }
     }
 
-    /// How long after a sync attempt the next one is due: the sync interval, or half the
-    /// staleness bound (if longer) in a VM that never served a request.
+    /// How long after a sync attempt the next one is due: the sync interval; in a VM that never
+    /// served a request and whose last sync did not fail, half the staleness bound (at most
+    /// 30 s), if longer.
     pub(super) fn sync_interval_now_ms(&self) -> u64 {
-        if self.served_requests || self.snapshot.snapshot.is_none() {
+        if self.served_requests
+            || self.snapshot.snapshot.is_none()
+            || self.snapshot.consecutive_failures > 0
+        {
             self.config.sync_interval_ms
         } else {
-            (self.config.max_snapshot_age_ms / 2).max(self.config.sync_interval_ms)
+            (self.config.max_snapshot_age_ms / 2)
+                .min(SNAPSHOT_MAX_SYNC_WITHOUT_REQUESTS_MS)
+                .max(self.config.sync_interval_ms)
         }
     }
 
@@ -185,7 +227,8 @@ impl Gateway {
     pub(super) fn load_snapshot_share(&mut self, host: &mut dyn Host) {
         if let Some(share) = self.snapshot.loading.as_ref().map(|l| l.per_request) {
             self.load_snapshot(host, share);
-        } else if let Some(n) = self.snapshot.retiring.as_ref().map(|r| r.per_request) {
+        }
+        if let Some(n) = self.snapshot.retiring.as_ref().map(|r| r.per_request) {
             self.free_retiring(n);
         }
     }
