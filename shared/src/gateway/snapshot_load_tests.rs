@@ -50,11 +50,16 @@ fn resync(
     gw.on_tick(host);
     let token = sync_call(host).expect("the tick starts a sync");
     before_answer(gw, host);
+    answer(gw, host, token, 200, snapshot);
+}
+
+/// Answers sync call `token` with `status` and `snapshot` as its body.
+fn answer(gw: &mut Gateway, host: &mut TestHost, token: u32, status: u16, snapshot: &Value) {
     gw.on_call_response(
         host,
         token,
         CallResponse {
-            status: Some(200),
+            status: Some(status),
             headers: vec![],
             body: snapshot.to_string().into_bytes(),
         },
@@ -273,15 +278,7 @@ fn a_vm_that_never_served_a_request_syncs_at_half_the_staleness_bound_and_reads_
     let token = sync_call(&mut host).expect("a sync within half the staleness bound");
     let big = large_resync(2_000);
     let all = len(&big);
-    gw.on_call_response(
-        &mut host,
-        token,
-        CallResponse {
-            status: Some(200),
-            headers: vec![],
-            body: big.to_string().into_bytes(),
-        },
-    );
+    answer(&mut gw, &mut host, token, 200, &big);
     // Read on ticks, a twentieth (at least 64 KiB) a tick, never at once.
     let share = (all / SNAPSHOT_TICKS_WITHOUT_REQUESTS).max(SNAPSHOT_MAX_BYTES_PER_REQUEST);
     let mut ticks = 0;
@@ -410,15 +407,7 @@ fn ticks_keep_a_load_on_time_when_requests_stop() {
     let token = sync_call(&mut host).expect("a sync");
     traffic(&mut gw, &mut host, 1, "b");
     let big = large_resync(2_000);
-    gw.on_call_response(
-        &mut host,
-        token,
-        CallResponse {
-            status: Some(200),
-            headers: vec![],
-            body: big.to_string().into_bytes(),
-        },
-    );
+    answer(&mut gw, &mut host, token, 200, &big);
     // The load may take 5 s (half the sync interval), its shares sized for 100 requests a tick
     // period; traffic drops to one request a period. Ticks every 500 ms read what keeps it on
     // time: it ends by the tenth, and not all at once.
@@ -447,15 +436,7 @@ fn a_vm_that_never_served_a_request_syncs_at_the_usual_interval_after_a_failed_s
     host.advance_ms(30_000);
     gw.on_tick(&mut host);
     let token = sync_call(&mut host).expect("a sync after 30 s");
-    gw.on_call_response(
-        &mut host,
-        token,
-        CallResponse {
-            status: Some(503),
-            headers: vec![],
-            body: vec![],
-        },
-    );
+    answer(&mut gw, &mut host, token, 503, &json!({}));
     host.advance_ms(1_000);
     gw.on_tick(&mut host);
     assert!(
