@@ -71,6 +71,8 @@ PIDS=()
 cleanup() {
   local s=$?
   trap - EXIT
+  # The Envoy of the run under way, also when the run stopped half-way (no snapshot, say).
+  if [ -n "${epid:-}" ]; then kill "$epid" 2>/dev/null || true; wait "$epid" 2>/dev/null || true; fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   if [ "${KEEP:-0}" = 1 ]; then echo "logs and configurations kept in $WORK" >&2; else rm -rf "$WORK"; fi
