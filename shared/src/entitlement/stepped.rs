@@ -21,10 +21,8 @@ enum At {
     Start,
     /// Before a top-level field (or the closing `}`); `first` when none was read yet.
     Field { first: bool },
-    /// Inside `customers`, before an entry (or its `}`).
-    Customers { first: bool },
-    /// Inside `consumer_keys`, before an element (or its `]`).
-    Keys { first: bool },
+    /// Inside `customers` (an object) or `consumer_keys` (a list), before an entry or the end.
+    Entries { keys: bool, first: bool },
 }
 
 /// The document does not read as steps: read it as a whole tree instead.
@@ -102,12 +100,18 @@ impl SnapshotReader {
                         "customers" => {
                             self.expect(doc, b'{')?;
                             self.read.restart_customers();
-                            self.at = At::Customers { first: true };
+                            self.at = At::Entries {
+                                keys: false,
+                                first: true,
+                            };
                         }
                         "consumer_keys" => {
                             self.expect(doc, b'[')?;
                             self.read.restart_keys();
-                            self.at = At::Keys { first: true };
+                            self.at = At::Entries {
+                                keys: true,
+                                first: true,
+                            };
                         }
                         _ => {
                             let v = self.value(doc)?;
@@ -116,31 +120,25 @@ impl SnapshotReader {
                         }
                     }
                 }
-                At::Customers { first } => {
+                At::Entries { keys, first } => {
                     if self.pos >= stop_at {
                         return Ok(false);
                     }
-                    if self.close(doc, b'}', first)? {
+                    if self.close(doc, if keys { b']' } else { b'}' }, first)? {
                         self.at = At::Field { first: false };
                         continue;
                     }
-                    let id = self.name(doc)?;
-                    self.expect(doc, b':')?;
-                    let v = self.value(doc)?;
-                    self.read.customer("customers", id, &v).map_err(|_| Stop)?;
-                    self.at = At::Customers { first: false };
-                }
-                At::Keys { first } => {
-                    if self.pos >= stop_at {
-                        return Ok(false);
-                    }
-                    if self.close(doc, b']', first)? {
-                        self.at = At::Field { first: false };
-                        continue;
-                    }
-                    let v = self.value(doc)?;
-                    self.read.key("consumer_keys", &v).map_err(|_| Stop)?;
-                    self.at = At::Keys { first: false };
+                    let read = if keys {
+                        let v = self.value(doc)?;
+                        self.read.key("consumer_keys", &v)
+                    } else {
+                        let id = self.name(doc)?;
+                        self.expect(doc, b':')?;
+                        let v = self.value(doc)?;
+                        self.read.customer("customers", id, &v)
+                    };
+                    read.map_err(|_| Stop)?;
+                    self.at = At::Entries { keys, first: false };
                 }
             }
         }
@@ -334,6 +332,18 @@ mod tests {
         // Six entries at most one a step; the steps that read the top-level fields and the end
         // read no entry: no step reads more than one, and none reads nothing.
         assert!((7..=6 + 4 + 1).contains(&steps), "{steps} steps");
+        let mut r = SnapshotReader::default();
+        loop {
+            let before = r.position();
+            let done = matches!(r.step(d.as_bytes(), 1), Progress::Done(_));
+            let read = &d[before..r.position()];
+            assert!(!read.is_empty(), "a step read nothing");
+            let entries = read.matches("\"features\"").count() + read.matches("\"key_id\"").count();
+            assert!(entries <= 1, "one step read {entries} entries: {read}");
+            if done {
+                break;
+            }
+        }
     }
 
     #[test]
