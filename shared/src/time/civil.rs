@@ -114,13 +114,15 @@ impl CivilDateTime {
     }
 
     fn rfc3339_bytes(self, buf: &mut [u8; 40]) -> usize {
+        /// The last `n` decimal digits of `v`, written from the right: each digit costs a
+        /// division by the constant 10 (a multiply), not by a power of ten in a variable.
         fn put(buf: &mut [u8; 40], at: &mut usize, v: u32, n: u32) {
-            let mut div = 10u32.pow(n - 1);
-            while div > 0 {
-                buf[*at] = b'0' + ((v / div) % 10) as u8;
-                *at += 1;
-                div /= 10;
+            let mut v = v;
+            for slot in buf[*at..*at + n as usize].iter_mut().rev() {
+                *slot = b'0' + (v % 10) as u8;
+                v /= 10;
             }
+            *at += n as usize;
         }
         let mut at = 0;
         let year = self.year.clamp(0, 9999) as u32;
