@@ -5,7 +5,7 @@
 //! inside their own atomic counter update.
 
 use super::snapshot::{Entitlement, Snapshot};
-use crate::keys::{any_contains, ConsumerKey};
+use crate::keys::{any_contains, ConsumerKey, KeyHash};
 use crate::ratelimit::{retry_after_secs, RateLimit};
 use crate::time::Timestamp;
 use std::fmt;
@@ -16,6 +16,8 @@ use std::net::IpAddr;
 pub enum Credential<'a> {
     /// A consumer key secret, looked up by hash.
     ConsumerKey(&'a str),
+    /// A consumer key already hashed (the gateway keeps recent keys' hashes).
+    HashedKey(KeyHash),
     /// A customer id asserted by a trusted auth layer in front.
     Customer(&'a str),
     /// Nothing usable.
@@ -195,6 +197,10 @@ pub fn check_access<'s>(
             return Err(Deny::new(DenyCode::InvalidKey, "an API key is required"));
         }
         Credential::ConsumerKey(secret) => match snapshot.keys.authenticate(secret, now) {
+            Ok(k) => (k.customer_id.as_str(), Some(k)),
+            Err(d) => return Err(Deny::new(DenyCode::InvalidKey, d.message())),
+        },
+        Credential::HashedKey(hash) => match snapshot.keys.authenticate_hash(&hash, now) {
             Ok(k) => (k.customer_id.as_str(), Some(k)),
             Err(d) => return Err(Deny::new(DenyCode::InvalidKey, d.message())),
         },

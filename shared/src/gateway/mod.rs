@@ -9,6 +9,8 @@ mod awaiting;
 mod exchange;
 mod handover;
 #[cfg(test)]
+mod key_cache_tests;
+#[cfg(test)]
 mod lease_tests;
 mod leases;
 mod logged;
@@ -36,6 +38,7 @@ use crate::delivery::{Counters, Delivery};
 use crate::entitlement::{freshness, Freshness, Slices, Snapshot};
 use crate::environment::Environment;
 use crate::host::{Host, LogLevel, Metric};
+use crate::keys::KeyHashCache;
 use crate::time::Timestamp;
 use std::collections::HashMap;
 
@@ -109,6 +112,8 @@ pub struct Gateway {
     requests_period_before: u32,
     /// Whether this engine ever decided a request (Envoy's main-thread VM never does).
     served_requests: bool,
+    /// Hashes of the consumer keys seen lately (SHA-256 once per key, not per request).
+    key_hashes: KeyHashCache,
 }
 
 impl Gateway {
@@ -150,6 +155,7 @@ impl Gateway {
             requests_since_tick: 0,
             requests_period_before: 0,
             served_requests: false,
+            key_hashes: KeyHashCache::new(seed ^ 0x6B65_7973),
         }
     }
 

@@ -9,7 +9,7 @@ use crate::entitlement::{
     HostCounters, Identity, Reservation,
 };
 use crate::host::{Host, LogLevel, Metric};
-use crate::keys::{client_ip, hash_key, parse_peer};
+use crate::keys::{client_ip, parse_peer};
 use crate::time::Timestamp;
 
 /// Lazy access to the request, so only what a decision needs is read from the host.
@@ -103,7 +103,7 @@ impl Gateway {
             .and_then(|h| req.header(h))
             .filter(|v| !v.is_empty());
         let credential = match (&consumer_key, &customer) {
-            (Some(k), _) => Credential::ConsumerKey(k),
+            (Some(k), _) => Credential::HashedKey(self.key_hashes.hash(k)),
             (None, Some(c)) => Credential::Customer(c),
             (None, None) => Credential::Missing,
         };
@@ -128,9 +128,9 @@ impl Gateway {
             }
             let customer_id = match (credential, self.snapshot.snapshot.as_ref()) {
                 (Credential::Customer(c), _) => Some(c.to_string()),
-                (Credential::ConsumerKey(k), Some(s)) => s
+                (Credential::HashedKey(h), Some(s)) => s
                     .keys
-                    .authenticate(k, now)
+                    .authenticate_hash(&h, now)
                     .ok()
                     .map(|k| k.customer_id.clone()),
                 _ => None,
@@ -155,8 +155,8 @@ impl Gateway {
                     self.count_decision(Metric::DecisionsAllowed);
                     match (credential, self.snapshot.snapshot.is_none()) {
                         // Never synced yet: meter it once the first snapshot resolves the key.
-                        (Credential::ConsumerKey(k), true) => {
-                            exchange.pending_key = Some(hash_key(k));
+                        (Credential::HashedKey(h), true) => {
+                            exchange.pending_key = Some(h);
                             self.continue_with(exchange, Vec::new())
                         }
                         _ => {
