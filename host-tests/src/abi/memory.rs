@@ -15,7 +15,10 @@ pub fn read(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Option<Vec<u8
 
 /// Reads a UTF-8 string (lossy) at `ptr`.
 pub fn read_str(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Option<String> {
-    read(caller, ptr, len).map(|b| String::from_utf8_lossy(&b).into_owned())
+    // Valid UTF-8 (what a filter passes) keeps the bytes read; only invalid text is copied.
+    read(caller, ptr, len).map(|b| {
+        String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    })
 }
 
 /// Writes bytes at `ptr`; `false` when out of bounds.

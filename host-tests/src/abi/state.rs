@@ -22,6 +22,46 @@ pub struct StreamData {
     pub peer: String,
 }
 
+impl StreamData {
+    /// Starts a new stream with these request headers and peer, the rest empty. Keeps the
+    /// buffers of the stream before it, so a long replay does not allocate them per request.
+    pub fn begin<'a>(
+        &mut self,
+        request_headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+        peer: &str,
+    ) {
+        refill_pairs(&mut self.request_headers, request_headers);
+        self.request_body.clear();
+        self.response_headers.clear();
+        self.response_body.clear();
+        self.call_headers.clear();
+        self.call_body.clear();
+        self.peer.clear();
+        self.peer.push_str(peer);
+    }
+}
+
+/// Replaces `pairs` with `with`, reusing the strings already there.
+pub fn refill_pairs<'a>(
+    pairs: &mut Vec<(String, String)>,
+    with: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    let mut n = 0;
+    for (k, v) in with {
+        match pairs.get_mut(n) {
+            Some((pk, pv)) => {
+                pk.clear();
+                pk.push_str(k);
+                pv.clear();
+                pv.push_str(v);
+            }
+            None => pairs.push((k.to_string(), v.to_string())),
+        }
+        n += 1;
+    }
+    pairs.truncate(n);
+}
+
 /// An answer to an outbound call: status, headers, body.
 pub type CallAnswer = (u16, Vec<(String, String)>, Vec<u8>);
 

@@ -2,7 +2,9 @@
 //! many requests, ticks and call answers, as a proxy does.
 
 use super::profile::Profile;
-use super::state::{CallAnswer, CallRequest, HostState, LocalReply, Phase, StreamData};
+use super::state::{
+    refill_pairs, CallAnswer, CallRequest, HostState, LocalReply, Phase, StreamData,
+};
 use super::world::SharedWorld;
 use super::{imports, wasi};
 use crate::traffic::Entry;
@@ -146,6 +148,20 @@ fn first_request_context(profile: Profile) -> u32 {
 const PAUSE: i32 = 1;
 /// Epoch ticks (100 ms each) a single callback may run before it is interrupted.
 const CALLBACK_DEADLINE: u64 = 100;
+
+/// `n` in decimal, written into `buf` (a status without an allocation per request).
+fn decimal(n: u16, buf: &mut [u8; 5]) -> &str {
+    let (mut n, mut at) = (n, buf.len());
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
 
 fn trap(e: wasmtime::Error) -> VmError {
     VmError::Trap(format!("{e:#}"))
@@ -462,17 +478,14 @@ impl Vm {
         let req = &entry.request;
         {
             let st = self.store.data_mut();
-            let mut headers = Vec::with_capacity(req.headers.len() + 4);
-            headers.push((":authority".to_string(), req.authority.clone()));
-            headers.push((":path".to_string(), req.path.clone()));
-            headers.push((":method".to_string(), req.method.clone()));
-            headers.push((":scheme".to_string(), "http".to_string()));
-            headers.extend(req.headers.iter().cloned());
-            st.stream = StreamData {
-                request_headers: headers,
-                peer: req.peer.clone(),
-                ..StreamData::default()
-            };
+            let pseudo = [
+                (":authority", req.authority.as_str()),
+                (":path", req.path.as_str()),
+                (":method", req.method.as_str()),
+                (":scheme", "http"),
+            ];
+            let rest = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            st.stream.begin(pseudo.into_iter().chain(rest), &req.peer);
             st.local_reply = None;
             st.phase = Phase::Request;
             st.effective_context = ctx as u32;
@@ -509,9 +522,7 @@ impl Vm {
         let (status, response_headers) = match &local {
             Some(reply) => {
                 // Envoy runs the local reply through the encoder path, so the filter sees it.
-                let mut headers = vec![(":status".to_string(), reply.status.to_string())];
-                headers.extend(reply.headers.iter().cloned());
-                self.store.data_mut().stream.response_headers = headers;
+                self.set_response_headers(reply.status, &reply.headers);
                 self.store.data_mut().phase = Phase::Response;
                 if !kong {
                     let n = self.store.data().stream.response_headers.len() as i32;
@@ -519,10 +530,7 @@ impl Vm {
                         return Ok(self.trapped(e));
                     }
                 }
-                (
-                    reply.status,
-                    self.store.data().stream.response_headers.clone(),
-                )
+                (reply.status, self.captured_response_headers())
             }
             None if action == PAUSE => {
                 // A paused request that is never resumed would hang a real proxy.
@@ -530,13 +538,8 @@ impl Vm {
             }
             None => {
                 let res = &entry.response;
-                let mut headers = vec![(":status".to_string(), res.status.to_string())];
-                headers.extend(res.headers.iter().cloned());
-                {
-                    let st = self.store.data_mut();
-                    st.stream.response_headers = headers;
-                    st.phase = Phase::Response;
-                }
+                self.set_response_headers(res.status, &res.headers);
+                self.store.data_mut().phase = Phase::Response;
                 let n = self.store.data().stream.response_headers.len() as i32;
                 let eos = i32::from(res.body.is_empty() && !kong);
                 if let Err(e) = self.call3(self.f.on_response_headers.clone(), ctx, n, eos) {
@@ -552,10 +555,7 @@ impl Vm {
                         return Ok(self.trapped(e));
                     }
                 }
-                (
-                    res.status,
-                    self.store.data().stream.response_headers.clone(),
-                )
+                (res.status, self.captured_response_headers())
             }
         };
         self.store.data_mut().phase = Phase::Log;
@@ -578,6 +578,27 @@ impl Vm {
             response_headers,
             trapped: false,
         })
+    }
+
+    /// The response headers the filter sees: `:status`, then `headers`.
+    fn set_response_headers(&mut self, status: u16, headers: &[(String, String)]) {
+        let mut digits = [0u8; 5];
+        let status = decimal(status, &mut digits);
+        let rest = headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let st = self.store.data_mut();
+        refill_pairs(
+            &mut st.stream.response_headers,
+            std::iter::once((":status", status)).chain(rest),
+        );
+    }
+
+    /// The response headers after the filter, when `capture_headers` asks for them.
+    fn captured_response_headers(&self) -> Vec<(String, String)> {
+        if self.capture_headers {
+            self.store.data().stream.response_headers.clone()
+        } else {
+            Vec::new()
+        }
     }
 
     fn trapped(&mut self, e: VmError) -> Outcome {

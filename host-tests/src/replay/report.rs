@@ -5,6 +5,7 @@ use crate::abi::{LogLine, Outcome};
 use crate::ingest_sim::{IngestStats, StoredEvent};
 use aforo_core::rating::Invoice;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -12,7 +13,7 @@ use std::fmt::Write;
 pub type Decisions = BTreeMap<String, u64>;
 
 /// The decision a client saw: `allowed`, or the `error.code` of a local reply.
-pub fn decision_of(o: &Outcome) -> String {
+pub fn decision_of(o: &Outcome) -> Cow<'static, str> {
     if o.trapped {
         return "module_trap".into();
     }
@@ -22,7 +23,18 @@ pub fn decision_of(o: &Outcome) -> String {
         Some(r) => serde_json::from_slice::<serde_json::Value>(&r.body)
             .ok()
             .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("local_{}", r.status)),
+            .unwrap_or_else(|| format!("local_{}", r.status))
+            .into(),
+    }
+}
+
+/// Counts one more `key` in `counts`, copying the key only the first time it is seen.
+pub fn count_one(counts: &mut Decisions, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
     }
 }
 
@@ -134,7 +146,7 @@ pub struct RunReport {
     pub statuses: Vec<u16>,
     /// Decision of each request (`allowed` or the error code), in traffic order (for tests).
     #[serde(skip)]
-    pub decisions: Vec<String>,
+    pub decisions: Vec<Cow<'static, str>>,
     /// Events the ingest stored, when recording (`RunOptions::record_events`).
     #[serde(rename = "stored_events")]
     pub stored: Vec<StoredEvent>,

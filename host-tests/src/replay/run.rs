@@ -2,7 +2,9 @@
 //! the simulated ingest answering their calls (and failing when scripted to).
 
 use super::progress::Progress;
-use super::report::{decision_of, EventStats, RequestResult, RequestStats, RunReport};
+use super::report::{
+    count_one, decision_of, Decisions, EventStats, RequestResult, RequestStats, RunReport,
+};
 use super::results::{attach, Arrival, Credentials};
 use crate::abi::{compile, CallAnswer, CallRequest, Profile, Vm, VmError, World};
 use crate::faults::Fault;
@@ -295,8 +297,9 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     report.statuses.reserve(opts.traffic.len());
     let credentials = Credentials::of(&opts.config, &opts.env);
     let mut arrivals: Vec<Arrival> = Vec::new();
-    for (i, entry) in opts.traffic.iter().enumerate() {
-        let entry = entry.as_ref();
+    let mut cursor = opts.traffic.cursor();
+    let mut i = 0usize;
+    while let Some(entry) = cursor.next_entry() {
         let t = entry.time.unix_nanos().max(sim.now);
         sim.advance_to(t)?;
         let w = i % sim.vms.len();
@@ -325,19 +328,23 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
                 path: path.clone(),
                 customer: entry.customer.clone(),
                 status: outcome.status,
-                decision: decision.clone(),
+                decision: decision.to_string(),
                 events: Vec::new(),
             });
         } else if let Some(c) = &entry.customer {
-            *report
-                .by_customer
-                .entry(c.clone())
-                .or_default()
-                .entry(decision.clone())
-                .or_default() += 1;
+            // Looked up before inserting: a replay of a million requests copies each
+            // customer's name once, not once a request.
+            match report.by_customer.get_mut(c) {
+                Some(d) => count_one(d, &decision),
+                None => {
+                    let mut d = Decisions::new();
+                    count_one(&mut d, &decision);
+                    report.by_customer.insert(c.clone(), d);
+                }
+            }
         }
-        report.decisions.push(decision.clone());
-        *requests.by_decision.entry(decision).or_default() += 1;
+        count_one(&mut requests.by_decision, &decision);
+        report.decisions.push(decision);
         if outcome.trapped {
             report.traps += 1;
         }
@@ -345,6 +352,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         if i % 1024 == 0 {
             progress.update(i as u64);
         }
+        i += 1;
     }
     progress.finish();
     // Drain: let ticks flush and retries run until nothing is buffered or in flight.

@@ -73,31 +73,96 @@ fn repetition(v: &Value) -> Result<(Option<u64>, u64), FieldError> {
     Ok((repeat, interval))
 }
 
-fn fill(text: &str, n: u64) -> String {
-    if text.contains("{n}") {
-        text.replace("{n}", &n.to_string())
-    } else {
-        text.to_string()
+/// Appends `text` to `out` with every `{n}` replaced by `n`.
+fn fill_into(out: &mut Vec<u8>, text: &str, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut v = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // Each `{` is found with a byte search: `str::find("{n}")` sets up a substring search on
+    // every call (about 1,100 instructions a request in scripts/bench-replay.sh's traffic).
+    let mut rest = text;
+    while let Some(i) = rest.find('{') {
+        let (before, from) = rest.split_at(i);
+        out.extend_from_slice(before.as_bytes());
+        match from.strip_prefix("{n}") {
+            Some(after) => {
+                out.extend_from_slice(&digits[at..]);
+                rest = after;
+            }
+            None => {
+                out.push(b'{');
+                rest = &from[1..];
+            }
+        }
+    }
+    out.extend_from_slice(rest.as_bytes());
+}
+
+/// `out` becomes `text` with `{n}` replaced, reusing its buffer.
+fn fill_string(out: &mut String, text: &str, n: u64) {
+    let mut bytes = std::mem::take(out).into_bytes();
+    bytes.clear();
+    fill_into(&mut bytes, text, n);
+    // Only ASCII digits replace ASCII `{n}` in UTF-8 text: still UTF-8.
+    *out = String::from_utf8(bytes).unwrap_or_default();
+}
+
+/// `out` becomes `body`, with `{n}` replaced when it is UTF-8 text, reusing its buffer.
+fn fill_body(out: &mut Vec<u8>, body: &[u8], n: u64) {
+    out.clear();
+    match std::str::from_utf8(body) {
+        Ok(text) => fill_into(out, text, n),
+        Err(_) => out.extend_from_slice(body),
+    }
+}
+
+/// `out` becomes `pairs` with `{n}` replaced in the values, reusing its strings.
+fn fill_pairs(out: &mut Vec<(String, String)>, pairs: &[(String, String)], n: u64) {
+    out.truncate(pairs.len());
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        match out.get_mut(i) {
+            Some((ok, ov)) => {
+                ok.clone_from(k);
+                fill_string(ov, v, n);
+            }
+            None => {
+                let mut ov = String::new();
+                fill_string(&mut ov, v, n);
+                out.push((k.clone(), ov));
+            }
+        }
     }
 }
 
 /// Entry number `n` of a repeated line: `{n}` substituted.
 pub(super) fn expand(e: &Entry, n: u64) -> Entry {
     let mut out = e.clone();
-    out.request.path = fill(&e.request.path, n);
-    for (_, v) in out.request.headers.iter_mut() {
-        *v = fill(v, n);
-    }
-    if let Ok(b) = std::str::from_utf8(&e.request.body) {
-        out.request.body = fill(b, n).into_bytes();
-    }
-    if let Ok(b) = std::str::from_utf8(&e.response.body) {
-        out.response.body = fill(b, n).into_bytes();
-    }
-    for (_, v) in out.response.headers.iter_mut() {
-        *v = fill(v, n);
-    }
+    expand_into(&mut out, e, n);
     out
+}
+
+/// `expand` into an entry already there, reusing its strings and buffers: a million-request
+/// replay expands every request into the same one (`Traffic::cursor`).
+pub(super) fn expand_into(out: &mut Entry, e: &Entry, n: u64) {
+    out.time = e.time;
+    out.request.method.clone_from(&e.request.method);
+    fill_string(&mut out.request.path, &e.request.path, n);
+    out.request.authority.clone_from(&e.request.authority);
+    fill_pairs(&mut out.request.headers, &e.request.headers, n);
+    fill_body(&mut out.request.body, &e.request.body, n);
+    out.request.peer.clone_from(&e.request.peer);
+    out.response.status = e.response.status;
+    fill_pairs(&mut out.response.headers, &e.response.headers, n);
+    fill_body(&mut out.response.body, &e.response.body, n);
+    out.customer.clone_from(&e.customer);
 }
 
 fn headers(r: &ObjReader<'_>, key: &str) -> Result<Vec<(String, String)>, FieldError> {
@@ -279,6 +344,49 @@ mod tests {
             Timestamp::EPOCH
         )
         .is_err());
+    }
+
+    #[test]
+    fn only_n_in_braces_is_replaced() {
+        let mut out = Vec::new();
+        fill_into(&mut out, "{x}{n}{{n}}{ n}{n", 42);
+        assert_eq!(out, b"{x}42{42}{ n}{n");
+        out.clear();
+        fill_into(&mut out, "é{n}€{", 0);
+        assert_eq!(String::from_utf8(out).unwrap(), "é0€{");
+    }
+
+    #[test]
+    fn the_cursor_walks_the_same_requests_as_the_iterator() {
+        // Lines that shrink and grow between requests (headers, bodies, a customer), `{n}`
+        // twice in one value, a body that is not UTF-8 (kept as is), and single lines between
+        // repeated ones: the reused entry must never keep anything of the request before it.
+        let text = [
+            r#"{"time":"2026-03-15T12:00:00Z","repeat":12,"interval_ms":3,"request":{"path":"/a/{n}?b={n}","headers":{"x-request-id":"r-{n}","x-two":"{n}{n}"},"body":"b{n}"},"response":{"status":201,"headers":{"x-n":"{n}"},"body":"{n}"},"customer":"c1"}"#,
+            r#"{"request":{"path":"/single","peer":"203.0.113.7:5555"}}"#,
+            r#"{"repeat":2,"request":{"method":"POST","path":"/p","body_base64":"/v7/"}}"#,
+            r#"{"repeat":3,"request":{"path":"/q","headers":[["x-a","{n}"]]},"customer":"c2"}"#,
+        ]
+        .join("\n");
+        let traffic = parse_jsonl("t", &text, Timestamp::EPOCH).unwrap();
+        let want = traffic.entries();
+        let mut got = Vec::new();
+        let mut cursor = traffic.cursor();
+        while let Some(e) = cursor.next_entry() {
+            got.push(e.clone());
+        }
+        assert_eq!(got, want);
+        assert_eq!(got.len(), 18);
+        assert_eq!(got[11].request.path, "/a/11?b=11");
+        assert_eq!(got[11].request.headers[1].1, "1111");
+        assert_eq!(got[11].response.body, b"11");
+        assert_eq!(got[13].request.body, [0xfe, 0xfe, 0xff]);
+        assert!(got[13].request.headers.is_empty());
+        assert_eq!(
+            got[17].request.headers,
+            [("x-a".to_string(), "2".to_string())]
+        );
+        assert_eq!(got[17].customer.as_deref(), Some("c2"));
     }
 
     #[test]

@@ -146,9 +146,51 @@ impl Traffic {
         })
     }
 
+    /// The requests one at a time, each repeated line expanded into one reused entry (no
+    /// allocation per request once its buffers have grown); `iter` hands out owned copies.
+    pub fn cursor(&self) -> Cursor<'_> {
+        Cursor {
+            lines: &self.lines,
+            line: 0,
+            n: 0,
+            scratch: None,
+        }
+    }
+
     /// Every request, materialised (small files and tests).
     pub fn entries(&self) -> Vec<Entry> {
         self.iter().map(std::borrow::Cow::into_owned).collect()
+    }
+}
+
+/// Walks a traffic's requests in order without copying each (`Traffic::cursor`).
+pub struct Cursor<'a> {
+    lines: &'a [Line],
+    line: usize,
+    n: u64,
+    scratch: Option<Entry>,
+}
+
+impl Cursor<'_> {
+    /// The next request, or `None` after the last.
+    pub fn next_entry(&mut self) -> Option<&Entry> {
+        loop {
+            let l = self.lines.get(self.line)?;
+            if self.n >= l.repeat {
+                self.line += 1;
+                self.n = 0;
+                continue;
+            }
+            let n = self.n;
+            self.n += 1;
+            if l.repeat == 1 {
+                return Some(&l.entry);
+            }
+            let out = self.scratch.get_or_insert_with(|| l.entry.clone());
+            jsonl::expand_into(out, &l.entry, n);
+            out.time = l.entry.time.plus_millis((n * l.interval_ms) as i64);
+            return Some(out);
+        }
     }
 }
 

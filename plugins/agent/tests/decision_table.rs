@@ -117,7 +117,7 @@ fn filter_decisions(snapshot: &Value, catalog: &Value, cases: &[Case]) -> Vec<(u
         .statuses
         .iter()
         .copied()
-        .zip(report.decisions.iter().cloned())
+        .zip(report.decisions.iter().map(|d| d.to_string()))
         .collect()
 }
 
