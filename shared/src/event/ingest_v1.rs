@@ -259,26 +259,46 @@ fn build(p: Parts<'_>) -> Result<UsageEvent, Rejection> {
     Ok(event)
 }
 
+/// An event read by the fast path, checked as `parse_wire_event` checks it.
+fn from_fast(f: Fast<'_>) -> Result<UsageEvent, WireEventError> {
+    let id = f.id.into_owned();
+    build(Parts {
+        id: id.clone(),
+        customer_id: f.customer_id.into_owned(),
+        metric: f.metric.into_owned(),
+        quantity: f.quantity,
+        timestamp: &f.timestamp,
+        product_id: f.product_id.into_owned(),
+        environment: &f.environment,
+        properties: f.properties.unwrap_or_default(),
+    })
+    .map_err(|rejection| WireEventError {
+        id: Some(id),
+        rejection,
+    })
+}
+
+/// The events of `{"events": [...]}` read in one pass, each as `parse_wire_event` reads it;
+/// `None` when the body or any entry is not of the well-formed shape (the caller then reads
+/// each entry on its own, so one bad entry fails only itself). Bodies from gateways are
+/// well-formed: this skips a first pass that only finds where each entry ends.
+pub fn parse_well_formed_events(body: &str) -> Option<Vec<Result<UsageEvent, WireEventError>>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Batch<'a> {
+        #[serde(borrow)]
+        events: Vec<Fast<'a>>,
+    }
+    let batch: Batch<'_> = serde_json::from_str(body).ok()?;
+    Some(batch.events.into_iter().map(from_fast).collect())
+}
+
 /// Reads one ingest v1 event with exact quantities; checks shape and field syntax only
 /// (timestamp windows and the environment of the key are checked by `validate`).
 pub fn parse_wire_event(raw: &RawValue) -> Result<UsageEvent, WireEventError> {
     // Fast path: a well-formed event in one pass, strings borrowed where possible.
     if let Ok(f) = serde_json::from_str::<Fast<'_>>(raw.get()) {
-        let id = f.id.into_owned();
-        return build(Parts {
-            id: id.clone(),
-            customer_id: f.customer_id.into_owned(),
-            metric: f.metric.into_owned(),
-            quantity: f.quantity,
-            timestamp: &f.timestamp,
-            product_id: f.product_id.into_owned(),
-            environment: &f.environment,
-            properties: f.properties.unwrap_or_default(),
-        })
-        .map_err(|rejection| WireEventError {
-            id: Some(id),
-            rejection,
-        });
+        return from_fast(f);
     }
     // Slow path: find exactly what is wrong.
     let fields: HashMap<String, &RawValue> =
@@ -297,7 +317,13 @@ pub fn parse_wire_event(raw: &RawValue) -> Result<UsageEvent, WireEventError> {
         id: id.clone(),
         rejection: r,
     };
-    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    // The first unknown name in sorted order: the same answer for the same event every time
+    // (a hash map's order differs between runs, and the answer to a retried batch must not).
+    if let Some(unknown) = fields
+        .keys()
+        .filter(|k| !FIELDS.contains(&k.as_str()))
+        .min()
+    {
         return Err(fail(Rejection::new(
             RejectCode::InvalidField,
             None,

@@ -9,8 +9,8 @@ mod siphash;
 pub use cloudevents::{encode_cloudevent, encode_cloudevent_with, CLOUDEVENTS_BATCH_CONTENT_TYPE};
 pub use id::{derive_event_id, sequence_event_id, to_hex, EVENT_ID_PREFIX};
 pub use ingest_v1::{
-    encode_v1, encode_v1_raw, encode_v1_with, parse_wire_event, write_json_str, WireEventError,
-    INGEST_V1_CONTENT_TYPE,
+    encode_v1, encode_v1_raw, encode_v1_with, parse_well_formed_events, parse_wire_event,
+    write_json_str, WireEventError, INGEST_V1_CONTENT_TYPE,
 };
 pub use quantity::{Quantity, QuantityError};
 pub use siphash::{siphash128, siphash64};
