@@ -45,9 +45,9 @@ pub struct Outcome {
     pub status: u16,
     /// The local reply, when the filter answered itself.
     pub local_reply: Option<LocalReply>,
-    /// Request headers as forwarded upstream (after the filter).
+    /// Request headers as forwarded upstream (after the filter; with `capture_headers`).
     pub upstream_headers: Vec<(String, String)>,
-    /// Response headers as sent to the client.
+    /// Response headers as sent to the client (with `capture_headers`; empty otherwise).
     pub response_headers: Vec<(String, String)>,
     /// The module trapped on this request (the proxy answered 503).
     pub trapped: bool,

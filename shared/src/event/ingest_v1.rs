@@ -282,7 +282,12 @@ fn from_fast(f: Fast<'_>) -> Result<UsageEvent, WireEventError> {
 /// `None` when the body or any entry is not of the well-formed shape (the caller then reads
 /// each entry on its own, so one bad entry fails only itself). Bodies from gateways are
 /// well-formed: this skips a first pass that only finds where each entry ends.
-pub fn parse_well_formed_events(body: &str) -> Option<Vec<Result<UsageEvent, WireEventError>>> {
+/// More than `max_events` entries is `None` too, before any is checked (the caller refuses the
+/// body).
+pub fn parse_well_formed_events(
+    body: &str,
+    max_events: usize,
+) -> Option<Vec<Result<UsageEvent, WireEventError>>> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Batch<'a> {
@@ -290,6 +295,9 @@ pub fn parse_well_formed_events(body: &str) -> Option<Vec<Result<UsageEvent, Wir
         events: Vec<Fast<'a>>,
     }
     let batch: Batch<'_> = serde_json::from_str(body).ok()?;
+    if batch.events.len() > max_events {
+        return None;
+    }
     Some(batch.events.into_iter().map(from_fast).collect())
 }
 

@@ -61,8 +61,7 @@ pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, BatchError> {
     if body.len() <= MAX_BATCH_BYTES {
         if let Some(events) = std::str::from_utf8(body)
             .ok()
-            .and_then(parse_well_formed_events)
-            .filter(|events| events.len() <= MAX_BATCH_EVENTS)
+            .and_then(|text| parse_well_formed_events(text, MAX_BATCH_EVENTS))
         {
             return Ok(events);
         }

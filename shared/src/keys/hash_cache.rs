@@ -17,11 +17,19 @@ const SLOTS: usize = 128;
 /// Longer keys are hashed every time (not kept), so a slot holds at most this many bytes.
 const MAX_KEY_BYTES: usize = 128;
 
-/// A direct-mapped cache of key hashes, one per engine (per proxy worker).
-#[derive(Debug)]
+/// A direct-mapped cache of key hashes, one per engine (per proxy worker): at most 128 recent
+/// keys, two keys of one slot evicting each other.
 pub struct KeyHashCache {
     slots: Vec<Option<(Box<[u8]>, KeyHash)>>,
     seed: u64,
+}
+
+/// Says how many keys are held, never which: the keys are secrets.
+impl std::fmt::Debug for KeyHashCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.slots.iter().flatten().count();
+        write!(f, "KeyHashCache {{ {held} keys held }}")
+    }
 }
 
 impl KeyHashCache {
@@ -53,6 +61,10 @@ impl KeyHashCache {
         }
         let hash = hash_key(secret);
         if let Some(slot) = self.slots.get_mut(index) {
+            // The evicted key's bytes are overwritten before its memory is given back.
+            if let Some((old, _)) = slot.as_mut() {
+                old.fill(0);
+            }
             *slot = Some((bytes.into(), hash));
         }
         hash
@@ -109,6 +121,14 @@ mod tests {
             .iter()
             .flatten()
             .all(|(key, _)| key.len() <= MAX_KEY_BYTES));
+    }
+
+    #[test]
+    fn debug_output_names_no_key() {
+        let mut cache = KeyHashCache::new(1);
+        cache.hash("ck_secret_0123456789");
+        let shown = format!("{cache:?}");
+        assert_eq!(shown, "KeyHashCache { 1 keys held }");
     }
 
     #[test]
