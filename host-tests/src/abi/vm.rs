@@ -149,20 +149,6 @@ const PAUSE: i32 = 1;
 /// Epoch ticks (100 ms each) a single callback may run before it is interrupted.
 const CALLBACK_DEADLINE: u64 = 100;
 
-/// `n` in decimal, written into `buf` (a status without an allocation per request).
-fn decimal(n: u16, buf: &mut [u8; 5]) -> &str {
-    let (mut n, mut at) = (n, buf.len());
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[at..]).unwrap_or("0")
-}
-
 fn trap(e: wasmtime::Error) -> VmError {
     VmError::Trap(format!("{e:#}"))
 }
@@ -582,8 +568,8 @@ impl Vm {
 
     /// The response headers the filter sees: `:status`, then `headers`.
     fn set_response_headers(&mut self, status: u16, headers: &[(String, String)]) {
-        let mut digits = [0u8; 5];
-        let status = decimal(status, &mut digits);
+        let mut digits = itoa::Buffer::new();
+        let status = digits.format(status);
         let rest = headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let st = self.store.data_mut();
         refill_pairs(
