@@ -96,24 +96,23 @@ impl SnapshotReader {
                     }
                     let name = self.name(doc)?;
                     self.expect(doc, b':')?;
-                    match name.as_str() {
-                        "customers" => {
-                            self.expect(doc, b'{')?;
-                            self.read.restart_customers();
-                            self.at = At::Entries {
-                                keys: false,
-                                first: true,
-                            };
+                    // The two lists read entry by entry: customers an object, keys an array.
+                    let keys = match name.as_str() {
+                        "customers" => Some(false),
+                        "consumer_keys" => Some(true),
+                        _ => None,
+                    };
+                    match keys {
+                        Some(keys) => {
+                            self.expect(doc, if keys { b'[' } else { b'{' })?;
+                            if keys {
+                                self.read.restart_keys();
+                            } else {
+                                self.read.restart_customers();
+                            }
+                            self.at = At::Entries { keys, first: true };
                         }
-                        "consumer_keys" => {
-                            self.expect(doc, b'[')?;
-                            self.read.restart_keys();
-                            self.at = At::Entries {
-                                keys: true,
-                                first: true,
-                            };
-                        }
-                        _ => {
+                        None => {
                             let v = self.value(doc)?;
                             self.read.field(name, v);
                             self.at = At::Field { first: false };
