@@ -7,11 +7,12 @@
 # Envoy, V8 and the filter together: startup and compilation cancel out.
 #
 #   scripts/bench-envoy-instructions.sh    # VARIANTS="b c" FEW=2000 MANY=32000
-# VARIANTS, OTHER_WASM, PROBE and CUSTOMERS as in scripts/bench-envoy.sh, whose configurations
+# VARIANTS, OTHER_WASM, PROBE, FLOOR_CALLS and CUSTOMERS as in scripts/bench-envoy.sh, whose configurations
 # it runs (a one-second bench-envoy.sh run with KEEP=1 writes them); the ingest is nginx
 # answering 202 (INGEST=null). Instructions are not time (a cache miss costs more than an
 # add): this complements the load runs, it does not replace them. About a minute per variant
-# for the defaults (valgrind runs Envoy some 50 times slower).
+# for the defaults (valgrind runs Envoy some 50 times slower). Variants f and k are the floors
+# making the filters' calls into Envoy and nothing else: what no build of c or n can go under.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 VARIANTS="${VARIANTS:-b c}"; FEW="${FEW:-2000}"; MANY="${MANY:-32000}"
@@ -65,8 +66,8 @@ count() {
     sleep 0.5
   done
   [ "$ready" = 1 ] || { stop_envoy; tail -5 "$out.log" >&2; die "variant $1: Envoy did not answer under valgrind (its log: above)"; }
-  # The filter decides with its snapshot (a sync, every 5 s by default; a and b have none).
-  case "$1" in a | b | e | m) synced=1 ;; esac
+  # The filter decides with its snapshot (a sync, every 5 s by default; the floors have none).
+  case "$1" in a | b | e | f | k | m) synced=1 ;; esac
   for _ in $(seq 1 60); do
     [ "$synced" = 0 ] || break
     if grep -q 'snapshot .* installed' "$out.log"; then synced=1; else sleep 0.5; fi
@@ -87,7 +88,7 @@ for v in $VARIANTS; do
   per[$v]=$(( (many - few) / (MANY - FEW) ))
   printf '  %s  %12d instructions per request  (%s for %s requests, %s for %s)\n' "$v" "${per[$v]}" "$few" "$FEW" "$many" "$MANY"
 done
-for base in a b m; do
+for base in a b m f k; do
   [ -n "${per[$base]:-}" ] || continue
   for v in $VARIANTS; do
     [ "$v" != "$base" ] || continue

@@ -6,7 +6,12 @@
 #      the native dynamic module (libaforo_envoy.so), m) a do-nothing dynamic module (the
 #      native floor: what Envoy's dynamic-module plumbing costs; VARIANTS="a b c m n"),
 #   e) one of Envoy's own filters doing nothing (header_mutation with no mutations): what any
-#      extra filter costs, against which m's plumbing is measured.
+#      extra filter costs, against which m's plumbing is measured,
+#   f) b making c's host calls on each request and nothing else (the floor under any build of c:
+#      the request headers, the clock twice, the quota's read and compare-and-set, the status,
+#      three RateLimit-* headers), k) m making n's Envoy calls likewise (the floor under n).
+#      FLOOR_CALLS="headers clock status" makes f and k make only those groups of calls
+#      (host-tests/passthrough*/src/lib.rs name them; default aforo: all of c's and n's).
 # Two passes, each ROUNDS × VARIANTS runs of DURATION seconds:
 #   1. saturated: wrk at CONNECTIONS connections, as fast as Envoy answers: requests/s, p50, p99;
 #   2. fixed rate: oha at half the floor's saturated requests/s (QPS overrides), the same
@@ -35,6 +40,12 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10}"; CONNECTIONS="${CONNECTIONS:-16}"
 VARIANTS="${VARIANTS:-a b c m n}"; INGEST="${INGEST:-null}"; FIXED="${FIXED:-1}"
+FLOOR_CALLS="${FLOOR_CALLS:-aforo}"
+for g in $FLOOR_CALLS; do
+  case "$g" in aforo | headers | clock | quota | status | ratelimit | worker) ;;
+    *) die "FLOOR_CALLS names groups of calls (aforo, or some of: headers clock quota status ratelimit worker), not '$g'" ;;
+  esac
+done
 PROBE="${PROBE:-}"; CUSTOMERS="${CUSTOMERS:-1}"
 case "$INGEST" in null | agent) ;; *) die "INGEST must be null or agent, not '$INGEST'" ;; esac
 case "$CUSTOMERS" in '' | *[!0-9]* | 0) die "CUSTOMERS must be a whole number >= 1, not '$CUSTOMERS'" ;; esac
@@ -58,7 +69,7 @@ case " $VARIANTS " in
   *" n "* | *" p "*) [ -f "$NATIVE_MODULE" ] || die "$NATIVE_MODULE is missing: cargo build --release -p aforo-envoy (scripts/setup.sh does)" ;;
 esac
 case " $VARIANTS " in
-  *" m "*) cargo build --release --quiet -p aforo-passthrough-native ;;
+  *" m "* | *" k "*) cargo build --release --quiet -p aforo-passthrough-native ;;
 esac
 if [ "$INGEST" = agent ]; then
   # The agent serves the snapshot and takes the events; AFORO_BENCH_AGENT points at an existing
@@ -219,11 +230,13 @@ bootstrap() { # variant
               \"@type\": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
               mutations: {}
 " ;;
+    f) filters="$(wasm_filter "$WASM_DIR/aforo_passthrough.wasm" "{\"calls\": \"$FLOOR_CALLS\"}")" ;;
     m) filters="$(native_filter "$NATIVE_FLOOR" '{}')" ;;
+    k) filters="$(native_filter "$NATIVE_FLOOR" "calls:$FLOOR_CALLS")" ;;
     n) filters="$(native_filter "$NATIVE_MODULE" "$C_CONFIG")" ;;
     p) filters="$(native_filter "$NATIVE_MODULE" "$D_CONFIG")" ;;
     o) filters="$(wasm_filter "$OTHER_WASM" "$C_CONFIG")" ;;
-    *) die "unknown variant '$1' (a, b, c, d, e, m, n, o, p)" ;;
+    *) die "unknown variant '$1' (a, b, c, d, e, f, k, m, n, o, p)" ;;
   esac
   cat <<EOF
 static_resources:
@@ -369,7 +382,8 @@ rows = [l.split() for l in open(sys.argv[1])]
 variants = sys.argv[2].split()
 names = {"a": "a) no filter", "b": "b) pass-through filter", "c": "c) aforo filter", "d": "d) c + PROBE",
          "e": "e) Envoy's own, no-op", "m": "m) pass-through native", "n": "n) aforo native module",
-         "o": "o) c, OTHER_WASM", "p": "p) n + PROBE"}
+         "o": "o) c, OTHER_WASM", "p": "p) n + PROBE", "f": "f) b + c's host calls",
+         "k": "k) m + n's Envoy calls"}
 for kind, title in (("sat", "saturated"), ("fixed", "fixed rate")):
     med = {}
     for v in variants:
@@ -387,7 +401,8 @@ for kind, title in (("sat", "saturated"), ("fixed", "fixed rate")):
         cpu = "%12.1f" % med[v][4] if med[v][4] else "%12s" % "-"
         print("  %-24s %12.0f %10.3f %10.3f %s %s" % (names.get(v, v), med[v][0], med[v][1], med[v][2], p999, cpu))
     for top, base in (("c", "a"), ("c", "b"), ("d", "b"), ("d", "c"), ("e", "a"), ("m", "a"), ("m", "e"),
-                      ("n", "a"), ("n", "m"), ("n", "c"), ("o", "b"), ("c", "o"), ("p", "m"), ("p", "n")):
+                      ("n", "a"), ("n", "m"), ("n", "c"), ("o", "b"), ("c", "o"), ("p", "m"), ("p", "n"),
+                      ("f", "b"), ("c", "f"), ("k", "a"), ("k", "m"), ("n", "k")):
         if top in med and base in med:
             t, b = med[top], med[base]
             line = "  %s/%s  throughput %.3f   p50 %.3f   p99 %.3f" % (
