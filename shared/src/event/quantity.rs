@@ -201,6 +201,11 @@ impl Quantity {
 
     /// Whole units, rounded up (a partial unit uses a whole unit of quota).
     pub fn ceil_units(self) -> u64 {
+        // A whole count (nearly every quantity metered) needs no 128-bit division, which
+        // Wasm has no instruction for (a call into compiler-builtins).
+        if self.scale == 0 {
+            return u64::try_from(self.mantissa).unwrap_or(u64::MAX);
+        }
         let p = pow10(self.scale);
         let whole = self.mantissa / p + u128::from(self.mantissa % p != 0);
         u64::try_from(whole).unwrap_or(u64::MAX)
@@ -223,13 +228,27 @@ impl Quantity {
     pub fn write_text(self, out: &mut Vec<u8>) {
         let mut buf = [0u8; 40];
         let mut i = buf.len();
-        let mut m = self.mantissa;
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (m % 10) as u8;
-            m /= 10;
-            if m == 0 {
-                break;
+        match u32::try_from(self.mantissa) {
+            // Digits of a mantissa under 2^32 by 32-bit division by 10 (a multiply in Wasm);
+            // a 128-bit one is a call into compiler-builtins per digit.
+            Ok(mut m) => loop {
+                i -= 1;
+                buf[i] = b'0' + (m % 10) as u8;
+                m /= 10;
+                if m == 0 {
+                    break;
+                }
+            },
+            Err(_) => {
+                let mut m = self.mantissa;
+                loop {
+                    i -= 1;
+                    buf[i] = b'0' + (m % 10) as u8;
+                    m /= 10;
+                    if m == 0 {
+                        break;
+                    }
+                }
             }
         }
         let digits = &buf[i..];
@@ -364,6 +383,50 @@ mod tests {
         assert_eq!(Quantity::parse("2.01").unwrap().ceil_units(), 3);
         assert_eq!(Quantity::parse("2").unwrap().ceil_units(), 2);
         assert_eq!(Quantity::ZERO.ceil_units(), 0);
+    }
+
+    #[test]
+    fn text_is_the_same_on_either_side_of_32_bits() {
+        // The reference: the mantissa's decimal digits, the point put in by hand.
+        fn reference(mantissa: u128, scale: u32) -> String {
+            let digits = mantissa.to_string();
+            let scale = scale as usize;
+            if scale == 0 {
+                digits
+            } else if digits.len() > scale {
+                format!(
+                    "{}.{}",
+                    &digits[..digits.len() - scale],
+                    &digits[digits.len() - scale..]
+                )
+            } else {
+                format!("0.{}{digits}", "0".repeat(scale - digits.len()))
+            }
+        }
+        let edge = u128::from(u32::MAX);
+        for mantissa in [
+            0,
+            1,
+            9,
+            10,
+            999_999_999,
+            edge - 1,
+            edge,
+            edge + 1,
+            edge * 10,
+            MAX_MANTISSA,
+        ] {
+            for scale in [0, 1, 3, 9, 10, 28] {
+                let q = Quantity { mantissa, scale };
+                assert_eq!(
+                    q.to_text(),
+                    reference(mantissa, scale),
+                    "{mantissa} scale {scale}"
+                );
+                let whole = mantissa / pow10(scale) + u128::from(mantissa % pow10(scale) != 0);
+                assert_eq!(u128::from(q.ceil_units()), whole.min(u128::from(u64::MAX)));
+            }
+        }
     }
 
     #[test]
