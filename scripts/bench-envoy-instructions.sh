@@ -11,8 +11,8 @@
 # it runs (a one-second bench-envoy.sh run with KEEP=1 writes them); the ingest is nginx
 # answering 202 (INGEST=null). Instructions are not time (a cache miss costs more than an
 # add): this complements the load runs, it does not replace them. About a minute per variant
-# for the defaults (valgrind runs Envoy some 50 times slower). Variants f and k are the floors
-# making the filters' calls into Envoy and nothing else: what no build of c or n can go under.
+# for the defaults (valgrind runs Envoy some 50 times slower). Variants f and k make the
+# filters' per-request calls into Envoy and nothing else: the floor under those calls.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 VARIANTS="${VARIANTS:-b c}"; FEW="${FEW:-2000}"; MANY="${MANY:-32000}"

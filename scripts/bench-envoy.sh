@@ -7,9 +7,10 @@
 #      native floor: what Envoy's dynamic-module plumbing costs; VARIANTS="a b c m n"),
 #   e) one of Envoy's own filters doing nothing (header_mutation with no mutations): what any
 #      extra filter costs, against which m's plumbing is measured,
-#   f) b making c's host calls on each request and nothing else (the floor under any build of c:
-#      the request headers, the clock twice, the quota's read and compare-and-set, the status,
-#      three RateLimit-* headers), k) m making n's Envoy calls likewise (the floor under n).
+#   f) b making c's per-request host calls and nothing else (the floor under c's calls with the
+#      default options: the request headers, the clock twice, the quota's read and compare-and-set,
+#      the status, three RateLimit-* headers; no ticks, flushes or syncs), k) m making n's
+#      per-request Envoy calls likewise.
 #      FLOOR_CALLS="headers clock status" makes f and k make only those groups of calls
 #      (host-tests/passthrough*/src/lib.rs name them; default aforo: all of c's and n's).
 # Two passes, each ROUNDS × VARIANTS runs of DURATION seconds:
@@ -17,8 +18,8 @@
 #   2. fixed rate: oha at half the floor's saturated requests/s (QPS overrides), the same
 #      connections, latency corrected for coordinated omission: p50, p99, p999 — the latency
 #      users see below saturation.
-# Prints every run, the medians per variant and pass, and the ratios c/a, c/b, m/a, n/a, n/m and
-# n/c.
+# Prints every run, the medians per variant and pass, and the ratios c/a, c/b, m/a, n/a, n/m,
+# n/c, and with the floors f/b, c/f, k/a, k/m and n/k.
 #
 #   scripts/bench-envoy.sh     # ROUNDS=3 DURATION=10 CONNECTIONS=16 VARIANTS="a b c m n" FIXED=1
 # INGEST=null (default): nginx serves the snapshot from a file and answers every batch 202, so
@@ -40,9 +41,13 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10}"; CONNECTIONS="${CONNECTIONS:-16}"
 VARIANTS="${VARIANTS:-a b c m n}"; INGEST="${INGEST:-null}"; FIXED="${FIXED:-1}"
-FLOOR_CALLS="${FLOOR_CALLS:-aforo}"
+# One space between groups whatever was typed (the probes split on spaces; a newline would break
+# the YAML too).
+FLOOR_CALLS="$(printf '%s' "${FLOOR_CALLS:-aforo}" | tr -s ' \t\n' '   ' | sed 's/^ //; s/ $//')"
 for g in $FLOOR_CALLS; do
-  case "$g" in aforo | headers | clock | quota | status | ratelimit | worker) ;;
+  case "$g" in
+    aforo) [ "$FLOOR_CALLS" = aforo ] || die "FLOOR_CALLS: aforo means all of the calls; it cannot be combined with other groups ('$FLOOR_CALLS')" ;;
+    headers | clock | quota | status | ratelimit | worker) ;;
     *) die "FLOOR_CALLS names groups of calls (aforo, or some of: headers clock quota status ratelimit worker), not '$g'" ;;
   esac
 done
@@ -54,6 +59,11 @@ case "$CUSTOMERS" in '' | *[!0-9]* | 0) die "CUSTOMERS must be a whole number >=
 # figures are Envoy's own cost per request (on 2 cores: ENVOY_CPU=0, OTHER_CPU=1).
 ENVOY_CPU="${ENVOY_CPU:-0}"; OTHER_CPU="${OTHER_CPU:-1}"
 [ "${AFORO_BENCH_SKIP_SETUP:-0}" = 1 ] || "$ROOT/scripts/setup.sh"
+case " $VARIANTS " in
+  # A pass-through module from before the probe would take f's configuration and make no call:
+  # f would measure b. Built here even when setup is skipped.
+  *" f "*) cargo build --quiet --target wasm32-wasip1 --profile wasm-release -p aforo-passthrough ;;
+esac
 ship_modules
 apt_install wrk nginx-light
 case " $VARIANTS " in

@@ -15,16 +15,17 @@
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType, Status};
 
-#[allow(unsafe_code)]
+#[allow(unsafe_code, clashing_extern_declarations)]
 #[link(wasm_import_module = "env")]
 extern "C" {
-    // As the SDK declares it (its own reader parses every pair into Strings, work the full
-    // filter does not do: the probe takes the bytes as they come).
+    // The SDK's own reader parses every pair into Strings, work the full filter does not do:
+    // the probe takes the bytes as they come. The status is a plain integer (as the full
+    // filter takes it), so a code the SDK's enum lacks is not undefined behaviour.
     fn proxy_get_header_map_pairs(
-        map_type: MapType,
+        map_type: u32,
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
-    ) -> Status;
+    ) -> u32;
 }
 
 /// The request headers' serialized pairs, read and dropped as the full filter reads them: one
@@ -36,14 +37,12 @@ fn read_request_header_pairs() -> usize {
     // SAFETY: out-pointers valid for the call; the host fills them with a buffer it allocated
     // through the SDK's `proxy_on_memory_allocate` (a boxed slice of `size` bytes), freed here.
     unsafe {
-        if let Status::Ok =
-            proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size)
-        {
-            if !data.is_null() {
-                drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                    data, size,
-                )));
-            }
+        let code =
+            proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size);
+        if code == Status::Ok as u32 && !data.is_null() {
+            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                data, size,
+            )));
         }
     }
     size

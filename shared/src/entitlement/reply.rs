@@ -18,13 +18,12 @@ pub struct LocalReply {
 
 /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds, >= 1) for an allowance.
 pub fn ratelimit_headers(a: &Allowance, now: Timestamp) -> [(&'static str, String); 3] {
+    // On every allowed response: itoa, not `to_string` through core::fmt.
+    let text = |n: u64| itoa::Buffer::new().format(n).to_owned();
     [
-        ("ratelimit-limit", a.limit.to_string()),
-        ("ratelimit-remaining", a.remaining.to_string()),
-        (
-            "ratelimit-reset",
-            retry_after_secs(now, a.reset_at).to_string(),
-        ),
+        ("ratelimit-limit", text(a.limit)),
+        ("ratelimit-remaining", text(a.remaining)),
+        ("ratelimit-reset", text(retry_after_secs(now, a.reset_at))),
     ]
 }
 
