@@ -159,8 +159,7 @@ fn one(gw: &mut Gateway, host: &mut Proxy) -> [u64; 3] {
     let route = gw.config().routes[ex.route_index()].clone();
     let now = ex.started_at();
     let (added, respond) = allocations(|| ex.on_response_headers(&Response, &route, now));
-    assert_eq!(added.len(), 3, "RateLimit-* headers: {added:?}");
-    drop(added);
+    assert!(added.is_some(), "RateLimit-* headers: {added:?}");
     let ((), meter) = allocations(|| gw.finish(host, *ex));
     host.now = host.now.plus_millis(1);
     [decide, respond, meter]
@@ -196,11 +195,11 @@ fn a_metered_request_allocates_a_bounded_number_of_times_in_each_phase() {
         per[2],
         per.iter().sum::<f64>()
     );
-    // Today's counts (2026-12-02, once the event's text is written straight into its JSON and
-    // its id built in one allocation; BENCHMARKS.md, "Allocations per request"), with a tenth
-    // for buffers that grow now and then: lower them when a change removes allocations; a
-    // change that adds some says why there.
-    let bounds = [11.1, 5.1, 5.1];
+    // Today's counts (2026-12-03, once the `RateLimit-*` values are written in place;
+    // BENCHMARKS.md, "Allocations per request"), with a tenth for buffers that grow now and
+    // then: lower them when a change removes allocations; a change that adds some says why
+    // there. The response phase's one is the test host's copy of `:status`.
+    let bounds = [11.1, 1.1, 5.1];
     for (i, phase) in ["decide", "response headers", "meter"].iter().enumerate() {
         assert!(
             per[i] <= bounds[i],

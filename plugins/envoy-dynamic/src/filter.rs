@@ -154,7 +154,7 @@ impl RequestFilter {
 
     /// The response headers: `RateLimit-*` and the like are added here.
     pub fn on_response_headers(&mut self, filter: Filter, end_of_stream: bool) {
-        let mut added = Vec::new();
+        let mut added = None;
         self.with_route(filter, |ex, route, _| {
             if end_of_stream {
                 ex.on_response_end();
@@ -162,8 +162,8 @@ impl RequestFilter {
             let now = ex.started_at();
             added = ex.on_response_headers(&Headers(filter, Side::Response), route, now);
         });
-        for (k, v) in added {
-            filter.set_header(Side::Response, k, &v);
+        for (k, v) in added.iter().flatten() {
+            filter.set_header(Side::Response, k, v.as_str());
         }
     }
 

@@ -235,12 +235,12 @@ impl Http {
             ex.on_response_end();
         }
         let now = ex.started_at();
-        let mut added = Vec::new();
+        let mut added = None;
         with_route(&self.gateway, ex.route_index(), |route| {
             added = ex.on_response_headers(&Headers(HeaderMap::Response), route, now)
         });
-        for (k, v) in added {
-            abi::set_header(HeaderMap::Response, k, &v);
+        for (k, v) in added.iter().flatten() {
+            abi::set_header(HeaderMap::Response, k, v.as_str());
         }
         Action::Continue
     }

@@ -34,7 +34,9 @@ pub use lease::{
     GiveBack, LeaseGrant, LeasePolicy, NodeLeases, OpenLease, Renewal, StoredLeases, Take,
 };
 pub use lease_wire::{gateway_node, grant_from_json, grant_to_json, LeaseAsk};
-pub use reply::{deny_reply, error_body, ratelimit_headers, LocalReply};
+pub use reply::{
+    deny_reply, error_body, ratelimit_headers, LocalReply, NumberText, RateLimitHeaders,
+};
 pub use slices::{Sliced, Slices};
 pub use snapshot::{Customer, Entitlement, Snapshot, MAX_UNITS};
 pub use stepped::{Progress, SnapshotReader};

@@ -16,14 +16,52 @@ pub struct LocalReply {
     pub body: Vec<u8>,
 }
 
+/// A number's decimal text held in place: a header value written on every allowed response
+/// without an allocation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NumberText {
+    digits: [u8; 20],
+    len: u8,
+}
+
+impl NumberText {
+    /// The decimal text of `n` (at most 20 digits).
+    pub fn new(n: u64) -> Self {
+        let mut buffer = itoa::Buffer::new();
+        let text = buffer.format(n).as_bytes();
+        let mut digits = [0u8; 20];
+        let len = text.len().min(digits.len());
+        digits[..len].copy_from_slice(&text[..len]);
+        NumberText {
+            digits,
+            len: len as u8,
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.digits[..usize::from(self.len)]).unwrap_or("0")
+    }
+}
+
+impl std::fmt::Debug for NumberText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// The `RateLimit-*` headers of an allowed response, by name.
+pub type RateLimitHeaders = [(&'static str, NumberText); 3];
+
 /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds, >= 1) for an allowance.
-pub fn ratelimit_headers(a: &Allowance, now: Timestamp) -> [(&'static str, String); 3] {
-    // On every allowed response: itoa, not `to_string` through core::fmt.
-    let text = |n: u64| itoa::Buffer::new().format(n).to_owned();
+pub fn ratelimit_headers(a: &Allowance, now: Timestamp) -> RateLimitHeaders {
     [
-        ("ratelimit-limit", text(a.limit)),
-        ("ratelimit-remaining", text(a.remaining)),
-        ("ratelimit-reset", text(retry_after_secs(now, a.reset_at))),
+        ("ratelimit-limit", NumberText::new(a.limit)),
+        ("ratelimit-remaining", NumberText::new(a.remaining)),
+        (
+            "ratelimit-reset",
+            NumberText::new(retry_after_secs(now, a.reset_at)),
+        ),
     ]
 }
 
@@ -51,7 +89,7 @@ pub fn deny_reply(d: &Deny, now: Timestamp) -> LocalReply {
     let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
     if let Some(a) = &d.allowance {
         for (k, v) in ratelimit_headers(a, now) {
-            headers.push((k.to_string(), v));
+            headers.push((k.to_string(), v.as_str().to_string()));
         }
     }
     if let Some(s) = d.retry_after_secs {
@@ -67,6 +105,13 @@ pub fn deny_reply(d: &Deny, now: Timestamp) -> LocalReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_text_is_the_numbers_decimal_text() {
+        for n in [0, 7, 10, 99, 4_294_967_296, 1_000_000_000_000, u64::MAX] {
+            assert_eq!(NumberText::new(n).as_str(), n.to_string());
+        }
+    }
     use crate::entitlement::decision::{check_quota, DenyCode};
     use crate::entitlement::snapshot::Entitlement;
     use crate::entitlement::window::{Period, QuotaWindow};

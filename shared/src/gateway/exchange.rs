@@ -3,7 +3,7 @@
 
 use super::stream_quantity::{property_value, StreamQuantity};
 use crate::config::{BodySide, QuantitySource, Route};
-use crate::entitlement::{ratelimit_headers, Allowance, Reservation};
+use crate::entitlement::{ratelimit_headers, Allowance, RateLimitHeaders, Reservation};
 use crate::environment::Environment;
 use crate::keys::KeyHash;
 use crate::time::Timestamp;
@@ -169,7 +169,7 @@ impl Exchange {
         headers: &dyn ResponseHeaders,
         route: &Route,
         now: Timestamp,
-    ) -> Vec<(&'static str, String)> {
+    ) -> Option<RateLimitHeaders> {
         self.status = headers
             .header(":status")
             .and_then(|s| s.trim().parse().ok());
@@ -188,10 +188,7 @@ impl Exchange {
                     .is_some_and(|p| p.eq_ignore_ascii_case("text/event-stream"))
             });
         }
-        match &self.allowance {
-            Some(a) => ratelimit_headers(a, now).into_iter().collect(),
-            None => Vec::new(),
-        }
+        self.allowance.as_ref().map(|a| ratelimit_headers(a, now))
     }
 
     /// When the request arrived. Hosts pass it to [`Exchange::on_response_headers`] instead of

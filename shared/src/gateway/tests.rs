@@ -105,7 +105,11 @@ pub(super) fn exchange(
             let added = ex.on_response_headers(&Resp(h), &source, host.now);
             ex.on_response_body(body, &source, gw.config().max_body_bytes);
             gw.finish(host, *ex);
-            Ok(added)
+            Ok(added
+                .iter()
+                .flatten()
+                .map(|(k, v)| (*k, v.as_str().to_string()))
+                .collect())
         }
     }
 }
