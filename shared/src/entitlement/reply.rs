@@ -105,6 +105,10 @@ pub fn deny_reply(d: &Deny, now: Timestamp) -> LocalReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entitlement::decision::{check_quota, DenyCode};
+    use crate::entitlement::snapshot::Entitlement;
+    use crate::entitlement::window::{Period, QuotaWindow};
+    use crate::time::parse_rfc3339;
 
     #[test]
     fn a_number_text_is_the_numbers_decimal_text() {
@@ -112,10 +116,6 @@ mod tests {
             assert_eq!(NumberText::new(n).as_str(), n.to_string());
         }
     }
-    use crate::entitlement::decision::{check_quota, DenyCode};
-    use crate::entitlement::snapshot::Entitlement;
-    use crate::entitlement::window::{Period, QuotaWindow};
-    use crate::time::parse_rfc3339;
 
     #[test]
     fn a_429_carries_counters_and_retry_after() {
