@@ -228,27 +228,22 @@ impl Quantity {
     pub fn write_text(self, out: &mut Vec<u8>) {
         let mut buf = [0u8; 40];
         let mut i = buf.len();
-        match u32::try_from(self.mantissa) {
-            // Digits of a mantissa under 2^32 by 32-bit division by 10 (a multiply in Wasm);
-            // a 128-bit one is a call into compiler-builtins per digit.
-            Ok(mut m) => loop {
-                i -= 1;
-                buf[i] = b'0' + (m % 10) as u8;
-                m /= 10;
-                if m == 0 {
-                    break;
-                }
-            },
-            Err(_) => {
-                let mut m = self.mantissa;
-                loop {
-                    i -= 1;
-                    buf[i] = b'0' + (m % 10) as u8;
-                    m /= 10;
-                    if m == 0 {
-                        break;
-                    }
-                }
+        // The digits above 32 bits by 128-bit division (a call into compiler-builtins per
+        // digit in Wasm), the rest, and every digit of a mantissa under 2^32, by 32-bit
+        // division by 10 (a multiply).
+        let mut m = self.mantissa;
+        while m > u128::from(u32::MAX) {
+            i -= 1;
+            buf[i] = b'0' + (m % 10) as u8;
+            m /= 10;
+        }
+        let mut m = m as u32;
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (m % 10) as u8;
+            m /= 10;
+            if m == 0 {
+                break;
             }
         }
         let digits = &buf[i..];
