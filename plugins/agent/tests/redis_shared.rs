@@ -252,6 +252,56 @@ struct Node {
     envoy: Envoy,
 }
 
+/// Prints what the nodes and Redis logged, and each agent's claim counters, when the test it
+/// guards fails: a test that fails once in many runs must explain itself the first time.
+struct TellOnFailure<'a> {
+    nodes: Vec<&'a Node>,
+    redis_log: std::path::PathBuf,
+}
+
+impl Drop for TellOnFailure<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        // Nothing here may panic: a panic while unwinding aborts the whole test binary.
+        let tail = |s: &str, n: usize| {
+            let lines: Vec<&str> = s.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        };
+        for (k, n) in self.nodes.iter().enumerate() {
+            let h = [("authorization".to_string(), format!("Bearer {SANDBOX}"))];
+            let counters = Client::new(&n.agent.addr())
+                .request("GET", "/metrics", &h, &[])
+                .map(|r| {
+                    String::from_utf8_lossy(&r.body)
+                        .lines()
+                        .filter(|l| !l.starts_with('#') && l.contains("sandbox"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_else(|e| format!("no metrics: {e}"));
+            let rows = rusqlite::Connection::open(n.agent.dir.join("data").join("sandbox.db"))
+                .and_then(|db| {
+                    db.query_row(
+                        "SELECT COUNT(*), COALESCE(SUM(claimed = 0), 0) FROM events",
+                        [],
+                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                    )
+                })
+                .map(|(all, waiting)| format!("{all} events stored, {waiting} unclaimed"))
+                .unwrap_or_else(|e| format!("no store: {e}"));
+            eprintln!(
+                "--- node {k}: {rows}; {counters}\n--- its agent's log:\n{}\n--- its Envoy's log:\n{}",
+                tail(&n.agent.log(), 40),
+                n.envoy.log_tail(20)
+            );
+        }
+        let redis = std::fs::read_to_string(&self.redis_log).unwrap_or_default();
+        eprintln!("--- Redis's log:\n{}", tail(&redis, 30));
+    }
+}
+
 /// A node: its agent, and an Envoy whose filter reports to it. The filter is named `tag` by its
 /// configuration's `source`, or (`by_node_id`) by Envoy's node id, as under Istio.
 fn node(
@@ -706,6 +756,10 @@ fn redis_stopped_for_30_s_loses_nothing_and_counts_nothing_twice() {
     let upstream = Upstream::start().unwrap();
     let n1 = node("outage-a", &redis, 100_000, &upstream, false);
     let n2 = node("outage-b", &redis, 100_000, &upstream, false);
+    let _tell = TellOnFailure {
+        nodes: vec![&n1, &n2],
+        redis_log: redis.dir.join("redis.log"),
+    };
     let mut admitted = 0usize;
     let mut i = 0;
     let mut send = |until: Instant, admitted: &mut usize| {
