@@ -233,6 +233,46 @@ fn over_quota_unknown_feature_and_bad_keys_are_refused_with_the_contract(kind: F
     );
 }
 
+/// `rate_limit_headers: false`: clients see no quota state, the quota still holds, `Retry-After`
+/// stays on the 429, and every admitted request is metered.
+fn without_rate_limit_headers_the_quota_holds_and_clients_see_only_retry_after(kind: FilterKind) {
+    let mut cfg = base_config();
+    cfg["api_key"] = json!("sk_test_e2e_hidden");
+    cfg["rate_limit_headers"] = json!(false);
+    let s = stack(kind, cfg, &[], 1);
+    let mut c = Client::new(&format!("127.0.0.1:{}", s.envoy.port));
+    for i in 0..2 {
+        let r = get(
+            &mut c,
+            "/v1/search",
+            &[
+                ("x-api-key", "ck_e2e_alpha"),
+                ("x-request-id", &format!("h{i}")),
+            ],
+        );
+        assert_eq!(r.status, 200);
+        assert!(
+            r.headers
+                .iter()
+                .all(|(k, _)| !k.to_ascii_lowercase().starts_with("ratelimit")),
+            "{:?}",
+            r.headers
+        );
+    }
+    let r = get(&mut c, "/v1/search", &[("x-api-key", "ck_e2e_alpha")]);
+    assert_eq!((r.status, code(&r).as_str()), (429, "quota_exhausted"));
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(
+        r.headers
+            .iter()
+            .all(|(k, _)| !k.to_ascii_lowercase().starts_with("ratelimit")),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(s.upstream.hits(), 2);
+    assert_eq!(s.sandbox.wait_for(2, Duration::from_secs(10)), 2);
+}
+
 fn an_ingest_outage_ends_with_every_event_once(kind: FilterKind) {
     let mut cfg = base_config();
     cfg["api_key"] = json!("sk_test_e2e_outage");
@@ -851,6 +891,7 @@ fn the_wasm_filter_and_the_native_module_answer_and_meter_the_same() {
 aforo_host_tests::for_both_filters!(
     an_allowed_request_reaches_the_upstream_and_is_metered_with_seven_fields,
     over_quota_unknown_feature_and_bad_keys_are_refused_with_the_contract,
+    without_rate_limit_headers_the_quota_holds_and_clients_see_only_retry_after,
     an_ingest_outage_ends_with_every_event_once,
     two_workers_share_one_quota,
     two_workers_with_quota_slices_pass_the_quota_by_at_most_the_stated_bound,

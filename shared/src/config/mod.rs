@@ -152,6 +152,8 @@ pub struct Config {
     pub quota_leases: Option<Target>,
     /// Enforce or shadow.
     pub mode: EnforcementMode,
+    /// Whether clients see a quota's state in `RateLimit-*` headers (`rate_limit_headers`).
+    pub rate_limit_headers: bool,
     /// Upstream statuses that are metered.
     pub billable_status: StatusRanges,
     /// Largest response body read for a JSON-pointer quantity.
@@ -562,6 +564,7 @@ fn parse_merged(
         quota_slice: integer(&r, &o::QUOTA_SLICE)?,
         quota_leases,
         mode,
+        rate_limit_headers: flag(&r, &o::RATE_LIMIT_HEADERS)?,
         billable_status,
         max_body_bytes,
         source,

@@ -318,6 +318,14 @@ pub static MODE: OptionSpec = row(
     Default::Text("enforce"),
     "enforce, or shadow (decide and count, never block)",
 );
+/// `rate_limit_headers`.
+pub static RATE_LIMIT_HEADERS: OptionSpec = row(
+    "rate_limit_headers",
+    Some("AFORO_RATE_LIMIT_HEADERS"),
+    Kind::Bool,
+    Default::Bool(true),
+    "send RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset on allowed responses and 429s; false keeps a quota's state from clients (a 429 keeps Retry-After) and saves three header writes a request",
+);
 /// `billable_status`.
 pub static BILLABLE_STATUS: OptionSpec = row(
     "billable_status",
@@ -383,6 +391,7 @@ pub const OPTIONS: &[&OptionSpec] = &[
     &QUOTA_LEASES,
     &ENTITLEMENTS,
     &MODE,
+    &RATE_LIMIT_HEADERS,
     &BILLABLE_STATUS,
     &MAX_BODY_BYTES,
     &SOURCE,

@@ -84,10 +84,11 @@ pub fn error_body(code: &str, message: &str) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// The local reply for a denial: status, JSON body, and on 429 the counters and `Retry-After`.
-pub fn deny_reply(d: &Deny, now: Timestamp) -> LocalReply {
+/// The local reply for a denial: status, JSON body, and on 429 `Retry-After` and, with
+/// `rate_limit_headers` (the option of that name), the counters.
+pub fn deny_reply(d: &Deny, now: Timestamp, rate_limit_headers: bool) -> LocalReply {
     let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-    if let Some(a) = &d.allowance {
+    if let Some(a) = d.allowance.as_ref().filter(|_| rate_limit_headers) {
         for (k, v) in ratelimit_headers(a, now) {
             headers.push((k.to_string(), v.as_str().to_string()));
         }
@@ -130,7 +131,7 @@ mod tests {
             rate_limit: None,
         };
         let d = check_quota(&e, 0, 1, now).unwrap_err();
-        let r = deny_reply(&d, now);
+        let r = deny_reply(&d, now, true);
         assert_eq!(r.status, 429);
         let h = |n: &str| {
             r.headers

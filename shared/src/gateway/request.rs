@@ -242,7 +242,9 @@ impl Gateway {
                     key_id,
                 } = a.identity;
                 exchange.identify(customer_id, environment, key_id);
-                exchange.allowance = a.allowance;
+                // Only what becomes `RateLimit-*` headers reads it (the Lambda authorizer's
+                // context too): none, when clients are not to see a quota's state.
+                exchange.allowance = a.allowance.filter(|_| self.config.rate_limit_headers);
                 exchange.reservations = a.reservations;
                 exchange.usage_counters = a.usage_counters;
                 exchange.leased = a.leased;
@@ -297,7 +299,7 @@ impl Gateway {
             _ => Metric::DecisionsDenied403,
         };
         self.count_decision(metric);
-        host.send_local_reply(&deny_reply(deny, now));
+        host.send_local_reply(&deny_reply(deny, now, self.config.rate_limit_headers));
         RequestVerdict::Denied(deny.code.status())
     }
 

@@ -297,6 +297,48 @@ fn quota_is_enforced_with_retry_after_and_never_after_the_response() {
 }
 
 #[test]
+fn rate_limit_headers_off_keeps_the_quota_from_clients_but_enforces_it_and_keeps_retry_after() {
+    let mut host = TestHost::new();
+    let mut gw = Gateway::new(config(json!({"rate_limit_headers": false})), 7);
+    for i in 0..3 {
+        let added = exchange(
+            &mut gw,
+            &mut host,
+            &get_search("ck_live_alpha", &format!("r{i}")),
+            200,
+            b"",
+        )
+        .unwrap();
+        assert!(
+            added.iter().all(|(k, _)| !k.starts_with("ratelimit")),
+            "{added:?}"
+        );
+    }
+    let denied = exchange(
+        &mut gw,
+        &mut host,
+        &get_search("ck_live_alpha", "r4"),
+        200,
+        b"",
+    )
+    .unwrap_err();
+    assert_eq!(denied.status, 429, "the quota is still enforced");
+    let names: Vec<&str> = denied.headers.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        !names.iter().any(|k| k.starts_with("ratelimit")),
+        "{names:?}"
+    );
+    let h: HashMap<_, _> = denied.headers.iter().cloned().collect();
+    assert_eq!(h["retry-after"], (16 * 86_400 + 12 * 3_600).to_string());
+    // Every allowed request is still metered.
+    host.advance_ms(1_000);
+    gw.on_tick(&mut host);
+    let mut ingest = Ingest::new();
+    ingest.serve(&mut gw, &mut host);
+    assert_eq!(ingest.stored.len(), 3);
+}
+
+#[test]
 fn not_billable_responses_give_their_quota_back() {
     let mut host = TestHost::new();
     let mut gw = Gateway::new(config(json!({})), 7);
