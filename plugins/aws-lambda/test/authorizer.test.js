@@ -47,6 +47,23 @@ test('REST: past the quota the answer is Deny with quota_exhausted and Retry-Aft
   });
 });
 
+test('REST: with rate_limit_headers false the context keeps the quota from clients, and the 429 its Retry-After', async (t) => {
+  useConfig(t, config({ rate_limit_headers: false }));
+  const allowed = await handler(v1());
+  assert.equal(allowed.policyDocument.Statement[0].Effect, 'Allow');
+  assert.deepEqual(allowed.context, {
+    allowed: true, status: 200, customerId: 'cust_a', environment: 'sandbox', feature: 'search',
+    metric: 'api_calls', keyId: 'key_a',
+  });
+  await handler(v1());
+  const denied = await handler(v1());
+  assert.equal(denied.policyDocument.Statement[0].Effect, 'Deny', 'the quota is still enforced');
+  assert.deepEqual(denied.context, {
+    allowed: false, status: 429, code: 'quota_exhausted',
+    message: 'the quota of 2 per month is used up', retryAfter: RESET,
+  });
+});
+
 test('REST: a missing or unknown key is the documented Unauthorized error (401)', async (t) => {
   useConfig(t, config());
   const none = v1();
