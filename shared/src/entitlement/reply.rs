@@ -146,5 +146,10 @@ mod tests {
         assert_eq!(h("ratelimit-reset").as_deref(), Some("1"));
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["error"]["code"], DenyCode::QuotaExhausted.as_str());
+        // Without `rate_limit_headers`: the same refusal, `Retry-After` and no counters.
+        let hidden = deny_reply(&d, now, false);
+        let names: Vec<&str> = hidden.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["content-type", "retry-after"]);
+        assert_eq!((hidden.status, hidden.body), (r.status, r.body));
     }
 }
