@@ -431,6 +431,20 @@ impl Envoy {
         s
     }
 
+    /// How often `needle` occurs in the log, once it occurs `count` times or `timeout` passes.
+    /// Envoy writes its log file in batches (every 100 ms here) while its stats move at once, so
+    /// a test that has seen a counter reach its value waits here for the lines, never reads once.
+    pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.log().matches(needle).count();
+            if seen >= count || Instant::now() >= deadline {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The last `n` lines of the log.
     pub fn log_tail(&self, n: usize) -> String {
         let log = self.log();

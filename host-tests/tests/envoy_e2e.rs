@@ -537,6 +537,8 @@ fn the_snapshot_is_synced_from_a_cluster_and_fails_closed_when_absent(kind: Filt
     if kind == FilterKind::Wasm {
         // Envoy answers its `node` property in a root context, so the filter knows it may
         // start fast for the first sync and slow down after (Kong takes one period only).
+        // The log file lags the traffic by up to its flush interval: wait for the line.
+        envoy.wait_log("aforo: ticking every", 1, Duration::from_secs(10));
         let log = envoy.log();
         assert!(
             log.contains("aforo: ticking every 20 ms") && !log.contains("takes one tick period"),
@@ -975,15 +977,15 @@ static_resources:
     let next = dir.join("lds.next.yaml");
     std::fs::write(&next, lds_file(port, &config(300))).unwrap();
     std::fs::rename(&next, &lds).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !envoy.log().contains("held by a replaced configuration") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the old configuration was not replaced: {}",
-            envoy.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        envoy.wait_log(
+            "held by a replaced configuration",
+            1,
+            Duration::from_secs(30)
+        ) >= 1,
+        "the old configuration was not replaced: {}",
+        envoy.log_tail(30)
+    );
     send(10);
     sandbox.set_faults("").unwrap();
     assert_eq!(

@@ -121,17 +121,6 @@ fn post(envoy: &Envoy, path: &str, customer: &str) -> (u16, Vec<u8>) {
     (r.status, r.body)
 }
 
-fn wait_log(envoy: &Envoy, needle: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if envoy.log().contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 fn streamed_usage_reaches_the_ingest_and_the_client_gets_every_byte(kind: FilterKind) {
     let s = stack(kind);
     for n in 0..4u64 {
@@ -200,10 +189,11 @@ fn a_stream_cut_off_is_a_dead_letter_with_its_reason_never_a_zero(kind: FilterKi
     let _ = raw.read(&mut first).unwrap();
     drop(raw);
     assert!(
-        wait_log(
-            &s.envoy,
-            "the event stream was cut off before /usage/completion_tokens arrived"
-        ),
+        s.envoy.wait_log(
+            "the event stream was cut off before /usage/completion_tokens arrived",
+            1,
+            Duration::from_secs(10)
+        ) >= 1,
         "{}",
         s.envoy.log_tail(40)
     );
@@ -218,12 +208,16 @@ fn a_stream_cut_off_is_a_dead_letter_with_its_reason_never_a_zero(kind: FilterKi
         "{}",
         s.envoy.log_tail(40)
     );
+    // The counter moves at once, the log file every 100 ms: wait for the lines themselves.
     assert_eq!(
-        s.envoy
-            .log()
-            .matches("quantity_unavailable: the event stream was cut off")
-            .count(),
-        4
+        s.envoy.wait_log(
+            "quantity_unavailable: the event stream was cut off",
+            4,
+            Duration::from_secs(10)
+        ),
+        4,
+        "{}",
+        s.envoy.log_tail(40)
     );
     // Every event the filter made is one of those four: none was queued for the ingest.
     assert_eq!(s.stat("aforo_events_received_total"), Some(4));

@@ -85,10 +85,7 @@ fn envoy_loads_the_module_and_reports_its_abi_version_as_matched() {
     let yaml = bootstrap(port, admin, free_port(), &filter, "");
     let envoy = Envoy::start(&yaml, port, admin, 1).unwrap_or_else(|e| panic!("{e}"));
     // Envoy writes its log file in batches: wait for the line, not for a time.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !envoy.log().contains("aforo: configured") && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    envoy.wait_log("aforo: configured", 1, std::time::Duration::from_secs(30));
     let log = envoy.log();
     assert!(
         log.contains("Dynamic module ABI version v0.2.0 matched."),
