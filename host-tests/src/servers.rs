@@ -6,7 +6,7 @@ use crate::http1::{serve, serve_on, Handler, Request, Response, Server};
 use crate::ingest_sim::{Answer, IngestStats, SimIngest, StoredEvent};
 use aforo_core::Timestamp;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Wall-clock now.
@@ -173,14 +173,19 @@ pub struct WebhookReceiver {
     server: Server,
     got: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU64>,
+    held: Arc<(Mutex<bool>, Condvar)>,
 }
+
+/// Longest an answer is held: a test that forgets to release never hangs a thread for good.
+const LONGEST_HOLD: Duration = Duration::from_secs(30);
 
 impl WebhookReceiver {
     /// Starts it on a free port, answering 200.
     pub fn start() -> std::io::Result<WebhookReceiver> {
         let got = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU64::new(200));
-        let (g, s) = (got.clone(), status.clone());
+        let held = Arc::new((Mutex::new(false), Condvar::new()));
+        let (g, s, h) = (got.clone(), status.clone(), held.clone());
         let handler: Handler = Arc::new(move |req: Request| {
             let answer = s.load(Ordering::SeqCst) as u16;
             if let Ok(mut list) = g.lock() {
@@ -191,13 +196,34 @@ impl WebhookReceiver {
                     status: answer,
                 });
             }
+            let (lock, released) = &*h;
+            if let Ok(guard) = lock.lock() {
+                let _ = released.wait_timeout_while(guard, LONGEST_HOLD, |held| *held);
+            }
             Response::json(answer, b"{}".to_vec())
         });
         Ok(WebhookReceiver {
             server: serve(handler)?,
             got,
             status,
+            held,
         })
+    }
+
+    /// From now on, each request is recorded at once but answered only after `release_answers`
+    /// (or 30 s): a sender stopped in between never learns it was delivered.
+    pub fn hold_answers(&self) {
+        if let Ok(mut held) = self.held.0.lock() {
+            *held = true;
+        }
+    }
+
+    /// Answers the held requests and every following one at once.
+    pub fn release_answers(&self) {
+        if let Ok(mut held) = self.held.0.lock() {
+            *held = false;
+        }
+        self.held.1.notify_all();
     }
 
     /// Where to point an endpoint.

@@ -1,5 +1,6 @@
 //! Webhooks per environment: quota thresholds once per window (across restarts), dead
-//! letters, sandbox toggles; signed so a receiver can verify them; retried until answered;
+//! letters, sandbox toggles; signed so a receiver can verify them; retried until answered, and
+//! sent again with the same id when the agent died before it recorded the answer;
 //! a sandbox endpoint never hears of production, nor the reverse.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -161,6 +162,53 @@ fn quota_thresholds_are_sent_once_each_signed_also_across_a_restart() {
     assert_eq!(
         o["webhooks"],
         json!({"pending": 0, "delivered": 3, "failed": 0})
+    );
+}
+
+/// docs/agent.md: an agent stopped after a receiver answered but before it recorded the answer
+/// sends that delivery again once restarted, with the same `id`. Here the receiver holds its
+/// answer while the agent is killed: the notice is not lost, its repeat is the same notice
+/// (id, body, a valid signature), and the log records one delivery, delivered.
+#[test]
+fn an_agent_killed_before_it_records_an_answer_sends_the_same_notice_again() {
+    let hooks = WebhookReceiver::start().unwrap();
+    let mut a = Agent::start("webhook-killed-mid-send", &catalog(), &[]);
+    let secret = endpoint(&a, "sandbox", &hooks.url());
+    hooks.hold_answers();
+    for i in 0..4 {
+        a.call(
+            "POST",
+            "/v1/events",
+            SANDBOX,
+            &json!({"events": [ev(&format!("k{i}"), "sandbox")]}),
+        );
+    }
+    assert_eq!(hooks.wait_until(WAIT, |g| !g.is_empty()).len(), 1);
+    a.restart();
+    let got = hooks.wait_until(WAIT, |g| g.len() >= 2);
+    hooks.release_answers();
+    assert_eq!(got.len(), 2, "sent again once restarted");
+    let n = delivered(&got, &secret);
+    assert_eq!(n[0]["type"], "quota.threshold_reached");
+    assert_eq!(n[0]["data"]["threshold_percent"], 80);
+    assert_eq!(got[0].webhook_id, got[1].webhook_id, "the same id");
+    assert_eq!(got[0].body, got[1].body, "the same notice");
+    let rows = recorded_deliveries(&a);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (
+            rows[0]["state"].clone(),
+            rows[0]["attempts"].clone(),
+            rows[0]["last_status"].clone(),
+            rows[0]["event_id"].clone()
+        ),
+        (
+            json!("delivered"),
+            json!(1),
+            json!(200),
+            json!(got[0].webhook_id)
+        ),
+        "{rows:?}"
     );
 }
 

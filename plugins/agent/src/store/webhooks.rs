@@ -1,7 +1,8 @@
 //! Webhook endpoints, deliveries and the marks that make a notice once-only, in each
 //! environment's own database: a sandbox endpoint can only ever be handed sandbox notices, and
 //! a notice, its mark and its deliveries are committed together, so a restart neither loses
-//! one nor sends one twice.
+//! one nor records one twice (a delivery whose answer was not recorded before the agent
+//! stopped is sent again, with the same id).
 
 use super::{StoreError, Stores};
 use aforo_core::{Environment, Timestamp};
