@@ -140,16 +140,13 @@ fn run(
                     },
                     app.now(),
                 );
-                // Marked done only once its dead letter is kept: otherwise it stays pending and
-                // is offered again, never dropped without a trace.
-                match kept {
-                    Ok(()) => {
-                        let _ = app.stores.mark(env, std::slice::from_ref(&dl.id), 2);
-                    }
-                    Err(e) => eprintln!(
+                // Marked done with its dead letter, in one transaction: when it cannot be kept
+                // it stays pending and is offered again, never dropped without a trace.
+                if let Err(e) = kept {
+                    eprintln!(
                         "aforo-agent: the {env} dead letter of {} could not be stored ({e}); the event stays pending",
                         dl.id
-                    ),
+                    );
                 }
                 app.metrics.forward_dead[env.index()].fetch_add(1, Ordering::Relaxed);
             }

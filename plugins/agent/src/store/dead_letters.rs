@@ -135,7 +135,9 @@ fn sql(e: rusqlite::Error) -> StoreError {
 }
 
 impl Stores {
-    /// Records a dead letter (committed with `synchronous=FULL`, like events).
+    /// Records a dead letter (committed with `synchronous=FULL`, like events). One from the
+    /// upstream also marks its stored event done forwarding in the same transaction: marked
+    /// after, a replay committed in between would be undone and the event never sent again.
     pub fn dead_letter(
         &self,
         env: Environment,
@@ -159,6 +161,13 @@ impl Stores {
             "detail": dl.detail,
         });
         webhooks::dead_letter_notice(&tx, env, seq, notice, now).map_err(sql)?;
+        if dl.origin == DeadLetterOrigin::Upstream {
+            tx.execute(
+                "UPDATE events SET forwarded = 2 WHERE id = ?1",
+                params![dl.event_id],
+            )
+            .map_err(sql)?;
+        }
         tx.commit().map_err(sql)
     }
 
@@ -263,5 +272,76 @@ impl Stores {
             }
         }
         tx.commit().map_err(sql)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::{test_dir, NewEvent};
+    use aforo_core::event::{encode_v1, parse_wire_event};
+    use std::sync::Arc;
+
+    fn event(id: &str, t: Timestamp) -> NewEvent {
+        let body = serde_json::json!({"id": id, "customer_id": "acme", "metric": "api_calls", "quantity": "1", "timestamp": t.to_rfc3339(), "environment": "sandbox", "product_id": "p", "properties": {}}).to_string();
+        let raw = serde_json::value::RawValue::from_string(body).unwrap();
+        let event = parse_wire_event(&raw).unwrap();
+        let body = String::from_utf8_lossy(&encode_v1(&event)).into_owned();
+        NewEvent {
+            event,
+            body,
+            late: false,
+        }
+    }
+
+    fn pending(stores: &Stores) -> Vec<String> {
+        let rows = stores.pending(Environment::Sandbox, 0, 10).unwrap();
+        rows.into_iter().map(|r| r.1).collect()
+    }
+
+    /// An upstream dead letter and its event's "done forwarding" are one commit: a replay can
+    /// only come after both, and what it re-queues stays queued.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_upstream_dead_letter_marks_its_event_in_the_same_commit() {
+        let dir = test_dir("dead-letter-mark");
+        let env = Environment::Sandbox;
+        let stores = Stores::open(&dir, &[env], false, Arc::new(|_, _| {})).unwrap();
+        let t = aforo_core::time::parse_rfc3339("2026-12-01T10:00:00Z").unwrap();
+        stores
+            .insert(env, vec![event("e1", t), event("e2", t)], t)
+            .await
+            .unwrap();
+        assert_eq!(pending(&stores), ["e1", "e2"]);
+        let dl = |id: &'static str, origin| DeadLetter {
+            event_id: id,
+            origin,
+            reason: "rejected:invalid",
+            detail: "refused",
+            body: "{}",
+        };
+        stores
+            .dead_letter(env, &dl("e1", DeadLetterOrigin::Upstream), t)
+            .unwrap();
+        // A dead letter refused on arrival is no stored event's: e2 is not touched.
+        stores
+            .dead_letter(env, &dl("e2", DeadLetterOrigin::Refused), t)
+            .unwrap();
+        assert_eq!(
+            pending(&stores),
+            ["e2"],
+            "e1 is done forwarding, with no mark after"
+        );
+        let rows = stores.dead_letters(env, 10).unwrap();
+        let seq = rows.iter().find(|d| d.event_id == "e1").unwrap().seq;
+        stores
+            .settle_replay(env, &[(seq, ReplayOutcome::Requeued("e1".into()))])
+            .unwrap();
+        assert_eq!(
+            pending(&stores),
+            ["e1", "e2"],
+            "re-queued, and nothing undoes it"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
