@@ -12,6 +12,7 @@ use aforo_core::entitlement::{
 };
 use aforo_core::Timestamp;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,9 @@ pub struct RedisLeases {
     off_until: Mutex<HashMap<String, Instant>>,
     /// When a refused lease script was last logged (at most once per `OFF_FOR`).
     logged: Mutex<Option<Instant>>,
+    /// Units out of the book and on their way back to Redis: still held until Redis has them,
+    /// so the gauge reaches 0 only once another agent can lease them.
+    returning: AtomicU64,
 }
 
 /// How long leases stay off after Redis refused the lease script.
@@ -68,6 +72,7 @@ impl RedisLeases {
             wait,
             off_until: Mutex::new(HashMap::new()),
             logged: Mutex::new(None),
+            returning: AtomicU64::new(0),
         }
     }
 
@@ -143,7 +148,7 @@ impl RedisLeases {
     /// Gives back the unspent units of leases whose time is up (called on a timer).
     pub fn give_back_due(&self, now: Timestamp) {
         let due = match self.book.lock() {
-            Ok(mut b) => b.due(now),
+            Ok(mut b) => self.returning_from(b.due(now)),
             Err(_) => return,
         };
         self.give_back(due);
@@ -152,17 +157,29 @@ impl RedisLeases {
     /// Gives back every lease held (the agent is stopping), so other agents can use them.
     pub fn give_back_all(&self) {
         let all = match self.book.lock() {
-            Ok(mut b) => b.release_all(),
+            Ok(mut b) => self.returning_from(b.release_all()),
             Err(_) => return,
         };
         self.give_back(all);
     }
 
-    /// Units this agent holds unspent (for tests and metrics).
+    /// Units this agent holds unspent, those being given back included (for tests and metrics).
     pub fn held(&self) -> u64 {
-        self.book.lock().map(|b| b.held()).unwrap_or(0)
+        // Read under the book's lock, as units move from the book to `returning` under it.
+        self.book
+            .lock()
+            .map(|b| b.held() + self.returning.load(Ordering::SeqCst))
+            .unwrap_or(0)
     }
 
+    /// Counts `leases`, just taken out of the book (its lock still held), as on their way back.
+    fn returning_from(&self, leases: Vec<(String, GiveBack)>) -> Vec<(String, GiveBack)> {
+        let total: u64 = leases.iter().map(|(_, g)| g.unspent).sum();
+        self.returning.fetch_add(total, Ordering::SeqCst);
+        leases
+    }
+
+    /// Gives `leases` back to Redis, each off `returning` once Redis has answered.
     fn give_back(&self, leases: Vec<(String, GiveBack)>) {
         for (key, g) in leases {
             // A renewal wanting nothing: the script takes the units back and grants none. A
@@ -181,6 +198,7 @@ impl RedisLeases {
                     g.unspent
                 );
             }
+            self.returning.fetch_sub(g.unspent, Ordering::SeqCst);
         }
     }
 
