@@ -470,6 +470,19 @@ impl Envoy {
         })
     }
 
+    /// A stat once it reads `want`, or what it reads when `timeout` has passed: the filter
+    /// publishes its gauges on its tick, after what they count has happened.
+    pub fn wait_stat(&self, name: &str, want: i64, timeout: Duration) -> Option<i64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.stat(name);
+            if v == Some(want) || Instant::now() >= deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Stops Envoy (SIGKILL) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -104,14 +104,8 @@ impl Stack {
     /// A stat once it reads `want` (an answer is counted after the ingest has stored it), or
     /// what it reads after 10 s.
     fn stat_reaching(&self, name: &str, want: i64) -> Option<i64> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let v = self.stat(name);
-            if v == Some(want) || std::time::Instant::now() > deadline {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.envoy
+            .wait_stat(&self.kind.stat(name), want, Duration::from_secs(10))
     }
 
     /// Whether each of the `n` workers took connections (else one worker saw everything).

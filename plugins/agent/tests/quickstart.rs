@@ -133,11 +133,13 @@ fn the_envoy_quick_start_meters_a_request_with_only_the_key_set() {
         2,
         "the refused requests never reached the API"
     );
-    // Said once at start, in Envoy's log.
+    // Said at start (once by each Wasm VM), in Envoy's log.
     assert!(
-        envoy
-            .log()
-            .contains("no routes: every request is metered as api_calls"),
+        envoy.wait_log(
+            "no routes: every request is metered as api_calls",
+            1,
+            Duration::from_secs(10)
+        ) >= 1,
         "{}",
         envoy.log_tail(30)
     );

@@ -15,6 +15,8 @@ use common::redis_server::{example, RedisServer, SharedState};
 use common::{body, Agent, SANDBOX};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SYNC_MS: u64 = 500;
@@ -923,6 +925,8 @@ fn an_agent_killed_mid_ingest_counts_every_stored_event_once() {
     let mut a = agent("crash-a", &redis, 1_000_000, "crash-a");
     let addr = a.addr();
     // A writer posting batches of 50 until it fails (the kill), recording what was acked.
+    let batches_acked = Arc::new(AtomicUsize::new(0));
+    let progress = batches_acked.clone();
     let writer = std::thread::spawn(move || {
         let mut acked = Vec::new();
         for batch in 0..400 {
@@ -936,14 +940,20 @@ fn an_agent_killed_mid_ingest_counts_every_stored_event_once() {
             let b = json!({ "events": events }).to_string().into_bytes();
             match Client::new(&addr).request("POST", "/v1/events", &h, &b) {
                 Ok(r) if r.status == 202 => {
-                    acked.extend((0..50).map(|k| format!("crash-{batch}-{k}")))
+                    acked.extend((0..50).map(|k| format!("crash-{batch}-{k}")));
+                    progress.fetch_add(1, Ordering::SeqCst);
                 }
                 _ => break,
             }
         }
         acked
     });
-    std::thread::sleep(Duration::from_millis(700));
+    // Killed once 20 of the 400 batches are acknowledged: mid-ingest on a fast disk or a slow
+    // one alike (a fixed sleep was either past the end or before the first answer).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while batches_acked.load(Ordering::SeqCst) < 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     a.kill9();
     let acked = writer.join().unwrap();
     assert!(

@@ -42,9 +42,11 @@ pub fn search(envoy: &Envoy, id: &str) -> u16 {
 
 /// Waits until the worker's filter has its snapshot: a probe of customer `acme` is answered
 /// with quota headers (a fail-open answer without a snapshot has none). Stats would not do:
-/// Envoy's main-thread VM syncs too, and the stat is the sum.
-pub fn wait_for_sync(envoy: &Envoy) {
+/// Envoy's main-thread VM syncs too, and the stat is the sum. Returns how many probes were
+/// answered: each is metered as one `acme` request (those before the snapshot once it comes).
+pub fn wait_for_sync(envoy: &Envoy) -> usize {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answered = 0;
     for n in 0.. {
         let h = vec![
             ("x-api-key".to_string(), "ck_static_acme_key".to_string()),
@@ -55,8 +57,11 @@ pub fn wait_for_sync(envoy: &Envoy) {
         ];
         let r =
             Client::new(&format!("127.0.0.1:{}", envoy.port)).request("GET", "/v1/search", &h, &[]);
-        if matches!(r, Ok(r) if r.header("ratelimit-limit").is_some()) {
-            return;
+        if let Ok(r) = r {
+            answered += 1;
+            if r.header("ratelimit-limit").is_some() {
+                return answered;
+            }
         }
         assert!(
             Instant::now() < deadline,
@@ -65,4 +70,5 @@ pub fn wait_for_sync(envoy: &Envoy) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    answered
 }
