@@ -425,6 +425,63 @@ fn one_request_id_header_repeated_by_a_client_is_still_one_event_per_served_requ
     );
 }
 
+/// `rate_limit_headers = false` (the filter's option, in the Kong plugin): clients get no
+/// `RateLimit-*` header, allowed or refused, a 429 keeps `Retry-After`, and the quota is
+/// enforced and every served request metered as with the default, which sends all four.
+#[test]
+fn the_kong_plugin_without_rate_limit_headers_still_enforces_and_meters() {
+    let mut catalog = hostile_catalog();
+    catalog["customers"]["mallory"]["features"]["search"]["quota"] = serde_json::json!(2);
+    catalog["customers"]["acme"]["features"]["search"]["quota"] = serde_json::json!(2);
+    let agent = Agent::start("kong-no-rl-headers", &catalog, &[]);
+    let three = |key: &str, tag: &str| -> Vec<Value> {
+        (0..3)
+            .map(|i| serde_json::json!({"headers_hex": {"x-api-key": hex(key.as_bytes())}, "request_id": format!("{tag}-{i}")}))
+            .collect()
+    };
+    let hidden = kong_requests(
+        &agent,
+        serde_json::json!({"rate_limit_headers": false}),
+        three(OWN_KEY, "hidden"),
+    );
+    let shown = kong_requests(&agent, serde_json::json!({}), three(VICTIM_KEY, "shown"));
+    let statuses = |out: &Value| -> Vec<u64> {
+        out["outcomes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["status"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(statuses(&hidden), [200, 200, 429], "{hidden}");
+    assert_eq!(statuses(&shown), [200, 200, 429], "{shown}");
+    let names = |o: &Value| -> Vec<String> {
+        o["headers"]
+            .as_object()
+            .map(|h| h.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    for o in hidden["outcomes"].as_array().unwrap() {
+        assert!(names(o).iter().all(|n| !n.starts_with("ratelimit-")), "{o}");
+    }
+    let refused = &hidden["outcomes"][2];
+    assert!(refused["headers"]["retry-after"].is_string(), "{refused}");
+    // The default passes the quota's state on, allowed and refused.
+    for o in shown["outcomes"].as_array().unwrap() {
+        assert!(o["headers"]["ratelimit-remaining"].is_string(), "{o}");
+    }
+    assert!(shown["outcomes"][2]["headers"]["retry-after"].is_string());
+    let usage = usage_by_customer(&agent);
+    assert_eq!(
+        (
+            usage.get("mallory").map(String::as_str),
+            usage.get("acme").map(String::as_str)
+        ),
+        (Some("2"), Some("2")),
+        "each served request metered once, with or without the headers: {usage:?}"
+    );
+}
+
 #[test]
 fn an_unreachable_agent_lets_apigee_requests_through_unmetered() {
     // The refusals of the table reach the client through the shared flows above (with the

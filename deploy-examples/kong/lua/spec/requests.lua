@@ -1,5 +1,6 @@
 -- Runs given requests through the real aforo Kong plugin (handler.lua) against a running
--- aforo-agent and prints, as JSON, what the client got and what the plugin sent the agent.
+-- aforo-agent and prints, as JSON, what the client got (status, code, the headers the plugin
+-- set, names in lower case) and what the plugin sent the agent.
 -- Header values are hex, so a test can send any bytes (quotes, CR/LF, non-UTF-8).
 --   luajit spec/requests.lua REQUESTS.json http://127.0.0.1:PORT sk_test_…
 -- REQUESTS.json: {"conf": {…overrides…}, "requests": [{"headers_hex": {"x-api-key": "6b…"},
@@ -66,12 +67,13 @@ for _, r in ipairs(input.requests) do
       body = cjson.decode(body)
     end
     table.insert(outcomes, { status = response.exit.status,
-      code = body and body.error and body.error.code or cjson.null })
+      code = body and body.error and body.error.code or cjson.null,
+      headers = response.exit.headers })
   else
     response.status = 200
     handler:log(conf)
     shim.flush_queue()
-    table.insert(outcomes, { status = 200, code = "allowed" })
+    table.insert(outcomes, { status = 200, code = "allowed", headers = response.headers })
   end
 end
 print(cjson.encode({ outcomes = outcomes, sent = sent, logs = shim.logs }))

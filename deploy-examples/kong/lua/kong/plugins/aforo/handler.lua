@@ -10,10 +10,20 @@ local Queue = require "kong.tools.queue"
 local AforoHandler = {
   -- After authentication plugins (key-auth is 1250), before rate-limiting (910).
   PRIORITY = 950,
-  VERSION = "0.2.0",
+  VERSION = "0.3.0",
 }
 
 local FORWARDED = { "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset" }
+-- With rate_limit_headers = false: clients learn no quota, only when to retry after a 429.
+local RETRY_ONLY = { "Retry-After" }
+
+-- The agent's headers this instance passes on to the client.
+local function forwarded(conf)
+  if conf.rate_limit_headers == false then
+    return RETRY_ONLY
+  end
+  return FORWARDED
+end
 
 local function post(conf, path, body, request_id)
   local httpc = http.new()
@@ -84,7 +94,7 @@ function AforoHandler:access(conf)
     kong.ctx.plugin.customer_id = decision.customer_id
     kong.ctx.plugin.feature = feature
     kong.ctx.plugin.request_id = id
-    for _, name in ipairs(FORWARDED) do
+    for _, name in ipairs(forwarded(conf)) do
       local v = res.headers[name]
       if v then
         kong.response.set_header(name, v)
@@ -94,7 +104,7 @@ function AforoHandler:access(conf)
   end
   -- 401, 403, 429, 503: the agent's answer goes to the client as it is.
   local headers = { ["Content-Type"] = "application/json" }
-  for _, name in ipairs(FORWARDED) do
+  for _, name in ipairs(forwarded(conf)) do
     local v = res.headers[name]
     if v then
       headers[name] = v

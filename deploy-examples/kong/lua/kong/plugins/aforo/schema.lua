@@ -23,6 +23,8 @@ return {
           { timeout_ms = { type = "integer", default = 500, between = { 1, 60000 } } },
           { failure_mode = { description = "open: an unreachable agent lets requests through; closed: 503",
               type = "string", default = "open", one_of = { "open", "closed" } } },
+          { rate_limit_headers = { description = "false: no RateLimit-* headers to clients (a 429 keeps Retry-After); quotas are enforced and requests metered as before",
+              type = "boolean", default = true } },
           { queue = typedefs.queue },
         },
         -- The names before 0.2.0, still accepted: Kong maps each to its new field
