@@ -965,9 +965,10 @@ fn an_agent_killed_mid_ingest_counts_every_stored_event_once() {
     // After the restart the reconciler settles whatever the kill left unclaimed; a claim the
     // killed process made but had not noted is found as this node's own, not counted again.
     let deadline = Instant::now() + Duration::from_secs(30);
+    // A claim is committed before its metric moves: wait for both.
     let held = loop {
         let (ids, waiting) = stored(&a);
-        if waiting == 0 || Instant::now() > deadline {
+        if (waiting == 0 && balance(&a).is_ok()) || Instant::now() > deadline {
             assert_eq!(waiting, 0, "claims left unsettled: {}", a.log());
             break ids;
         }
@@ -1104,8 +1105,9 @@ fn unsettled_claims_survive_a_new_node_id_and_a_switch_back_to_embedded() {
     unsettle(&a);
     a.set_flag("--node-id", Some("second-name"));
     a.restart();
+    // A claim is committed before its metric moves: wait for both.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while stored(&a).1 > 0 && Instant::now() < deadline {
+    while (stored(&a).1 > 0 || balance(&a).is_err()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
     let (ids, waiting) = stored(&a);
