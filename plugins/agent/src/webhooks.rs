@@ -415,21 +415,8 @@ pub fn start(app: Arc<App>) -> Result<(), String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::{test_dir, NewEvent};
-    use aforo_core::event::{encode_v1, parse_wire_event};
+    use crate::store::{test_dir, test_event as event};
     use std::sync::Arc;
-
-    fn event(id: &str, customer: &str, env: Environment, t: Timestamp) -> NewEvent {
-        let body = json!({"id": id, "customer_id": customer, "metric": "api_calls", "quantity": "2", "timestamp": t.to_rfc3339(), "environment": env.as_str(), "product_id": "p", "properties": {}}).to_string();
-        let raw = serde_json::value::RawValue::from_string(body).unwrap();
-        let event = parse_wire_event(&raw).unwrap();
-        let body = String::from_utf8_lossy(&encode_v1(&event)).into_owned();
-        NewEvent {
-            event,
-            body,
-            late: false,
-        }
-    }
 
     fn notices(stores: &Stores, env: Environment) -> Vec<Value> {
         stores

@@ -279,21 +279,8 @@ impl Stores {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::{test_dir, NewEvent};
-    use aforo_core::event::{encode_v1, parse_wire_event};
+    use crate::store::{test_dir, test_event};
     use std::sync::Arc;
-
-    fn event(id: &str, t: Timestamp) -> NewEvent {
-        let body = serde_json::json!({"id": id, "customer_id": "acme", "metric": "api_calls", "quantity": "1", "timestamp": t.to_rfc3339(), "environment": "sandbox", "product_id": "p", "properties": {}}).to_string();
-        let raw = serde_json::value::RawValue::from_string(body).unwrap();
-        let event = parse_wire_event(&raw).unwrap();
-        let body = String::from_utf8_lossy(&encode_v1(&event)).into_owned();
-        NewEvent {
-            event,
-            body,
-            late: false,
-        }
-    }
 
     fn pending(stores: &Stores) -> Vec<String> {
         let rows = stores.pending(Environment::Sandbox, 0, 10).unwrap();
@@ -309,7 +296,14 @@ mod tests {
         let stores = Stores::open(&dir, &[env], false, Arc::new(|_, _| {})).unwrap();
         let t = aforo_core::time::parse_rfc3339("2026-12-01T10:00:00Z").unwrap();
         stores
-            .insert(env, vec![event("e1", t), event("e2", t)], t)
+            .insert(
+                env,
+                vec![
+                    test_event("e1", "acme", env, t),
+                    test_event("e2", "acme", env, t),
+                ],
+                t,
+            )
             .await
             .unwrap();
         assert_eq!(pending(&stores), ["e1", "e2"]);

@@ -561,6 +561,22 @@ pub fn test_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// An `api_calls` event of 2 for tests, stored as the ingest stores it.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub fn test_event(id: &str, customer: &str, env: Environment, t: Timestamp) -> NewEvent {
+    use aforo_core::event::{encode_v1, parse_wire_event};
+    let body = serde_json::json!({"id": id, "customer_id": customer, "metric": "api_calls", "quantity": "2", "timestamp": t.to_rfc3339(), "environment": env.as_str(), "product_id": "p", "properties": {}}).to_string();
+    let raw = serde_json::value::RawValue::from_string(body).unwrap();
+    let event = parse_wire_event(&raw).unwrap();
+    let body = String::from_utf8_lossy(&encode_v1(&event)).into_owned();
+    NewEvent {
+        event,
+        body,
+        late: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
